@@ -1,0 +1,36 @@
+//! Command-line arguments: one clap subcommand per job.
+
+use clap::{Parser, Subcommand};
+
+use crate::app;
+
+/// inflor: event-camera I/O and spiking-network inference (SRIF + MPR).
+#[derive(Debug, Parser)]
+#[command(name = "inflor", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); INFLOR_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The job to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The jobs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print format, resolution, counts, timing and skipped records of event files.
+    Inspect(app::inspect::InspectArgs),
+    /// Convert an event file to AEDAT 4.0 or AEDAT 2.0.
+    Convert(app::convert::ConvertArgs),
+    /// Labelled datasets (CIFAR10-DVS layout, class folders).
+    #[command(subcommand)]
+    Dataset(app::dataset::DatasetCommand),
+    /// Emulate a DVS128 watching moving images and write a labelled dataset.
+    Synth(app::synth::SynthArgs),
+    /// Model files: show or create.
+    #[command(subcommand)]
+    Model(app::model::ModelCommand),
+    /// Classify recordings with a model.
+    Infer(app::infer::InferArgs),
+}

@@ -1,0 +1,1 @@
+//! Integration tests: binner (filled by its owner).

@@ -1,0 +1,1 @@
+//! Integration tests: formats_aedat4 (filled by its owner).

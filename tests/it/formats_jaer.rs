@@ -1,0 +1,1 @@
+//! Integration tests: formats_jaer (filled by its owner).

@@ -1,0 +1,1 @@
+//! Integration tests: formats_prophesee (filled by its owner).

@@ -1,0 +1,1 @@
+//! Integration tests: malformed (filled by its owner).
