@@ -11,13 +11,22 @@ pub struct AtisDecoder {
 impl AtisDecoder {
     /// A fresh decoder.
     pub fn new(_options: &DecodeOptions) -> Self {
-        Self { stats: DecodeStats::default() }
+        Self {
+            stats: DecodeStats::default(),
+        }
     }
 }
 
 impl Decoder for AtisDecoder {
     fn feed(&mut self, _input: &[u8], _out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        Err(DecodeError::new(Format::Atis, 0, DecodeErrorKind::Unexpected { expected: "a built decoder".into(), found: "placeholder".into() }))
+        Err(DecodeError::new(
+            Format::Atis,
+            0,
+            DecodeErrorKind::Unexpected {
+                expected: "a built decoder".into(),
+                found: "placeholder".into(),
+            },
+        ))
     }
     fn finish(&mut self, _out: &mut Vec<Event>) -> Result<(), DecodeError> {
         Ok(())

@@ -406,7 +406,9 @@ pub fn read_file(
         source,
     };
     let mut events = Vec::new();
-    decoder.feed(&chunk[..filled], &mut events).map_err(decode)?;
+    decoder
+        .feed(&chunk[..filled], &mut events)
+        .map_err(decode)?;
     loop {
         let n = file.read(&mut chunk).map_err(io)?;
         if n == 0 {

@@ -1,12 +1,12 @@
 //! The one integration-test binary. Each module states what it covers.
 
 mod binner;
+mod cli;
 mod dataset;
 mod exec;
 mod formats_aedat4;
 mod formats_jaer;
 mod formats_prophesee;
 mod malformed;
-mod cli;
 mod snn;
 mod support;

@@ -1,0 +1,5 @@
+#![no_main]
+//! Fuzzes the Atis decoder: see `inflor_fuzz::check`.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| inflor_fuzz::check(inflor::format::Format::Atis, data));
