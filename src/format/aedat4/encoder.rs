@@ -103,7 +103,11 @@ pub(crate) struct PacketWriter {
 }
 
 impl PacketWriter {
-    pub(crate) fn new(compressor: Compressor, options: &Aedat4EncoderOptions, info: &StreamInfo) -> Self {
+    pub(crate) fn new(
+        compressor: Compressor,
+        options: &Aedat4EncoderOptions,
+        info: &StreamInfo,
+    ) -> Self {
         Self {
             compressor,
             builder: FlatBufferBuilder::new(),
@@ -119,7 +123,11 @@ impl PacketWriter {
     }
 
     /// Accepts events, writing every packet that fills up.
-    pub(crate) fn encode(&mut self, events: &[Event], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    pub(crate) fn encode(
+        &mut self,
+        events: &[Event],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
         for (i, event) in events.iter().enumerate() {
             if event.x >= self.width || event.y >= self.height {
                 return Err(EncodeError::Unrepresentable {
@@ -166,9 +174,11 @@ impl PacketWriter {
         self.builder.reset();
         // Coordinates were checked against the sensor, which is at most 32768 wide, so they
         // fit i16.
-        let aligned = self.builder.create_vector_from_iter(events.iter().map(|e| {
-            AlignedEvent(FbEvent::new(e.t, e.x as i16, e.y as i16, e.polarity))
-        }));
+        let aligned = self.builder.create_vector_from_iter(
+            events
+                .iter()
+                .map(|e| AlignedEvent(FbEvent::new(e.t, e.x as i16, e.y as i16, e.polarity))),
+        );
         // Same bytes, viewed as the schema's vector type.
         let elements: WIPOffset<Vector<FbEvent>> = WIPOffset::new(aligned.value());
         let root = EventPacket::create(
@@ -178,7 +188,6 @@ impl PacketWriter {
             },
         );
         self.builder.finish_size_prefixed(root, Some("EVTS"));
-        self.body.clear();
         self.compressor
             .compress(self.builder.finished_data(), &mut self.body)?;
         let size = i32::try_from(self.body.len()).map_err(|_| {
@@ -287,7 +296,11 @@ impl std::fmt::Debug for PacketWriter {
 impl Encoder for Aedat4Encoder {
     fn begin(&mut self, info: &StreamInfo, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let compressor = check_setup(&self.options, info)?;
-        let info_node = io_header::event_stream_info_node(info, self.options.compression);
+        let info_node = io_header::event_stream_info_node(
+            info,
+            self.options.compression,
+            Some("Array of events (polarity ON/OFF)."),
+        );
         let header = io_header::build(self.options.compression, -1, &info_node);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&header);
@@ -330,9 +343,9 @@ impl Encoder for Aedat4Encoder {
 impl PacketWriter {
     /// Appends `raw` compressed with the stream's codec (for the FileDataTable).
     fn compressor_compress(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let before = out.len();
-        self.compressor.compress(raw, out)?;
-        self.written += (out.len() - before) as u64;
+        self.compressor.compress(raw, &mut self.body)?;
+        out.extend_from_slice(&self.body);
+        self.written += self.body.len() as u64;
         Ok(())
     }
 }
