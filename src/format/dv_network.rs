@@ -7,7 +7,7 @@
 
 use super::aedat4::io_header;
 use super::aedat4::packets::{Framing, PacketStream};
-use super::aedat4::{Aedat4EncoderOptions, Compression, PacketWriter, check_setup};
+use super::aedat4::{Aedat4EncoderOptions, Compression, PacketWriter, compressor};
 use super::{DecodeError, DecodeOptions, DecodeStats, Decoder, EncodeError, Encoder, Format};
 use crate::event::{Event, StreamInfo};
 
@@ -95,7 +95,7 @@ impl DvNetworkEncoder {
 
 impl Encoder for DvNetworkEncoder {
     fn begin(&mut self, info: &StreamInfo, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let compressor = check_setup(&self.options, info)?;
+        let compressor = compressor(&self.options)?;
         let info_node = io_header::event_stream_info_node(info, self.options.compression, None);
         // The size-prefixed IOHeader is exactly the u32 length followed by the header.
         let header = io_header::build(self.options.compression, -1, &info_node);

@@ -686,18 +686,37 @@ fn write_file_patches_the_data_table_position() {
 fn encoders_reject_what_the_format_cannot_hold() {
     let mut out = Vec::new();
     let mut encoder = Aedat4Encoder::new(Aedat4EncoderOptions::default());
-    assert!(encoder.begin(&sensor(0, 10), &mut out).is_err());
-    assert!(encoder.begin(&sensor(40_000, 10), &mut out).is_err());
+    assert_eq!(encoder.begin(&sensor(0, 10), &mut out), Ok(()));
+    assert!(
+        encoder
+            .encode(&[Event::new(0, 0, 0, true)], &mut out)
+            .is_err()
+    );
+    assert_eq!(encoder.begin(&sensor(40_000, 10), &mut out), Ok(()));
+    assert_eq!(
+        encoder.encode(&[Event::new(0, 32_767, 0, true)], &mut out),
+        Ok(())
+    );
+    assert!(matches!(
+        encoder.encode(&[Event::new(0, 32_768, 0, true)], &mut out),
+        Err(inflor::format::EncodeError::Unrepresentable { index: 1, .. })
+    ));
     let mut encoder = Aedat4Encoder::new(Aedat4EncoderOptions {
         compression: Compression::Lz4High,
         ..Aedat4EncoderOptions::default()
     });
     assert!(encoder.begin(&sensor(10, 10), &mut out).is_err());
-    let mut encoder = Aedat4Encoder::new(Aedat4EncoderOptions {
-        events_per_packet: 0,
-        ..Aedat4EncoderOptions::default()
-    });
-    assert!(encoder.begin(&sensor(10, 10), &mut out).is_err());
+    // A packet size of 0 is clamped to 1.
+    let events = [Event::new(0, 1, 1, true), Event::new(1, 2, 2, false)];
+    let (_, bytes) = encode_with(
+        Aedat4Encoder::new(Aedat4EncoderOptions {
+            events_per_packet: 0,
+            ..Aedat4EncoderOptions::default()
+        }),
+        &sensor(10, 10),
+        &[&events],
+    );
+    assert_eq!(decode(Format::Aedat4, &strict(), &bytes).events, events);
     let mut encoder = DvNetworkEncoder::new(Aedat4EncoderOptions::default());
     assert!(
         encoder.encode(&[], &mut out).is_err(),

@@ -25,7 +25,7 @@ pub use encoder::{
     Aedat4Encoder, Aedat4EncoderOptions, DEFAULT_EVENTS_PER_PACKET, HeaderPatch,
     MAX_EVENTS_PER_PACKET, WriteFileError, write_file,
 };
-pub(crate) use encoder::{PacketWriter, check_setup};
+pub(crate) use encoder::{PacketWriter, compressor};
 
 use super::{DecodeError, DecodeOptions, DecodeStats, Decoder, Format};
 use crate::event::{Event, StreamInfo};

@@ -91,6 +91,8 @@ pub(crate) struct PacketStream {
     /// Absolute input offset of the current unit (the first byte of `pending`).
     offset: u64,
     compression: Compression,
+    /// Whether the IOHeader has been read (and `compression` is the stream's).
+    header_read: bool,
     data_table_position: Option<u64>,
     /// Declared streams, sorted by id.
     streams: Vec<Stream>,
@@ -116,6 +118,7 @@ impl PacketStream {
             pending: Vec::new(),
             offset: 0,
             compression: Compression::None,
+            header_read: false,
             data_table_position: None,
             streams: Vec::new(),
             info: None,
@@ -140,7 +143,7 @@ impl PacketStream {
 
     /// The IOHeader's compression, once read.
     pub(crate) fn compression(&self) -> Option<Compression> {
-        (self.phase != Phase::Header).then_some(self.compression)
+        self.header_read.then_some(self.compression)
     }
 
     /// Packets listed by a FileDataTable that matched the file's packets (after `finish`).
@@ -181,26 +184,6 @@ impl PacketStream {
     }
 
     fn feed_units(&mut self, mut input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        // First complete the unit an earlier chunk started, copying only what it lacks.
-        while !self.pending.is_empty() && self.phase != Phase::DataTable {
-            let need = self.unit_len(&self.pending)?;
-            if self.pending.len() < need {
-                let (head, rest) = input.split_at((need - self.pending.len()).min(input.len()));
-                self.pending.extend_from_slice(head);
-                input = rest;
-                if self.pending.len() < need {
-                    return Ok(());
-                }
-                // The unit's full length may only now be known (header read): look again.
-                continue;
-            }
-            let unit = mem::take(&mut self.pending);
-            let result = self.read_unit(unit.get(..need).unwrap_or_default(), out);
-            self.pending = unit;
-            self.pending.clear();
-            result?;
-        }
-        // Then whole units straight from the chunk.
         loop {
             match self.phase {
                 Phase::DataTable => return self.collect_table(input),
@@ -215,6 +198,27 @@ impl PacketStream {
                 }
                 Phase::Header | Phase::Packets => {}
             }
+            if !self.pending.is_empty() {
+                // Complete the unit an earlier chunk started, copying only what it lacks.
+                let need = self.unit_len(&self.pending)?;
+                if self.pending.len() < need {
+                    let (head, rest) = input.split_at((need - self.pending.len()).min(input.len()));
+                    self.pending.extend_from_slice(head);
+                    input = rest;
+                    if self.pending.len() < need {
+                        return Ok(());
+                    }
+                    // The unit's full length may only now be known (header read): look again.
+                    continue;
+                }
+                let unit = mem::take(&mut self.pending);
+                let result = self.read_unit(unit.get(..need).unwrap_or_default(), out);
+                self.pending = unit;
+                self.pending.clear();
+                result?;
+                continue;
+            }
+            // Whole units straight from the chunk, without copying.
             if input.is_empty() {
                 return Ok(());
             }
@@ -297,8 +301,14 @@ impl PacketStream {
                 }
                 Ok(PACKET_HEADER + size)
             }
-            // Not reached: these phases take all remaining input.
-            (Phase::DataTable | Phase::Finished, _) => Ok(usize::MAX),
+            // `feed_units` handles these phases without cutting units.
+            (Phase::DataTable | Phase::Finished, _) => Err(self.error(
+                self.offset,
+                DecodeErrorKind::Unexpected {
+                    expected: "a header or packet".to_string(),
+                    found: "input after the last packet".to_string(),
+                },
+            )),
         }
     }
 
@@ -422,6 +432,7 @@ impl PacketStream {
         }
         self.streams = streams;
         self.compression = header.compression;
+        self.header_read = true;
         self.decompressor = Decompressor::new(header.compression, self.options.max_record_bytes);
         self.phase = Phase::Packets;
         Ok(())
@@ -604,10 +615,8 @@ impl PacketStream {
                 return self.bad_record(offset, kind);
             }
         };
-        if self.compression == Compression::None
-            && let Some(expected) = size_prefixed_len(buffer)
-            && buffer.len() < expected
-        {
+        let expected = size_prefixed_len(buffer).unwrap_or(4);
+        if self.compression == Compression::None && buffer.len() < expected {
             return Err(self.error(
                 offset,
                 DecodeErrorKind::Truncated {
