@@ -19,6 +19,7 @@ mod data_table;
 mod encoder;
 pub(crate) mod io_header;
 pub(crate) mod packets;
+mod verify;
 
 pub use compression::Compression;
 pub use encoder::{

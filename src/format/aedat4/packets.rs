@@ -18,7 +18,8 @@ use flatbuffers::{Follow, Verifiable};
 
 use super::compression::{Compression, DecompressError, Decompressor};
 use super::data_table::{self, TableEntry};
-use super::io_header::{self, IoHeader, StreamKind, verifier_options};
+use super::io_header::{self, IoHeader, StreamKind};
+use super::verify::{Reach, size_prefixed_len, verify_buffer};
 use crate::event::{Event, StreamInfo};
 use crate::format::{DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Format};
 
@@ -626,9 +627,12 @@ impl PacketStream {
                 },
             ));
         }
-        let verdict = match verify_buffer(buffer, data_table::IDENTIFIER, |options, b| {
-            data_table::verified_root(options, b)
-        }) {
+        let verdict = match verify_buffer(
+            buffer,
+            data_table::IDENTIFIER,
+            Reach::RootAndFirstVector,
+            data_table::verified_root,
+        ) {
             Err(message) => Err(DecodeErrorKind::Flatbuffer {
                 what: "FileDataTable",
                 message,
@@ -707,55 +711,16 @@ fn skip_bad(stats: &mut DecodeStats, error: &DecodeError) {
     }
 }
 
-/// The total length a size-prefixed buffer claims, if its prefix is present.
-fn size_prefixed_len(buffer: &[u8]) -> Option<usize> {
-    match buffer.get(..4) {
-        Some(&[a, b, c, d]) => usize::try_from(u32::from_le_bytes([a, b, c, d]))
-            .ok()
-            .map(|n| n.saturating_add(4)),
-        _ => None,
-    }
-}
-
-/// Checks a size-prefixed buffer's prefix and identifier, then verifies it with `root`.
-fn verify_buffer<'a, T>(
+/// Verifies a size-prefixed packet of type `T` with its identifier.
+fn verified<'a, T>(
     buffer: &'a [u8],
     identifier: &str,
-    root: impl FnOnce(
-        &flatbuffers::VerifierOptions,
-        &'a [u8],
-    ) -> Result<T, flatbuffers::InvalidFlatbuffer>,
-) -> Result<T, String> {
-    match size_prefixed_len(buffer) {
-        Some(len) if len == buffer.len() => {}
-        Some(len) => {
-            return Err(format!(
-                "size prefix says {len} bytes, the buffer holds {}",
-                buffer.len()
-            ));
-        }
-        None => {
-            return Err(format!(
-                "{} bytes, too short for a size prefix",
-                buffer.len()
-            ));
-        }
-    }
-    if buffer.get(8..12) != Some(identifier.as_bytes()) {
-        return Err(format!(
-            "expected identifier \"{identifier}\", found \"{}\"",
-            io_header::identifier_found(buffer)
-        ));
-    }
-    root(&verifier_options(buffer.len()), buffer).map_err(|e| e.to_string())
-}
-
-/// Verifies a size-prefixed packet of type `T` with its identifier.
-fn verified<'a, T>(buffer: &'a [u8], identifier: &str) -> Result<T::Inner, DecodeErrorKind>
+    reach: Reach,
+) -> Result<T::Inner, DecodeErrorKind>
 where
     T: Follow<'a> + Verifiable + 'a,
 {
-    verify_buffer(buffer, identifier, |options, b| {
+    verify_buffer(buffer, identifier, reach, |options, b| {
         flatbuffers::size_prefixed_root_with_opts::<T>(options, b)
     })
     .map_err(|message| DecodeErrorKind::Flatbuffer {
@@ -785,24 +750,24 @@ fn read_body(
     let identifier = stream.kind.identifier();
     match stream.kind {
         StreamKind::Events => {
-            let packet = verified::<EventPacket>(buffer, identifier)?;
+            let packet = verified::<EventPacket>(buffer, identifier, Reach::Root)?;
             let events = packet.elements().unwrap_or_default();
             push_events(events, stream.bounds, context, stats, last_t, out)?;
             Ok(events.len() as u64)
         }
         StreamKind::Frames => {
-            verified::<Frame>(buffer, identifier)?;
+            verified::<Frame>(buffer, identifier, Reach::Root)?;
             stats.frames_skipped += 1;
             Ok(1)
         }
         StreamKind::Imu => {
-            let packet = verified::<ImuPacket>(buffer, identifier)?;
+            let packet = verified::<ImuPacket>(buffer, identifier, Reach::RootAndFirstVector)?;
             let n = packet.elements().map_or(0, |e| e.len()) as u64;
             stats.imu_skipped += n;
             Ok(n)
         }
         StreamKind::Triggers => {
-            let packet = verified::<TriggerPacket>(buffer, identifier)?;
+            let packet = verified::<TriggerPacket>(buffer, identifier, Reach::RootAndFirstVector)?;
             let n = packet.elements().map_or(0, |e| e.len()) as u64;
             stats.triggers_skipped += n;
             Ok(n)
