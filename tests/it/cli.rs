@@ -39,7 +39,6 @@ const README_TABLE: &[Row] = &[
         "aedat4",
         78_830,
         2.360,
-        3,
         Some(59 + 2_363 + 236),
     ),
     (
@@ -47,7 +46,6 @@ const README_TABLE: &[Row] = &[
         "aedat4",
         111_954,
         0.590,
-        3,
         None,
     ),
     (
@@ -55,7 +53,6 @@ const README_TABLE: &[Row] = &[
         "aedat2",
         15_744,
         2.211,
-        3,
         Some(0),
     ),
     (
@@ -63,7 +60,6 @@ const README_TABLE: &[Row] = &[
         "aedat2",
         1_782,
         0.197,
-        3,
         Some(0),
     ),
     (
@@ -71,7 +67,6 @@ const README_TABLE: &[Row] = &[
         "aedat2",
         5_078,
         0.197,
-        3,
         Some(0),
     ),
     (
@@ -79,7 +74,6 @@ const README_TABLE: &[Row] = &[
         "aedat2",
         11_209,
         0.197,
-        3,
         Some(0),
     ),
     (
@@ -87,7 +81,6 @@ const README_TABLE: &[Row] = &[
         "aedat2",
         162_771,
         2.073,
-        3,
         Some(33_837),
     ),
     (
@@ -95,7 +88,6 @@ const README_TABLE: &[Row] = &[
         "aedat2",
         374_296,
         3.167,
-        3,
         Some(51_688),
     ),
     ("nmnist/sample_nmnist.bin", "atis", 4_325, 0.311, None),
@@ -104,24 +96,15 @@ const README_TABLE: &[Row] = &[
         "atis",
         67_445,
         0.299,
-        3,
         None,
     ),
     ("ncars/sample_ncars.dat", "dat", 2_009, 0.100, None),
-    (
-        "ncars/NCARS_obj_004397_td.dat",
-        "dat",
-        4_407,
-        0.100,
-        3,
-        None,
-    ),
+    ("ncars/NCARS_obj_004397_td.dat", "dat", 4_407, 0.100, None),
     (
         "prophesee_evt2/evt2_test_sparklers.raw",
         "evt2",
         521_252,
         0.096,
-        3,
         None,
     ),
     (
@@ -129,7 +112,6 @@ const README_TABLE: &[Row] = &[
         "evt2",
         539_481,
         0.050,
-        3,
         None,
     ),
     (
@@ -137,7 +119,6 @@ const README_TABLE: &[Row] = &[
         "evt3",
         5_000,
         0.045,
-        3,
         None,
     ),
     (
@@ -145,7 +126,6 @@ const README_TABLE: &[Row] = &[
         "evt3",
         219_596,
         0.009,
-        3,
         None,
     ),
     ("event_stream/dvs.es", "es", 473_225, 0.999, None),
