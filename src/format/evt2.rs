@@ -122,7 +122,7 @@ impl Evt2Decoder {
         base: u64,
         out: &mut Vec<Event>,
     ) -> Result<(), DecodeError> {
-        debug_assert!(words.len() % 4 == 0);
+        debug_assert!(words.len().is_multiple_of(4));
         out.reserve(words.len() / 4);
         let first_event = out.len();
         let mut clock = self.clock;
@@ -220,7 +220,11 @@ impl Decoder for Evt2Decoder {
         let result = self.feed_inner(input, out);
         match &result {
             Ok(()) => self.stats.bytes = self.offset,
-            Err(e) => self.failed = Some(e.clone()),
+            // Bytes before the failing record: the same for every chunking.
+            Err(e) => {
+                self.stats.bytes = e.offset;
+                self.failed = Some(e.clone());
+            }
         }
         result
     }
@@ -286,7 +290,7 @@ pub(crate) fn check_event(
     let reason = if event.x >= width || event.y >= height {
         format!("outside the {width}x{height} sensor")
     } else if !(0..MAX_ENCODED_T).contains(&event.t) {
-        format!("timestamp outside 0..2^50 µs")
+        "timestamp outside 0..2^50 µs".to_string()
     } else {
         return Ok(());
     };

@@ -164,7 +164,7 @@ impl Evt3Decoder {
         base: u64,
         out: &mut Vec<Event>,
     ) -> Result<(), DecodeError> {
-        debug_assert!(words.len() % 2 == 0);
+        debug_assert!(words.len().is_multiple_of(2));
         let first_event = out.len();
         let mut tally = Tally::default();
         let dims = (self.width, self.height);
@@ -335,7 +335,11 @@ impl Decoder for Evt3Decoder {
         let result = self.feed_inner(input, out);
         match &result {
             Ok(()) => self.stats.bytes = self.offset,
-            Err(e) => self.failed = Some(e.clone()),
+            // Bytes before the failing record: the same for every chunking.
+            Err(e) => {
+                self.stats.bytes = e.offset;
+                self.failed = Some(e.clone());
+            }
         }
         result
     }
