@@ -411,25 +411,43 @@ fn fast_block(
     let mut used = words.len();
     for (i, bytes) in words.chunks_exact(2).enumerate() {
         let word = u32::from(u16::from_le_bytes([bytes[0], bytes[1]]));
-        match word >> 12 {
-            ADDR_Y => s.y = word & 0x7FF,
-            ADDR_X => {
-                let x = word & 0x7FF;
-                let slot = spare.get_mut(written);
-                let (Some(slot), true) = (slot, x < width && s.y < height) else {
+        let kind = word >> 12;
+        match kind {
+            // The words that make up most of a stream, handled without a branch between
+            // them (the sequence of types is data, so branches on it mispredict): each
+            // updates its part of the state by a conditional move, and an event candidate is
+            // always written but kept only for EVT_ADDR_X.
+            ADDR_Y | ADDR_X | VECT_BASE_X | TIME_LOW => {
+                let address = word & 0x7FF;
+                let bit11 = word & 0x800 != 0;
+                let is_x = kind == ADDR_X;
+                if kind == ADDR_Y {
+                    s.y = address;
+                }
+                if kind == VECT_BASE_X {
+                    s.base_x = address;
+                    s.polarity = bit11;
+                }
+                if kind == TIME_LOW {
+                    s.low = i64::from(word & 0xFFF);
+                    s.t = (s.clock.value << 12) | s.low;
+                }
+                let Some(slot) = spare.get_mut(written) else {
                     used = 2 * i;
                     break;
                 };
-                slot.write(Event::new(s.t, x as u16, s.y as u16, word & 0x800 != 0));
-                written += 1;
-                regressions += u64::from(s.t < s.last_t);
-                s.last_t = s.t;
+                if is_x && !(address < width && s.y < height) {
+                    used = 2 * i;
+                    break;
+                }
+                slot.write(Event::new(s.t, address as u16, s.y as u16, bit11));
+                written += usize::from(is_x);
+                regressions += u64::from(is_x && s.t < s.last_t);
+                if is_x {
+                    s.last_t = s.t;
+                }
             }
-            VECT_BASE_X => {
-                s.base_x = word & 0x7FF;
-                s.polarity = word & 0x800 != 0;
-            }
-            kind @ (VECT_12 | VECT_8) => {
+            VECT_12 | VECT_8 => {
                 let (mask, span) = if kind == VECT_12 {
                     (word & 0xFFF, 12)
                 } else {
@@ -464,10 +482,6 @@ fn fast_block(
                     s.last_t = s.t;
                 }
                 s.base_x = s.base_x.saturating_add(span);
-            }
-            TIME_LOW => {
-                s.low = i64::from(word & 0xFFF);
-                s.t = (s.clock.value << 12) | s.low;
             }
             TIME_HIGH => {
                 let previous = s.clock;

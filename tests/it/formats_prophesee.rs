@@ -21,6 +21,7 @@ use inflor::format::{
     detect, prophesee_header,
 };
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 
 use crate::support::{shared_data, test_data};
 
@@ -169,6 +170,16 @@ fn decode_chunked(
     }
     let result = decoder.finish(&mut events);
     (events, result, decoder.stats().clone())
+}
+
+/// Property tests here are deterministic: a fixed seed, and no regression files to carry.
+fn seeded(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        rng_seed: RngSeed::Fixed(0x1f10_2e5e),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 fn strict() -> DecodeOptions {
@@ -575,7 +586,7 @@ fn sensor_and_readout(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(seeded(48))]
 
     #[test]
     fn evt2_round_trips_in_any_batching_and_chunking(
@@ -647,7 +658,7 @@ fn real_prefix(format: Format, len: usize) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(seeded(64))]
 
     #[test]
     fn real_prefixes_decode_the_same_in_random_chunks(
