@@ -507,6 +507,11 @@ fn fast_block(
     (written, used)
 }
 
+/// Log2 of the largest timestamp the EVT 3.0 encoder accepts (2^40 µs, 12.7 days). The limit
+/// bounds the bridging `TIME_HIGH` words a jump needs (each spans at most 2047 × 4096 µs):
+/// at most 131,072.
+const EVT3_MAX_T_BITS: u32 = 40;
+
 /// The fewest events with one timestamp, row and polarity, in increasing columns, that the
 /// encoder writes as a vector instead of one `EVT_ADDR_X` each.
 const MIN_VECTOR_RUN: usize = 3;
@@ -514,7 +519,8 @@ const MIN_VECTOR_RUN: usize = 3;
 /// Encoder for Prophesee EVT 3.0 RAW: `EVT_TIME_HIGH`/`EVT_TIME_LOW` when the time changes,
 /// `EVT_ADDR_Y` when the row changes, then either `EVT_ADDR_X` per event or, for runs of
 /// same-time, same-row, same-polarity events in increasing columns, `VECT_BASE_X` and
-/// `VECT_12`/`VECT_8` masks (as a sensor writes a burst along a row).
+/// `VECT_12`/`VECT_8` masks (as a sensor writes a burst along a row). Timestamps must lie in
+/// `0..2^40` µs; steps of 8.4 s or more are bridged with extra `TIME_HIGH` words.
 #[derive(Debug, Default)]
 pub struct Evt3Encoder {
     width: u16,
@@ -594,9 +600,10 @@ impl Encoder for Evt3Encoder {
     fn encode(&mut self, events: &[Event], out: &mut Vec<u8>) -> Result<(), EncodeError> {
         out.reserve(events.len() * 2);
         let first_index = self.index;
+        let dims = (self.width, self.height);
         let mut i = 0;
         while let Some(first) = events.get(i) {
-            check_event(first, first_index + i as u64, self.width, self.height)?;
+            check_event(first, first_index + i as u64, dims, EVT3_MAX_T_BITS)?;
             let mut end = i + 1;
             while let (Some(prev), Some(next)) = (events.get(end - 1), events.get(end)) {
                 if next.t != first.t
@@ -606,7 +613,7 @@ impl Encoder for Evt3Encoder {
                 {
                     break;
                 }
-                check_event(next, first_index + end as u64, self.width, self.height)?;
+                check_event(next, first_index + end as u64, dims, EVT3_MAX_T_BITS)?;
                 end += 1;
             }
             self.set_time(first.t, out);
@@ -801,6 +808,9 @@ mod tests {
             .chunks_exact(2)
             .filter(|w| matches!(w[1] >> 4, 0x4 | 0x5))
             .count();
+        let far = [Event::new(1 << EVT3_MAX_T_BITS, 0, 0, true)];
+        let error = encoder.encode(&far, &mut Vec::new()).unwrap_err();
+        assert!(error.to_string().contains("2^40"), "{error}");
         // One run of nine: {3,4,9,14} VECT_12, {15} VECT_8, rebase {40,41,42} VECT_8,
         // rebase {1279} VECT_8.
         assert_eq!(vectors, 4);
