@@ -819,13 +819,13 @@ impl Blueprint {
                         .collect();
                     let k = *kernel;
                     let mut weight = vec![0.0f32; in_ch * k * k * out_ch];
-                    for co in 0..*out_ch {
+                    for (co, &sc) in scale.iter().enumerate() {
                         for ci in 0..*in_ch {
                             for ky in 0..k {
                                 for kx in 0..k {
                                     let src = ((co * in_ch + ci) * k + ky) * k + kx;
                                     let dst = ((ci * k + ky) * k + kx) * out_ch + co;
-                                    weight[dst] = (f64::from(w.data[src]) * scale[co]) as f32;
+                                    weight[dst] = (f64::from(w.data[src]) * sc) as f32;
                                 }
                             }
                         }

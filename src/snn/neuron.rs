@@ -45,10 +45,11 @@ pub const DEFAULT_LIF_TAU: f32 = 0.25;
 
 /// Which spiking neuron a network uses. Serialised as `{"kind": "srif"}`,
 /// `{"kind": "if_hard"}` or `{"kind": "lif_hard", "tau": 0.25}`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum NeuronKind {
     /// Soft-reset integrate-and-fire (InfLoR's SRIF): reset subtracts the spike value 1.
+    #[default]
     Srif,
     /// Hard-reset integrate-and-fire: the membrane returns to 0 after a spike.
     IfHard,
@@ -57,12 +58,6 @@ pub enum NeuronKind {
         /// Membrane decay factor in (0, 1].
         tau: f32,
     },
-}
-
-impl Default for NeuronKind {
-    fn default() -> Self {
-        Self::Srif
-    }
 }
 
 impl NeuronKind {
