@@ -228,3 +228,36 @@ pub fn frame_to_nhwc(frame: &SparseFrame, out: &mut [f32]) {
         out[p * s.channels + c] = v;
     }
 }
+
+/// Seeded random sparse frames: each (c, y, x) is nonzero with probability `density`, with an
+/// event count of 1, 2 or 3 (probabilities 0.7, 0.2, 0.1), a rough stand-in for binned DVS
+/// events. Used for calibration, tests and benchmarks; never presented as sensor data.
+pub fn synthetic_frames(
+    shape: FrameShape,
+    timesteps: usize,
+    density: f64,
+    seed: u64,
+) -> Vec<SparseFrame> {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..timesteps)
+        .map(|_| {
+            let mut frame = SparseFrame::empty(shape);
+            for i in 0..shape.len() {
+                if rng.random::<f64>() < density {
+                    let r: f64 = rng.random();
+                    let count = if r < 0.7 {
+                        1.0
+                    } else if r < 0.9 {
+                        2.0
+                    } else {
+                        3.0
+                    };
+                    frame.indices.push(i as u32);
+                    frame.values.push(count);
+                }
+            }
+            frame
+        })
+        .collect()
+}

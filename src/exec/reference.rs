@@ -78,37 +78,41 @@ impl Executor for ReferenceExecutor {
                     } => {
                         let x = input(0);
                         let is = in_shape.unwrap_or(s);
+                        let mut acc = vec![0.0f64; *out_ch];
                         for oy in 0..s.height {
                             for ox in 0..s.width {
-                                for co in 0..*out_ch {
-                                    let mut acc = f64::from(bias[co]);
-                                    for ky in 0..kernel.0 {
-                                        let iy = (oy * stride + ky) as isize - *padding as isize;
-                                        if iy < 0 || iy as usize >= is.height {
+                                for (a, &b) in acc.iter_mut().zip(bias) {
+                                    *a = f64::from(b);
+                                }
+                                for ky in 0..kernel.0 {
+                                    let iy = (oy * stride + ky) as isize - *padding as isize;
+                                    if iy < 0 || iy as usize >= is.height {
+                                        continue;
+                                    }
+                                    for kx in 0..kernel.1 {
+                                        let ix = (ox * stride + kx) as isize - *padding as isize;
+                                        if ix < 0 || ix as usize >= is.width {
                                             continue;
                                         }
-                                        for kx in 0..kernel.1 {
-                                            let ix =
-                                                (ox * stride + kx) as isize - *padding as isize;
-                                            if ix < 0 || ix as usize >= is.width {
-                                                continue;
+                                        for ci in 0..*in_ch {
+                                            let v = x[is.index(iy as usize, ix as usize, ci)];
+                                            let first =
+                                                ((ci * kernel.0 + ky) * kernel.1 + kx) * out_ch;
+                                            let row_w = &weight[first..first + out_ch];
+                                            for (a, &w) in acc.iter_mut().zip(row_w) {
+                                                *a += f64::from(w) * f64::from(v);
                                             }
-                                            for ci in 0..*in_ch {
-                                                let v = x[is.index(iy as usize, ix as usize, ci)];
-                                                let w = weight[((ci * kernel.0 + ky) * kernel.1
-                                                    + kx)
-                                                    * out_ch
-                                                    + co];
-                                                acc += f64::from(w) * f64::from(v);
-                                                row.performed_ops += 1;
-                                                row.dense_macs += 1;
-                                                if v != 0.0 {
-                                                    row.synaptic_ops += 1;
-                                                }
+                                            let macs = *out_ch as u64;
+                                            row.performed_ops += macs;
+                                            row.dense_macs += macs;
+                                            if v != 0.0 {
+                                                row.synaptic_ops += macs;
                                             }
                                         }
                                     }
-                                    out[s.index(oy, ox, co)] = acc as f32;
+                                }
+                                for (co, &a) in acc.iter().enumerate() {
+                                    out[s.index(oy, ox, co)] = a as f32;
                                 }
                             }
                         }

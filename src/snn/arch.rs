@@ -670,7 +670,13 @@ impl Blueprint {
                 } => {
                     let n = out_ch * in_ch * kernel * kernel;
                     let std = (2.0 / (out_ch * kernel * kernel) as f64).sqrt();
-                    let data = (0..n).map(|_| (normal(&mut rng) * std) as f32).collect();
+                    let mut data = Vec::with_capacity(n + 1);
+                    while data.len() < n {
+                        let (a, b) = normal_pair(&mut rng);
+                        data.push((a * std) as f32);
+                        data.push((b * std) as f32);
+                    }
+                    data.truncate(n);
                     params.insert(
                         format!("{}.weight", layer.name),
                         Tensor {
@@ -778,14 +784,37 @@ impl Blueprint {
         bn: BatchNormConfig,
     ) -> Result<Network, BuildError> {
         self.check_parameters(params)?;
+        let nodes = (0..self.layers.len())
+            .map(|i| self.build_node(i, params, neuron, bn))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Network::new(nodes)?)
+    }
+
+    /// Builds the inference node of one layer (folding its BN). [`Blueprint::build`] checks
+    /// the parameters first; called alone, this reports only missing tensors, so use it to
+    /// refresh one layer of parameters already checked.
+    pub fn build_node(
+        &self,
+        index: usize,
+        params: &Parameters,
+        neuron: NeuronKind,
+        bn: BatchNormConfig,
+    ) -> Result<Node, BuildError> {
         let get = |name: String| -> Result<&Tensor, BuildError> {
-            params.get(&name).ok_or(BuildError::MissingTensor {
+            params.get(&name).ok_or_else(|| BuildError::MissingTensor {
+                expected: self
+                    .parameter_specs()
+                    .into_iter()
+                    .find(|s| s.name == name)
+                    .map(|s| s.shape)
+                    .unwrap_or_default(),
                 name,
-                expected: vec![],
             })
         };
-        let mut nodes = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
+        let Some(layer) = self.layers.get(index) else {
+            return Err(BuildError::Graph(GraphError::Input));
+        };
+        {
             let op = match &layer.op {
                 LayerOp::Input => Op::Input,
                 LayerOp::Conv {
@@ -877,22 +906,23 @@ impl Blueprint {
                 LayerOp::Flatten => Op::Flatten,
                 LayerOp::Output => Op::Output,
             };
-            nodes.push(Node::new(
+            Ok(Node::new(
                 layer.name.clone(),
                 op,
                 layer.inputs.clone(),
                 layer.shape,
-            ));
+            ))
         }
-        Ok(Network::new(nodes)?)
     }
 }
 
-/// A standard normal sample (Box–Muller; one of the pair is discarded for simplicity).
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
+/// Two independent standard normal samples (Box–Muller).
+fn normal_pair(rng: &mut ChaCha8Rng) -> (f64, f64) {
     let u1: f64 = 1.0 - rng.random::<f64>(); // (0, 1]: ln stays finite
     let u2: f64 = rng.random::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    let r = (-2.0 * u1.ln()).sqrt();
+    let (sin, cos) = (std::f64::consts::TAU * u2).sin_cos();
+    (r * cos, r * sin)
 }
 
 #[cfg(test)]

@@ -57,6 +57,31 @@ pub struct Metadata {
     pub provenance: Provenance,
 }
 
+impl Metadata {
+    /// Metadata with defaults for `spec`: SRIF with Dspike(b = 3) and MPR, tdBN (ε = 1e-5),
+    /// the whole recording split into `timesteps` bins, area resize, raw counts, classes named
+    /// `class0`, `class1`, …, and empty provenance.
+    pub fn new(spec: ArchSpec, timesteps: usize) -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            architecture: spec,
+            neuron: NeuronSpec::default(),
+            batch_norm: BatchNormConfig::default(),
+            input: InputSpec {
+                channels: spec.channels,
+                height: spec.height,
+                width: spec.width,
+                timesteps,
+                window: WindowSpec::Recording,
+                resize: ResizeMethod::Area,
+                normalisation: Normalisation::Counts,
+            },
+            class_names: (0..spec.classes).map(|c| format!("class{c}")).collect(),
+            provenance: Provenance::default(),
+        }
+    }
+}
+
 /// The spiking neuron of every hidden layer.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -267,6 +292,22 @@ impl Model {
             blueprint,
             network: Arc::new(network),
         })
+    }
+
+    /// A model with [`Metadata::new`] defaults and seeded random parameters
+    /// ([`Blueprint::random_parameters`], BN statistics not calibrated).
+    pub fn random(spec: ArchSpec, timesteps: usize, seed: u64) -> Result<Self, LoadError> {
+        let blueprint = Blueprint::new(spec)?;
+        let parameters = blueprint.random_parameters(seed);
+        let mut metadata = Metadata::new(spec, timesteps);
+        metadata.provenance.origin = "random".into();
+        metadata.provenance.seed = Some(seed);
+        Self::new(metadata, parameters)
+    }
+
+    /// Total number of stored (unfolded) parameter values.
+    pub fn stored_parameter_count(&self) -> usize {
+        self.parameters.values().map(|t| t.data.len()).sum()
     }
 
     /// Reads and validates a model file.

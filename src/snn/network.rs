@@ -407,6 +407,21 @@ impl Network {
         })
     }
 
+    /// The same network with node `index` replaced (re-validated). Consumes `self` so no
+    /// weights are copied; for tools that adjust one layer at a time.
+    pub fn replace_node(self, index: usize, node: Node) -> Result<Self, GraphError> {
+        let mut nodes = self.nodes;
+        if let Some(slot) = nodes.get_mut(index) {
+            *slot = node;
+        }
+        Self::new(nodes)
+    }
+
+    /// Takes the nodes back out.
+    pub fn into_nodes(self) -> Vec<Node> {
+        self.nodes
+    }
+
     /// The nodes in topological order.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
