@@ -380,7 +380,7 @@ fn layout_and_resolution_options_override_the_header() {
         }
     ));
     assert!(
-        error.offset >= 216 && (error.offset - 216) % 8 == 0,
+        error.offset >= 216 && (error.offset - 216).is_multiple_of(8),
         "{error}"
     );
     let lenient = DecodeOptions {
