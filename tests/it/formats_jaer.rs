@@ -5,6 +5,8 @@
 
 use inflor::event::{Event, StreamInfo};
 use inflor::format::aedat2::{Aedat2Encoder, encode_dvs128};
+use inflor::format::aedat3::Aedat3Encoder;
+use inflor::format::atis::AtisEncoder;
 use inflor::format::{
     Aedat2Layout, DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Encoder, Format,
     JaerOrientation, Recording, decode_bytes, read_file,
@@ -613,4 +615,311 @@ fn check_malformed_dir(dir: &str, format: Format) {
         seen >= 3,
         "expected at least 3 malformed {dir} files, found {seen}"
     );
+}
+
+#[test]
+fn malformed_aedat3_files_fail_in_strict_mode() {
+    check_malformed_dir("aedat3", Format::Aedat3);
+}
+
+#[test]
+fn malformed_atis_files_fail_in_strict_mode() {
+    check_malformed_dir("atis", Format::Atis);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ATIS .bin, real files.
+
+fn atis_expected() -> [(Expected, (u16, u16), i64); 2] {
+    [
+        (
+            Expected {
+                rel: "nmnist/sample_nmnist.bin",
+                events: 4_325,
+                on: 2_145,
+                first: [
+                    ev(654, 7, 15, true),
+                    ev(2_999, 19, 18, false),
+                    ev(3_017, 21, 17, false),
+                    ev(3_893, 10, 18, false),
+                    ev(4_023, 12, 9, true),
+                ],
+                last: [
+                    ev(305_704, 18, 14, true),
+                    ev(308_000, 30, 12, true),
+                    ev(308_251, 20, 15, true),
+                    ev(310_771, 33, 12, true),
+                    ev(311_175, 21, 14, true),
+                ],
+                sum_xy: (74_457, 71_931),
+            },
+            (34, 34),
+            310_521,
+        ),
+        (
+            Expected {
+                rel: "ncaltech101/faces_easy_0001.bin",
+                events: 67_445,
+                on: 33_770,
+                first: [
+                    ev(6, 131, 2, true),
+                    ev(106, 12, 146, true),
+                    ev(120, 7, 128, false),
+                    ev(214, 54, 94, false),
+                    ev(226, 120, 46, true),
+                ],
+                last: [
+                    ev(299_278, 115, 79, false),
+                    ev(299_333, 41, 17, false),
+                    ev(299_334, 37, 21, false),
+                    ev(299_359, 44, 141, true),
+                    ev(299_364, 40, 15, true),
+                ],
+                sum_xy: (4_337_148, 4_922_131),
+            },
+            (240, 180),
+            299_358,
+        ),
+    ]
+}
+
+#[test]
+fn atis_files_match_the_reference_decode() {
+    for (expected, size, duration) in atis_expected() {
+        let recording = read_shared(expected.rel, Format::Atis, &DecodeOptions::default());
+        check_expected(&recording, &expected);
+        assert_eq!(
+            (recording.info.width, recording.info.height),
+            size,
+            "{}",
+            expected.rel
+        );
+        let events = &recording.events;
+        assert_eq!(events[events.len() - 1].t - events[0].t, duration);
+    }
+}
+
+#[test]
+fn atis_resolution_option_is_kept_and_enforced() {
+    let bytes = bytes_of("ncaltech101/faces_easy_0001.bin");
+    let options = DecodeOptions {
+        resolution: Some((150, 172)),
+        ..DecodeOptions::default()
+    };
+    let error = decode_bytes(Format::Atis, &bytes, &options).unwrap_err();
+    assert!(
+        matches!(error.kind, DecodeErrorKind::OutOfRange { x: 150, .. }),
+        "{error}"
+    );
+    assert_eq!(error.offset % 5, 0);
+    let lenient = DecodeOptions {
+        lenient: true,
+        ..options
+    };
+    let recording = decode_bytes(Format::Atis, &bytes, &lenient).unwrap();
+    assert_eq!((recording.info.width, recording.info.height), (150, 172));
+    let outside = recording.stats.bad_records_skipped as usize;
+    assert!(outside > 0);
+    assert_eq!(recording.events.len() + outside, 67_445);
+}
+
+#[test]
+fn atis_truncated_record_is_reported_by_finish() {
+    let bytes = bytes_of("nmnist/sample_nmnist.bin");
+    let (events, result, _) = decode_split(
+        Format::Atis,
+        &DecodeOptions::default(),
+        &bytes[..bytes.len() - 2],
+        &[1000],
+    );
+    assert_eq!(events.len(), 4_324);
+    let error = result.unwrap_err();
+    assert_eq!(error.offset, 4_324 * 5);
+    assert!(matches!(
+        error.kind,
+        DecodeErrorKind::Truncated {
+            expected: 5,
+            found: 3,
+            ..
+        }
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// AEDAT 3.1: a fixture written from the specification by tests/data/jaer/make_fixtures.py,
+// independently of our encoder (no real recording is available).
+
+#[test]
+fn aedat31_fixture_decodes_every_packet_kind() {
+    let bytes = std::fs::read(test_data("jaer/aedat31_mixed_packets.aedat")).unwrap();
+    for sizes in [vec![bytes.len()], vec![1], vec![3, 29, 7]] {
+        let (events, result, stats) =
+            decode_split(Format::Aedat3, &DecodeOptions::default(), &bytes, &sizes);
+        result.unwrap();
+        assert_eq!(
+            events,
+            [
+                ev(100, 10, 20, true),
+                ev(200, 127, 127, false),
+                ev((1 << 31) + 5, 0, 0, true)
+            ]
+        );
+        assert_eq!(stats.triggers_skipped, 2);
+        assert_eq!(stats.other_skipped, 1, "the invalid polarity event");
+        assert_eq!(stats.frames_skipped, 1);
+        assert_eq!(stats.imu_skipped, 2);
+        assert_eq!(stats.bytes, bytes.len() as u64);
+    }
+    let recording = decode_bytes(Format::Aedat3, &bytes, &DecodeOptions::default()).unwrap();
+    assert_eq!((recording.info.width, recording.info.height), (128, 128));
+    assert_eq!(recording.info.source.as_deref(), Some("DVS128"));
+}
+
+#[test]
+fn aedat31_truncation_and_forged_lengths() {
+    let bytes = std::fs::read(test_data("jaer/aedat31_mixed_packets.aedat")).unwrap();
+    // Every cut inside the packets is truncation, never a clean end.
+    let header_end = bytes
+        .windows(14)
+        .position(|w| w == b"#!END-HEADER\r\n")
+        .unwrap()
+        + 14;
+    // Packet payloads in the fixture: special 2×8, polarity 4×8, frame 36, polarity 8, IMU 2×36.
+    let packet_ends: Vec<usize> = [16, 32, 36, 8, 72]
+        .iter()
+        .scan(header_end, |end, payload| {
+            *end += 28 + payload;
+            Some(*end)
+        })
+        .collect();
+    assert_eq!(packet_ends.last(), Some(&bytes.len()));
+    for cut in header_end + 1..bytes.len() {
+        let result = decode_bytes(Format::Aedat3, &bytes[..cut], &DecodeOptions::default());
+        if packet_ends.contains(&cut) {
+            assert!(result.is_ok(), "cut at {cut}");
+        } else {
+            let error = result.expect_err("a cut inside a packet must fail");
+            assert!(
+                matches!(error.kind, DecodeErrorKind::Truncated { .. }),
+                "{error}"
+            );
+        }
+    }
+    // A forged 2^31-event capacity is refused from its header, before any payload arrives.
+    let mut forged = bytes[..header_end].to_vec();
+    for field in [1i16, 1] {
+        forged.extend_from_slice(&field.to_le_bytes());
+    }
+    for field in [8i32, 4, 0, i32::MAX, 1, 1] {
+        forged.extend_from_slice(&field.to_le_bytes());
+    }
+    let mut decoder = Format::Aedat3.decoder(&DecodeOptions::default());
+    let error = decoder.feed(&forged, &mut Vec::new()).unwrap_err();
+    assert_eq!(
+        error.kind,
+        DecodeErrorKind::TooLarge {
+            what: "AEDAT 3.1 packet (eventSize x eventCapacity)",
+            claimed: 8 * i32::MAX as u64,
+            max: 64 << 20,
+        }
+    );
+    assert_eq!(error.offset, header_end as u64);
+}
+
+#[test]
+fn aedat31_lenient_skips_bad_events_and_counts_them() {
+    let bytes = std::fs::read(test_data("malformed/aedat3/x_out_of_range.aedat")).unwrap();
+    let strict = decode_bytes(Format::Aedat3, &bytes, &DecodeOptions::default()).unwrap_err();
+    assert!(matches!(
+        strict.kind,
+        DecodeErrorKind::OutOfRange { x: 200, .. }
+    ));
+    let lenient = DecodeOptions {
+        lenient: true,
+        ..DecodeOptions::default()
+    };
+    let recording = decode_bytes(Format::Aedat3, &bytes, &lenient).unwrap();
+    assert!(recording.events.is_empty());
+    assert_eq!(recording.stats.bad_records_skipped, 1);
+    // A self-contradicting packet header has no trustworthy length: fatal even when lenient.
+    let bytes = std::fs::read(test_data("malformed/aedat3/number_exceeds_capacity.aedat")).unwrap();
+    assert!(decode_bytes(Format::Aedat3, &bytes, &lenient).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn atis_real_files_are_split_invariant(sizes in arb_sizes(), lenient in any::<bool>()) {
+        let options = DecodeOptions { lenient, ..DecodeOptions::default() };
+        assert_split_invariant(Format::Atis, &options, &bytes_of("nmnist/sample_nmnist.bin"), &sizes);
+        let caltech = bytes_of("ncaltech101/faces_easy_0001.bin");
+        assert_split_invariant(Format::Atis, &options, &caltech[..100_003], &sizes);
+    }
+
+    #[test]
+    fn atis_generated_inputs_are_split_invariant(
+        body in prop::collection::vec(any::<u8>(), 0..700),
+        sizes in arb_sizes(),
+        lenient in any::<bool>(),
+    ) {
+        let options = DecodeOptions { lenient, ..DecodeOptions::default() };
+        assert_split_invariant(Format::Atis, &options, &body, &sizes);
+    }
+
+    #[test]
+    fn atis_round_trips(
+        events in arb_events(256, 240, 300),
+        sizes in arb_sizes(),
+    ) {
+        let mut bytes = Vec::new();
+        let mut encoder = AtisEncoder::new();
+        encoder.encode(&events, &mut bytes).unwrap();
+        encoder.end(&mut bytes).unwrap();
+        let (decoded, result, _) = decode_split(Format::Atis, &DecodeOptions::default(), &bytes, &sizes);
+        prop_assert!(result.is_ok(), "{:?}", result);
+        prop_assert_eq!(decoded, events);
+    }
+
+    #[test]
+    fn aedat3_round_trips(
+        (width, height, events) in prop_oneof![Just((128u16, 128u16)), Just((346, 260)), (1u16..=2000, 1u16..=2000)]
+            .prop_flat_map(|(w, h)| (Just(w), Just(h), arb_events(w, h, 300))),
+        jump in 0i64..(1 << 40),
+        sizes in arb_sizes(),
+    ) {
+        // Shift the second half far ahead so packets cross timestamp-overflow boundaries.
+        let half = events.len() / 2;
+        let events: Vec<Event> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| if i >= half { Event { t: e.t + jump, ..*e } } else { *e })
+            .collect();
+        let mut encoder = Aedat3Encoder::new(width, height);
+        let mut bytes = Vec::new();
+        let info = StreamInfo { width, height, source: None, format: "AEDAT 3.1".into() };
+        encoder.begin(&info, &mut bytes).unwrap();
+        for chunk in events.chunks(50) {
+            encoder.encode(chunk, &mut bytes).unwrap();
+        }
+        encoder.end(&mut bytes).unwrap();
+        let (decoded, result, _) = decode_split(Format::Aedat3, &DecodeOptions::default(), &bytes, &sizes);
+        prop_assert!(result.is_ok(), "{:?}", result);
+        prop_assert_eq!(decoded, events);
+    }
+
+    #[test]
+    fn aedat3_fixture_with_noise_is_split_invariant(
+        cut in 0usize..432,
+        noise in prop::collection::vec(any::<u8>(), 0..200),
+        sizes in arb_sizes(),
+        lenient in any::<bool>(),
+    ) {
+        // A valid prefix followed by random bytes exercises every packet-header check.
+        let bytes = std::fs::read(test_data("jaer/aedat31_mixed_packets.aedat")).unwrap();
+        let mut input = bytes[..cut.min(bytes.len())].to_vec();
+        input.extend_from_slice(&noise);
+        let options = DecodeOptions { lenient, max_record_bytes: 1 << 12, ..DecodeOptions::default() };
+        assert_split_invariant(Format::Aedat3, &options, &input, &sizes);
+    }
 }
