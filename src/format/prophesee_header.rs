@@ -477,11 +477,6 @@ impl RawPreamble {
             format: self.format.name().to_string(),
         })
     }
-
-    /// The header read so far.
-    pub(crate) fn header(&self) -> PropheseeHeader {
-        self.reader.header()
-    }
 }
 
 /// In lenient mode, counts `error` as a skipped bad record (keeping the first message);
