@@ -124,8 +124,3 @@ impl DvNetworkEncoder {
         self.writer()?.flush(out)
     }
 }
-
-/// Whether `prefix` starts like a DV network stream (placeholder until its owner lands it).
-pub fn looks_like_dv_network(_prefix: &[u8]) -> bool {
-    false
-}
