@@ -243,7 +243,10 @@ impl Decompressor {
     }
 
     /// Decompresses `body` (returned as is when uncompressed).
-    pub(crate) fn decompress<'a>(&'a mut self, body: &'a [u8]) -> Result<&'a [u8], DecompressError> {
+    pub(crate) fn decompress<'a>(
+        &'a mut self,
+        body: &'a [u8],
+    ) -> Result<&'a [u8], DecompressError> {
         let len = match self.compression {
             Compression::None => {
                 if body.len() > self.max_output {
@@ -333,7 +336,11 @@ fn grow(output: &mut Vec<u8>, filled: usize, max: usize) -> bool {
     if output.len() >= max {
         return false;
     }
-    let target = output.len().max(INITIAL_OUTPUT / 2).saturating_mul(2).min(max);
+    let target = output
+        .len()
+        .max(INITIAL_OUTPUT / 2)
+        .saturating_mul(2)
+        .min(max);
     output.resize(target, 0);
     true
 }
@@ -517,7 +524,11 @@ mod tests {
                     Compression::Zstd => zstd(&raw),
                     _ => raw.clone(),
                 };
-                assert_eq!(decompressor.decompress(&body), Ok(&raw[..]), "{compression:?} {len}");
+                assert_eq!(
+                    decompressor.decompress(&body),
+                    Ok(&raw[..]),
+                    "{compression:?} {len}"
+                );
             }
         }
     }
@@ -526,23 +537,30 @@ mod tests {
     fn streamed_zstd_bomb_stops_in_the_bounded_loop() {
         // A streaming compressor records no content size, so only the output cap stops it.
         let mut body = Vec::new();
-        let written = zstd::stream::write::Encoder::new(&mut body, 3)
-            .and_then(|mut encoder| {
-                encoder.write_all(&vec![0u8; 5 << 20])?;
-                encoder.finish().map(|_| ())
-            });
+        let written = zstd::stream::write::Encoder::new(&mut body, 3).and_then(|mut encoder| {
+            encoder.write_all(&vec![0u8; 5 << 20])?;
+            encoder.finish().map(|_| ())
+        });
         assert!(written.is_ok());
-        assert!(matches!(zstd::zstd_safe::get_frame_content_size(&body), Ok(None)));
+        assert!(matches!(
+            zstd::zstd_safe::get_frame_content_size(&body),
+            Ok(None)
+        ));
         let mut decompressor = Decompressor::new(Compression::Zstd, 4 << 20);
-        assert_eq!(decompressor.decompress(&body), Err(DecompressError::Exceeds(4 << 20)));
+        assert_eq!(
+            decompressor.decompress(&body),
+            Err(DecompressError::Exceeds(4 << 20))
+        );
         assert!(decompressor.output.len() <= 4 << 20);
     }
 
     #[test]
     fn bombs_stop_at_the_limit() {
         let zeros = vec![0u8; 5 << 20];
-        for (compression, body) in [(Compression::Lz4, lz4(&zeros)), (Compression::Zstd, zstd(&zeros))]
-        {
+        for (compression, body) in [
+            (Compression::Lz4, lz4(&zeros)),
+            (Compression::Zstd, zstd(&zeros)),
+        ] {
             let mut decompressor = Decompressor::new(compression, 1 << 20);
             assert_eq!(
                 decompressor.decompress(&body),
@@ -558,7 +576,10 @@ mod tests {
     #[test]
     fn truncated_frames_are_incomplete_and_state_recovers() {
         let raw = sample(200_000);
-        for (compression, body) in [(Compression::Lz4, lz4(&raw)), (Compression::Zstd, zstd(&raw))] {
+        for (compression, body) in [
+            (Compression::Lz4, lz4(&raw)),
+            (Compression::Zstd, zstd(&raw)),
+        ] {
             let mut decompressor = Decompressor::new(compression, 1 << 20);
             for cut in [0, 3, 7, body.len() / 2, body.len() - 4, body.len() - 1] {
                 let result = decompressor.decompress(&body[..cut]);
@@ -593,14 +614,20 @@ mod tests {
     fn dv_lz4_frame_header_matches_dv_processing() {
         // FLG 0x40 (version 1, linked blocks, no checksums), BD 0x40 (64 KiB blocks), as in
         // the dv-processing network capture.
-        assert_eq!(lz4(b"x").get(..6), Some(&[0x04, 0x22, 0x4D, 0x18, 0x40, 0x40][..]));
+        assert_eq!(
+            lz4(b"x").get(..6),
+            Some(&[0x04, 0x22, 0x4D, 0x18, 0x40, 0x40][..])
+        );
     }
 
     #[test]
     fn lz4_high_cannot_be_written() {
         assert!(Compressor::new(Compression::Lz4High).is_err());
         for code in 0..5 {
-            assert_eq!(Compression::from_code(code).map(Compression::code), Some(code));
+            assert_eq!(
+                Compression::from_code(code).map(Compression::code),
+                Some(code)
+            );
         }
         assert_eq!(Compression::from_code(5), None);
     }

@@ -13,8 +13,8 @@
 //! ```
 
 use flatbuffers::{
-    FlatBufferBuilder, Follow, ForwardsUOffset, InvalidFlatbuffer, Push, Table,
-    VOffsetT, Vector, Verifiable, Verifier, VerifierOptions, WIPOffset,
+    FlatBufferBuilder, Follow, ForwardsUOffset, InvalidFlatbuffer, Push, Table, VOffsetT, Vector,
+    Verifiable, Verifier, VerifierOptions, WIPOffset,
 };
 
 /// The file identifier of a FileDataTable buffer.
@@ -108,10 +108,16 @@ impl FileDataDefinition<'_> {
     pub(crate) fn entry(&self) -> TableEntry {
         let header = self.table.get::<PacketHeader>(Self::VT_PACKET_INFO, None);
         TableEntry {
-            byte_offset: self.table.get::<i64>(Self::VT_BYTE_OFFSET, Some(0)).unwrap_or(0),
+            byte_offset: self
+                .table
+                .get::<i64>(Self::VT_BYTE_OFFSET, Some(0))
+                .unwrap_or(0),
             stream_id: header.map_or(0, PacketHeader::stream_id),
             size: header.map_or(0, PacketHeader::size),
-            num_elements: self.table.get::<i64>(Self::VT_NUM_ELEMENTS, Some(0)).unwrap_or(0),
+            num_elements: self
+                .table
+                .get::<i64>(Self::VT_NUM_ELEMENTS, Some(0))
+                .unwrap_or(0),
             timestamp_start: self
                 .table
                 .get::<i64>(Self::VT_TIMESTAMP_START, Some(0))

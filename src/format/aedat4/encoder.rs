@@ -103,7 +103,11 @@ pub(crate) struct PacketWriter {
 }
 
 impl PacketWriter {
-    pub(crate) fn new(compressor: Compressor, options: &Aedat4EncoderOptions, info: &StreamInfo) -> Self {
+    pub(crate) fn new(
+        compressor: Compressor,
+        options: &Aedat4EncoderOptions,
+        info: &StreamInfo,
+    ) -> Self {
         Self {
             compressor,
             builder: FlatBufferBuilder::new(),
@@ -119,7 +123,11 @@ impl PacketWriter {
     }
 
     /// Accepts events, writing every packet that fills up.
-    pub(crate) fn encode(&mut self, events: &[Event], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    pub(crate) fn encode(
+        &mut self,
+        events: &[Event],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
         for (i, event) in events.iter().enumerate() {
             if event.x >= self.width || event.y >= self.height {
                 return Err(EncodeError::Unrepresentable {
@@ -166,9 +174,11 @@ impl PacketWriter {
         self.builder.reset();
         // Coordinates were checked against the sensor, which is at most 32768 wide, so they
         // fit i16.
-        let aligned = self.builder.create_vector_from_iter(events.iter().map(|e| {
-            AlignedEvent(FbEvent::new(e.t, e.x as i16, e.y as i16, e.polarity))
-        }));
+        let aligned = self.builder.create_vector_from_iter(
+            events
+                .iter()
+                .map(|e| AlignedEvent(FbEvent::new(e.t, e.x as i16, e.y as i16, e.polarity))),
+        );
         // Same bytes, viewed as the schema's vector type.
         let elements: WIPOffset<Vector<FbEvent>> = WIPOffset::new(aligned.value());
         let root = EventPacket::create(

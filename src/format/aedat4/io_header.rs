@@ -93,7 +93,11 @@ pub(crate) fn has_identifier(buffer: &[u8], identifier: &str) -> bool {
 
 /// The identifier a size-prefixed buffer carries, escaped, for error messages.
 pub(crate) fn identifier_found(buffer: &[u8]) -> String {
-    buffer.get(8..12).unwrap_or_default().escape_ascii().to_string()
+    buffer
+        .get(8..12)
+        .unwrap_or_default()
+        .escape_ascii()
+        .to_string()
 }
 
 /// Verifies a size-prefixed IOHeader buffer (`[u32 length][flatbuffer]`) and parses its
@@ -177,7 +181,10 @@ fn parse_info_node(xml: &str) -> Result<Vec<StreamDecl>, String> {
         return Err("infoNode declares no streams".to_string());
     }
     streams.sort_by_key(|s| s.id);
-    if let Some(pair) = streams.windows(2).find(|w| w.first().map(|s| s.id) == w.get(1).map(|s| s.id)) {
+    if let Some(pair) = streams
+        .windows(2)
+        .find(|w| w.first().map(|s| s.id) == w.get(1).map(|s| s.id))
+    {
         let id = pair.first().map_or(0, |s| s.id);
         return Err(format!("infoNode declares stream {id} twice"));
     }
@@ -252,7 +259,11 @@ pub(crate) fn event_stream_info_node(info: &StreamInfo, compression: Compression
 /// Builds a size-prefixed IOHeader buffer (`[u32 length][flatbuffer]`). Every field is
 /// written even at its default, as DV does, so the length does not depend on
 /// `data_table_position` and a header can be patched in place once the table is written.
-pub(crate) fn build(compression: Compression, data_table_position: i64, info_node: &str) -> Vec<u8> {
+pub(crate) fn build(
+    compression: Compression,
+    data_table_position: i64,
+    info_node: &str,
+) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::new();
     fbb.force_defaults(true);
     let description = fbb.create_string(info_node);
@@ -309,8 +320,14 @@ mod tests {
             ("<x/>", "root element"),
             ("<dv></dv>", "outInfo"),
             ("<dv><node name=\"outInfo\"></node></dv>", "no streams"),
-            ("<dv><node name=\"outInfo\"><node name=\"a\"/></node></dv>", "stream id"),
-            ("<dv><node name=\"outInfo\"><node name=\"1\"/></node></dv>", "typeIdentifier"),
+            (
+                "<dv><node name=\"outInfo\"><node name=\"a\"/></node></dv>",
+                "stream id",
+            ),
+            (
+                "<dv><node name=\"outInfo\"><node name=\"1\"/></node></dv>",
+                "typeIdentifier",
+            ),
             (
                 "<dv><node name=\"outInfo\"><node name=\"1\"><attr key=\"typeIdentifier\">EVTS</attr></node>\
                  <node name=\"1\"><attr key=\"typeIdentifier\">IMUS</attr></node></node></dv>",
@@ -334,7 +351,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_buffers() {
-        let good = build(Compression::Lz4, -1, &event_stream_info_node(&info(), Compression::Lz4));
+        let good = build(
+            Compression::Lz4,
+            -1,
+            &event_stream_info_node(&info(), Compression::Lz4),
+        );
         let mut wrong_id = good.clone();
         if let Some(b) = wrong_id.get_mut(8) {
             *b = b'X';
@@ -354,6 +375,9 @@ mod tests {
         );
         fbb.finish_size_prefixed(root, Some(IDENTIFIER));
         let result = parse(fbb.finished_data());
-        assert!(matches!(&result, Err(m) if m.contains("compression 9")), "{result:?}");
+        assert!(
+            matches!(&result, Err(m) if m.contains("compression 9")),
+            "{result:?}"
+        );
     }
 }

@@ -74,8 +74,8 @@ impl PacketIndex {
             u64::from(stream_id as u32),
             u64::from(size as u32),
         ] {
-            self.fingerprint = (self.fingerprint.rotate_left(5) ^ value)
-                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+            self.fingerprint =
+                (self.fingerprint.rotate_left(5) ^ value).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
         }
     }
 }
@@ -286,7 +286,9 @@ impl PacketStream {
                     return Err(self.error(
                         self.offset,
                         DecodeErrorKind::Unexpected {
-                            expected: format!("a packet ending by the FileDataTable at byte {table}"),
+                            expected: format!(
+                                "a packet ending by the FileDataTable at byte {table}"
+                            ),
                             found: format!("a packet ending at byte {end}"),
                         },
                     ));
@@ -390,10 +392,7 @@ impl PacketStream {
                 elements: Some(0),
             });
         }
-        let events = header
-            .streams
-            .iter()
-            .find(|s| s.kind == StreamKind::Events);
+        let events = header.streams.iter().find(|s| s.kind == StreamKind::Events);
         let (width, height) = self
             .options
             .resolution
@@ -623,7 +622,12 @@ impl PacketStream {
                 what: "FileDataTable",
                 message,
             }),
-            Ok(table) => check_table(table.len() as u64, table.entries(), self.index, &self.streams),
+            Ok(table) => check_table(
+                table.len() as u64,
+                table.entries(),
+                self.index,
+                &self.streams,
+            ),
         };
         match verdict {
             Ok(packets) => {
@@ -643,10 +647,14 @@ fn check_table(
     index: PacketIndex,
     streams: &[Stream],
 ) -> Result<u64, DecodeErrorKind> {
-    let mismatch = |expected: String, found: String| DecodeErrorKind::Unexpected { expected, found };
+    let mismatch =
+        |expected: String, found: String| DecodeErrorKind::Unexpected { expected, found };
     if listed != index.packets {
         return Err(mismatch(
-            format!("a FileDataTable listing the file's {} packets", index.packets),
+            format!(
+                "a FileDataTable listing the file's {} packets",
+                index.packets
+            ),
             format!("one listing {listed}"),
         ));
     }
@@ -702,7 +710,10 @@ fn size_prefixed_len(buffer: &[u8]) -> Option<usize> {
 fn verify_buffer<'a, T>(
     buffer: &'a [u8],
     identifier: &str,
-    root: impl FnOnce(&flatbuffers::VerifierOptions, &'a [u8]) -> Result<T, flatbuffers::InvalidFlatbuffer>,
+    root: impl FnOnce(
+        &flatbuffers::VerifierOptions,
+        &'a [u8],
+    ) -> Result<T, flatbuffers::InvalidFlatbuffer>,
 ) -> Result<T, String> {
     match size_prefixed_len(buffer) {
         Some(len) if len == buffer.len() => {}
@@ -712,7 +723,12 @@ fn verify_buffer<'a, T>(
                 buffer.len()
             ));
         }
-        None => return Err(format!("{} bytes, too short for a size prefix", buffer.len())),
+        None => {
+            return Err(format!(
+                "{} bytes, too short for a size prefix",
+                buffer.len()
+            ));
+        }
     }
     if buffer.get(8..12) != Some(identifier.as_bytes()) {
         return Err(format!(
@@ -842,7 +858,10 @@ fn push_events(
             if !context.lenient {
                 return Err(kind);
             }
-            skip_bad(stats, &DecodeError::new(context.format, context.offset, kind));
+            skip_bad(
+                stats,
+                &DecodeError::new(context.format, context.offset, kind),
+            );
             continue;
         }
         regressions += u64::from(t < previous);
