@@ -96,6 +96,32 @@ impl Format {
     }
 }
 
+impl Format {
+    /// A fresh encoder writing this format for a stream described by `info`, with each format's
+    /// default settings (AEDAT 4.0: LZ4, no FileDataTable since the output may not seek; AEDAT
+    /// 2.0: the DVS128 layout in `orientation` for 128×128 streams, the DAVIS layout otherwise).
+    pub fn encoder(self, info: &StreamInfo, orientation: JaerOrientation) -> Box<dyn Encoder> {
+        match self {
+            Format::Aedat2 if (info.width, info.height) == (128, 128) => {
+                Box::new(aedat2::Aedat2Encoder::dvs128(orientation))
+            }
+            Format::Aedat2 => Box::new(aedat2::Aedat2Encoder::davis(info.width, info.height)),
+            Format::Aedat3 => Box::new(aedat3::Aedat3Encoder::new(info.width, info.height)),
+            Format::Aedat4 => Box::new(aedat4::Aedat4Encoder::new(
+                aedat4::Aedat4EncoderOptions::default(),
+            )),
+            Format::DvNetwork => Box::new(dv_network::DvNetworkEncoder::new(
+                aedat4::Aedat4EncoderOptions::default(),
+            )),
+            Format::Evt2 => Box::new(evt2::Evt2Encoder::new()),
+            Format::Evt3 => Box::new(evt3::Evt3Encoder::new()),
+            Format::Dat => Box::new(dat::DatEncoder::new()),
+            Format::Atis => Box::new(atis::AtisEncoder::new()),
+            Format::Es => Box::new(es::EsEncoder::new()),
+        }
+    }
+}
+
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
