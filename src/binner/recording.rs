@@ -66,6 +66,19 @@ impl FrameBinner {
         self.stats.off_sensor += self.pixels.add(events);
     }
 
+    /// Adds `events` by splatting each one through the table as it comes, instead of counting
+    /// per pixel and splatting once per window. The result is identical (integer counts either
+    /// way). This is the plain reference twin of [`Self::add`]: tests check one against the
+    /// other, and `benches/binner.rs` measures both.
+    pub fn add_splatting_each_event(&mut self, events: &[Event]) {
+        self.stats.events += events.len() as u64;
+        for event in events {
+            if !self.slots.splat_event(&self.table, event) {
+                self.stats.off_sensor += 1;
+            }
+        }
+    }
+
     /// Writes the accumulated frame into `frame` (reusing its buffers) and starts a new one.
     pub fn finish_frame_into(&mut self, frame: &mut SparseFrame) {
         self.pixels.drain_into(&self.table, &mut self.slots);
