@@ -367,67 +367,135 @@ pub enum ReadError {
 /// Chunk size for reading files: large enough to amortise syscalls, small enough to stay in L2.
 const READ_CHUNK: usize = 1 << 20;
 
+/// Decodes a file chunk by chunk, so memory stays bounded by the chunk and the caller's batches.
+pub struct FileReader {
+    path: PathBuf,
+    file: std::fs::File,
+    format: Format,
+    decoder: Box<dyn Decoder>,
+    chunk: Vec<u8>,
+    /// Bytes read for detection and not yet fed.
+    pending: usize,
+    finished: bool,
+}
+
+impl FileReader {
+    /// Opens a file and detects its format unless `format` is given.
+    pub fn open(
+        path: &Path,
+        format: Option<Format>,
+        options: &DecodeOptions,
+    ) -> Result<Self, ReadError> {
+        let io = |source| ReadError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mut chunk = vec![0u8; READ_CHUNK];
+        let mut filled = 0;
+        // Detection needs a prefix: fill the first chunk or reach the end of the file.
+        while filled < chunk.len() {
+            let n = file.read(&mut chunk[filled..]).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        let format = match format {
+            Some(f) => f,
+            None => detect::detect(Some(path), &chunk[..filled]).ok_or_else(|| {
+                ReadError::UnknownFormat {
+                    path: path.to_path_buf(),
+                    prefix: escape_prefix(&chunk[..filled.min(32)]),
+                }
+            })?,
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            format,
+            decoder: format.decoder(options),
+            chunk,
+            pending: filled,
+            finished: false,
+        })
+    }
+
+    /// The file's format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the stream says about itself (after its header was decoded).
+    pub fn info(&self) -> Option<&StreamInfo> {
+        self.decoder.info()
+    }
+
+    /// The decoder's skip and problem counts so far.
+    pub fn stats(&self) -> &DecodeStats {
+        self.decoder.stats()
+    }
+
+    /// The stream info, or an empty one naming the format when the header gave none.
+    pub fn info_or_default(&self) -> StreamInfo {
+        self.info().cloned().unwrap_or_else(|| StreamInfo {
+            width: 0,
+            height: 0,
+            source: None,
+            format: self.format.name().to_string(),
+        })
+    }
+
+    /// Decodes the next chunk, appending its events to `out`. Returns `Ok(false)` from the call
+    /// that reached the end of the file and finished the decoder cleanly (that call may still
+    /// have appended events), and from every call after it.
+    pub fn next_batch(&mut self, out: &mut Vec<Event>) -> Result<bool, ReadError> {
+        if self.finished {
+            return Ok(false);
+        }
+        let n = if self.pending > 0 {
+            std::mem::take(&mut self.pending)
+        } else {
+            self.file
+                .read(&mut self.chunk)
+                .map_err(|source| ReadError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?
+        };
+        let result = if n == 0 {
+            self.finished = true;
+            self.decoder.finish(out)
+        } else {
+            self.decoder.feed(&self.chunk[..n], out)
+        };
+        result.map_err(|source| ReadError::Decode {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(!self.finished)
+    }
+}
+
 /// Reads and decodes a whole file, detecting its format unless `format` is given.
 pub fn read_file(
     path: &Path,
     format: Option<Format>,
     options: &DecodeOptions,
 ) -> Result<Recording, ReadError> {
-    let io = |source| ReadError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut chunk = vec![0u8; READ_CHUNK];
-    let mut filled = 0;
-    // Detection needs a prefix; read until the first chunk is full or the file ends.
-    loop {
-        let n = file.read(&mut chunk[filled..]).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-        if filled == chunk.len() {
-            break;
-        }
-    }
-    let format = match format {
-        Some(f) => f,
-        None => detect::detect(Some(path), &chunk[..filled]).ok_or_else(|| {
-            ReadError::UnknownFormat {
-                path: path.to_path_buf(),
-                prefix: escape_prefix(&chunk[..filled.min(32)]),
-            }
-        })?,
-    };
-    let mut decoder = format.decoder(options);
-    let decode = |source| ReadError::Decode {
-        path: path.to_path_buf(),
-        source,
-    };
+    let mut reader = FileReader::open(path, format, options)?;
     let mut events = Vec::new();
-    decoder
-        .feed(&chunk[..filled], &mut events)
-        .map_err(decode)?;
-    loop {
-        let n = file.read(&mut chunk).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        decoder.feed(&chunk[..n], &mut events).map_err(decode)?;
-    }
-    decoder.finish(&mut events).map_err(decode)?;
-    let info = decoder.info().cloned().unwrap_or_else(|| StreamInfo {
-        width: 0,
-        height: 0,
-        source: None,
-        format: format.name().to_string(),
-    });
+    while reader.next_batch(&mut events)? {}
     Ok(Recording {
-        format,
-        info,
+        format: reader.format(),
+        info: reader.info_or_default(),
         events,
-        stats: decoder.stats().clone(),
+        stats: reader.stats().clone(),
     })
 }
 
