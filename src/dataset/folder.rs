@@ -87,7 +87,9 @@ pub(crate) fn list(root: &Path) -> Result<Listing, DatasetError> {
     if dirs.is_empty() {
         return list_flat(root, &top);
     }
-    let cifar = dirs.iter().all(|(name, _, _)| cifar10dvs::class_label(name).is_some());
+    let cifar = dirs
+        .iter()
+        .all(|(name, _, _)| cifar10dvs::class_label(name).is_some());
     let (layout, classes): (Layout, Vec<String>) = if cifar {
         (
             Layout::Cifar10DvsFolders,
@@ -101,12 +103,13 @@ pub(crate) fn list(root: &Path) -> Result<Listing, DatasetError> {
     };
     let mut samples = Vec::new();
     for (name, dir, _) in &dirs {
-        let label = classes
-            .iter()
-            .position(|c| c == name)
-            .ok_or_else(|| DatasetError::NoClasses {
-                root: root.to_path_buf(),
-            })?;
+        let label =
+            classes
+                .iter()
+                .position(|c| c == name)
+                .ok_or_else(|| DatasetError::NoClasses {
+                    root: root.to_path_buf(),
+                })?;
         for (file, path, is_dir) in entries(dir)? {
             if is_dir {
                 tracing::warn!(path = %path.display(), "skipping a folder inside a class folder");

@@ -50,6 +50,19 @@ impl GrayImage {
         })
     }
 
+    /// The image with a border of `margin` pixels of `value` on every side.
+    pub fn padded(&self, margin: usize, value: f32) -> Result<Self, ImageError> {
+        let width = self.width + 2 * margin;
+        let height = self.height + 2 * margin;
+        check_size(width, height)?;
+        let mut pixels = vec![value; width * height];
+        for (y, row) in self.pixels.chunks_exact(self.width.max(1)).enumerate() {
+            let start = (y + margin) * width + margin;
+            pixels[start..start + self.width].copy_from_slice(row);
+        }
+        Self::new(width, height, pixels)
+    }
+
     /// The value at column `x`, row `y`, with coordinates clamped to the border.
     #[inline]
     pub fn at_clamped(&self, x: isize, y: isize) -> f32 {
@@ -175,9 +188,9 @@ pub fn parse_pgm(bytes: &[u8]) -> Result<GrayImage, ImageError> {
     let mut pixels = Vec::with_capacity(n);
     if ascii {
         for i in 0..n {
-            let v = cursor
-                .number()
-                .ok_or_else(|| ImageError::Malformed(format!("PGM: expected {n} samples, found {i}")))?;
+            let v = cursor.number().ok_or_else(|| {
+                ImageError::Malformed(format!("PGM: expected {n} samples, found {i}"))
+            })?;
             if v > maxval {
                 return Err(ImageError::Malformed(format!(
                     "PGM: sample {i} is {v}, above maxval {maxval}"
@@ -248,7 +261,9 @@ impl PgmCursor<'_> {
             if !b.is_ascii_digit() {
                 break;
             }
-            value = value.saturating_mul(10).saturating_add(usize::from(b - b'0'));
+            value = value
+                .saturating_mul(10)
+                .saturating_add(usize::from(b - b'0'));
             self.pos += 1;
         }
         (self.pos > start).then_some(value)
@@ -347,17 +362,20 @@ pub fn parse_digits_csv(text: &[u8]) -> Result<Vec<DigitImage>, ImageError> {
         if line.is_empty() {
             continue;
         }
-        let bad = |what: String| ImageError::Malformed(format!("digits CSV line {}: {what}", n + 1));
+        let bad =
+            |what: String| ImageError::Malformed(format!("digits CSV line {}: {what}", n + 1));
         let mut values = [0u8; 65];
         let mut count = 0;
         for field in line.split(',') {
             if count == values.len() {
                 return Err(bad("expected 65 fields, found more".to_string()));
             }
-            values[count] = field
-                .trim()
-                .parse()
-                .map_err(|_| bad(format!("field {}: expected an integer, found {field:?}", count + 1)))?;
+            values[count] = field.trim().parse().map_err(|_| {
+                bad(format!(
+                    "field {}: expected an integer, found {field:?}",
+                    count + 1
+                ))
+            })?;
             count += 1;
         }
         if count != values.len() {
@@ -416,7 +434,11 @@ mod tests {
     #[test]
     fn png_gray_and_rgb_round_trip() {
         for (color, data, expected) in [
-            (png::ColorType::Grayscale, vec![0u8, 255, 51, 102], vec![0.0, 1.0, 0.2, 0.4]),
+            (
+                png::ColorType::Grayscale,
+                vec![0u8, 255, 51, 102],
+                vec![0.0, 1.0, 0.2, 0.4],
+            ),
             (
                 png::ColorType::Rgb,
                 vec![255, 255, 255, 0, 0, 0, 255, 0, 0, 0, 0, 255],
@@ -437,6 +459,17 @@ mod tests {
                 assert!((a - b).abs() < 1e-6, "{:?} vs {expected:?}", img.pixels);
             }
         }
+    }
+
+    #[test]
+    fn padding_surrounds_the_image() {
+        let img = GrayImage::new(2, 1, vec![0.5, 1.0]).unwrap();
+        let p = img.padded(1, 0.0).unwrap();
+        assert_eq!((p.width, p.height), (4, 3));
+        assert_eq!(
+            p.pixels,
+            vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        );
     }
 
     #[test]

@@ -88,7 +88,9 @@ impl FromStr for SplitSpec {
             return Ok(SplitSpec::Auto);
         }
         if s == "default" {
-            return Ok(SplitSpec::Rule(SplitRule::TestBelow(DEFAULT_TEST_PER_CLASS)));
+            return Ok(SplitSpec::Rule(SplitRule::TestBelow(
+                DEFAULT_TEST_PER_CLASS,
+            )));
         }
         let (kind, arg) = s.split_once(':').ok_or_else(bad)?;
         let rule = match kind {
@@ -169,14 +171,21 @@ pub(crate) fn assign(
                     *c += 1;
                 }
             }
-            let train_count: Vec<usize> = per_class.iter().map(|&n| ratio_train_count(n, *r)).collect();
+            let train_count: Vec<usize> = per_class
+                .iter()
+                .map(|&n| ratio_train_count(n, *r))
+                .collect();
             let mut seen = vec![0usize; num_classes];
             for s in samples.iter_mut() {
                 let (Some(k), Some(&limit)) = (seen.get_mut(s.label), train_count.get(s.label))
                 else {
                     continue;
                 };
-                s.split = if *k < limit { Split::Train } else { Split::Test };
+                s.split = if *k < limit {
+                    Split::Train
+                } else {
+                    Split::Test
+                };
                 *k += 1;
             }
             Ok(())
@@ -275,7 +284,8 @@ fn apply_list(path: &Path, text: &str, samples: &mut [Sample]) -> Result<(), Dat
 
 /// Writes a list file assigning each `(relative path, split)`; the inverse of `list:` parsing.
 pub fn format_list<'a>(entries: impl IntoIterator<Item = (&'a str, Split)>) -> String {
-    let mut out = String::from("# inflor split list: \"train|test <path relative to this folder>\"\n");
+    let mut out =
+        String::from("# inflor split list: \"train|test <path relative to this folder>\"\n");
     for (rel, split) in entries {
         out.push_str(split.name());
         out.push(' ');
@@ -292,7 +302,9 @@ mod tests {
     fn samples(per_class: &[usize]) -> Vec<Sample> {
         let mut out = Vec::new();
         for (label, &n) in per_class.iter().enumerate() {
-            let mut names: Vec<String> = (0..n).map(|i| format!("c{label}/x_c{label}_{i}.aedat")).collect();
+            let mut names: Vec<String> = (0..n)
+                .map(|i| format!("c{label}/x_c{label}_{i}.aedat"))
+                .collect();
             // String order, as the dataset lists them.
             names.sort();
             for rel in names {
@@ -312,14 +324,31 @@ mod tests {
     #[test]
     fn parses_specs() {
         assert_eq!("auto".parse(), Ok(SplitSpec::Auto));
-        assert_eq!("default".parse(), Ok(SplitSpec::Rule(SplitRule::TestBelow(100))));
-        assert_eq!("test-below:36".parse(), Ok(SplitSpec::Rule(SplitRule::TestBelow(36))));
-        assert_eq!("ratio:0.9".parse(), Ok(SplitSpec::Rule(SplitRule::Ratio(0.9))));
+        assert_eq!(
+            "default".parse(),
+            Ok(SplitSpec::Rule(SplitRule::TestBelow(100)))
+        );
+        assert_eq!(
+            "test-below:36".parse(),
+            Ok(SplitSpec::Rule(SplitRule::TestBelow(36)))
+        );
+        assert_eq!(
+            "ratio:0.9".parse(),
+            Ok(SplitSpec::Rule(SplitRule::Ratio(0.9)))
+        );
         assert_eq!(
             "list:a/b.txt".parse(),
             Ok(SplitSpec::Rule(SplitRule::List(PathBuf::from("a/b.txt"))))
         );
-        for bad in ["", "ratio:1.5", "ratio:-0.1", "ratio:x", "test-below:-1", "list:", "foo:1"] {
+        for bad in [
+            "",
+            "ratio:1.5",
+            "ratio:-0.1",
+            "ratio:x",
+            "test-below:-1",
+            "list:",
+            "foo:1",
+        ] {
             assert!(bad.parse::<SplitSpec>().is_err(), "{bad}");
         }
     }
@@ -329,7 +358,12 @@ mod tests {
         let mut s = samples(&[1000, 1000]);
         assign(&SplitRule::TestBelow(100), 2, &mut s).unwrap();
         for x in &s {
-            assert_eq!(x.split == Split::Test, x.index.unwrap() < 100, "{}", x.relative);
+            assert_eq!(
+                x.split == Split::Test,
+                x.index.unwrap() < 100,
+                "{}",
+                x.relative
+            );
         }
         assert_eq!(s.iter().filter(|x| x.split == Split::Test).count(), 200);
     }
@@ -365,7 +399,11 @@ mod tests {
         assert_eq!(ratio_train_count(5, 1.0), 5);
         let mut s = samples(&[179, 10]);
         assign(&SplitRule::Ratio(0.9), 2, &mut s).unwrap();
-        let train = |l| s.iter().filter(|x| x.label == l && x.split == Split::Train).count();
+        let train = |l| {
+            s.iter()
+                .filter(|x| x.label == l && x.split == Split::Train)
+                .count()
+        };
         assert_eq!((train(0), train(1)), (162, 9));
     }
 
@@ -373,11 +411,19 @@ mod tests {
     fn list_file_round_trip_and_problems() {
         let mut s = samples(&[3]);
         let text = format_list(s.iter().map(|x| {
-            let split = if x.index == Some(1) { Split::Test } else { Split::Train };
+            let split = if x.index == Some(1) {
+                Split::Test
+            } else {
+                Split::Train
+            };
             (x.relative.as_str(), split)
         }));
         apply_list(Path::new("l.txt"), &text, &mut s).unwrap();
-        let test: Vec<_> = s.iter().filter(|x| x.split == Split::Test).map(|x| x.index).collect();
+        let test: Vec<_> = s
+            .iter()
+            .filter(|x| x.split == Split::Test)
+            .map(|x| x.index)
+            .collect();
         assert_eq!(test, vec![Some(1)]);
 
         let bad = "train c0/x_c0_0.aedat\n# ok\ntest ./c0/x_c0_0.aedat\nvalid c0/x_c0_1.aedat\n\
