@@ -96,7 +96,7 @@ impl DvNetworkEncoder {
 impl Encoder for DvNetworkEncoder {
     fn begin(&mut self, info: &StreamInfo, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let compressor = check_setup(&self.options, info)?;
-        let info_node = io_header::event_stream_info_node(info, self.options.compression);
+        let info_node = io_header::event_stream_info_node(info, self.options.compression, None);
         // The size-prefixed IOHeader is exactly the u32 length followed by the header.
         let header = io_header::build(self.options.compression, -1, &info_node);
         out.extend_from_slice(&header);

@@ -461,9 +461,10 @@ impl Compressor {
         Ok(Self { compression, zstd })
     }
 
-    /// Appends `raw` compressed (or as is) to `out`.
+    /// Replaces the contents of `out` with `raw` compressed (or as is).
     pub(crate) fn compress(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let failed = |e: io::Error| EncodeError::Compress(e.to_string());
+        out.clear();
         match self.compression {
             Compression::None => out.extend_from_slice(raw),
             Compression::Lz4 | Compression::Lz4High => {
@@ -481,6 +482,7 @@ impl Compressor {
                 let Some(compressor) = self.zstd.as_mut() else {
                     return Err(EncodeError::Compress("zstd compressor missing".to_string()));
                 };
+                // zstd writes from the start of the vector's buffer, up to its capacity.
                 out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
                 compressor.compress_to_buffer(raw, out).map_err(failed)?;
             }

@@ -188,7 +188,6 @@ impl PacketWriter {
             },
         );
         self.builder.finish_size_prefixed(root, Some("EVTS"));
-        self.body.clear();
         self.compressor
             .compress(self.builder.finished_data(), &mut self.body)?;
         let size = i32::try_from(self.body.len()).map_err(|_| {
@@ -297,7 +296,11 @@ impl std::fmt::Debug for PacketWriter {
 impl Encoder for Aedat4Encoder {
     fn begin(&mut self, info: &StreamInfo, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let compressor = check_setup(&self.options, info)?;
-        let info_node = io_header::event_stream_info_node(info, self.options.compression);
+        let info_node = io_header::event_stream_info_node(
+            info,
+            self.options.compression,
+            Some("Array of events (polarity ON/OFF)."),
+        );
         let header = io_header::build(self.options.compression, -1, &info_node);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&header);
@@ -340,9 +343,9 @@ impl Encoder for Aedat4Encoder {
 impl PacketWriter {
     /// Appends `raw` compressed with the stream's codec (for the FileDataTable).
     fn compressor_compress(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let before = out.len();
-        self.compressor.compress(raw, out)?;
-        self.written += (out.len() - before) as u64;
+        self.compressor.compress(raw, &mut self.body)?;
+        out.extend_from_slice(&self.body);
+        self.written += self.body.len() as u64;
         Ok(())
     }
 }

@@ -230,9 +230,20 @@ fn escape_xml(text: &str) -> String {
     escaped
 }
 
-/// The infoNode for one `EVTS` stream with id 0, laid out as dv-processing writes it.
-pub(crate) fn event_stream_info_node(info: &StreamInfo, compression: Compression) -> String {
+/// The infoNode for one `EVTS` stream with id 0, laid out as dv-processing writes it (its
+/// file writer adds a `typeDescription`, its network writer does not).
+pub(crate) fn event_stream_info_node(
+    info: &StreamInfo,
+    compression: Compression,
+    type_description: Option<&str>,
+) -> String {
     let source = escape_xml(info.source.as_deref().unwrap_or("inflor"));
+    let description = type_description.map_or(String::new(), |d| {
+        format!(
+            "            <attr key=\"typeDescription\" type=\"string\">{}</attr>\n",
+            escape_xml(d)
+        )
+    });
     format!(
         "<dv version=\"2.0\">\n\
          \x20   <node name=\"outInfo\" path=\"/outInfo/\">\n\
@@ -240,7 +251,7 @@ pub(crate) fn event_stream_info_node(info: &StreamInfo, compression: Compression
          \x20           <attr key=\"compression\" type=\"string\">{compression}</attr>\n\
          \x20           <attr key=\"originalModuleName\" type=\"string\">inflor</attr>\n\
          \x20           <attr key=\"originalOutputName\" type=\"string\">events</attr>\n\
-         \x20           <attr key=\"typeDescription\" type=\"string\">Array of events (polarity ON/OFF).</attr>\n\
+         {description}\
          \x20           <attr key=\"typeIdentifier\" type=\"string\">EVTS</attr>\n\
          \x20           <node name=\"info\" path=\"/outInfo/0/info/\">\n\
          \x20               <attr key=\"sizeX\" type=\"int\">{width}</attr>\n\
@@ -294,7 +305,7 @@ mod tests {
 
     #[test]
     fn builds_and_parses_back() {
-        let xml = event_stream_info_node(&info(), Compression::Zstd);
+        let xml = event_stream_info_node(&info(), Compression::Zstd, Some("d"));
         let buffer = build(Compression::Zstd, 1234, &xml);
         let header = parse(&buffer);
         assert_eq!(
@@ -354,7 +365,7 @@ mod tests {
         let good = build(
             Compression::Lz4,
             -1,
-            &event_stream_info_node(&info(), Compression::Lz4),
+            &event_stream_info_node(&info(), Compression::Lz4, None),
         );
         let mut wrong_id = good.clone();
         if let Some(b) = wrong_id.get_mut(8) {

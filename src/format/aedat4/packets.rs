@@ -160,6 +160,8 @@ impl PacketStream {
         self.stats.bytes += input.len() as u64;
         let result = self.feed_units(input, out);
         if let Err(error) = &result {
+            // Count only the bytes before the unit at fault, whatever the chunking.
+            self.stats.bytes = self.offset;
             self.error = Some(error.clone());
         }
         result
@@ -872,4 +874,135 @@ fn push_events(
     stats.timestamp_regressions += regressions;
     *last_t = previous;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn raw(t: i64, x: i16, y: i16, polarity: u8) -> FbEvent {
+        let mut event = FbEvent::new(t, x, y, false);
+        if let Some(byte) = event.0.get_mut(12) {
+            *byte = polarity;
+        }
+        event
+    }
+
+    fn context(lenient: bool) -> Context {
+        Context {
+            format: Format::Aedat4,
+            offset: 99,
+            lenient,
+        }
+    }
+
+    /// The reference: what a packet must yield, checked event by event.
+    fn expected(raw: &[(i64, i16, i16, u8)], bounds: (u16, u16)) -> Vec<Event> {
+        raw.iter()
+            .filter(|(_, x, y, p)| {
+                *p <= 1 && *x >= 0 && *y >= 0 && (*x as u16) < bounds.0 && (*y as u16) < bounds.1
+            })
+            .map(|&(t, x, y, p)| Event::new(t, x as u16, y as u16, p == 1))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, rng_seed: proptest::test_runner::RngSeed::Fixed(7), ..ProptestConfig::default() })]
+
+        /// The branch-free fast path and the checking loop agree: lenient mode keeps exactly
+        /// the valid events, strict mode fails exactly when one is invalid.
+        #[test]
+        fn fast_and_checking_paths_agree(
+            events in prop::collection::vec((any::<i64>(), -3i16..70, -3i16..50, prop::sample::select(vec![0u8, 1, 1, 0, 2, 255])), 0..64),
+        ) {
+            let bounds = (64, 48);
+            let packet: Vec<FbEvent> = events.iter().map(|&(t, x, y, p)| raw(t, x, y, p)).collect();
+            let want = expected(&events, bounds);
+            let bad = events.len() - want.len();
+
+            let mut stats = DecodeStats::default();
+            let mut last_t = i64::MIN;
+            let mut out = vec![Event::default()];
+            let lenient = push_events(&packet, bounds, context(true), &mut stats, &mut last_t, &mut out);
+            prop_assert_eq!(lenient, Ok(()));
+            prop_assert_eq!(out.get(1..), Some(&want[..]));
+            prop_assert_eq!(stats.bad_records_skipped, bad as u64);
+            prop_assert_eq!(stats.events, want.len() as u64);
+            let regressions = want.windows(2).filter(|w| w[1].t < w[0].t).count() as u64;
+            prop_assert_eq!(stats.timestamp_regressions, regressions);
+
+            let mut stats = DecodeStats::default();
+            let mut out = Vec::new();
+            let strict = push_events(&packet, bounds, context(false), &mut stats, &mut i64::MIN.clone(), &mut out);
+            prop_assert_eq!(strict.is_err(), bad > 0);
+            if bad == 0 {
+                prop_assert_eq!(out, want);
+            }
+        }
+    }
+
+    #[test]
+    fn strict_errors_name_the_problem() {
+        let mut stats = DecodeStats::default();
+        let mut out = Vec::new();
+        let mut last_t = i64::MIN;
+        let bounds = (346, 260);
+        let run = |packet: &[FbEvent],
+                   out: &mut Vec<Event>,
+                   stats: &mut DecodeStats,
+                   last_t: &mut i64| {
+            push_events(packet, bounds, context(false), stats, last_t, out)
+        };
+        assert_eq!(
+            run(&[raw(1, 5, 5, 2)], &mut out, &mut stats, &mut last_t),
+            Err(DecodeErrorKind::BadPolarity(2))
+        );
+        assert_eq!(
+            run(&[raw(1, -1, 5, 1)], &mut out, &mut stats, &mut last_t),
+            Err(DecodeErrorKind::OutOfRange {
+                x: -1,
+                y: 5,
+                width: 346,
+                height: 260
+            })
+        );
+        assert_eq!(
+            run(&[raw(1, 5, 260, 0)], &mut out, &mut stats, &mut last_t),
+            Err(DecodeErrorKind::OutOfRange {
+                x: 5,
+                y: 260,
+                width: 346,
+                height: 260
+            })
+        );
+        assert!(out.is_empty());
+        assert_eq!(stats.events, 0);
+        // Wide sensors: a negative coordinate must not wrap into range.
+        let wide = (40_000, 40_000);
+        assert!(
+            push_events(
+                &[raw(1, -30_000, 0, 1)],
+                wide,
+                context(false),
+                &mut stats,
+                &mut last_t,
+                &mut out
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn packet_index_is_order_sensitive() {
+        let mut a = PacketIndex::default();
+        a.record(10, 0, 5);
+        a.record(23, 1, 7);
+        let mut b = PacketIndex::default();
+        b.record(23, 1, 7);
+        b.record(10, 0, 5);
+        assert_eq!(a.packets, b.packets);
+        assert_ne!(a, b);
+    }
 }
