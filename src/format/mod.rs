@@ -396,7 +396,7 @@ const READ_CHUNK: usize = 1 << 20;
 /// Decodes a file chunk by chunk, so memory stays bounded by the chunk and the caller's batches.
 pub struct FileReader {
     path: PathBuf,
-    file: std::fs::File,
+    file: Box<dyn Read + Send>,
     format: Format,
     decoder: Box<dyn Decoder>,
     chunk: Vec<u8>,
@@ -412,11 +412,26 @@ impl FileReader {
         format: Option<Format>,
         options: &DecodeOptions,
     ) -> Result<Self, ReadError> {
+        let file = std::fs::File::open(path).map_err(|source| ReadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_reader(path, Box::new(file), format, options)
+    }
+
+    /// Decodes from any byte source; `name` stands for the path in errors and detection (its
+    /// extension is used for headerless formats).
+    pub fn from_reader(
+        name: &Path,
+        mut file: Box<dyn Read + Send>,
+        format: Option<Format>,
+        options: &DecodeOptions,
+    ) -> Result<Self, ReadError> {
+        let path = name;
         let io = |source| ReadError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = std::fs::File::open(path).map_err(io)?;
         let mut chunk = vec![0u8; READ_CHUNK];
         let mut filled = 0;
         // Detection needs a prefix: fill the first chunk or reach the end of the file.
