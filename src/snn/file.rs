@@ -59,8 +59,8 @@ pub struct Metadata {
 
 impl Metadata {
     /// Metadata with defaults for `spec`: SRIF with Dspike(b = 3) and MPR, tdBN (ε = 1e-5),
-    /// the whole recording split into `timesteps` bins, area resize, raw counts, classes named
-    /// `class0`, `class1`, …, and empty provenance.
+    /// the whole recording split into `timesteps` bins of equal event counts, bilinear resize,
+    /// raw counts, classes named `class0`, `class1`, …, and empty provenance.
     pub fn new(spec: ArchSpec, timesteps: usize) -> Self {
         Self {
             format_version: FORMAT_VERSION,
@@ -72,9 +72,11 @@ impl Metadata {
                 height: spec.height,
                 width: spec.width,
                 timesteps,
-                window: WindowSpec::Recording,
-                resize: ResizeMethod::Area,
-                normalisation: Normalisation::Counts,
+                window: WindowSpec::Recording {
+                    split_by: SplitBy::EqualCount,
+                },
+                resize: ResizeMethod::Bilinear,
+                normalisation: Normalisation::None,
             },
             class_names: (0..spec.classes).map(|c| format!("class{c}")).collect(),
             provenance: Provenance::default(),
@@ -107,12 +109,12 @@ impl Default for NeuronSpec {
     }
 }
 
-/// The network's input: shape, timesteps and how events become frames. Plain data; the
-/// binner interprets it.
+/// The network's input: shape, timesteps and how events become frames. Plain data in the
+/// binner's vocabulary (the binner maps it one to one); `snn` does not import the binner.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
-    /// Channels (2: ON and OFF polarity, in that order).
+    /// Channels: 2, indexed by polarity (0 = OFF, 1 = ON, as SpikingJelly's frames).
     pub channels: usize,
     /// Rows after resizing.
     pub height: usize,
@@ -120,65 +122,73 @@ pub struct InputSpec {
     pub width: usize,
     /// Frames per classification (T).
     pub timesteps: usize,
-    /// How a recording is cut into windows and bins.
+    /// How events are grouped into the T frames of one classification.
     pub window: WindowSpec,
-    /// How the sensor's resolution is mapped to height × width.
+    /// How the sensor's count frame is resized to height × width (torch `interpolate` modes).
     pub resize: ResizeMethod,
-    /// How per-pixel event counts become input values.
+    /// How each frame's values are normalised after resizing.
     pub normalisation: Normalisation,
 }
 
-/// How a recording is cut into the T frames of one classification.
+/// How events are grouped into the T frames of one classification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum WindowSpec {
-    /// The whole recording is one window, split into T bins of equal duration (the usual
-    /// CIFAR10-DVS preprocessing).
-    Recording,
-    /// Consecutive windows of fixed duration, each split into T equal-duration bins.
-    Time {
-        /// Window length in microseconds.
-        duration_us: u64,
+    /// The whole recording is one classification, split into T bins (the training-time
+    /// convention of CIFAR10-DVS and similar datasets).
+    Recording {
+        /// SpikingJelly's `split_by`: equal event counts or equal durations.
+        split_by: SplitBy,
     },
-    /// Consecutive windows of a fixed number of events, each split into T bins of equal count.
+    /// A stream: consecutive bins of `bin_us` microseconds; every T consecutive bins form one
+    /// classification.
+    Duration {
+        /// Length of one bin (one timestep) in microseconds.
+        bin_us: u64,
+    },
+    /// A stream: consecutive bins of `bin_events` events; every T consecutive bins form one
+    /// classification.
     Count {
-        /// Events per window.
-        events: u64,
+        /// Events in one bin (one timestep).
+        bin_events: u64,
     },
 }
 
-/// How the sensor resolution is mapped onto the input resolution.
+/// How a whole recording is split into T bins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitBy {
+    /// Equal numbers of events (SpikingJelly `split_by='number'`).
+    EqualCount,
+    /// Equal durations (SpikingJelly `split_by='time'`).
+    EqualDuration,
+}
+
+/// How the count frame is resized from the sensor to the model input, named as in
+/// `torch.nn.functional.interpolate`. Irrelevant when the sizes match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResizeMethod {
-    /// Each event is spread over the target pixels its source pixel overlaps, by area.
-    Area,
-    /// Bilinear splat.
-    Bilinear,
-    /// Each event goes to the nearest target pixel.
+    /// `mode='nearest'`.
     Nearest,
-    /// No resizing: the sensor must already have the input resolution.
-    None,
+    /// `mode='bilinear', align_corners=False` (what TET's `transforms.Resize` does to frames).
+    Bilinear,
+    /// `mode='area'` (mean over each output's window).
+    Area,
 }
 
-/// How event counts become input values.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+/// How each frame's values are normalised after resizing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Normalisation {
-    /// Raw (possibly resized) event counts.
-    Counts,
-    /// 1 where any event arrived, else 0.
+    /// Raw (resized) event counts.
+    None,
+    /// 1 where the value is positive, else 0.
     Binary,
-    /// Counts clipped to at most `max`.
-    Clip {
-        /// Upper bound.
-        max: f32,
-    },
-    /// Counts times `factor`.
-    Scale {
-        /// Multiplier.
-        factor: f32,
-    },
+    /// Divided by the frame's largest value.
+    MaxPerFrame,
+    /// ln(1 + x).
+    Log1p,
 }
 
 /// Where the weights came from. Unknown keys are kept in `extra`.
@@ -462,21 +472,11 @@ fn validate(m: &Metadata) -> Result<(), LoadError> {
     if i.timesteps == 0 {
         return bad("input.timesteps must be at least 1".into());
     }
-    match i.window {
-        WindowSpec::Time { duration_us: 0 } | WindowSpec::Count { events: 0 } => {
-            return bad("input.window must be non-empty".into());
-        }
-        _ => {}
-    }
-    match i.normalisation {
-        Normalisation::Clip { max: v } | Normalisation::Scale { factor: v }
-            if !(v.is_finite() && v > 0.0) =>
-        {
-            return bad(format!(
-                "input.normalisation parameter must be positive, found {v}"
-            ));
-        }
-        _ => {}
+    if matches!(
+        i.window,
+        WindowSpec::Duration { bin_us: 0 } | WindowSpec::Count { bin_events: 0 }
+    ) {
+        return bad("input.window bins must be non-empty".into());
     }
     if m.class_names.len() != a.classes {
         return bad(format!(

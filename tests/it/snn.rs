@@ -567,3 +567,81 @@ fn state_memory_is_four_bytes_per_neuron() {
     assert!(state.heap_bytes() <= 4 * neurons + (1 << 20));
     assert!(std::mem::size_of::<State>() < 128);
 }
+
+/// `inflor model init`, `model info` and `infer` end to end on a real N-MNIST recording.
+#[test]
+fn cli_init_info_and_infer() {
+    use std::process::Command;
+    let bin = env!("CARGO_BIN_EXE_inflor");
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.safetensors");
+    let status = Command::new(bin)
+        .args([
+            "model",
+            "init",
+            "--arch",
+            "tiny",
+            "--classes",
+            "10",
+            "--input",
+            "2x34x34",
+        ])
+        .args(["--seed", "3", "--timesteps", "4"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
+    let info = Command::new(bin)
+        .args(["model", "info", "--json"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(info.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(doc["metadata"]["architecture"]["arch"], "tiny");
+    assert_eq!(doc["dense_macs_per_timestep"], 2_550_784);
+    let rates = doc["metadata"]["provenance"]["calibration"]["rates"]
+        .as_object()
+        .unwrap();
+    assert_eq!(rates.len(), 3);
+
+    let recording = crate::support::shared_data("nmnist/sample_nmnist.bin");
+    let frames = dir.path().join("frames.npy");
+    let infer = Command::new(bin)
+        .args([
+            "infer", "--json", "--format", "atis", "--top-k", "3", "--model",
+        ])
+        .arg(&model)
+        .arg(&recording)
+        .arg("--dump-frames")
+        .arg(&frames)
+        .output()
+        .unwrap();
+    assert!(
+        infer.status.success(),
+        "{}",
+        String::from_utf8_lossy(&infer.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&infer.stdout).unwrap();
+    assert_eq!(line["events"], 4325);
+    assert_eq!(line["top_k"].as_array().unwrap().len(), 3);
+    assert!(line["predicted"].as_u64().unwrap() < 10);
+    let rate = line["stats"]["firing_rate"].as_f64().unwrap();
+    assert!(rate > 0.0 && rate < 0.6, "firing rate {rate}");
+    let npy = std::fs::read(&frames).unwrap();
+    assert!(npy.starts_with(b"\x93NUMPY"));
+
+    // A file that is not a model is bad input: exit code 2.
+    let bad = Command::new(bin)
+        .args(["infer", "--model"])
+        .arg(&recording)
+        .arg(&recording)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
