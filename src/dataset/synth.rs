@@ -783,9 +783,11 @@ impl Monitor {
         (offset + k as isize + 1).clamp(0, len as isize - 1) as usize
     }
 
-    /// Renders the sensor's view into `luminance` (row-major `sensor_w`×`sensor_h`) with the
+    /// Renders the sensor's view into `luminance` (row-major, `sensor_w` columns) with the
     /// image's top-left corner at sensor position (`ox`, `oy`), only for columns `xs` and rows
-    /// `ys` (the rest is left untouched).
+    /// `ys`, clipped to the buffer (the rest is left untouched). `taps` is scratch space
+    /// reused between frames, so rendering does not allocate once it has grown.
+    #[allow(clippy::too_many_arguments)]
     pub fn render(
         &self,
         ox: f32,
@@ -794,31 +796,31 @@ impl Monitor {
         ys: std::ops::Range<usize>,
         sensor_w: usize,
         luminance: &mut [f32],
+        taps: &mut Vec<(usize, usize, f32)>,
     ) {
         let k = self.k as f32;
-        let cols: Vec<(usize, usize, f32)> = xs
-            .clone()
-            .map(|x| {
-                let u = (x as f32 - ox) * k;
-                let u0 = u.floor();
-                let c = Self::cell(u0 as isize, self.k, self.cols);
-                let c1 = Self::cell(u0 as isize + 1, self.k, self.cols);
-                (c, c1, u - u0)
-            })
-            .collect();
-        for y in ys {
+        let xs = xs.start.min(sensor_w)..xs.end.min(sensor_w);
+        taps.clear();
+        taps.extend(xs.clone().map(|x| {
+            let u = (x as f32 - ox) * k;
+            let u0 = u.floor();
+            let c = Self::cell(u0 as isize, self.k, self.cols);
+            let c1 = Self::cell(u0 as isize + 1, self.k, self.cols);
+            (c, c1, u - u0)
+        }));
+        let rows = luminance.chunks_exact_mut(sensor_w.max(1));
+        for (y, row_out) in rows.enumerate().skip(ys.start).take(ys.len()) {
             let v = (y as f32 - oy) * k;
             let v0 = v.floor();
             let fy = v - v0;
             let r = Self::cell(v0 as isize, self.k, self.rows) * self.cols;
             let r1 = Self::cell(v0 as isize + 1, self.k, self.rows) * self.cols;
-            let row_out = &mut luminance[y * sensor_w..(y + 1) * sensor_w];
-            for (x, &(c, c1, fx)) in xs.clone().zip(&cols) {
-                let top =
-                    self.aperture[r + c] + fx * (self.aperture[r + c1] - self.aperture[r + c]);
-                let bottom =
-                    self.aperture[r1 + c] + fx * (self.aperture[r1 + c1] - self.aperture[r1 + c]);
-                row_out[x] = top + fy * (bottom - top);
+            // `cell` keeps r, r1 below rows·cols and c, c1 below cols.
+            let a = &self.aperture;
+            for (out, &(c, c1, fx)) in row_out[xs.clone()].iter_mut().zip(taps.iter()) {
+                let top = a[r + c] + fx * (a[r + c1] - a[r + c]);
+                let bottom = a[r1 + c] + fx * (a[r1 + c1] - a[r1 + c]);
+                *out = top + fy * (bottom - top);
             }
         }
     }
@@ -882,7 +884,8 @@ pub fn simulate(
         scene.black_level + (1.0 - scene.black_level) * scene.background.powf(scene.gamma);
     let mut luminance = vec![background; w * h];
     let mut log_frame = vec![log_intensity(background, eps); w * h];
-    let render = |t_us: f64, luminance: &mut [f32], log_frame: &mut [f32]| {
+    let mut taps = Vec::with_capacity(xs.len());
+    let mut render = |t_us: f64, luminance: &mut [f32], log_frame: &mut [f32]| {
         let (dx, dy) = loop_offset(t_us, scene);
         monitor.render(
             base_x + dx,
@@ -891,6 +894,7 @@ pub fn simulate(
             ys.clone(),
             w,
             luminance,
+            &mut taps,
         );
         for y in ys.clone() {
             let row = y * w;
@@ -1020,7 +1024,7 @@ mod tests {
         };
         let m = Monitor::new(&flat(8, 8, 1.0), &scene);
         let mut lum = vec![0.0; 16 * 16];
-        m.render(-3.3, 2.7, 0..16, 0..16, 16, &mut lum);
+        m.render(-3.3, 2.7, 0..16, 0..16, 16, &mut lum, &mut Vec::new());
         assert!(lum.iter().all(|&v| (v - 1.0).abs() < 1e-5), "{lum:?}");
     }
 
@@ -1038,7 +1042,17 @@ mod tests {
         assert_eq!((m.width(), m.height()), (4.0, 4.0));
         let mut lum = vec![0.0; 10 * 10];
         // Image spans sensor x in [2.25, 6.25), y in [3, 7).
-        m.render(2.25, 3.0, 0..10, 0..10, 10, &mut lum);
+        m.render(2.25, 3.0, 0..10, 0..10, 10, &mut lum, &mut Vec::new());
+        // Ranges past the buffer are clipped, not a panic.
+        m.render(
+            2.25,
+            3.0,
+            0..99,
+            5..99,
+            10,
+            &mut lum.clone(),
+            &mut Vec::new(),
+        );
         let at = |x: usize, y: usize| lum[y * 10 + x];
         assert!((at(2, 4) - 0.75).abs() < 1e-5, "{}", at(2, 4));
         assert!((at(3, 4) - 1.0).abs() < 1e-5);
