@@ -1060,6 +1060,76 @@ mod tests {
         assert!(at(7, 4).abs() < 1e-6 && at(4, 2).abs() < 1e-6 && at(4, 7).abs() < 1e-6);
     }
 
+    /// The reference twin of [`Monitor::render`]: the exact area integral of the
+    /// piecewise-constant monitor image over one sensor pixel.
+    fn area_average(
+        image: &GrayImage,
+        scene: &SceneParams,
+        ox: f64,
+        oy: f64,
+        x: usize,
+        y: usize,
+    ) -> f64 {
+        let k = scene.monitor_oversample;
+        let longer = image.width.max(image.height) as f32;
+        let scale = scene.image_size / longer;
+        let w_m = ((image.width as f32 * scale * k as f32).round() as usize).max(1);
+        let h_m = ((image.height as f32 * scale * k as f32).round() as usize).max(1);
+        let codes = resize_bicubic(image, w_m, h_m);
+        let lum =
+            |c: f32| f64::from(scene.black_level + (1.0 - scene.black_level) * c.powf(scene.gamma));
+        let overlap = |a0: f64, a1: f64, b0: f64, b1: f64| (a1.min(b1) - a0.max(b0)).max(0.0);
+        let pitch = 1.0 / k as f64;
+        let mut covered = 0.0;
+        let mut sum = 0.0;
+        for j in 0..h_m {
+            let y0 = oy + j as f64 * pitch;
+            let wy = overlap(y0, y0 + pitch, y as f64, y as f64 + 1.0);
+            if wy == 0.0 {
+                continue;
+            }
+            for i in 0..w_m {
+                let x0 = ox + i as f64 * pitch;
+                let wx = overlap(x0, x0 + pitch, x as f64, x as f64 + 1.0);
+                sum += wx * wy * lum(codes[j * w_m + i]);
+                covered += wx * wy;
+            }
+        }
+        sum + (1.0 - covered) * lum(scene.background)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn render_equals_the_exact_area_average(
+            pixels in proptest::collection::vec(0.0f32..=1.0, 12),
+            size in 3.0f32..12.0,
+            k in 1usize..6,
+            ox in -4.0f32..10.0,
+            oy in -4.0f32..10.0,
+            background in 0.0f32..=1.0,
+        ) {
+            let image = GrayImage::new(4, 3, pixels).unwrap();
+            let scene = SceneParams {
+                image_size: size,
+                monitor_oversample: k,
+                background,
+                ..SceneParams::default()
+            };
+            let m = Monitor::new(&image, &scene);
+            let mut lum = vec![0.0f32; 16 * 16];
+            m.render(ox, oy, 0..16, 0..16, 16, &mut lum, &mut Vec::new());
+            for y in 0..16 {
+                for x in 0..16 {
+                    let exact = area_average(&image, &scene, f64::from(ox), f64::from(oy), x, y);
+                    let got = f64::from(lum[y * 16 + x]);
+                    proptest::prop_assert!((got - exact).abs() < 1e-4, "({x},{y}): {got} vs {exact}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn loop_is_closed_and_continuous() {
         let scene = SceneParams::default();
