@@ -589,6 +589,35 @@ fn image_fixtures_load() {
     );
 }
 
+/// `assets/dvs-digits-0.aedat` (compiled into the binary) is DVS-Digits recording 0 as the
+/// emulator writes it today: any change to the emulator's output shows up here, and the asset
+/// must then be regenerated (see assets/README.md).
+#[test]
+fn bundled_dvs_digits_recording_is_what_the_emulator_writes() {
+    let digits = load_digits_csv(&shared_data("digits/digits.csv.gz")).unwrap();
+    let inputs = inflor::dataset::digits::inputs(&digits[..1]).unwrap();
+    assert_eq!(inputs[0].label, 0);
+    let params = SynthParams::default();
+    let sensor = Sensor::new(SENSOR_WIDTH, SENSOR_HEIGHT, &params.pixel, 1);
+    let rec = simulate(&inputs[0].image, &params, &sensor, &mut recording_rng(1, 0));
+    let bytes = inflor::format::aedat2::encode_dvs128(
+        &rec.events,
+        inflor::format::JaerOrientation::Spikingjelly,
+    )
+    .unwrap();
+    let asset = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/dvs-digits-0.aedat"
+    ))
+    .unwrap();
+    assert!(
+        bytes == asset,
+        "emulator output ({} bytes) differs from the asset ({} bytes)",
+        bytes.len(),
+        asset.len()
+    );
+}
+
 fn inflor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_inflor"))
 }
