@@ -24,13 +24,16 @@
 //!   dataset comes from the same sensor, as every CIFAR10-DVS recording did.
 //! - **Timestamps.** Frames are rendered at [`SceneParams::render_hz`] (default 1 kHz). Between
 //!   two frames a pixel's log intensity is taken to change linearly, and each threshold
-//!   crossing is timestamped where that line crosses the threshold (ESIM's and v2e's linear
-//!   interpolation), then rounded to the microsecond. With the default motion an image moves
-//!   at most 0.04 sensor pixels per frame, so the linear assumption is close.
+//!   crossing is timestamped where that line crosses the threshold (ESIM's linear
+//!   interpolation; v2e instead spreads a frame's events evenly over the interval), then
+//!   rounded to the microsecond. With the default motion an image moves at most 0.06 sensor
+//!   pixels per frame, so the linear assumption is close.
 //! - **Refractory period.** After an event a pixel cannot emit another for
 //!   [`PixelParams::refractory_us`] (default 100 µs). A crossing inside that window is dropped
-//!   but the memory still moves, as in v2e: the pixel's output saturates on very fast changes
-//!   instead of lagging behind them.
+//!   and the memory still moves past it. That is what the hardware does: during its
+//!   refractory period the pixel's change amplifier is held in reset, so the memory follows
+//!   the input and the change is lost. Fast changes therefore saturate the output instead of
+//!   being replayed late. (v2e keeps a dropped crossing in the memory, so it fires later.)
 //! - **Leak events.** Junction leakage in the reset switch slowly lowers the memorised level,
 //!   so a pixel watching a static scene emits ON events at roughly
 //!   [`PixelParams::leak_hz`] (default 0.1 Hz, v2e's default). The memory drifts down by
@@ -73,8 +76,8 @@
 //!   down-left by `A·√2`, then up by `A` back to the start, with `A` =
 //!   [`SceneParams::amplitude`] (default 2 sensor pixels). The three strokes cover
 //!   horizontal, vertical and diagonal motion, so edges of every orientation fire. Each
-//!   stroke takes a third of the loop and follows a raised-cosine profile (velocity zero at
-//!   the corners, no jerk), which is the "smooth" of RCLS. One loop lasts
+//!   stroke takes a third of the loop and follows a raised-cosine profile (position and
+//!   velocity continuous, velocity zero at the corners), which is the "smooth" of RCLS. One loop lasts
 //!   [`SceneParams::loop_ms`] (default 250 ms), repeated for [`SceneParams::duration_ms`]
 //!   (default 1000 ms, four loops). The triangle's centroid sits at the sensor centre.
 //!
