@@ -53,8 +53,14 @@ fn real_files(c: &mut Criterion) {
             eprintln!("skipping {rel}: not found");
             continue;
         };
+        let n = match inflor::format::decode_bytes(format, &input, &options) {
+            Ok(recording) => recording.events.len(),
+            Err(e) => {
+                eprintln!("skipping {rel}: {e}");
+                continue;
+            }
+        };
         let mut out = Vec::new();
-        let n = decode_into(format, &options, &input, &mut out);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(
             BenchmarkId::new(format!("{format:?}"), rel),
@@ -138,5 +144,95 @@ fn batch_layout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, real_files, batch_layout);
+/// Events in each generated recording.
+const GENERATED_EVENTS: usize = 10_000_000;
+
+/// A seeded, sensor-like recording: a blob of activity drifting across the array plus uniform
+/// background noise, with exponential-ish inter-event gaps averaging 1 µs (a busy 1 Mev/s scene).
+fn generated_events(n: usize, width: u16, height: u16, seed: u64) -> Vec<Event> {
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (w, h) = (f64::from(width), f64::from(height));
+    let mut events = Vec::with_capacity(n);
+    let mut t = 0i64;
+    for i in 0..n {
+        let r = next();
+        t += i64::from((r & 3) as u8);
+        let phase = i as f64 / n as f64 * std::f64::consts::TAU * 3.0;
+        let (cx, cy) = (
+            w * (0.5 + 0.35 * phase.cos()),
+            h * (0.5 + 0.35 * phase.sin()),
+        );
+        let (x, y) = if r >> 60 == 0 {
+            // 1 event in 16 is background noise anywhere on the array.
+            (
+                ((r >> 8) % u64::from(width)) as f64,
+                ((r >> 24) % u64::from(height)) as f64,
+            )
+        } else {
+            let dx = ((r >> 8) & 31) as f64 - 15.5;
+            let dy = ((r >> 16) & 31) as f64 - 15.5;
+            ((cx + dx).clamp(0.0, w - 1.0), (cy + dy).clamp(0.0, h - 1.0))
+        };
+        events.push(Event::new(t, x as u16, y as u16, (r >> 40) & 1 == 1));
+    }
+    events
+}
+
+/// (format, width, height, file extension) for the generated recordings.
+const GENERATED: &[(Format, u16, u16, &str)] = &[
+    (Format::Aedat2, 128, 128, "aedat"),
+    (Format::Aedat3, 346, 260, "aedat3"),
+    (Format::Aedat4, 346, 260, "aedat4"),
+    (Format::DvNetwork, 128, 128, "dvnet"),
+    (Format::Evt2, 640, 480, "evt2.raw"),
+    (Format::Evt3, 1280, 720, "evt3.raw"),
+    (Format::Dat, 304, 240, "dat"),
+    (Format::Atis, 240, 180, "bin"),
+    (Format::Es, 320, 240, "es"),
+];
+
+/// Decoding the generated 10 M-event recordings. Each is also written to
+/// `target/bench-data/generated.<ext>` so `scripts/bench_faery.py` reads the very same bytes.
+fn generated(c: &mut Criterion) {
+    let options = DecodeOptions {
+        max_record_bytes: 256 << 20,
+        ..DecodeOptions::default()
+    };
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    std::fs::create_dir_all(&dir).expect("target/bench-data");
+    let mut group = c.benchmark_group("decode/generated-10M");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(GENERATED_EVENTS as u64));
+    let mut out = Vec::with_capacity(GENERATED_EVENTS);
+    for &(format, width, height, ext) in GENERATED {
+        let events = generated_events(GENERATED_EVENTS, width, height, 7);
+        let info = inflor::event::StreamInfo {
+            width,
+            height,
+            source: Some("inflor-bench".to_string()),
+            format: format.name().to_string(),
+        };
+        let mut encoder = format.encoder(&info, inflor::format::JaerOrientation::default());
+        let mut bytes = Vec::new();
+        encoder.begin(&info, &mut bytes).expect("encode");
+        encoder.encode(&events, &mut bytes).expect("encode");
+        encoder.end(&mut bytes).expect("encode");
+        drop(events);
+        std::fs::write(dir.join(format!("generated.{ext}")), &bytes).expect("write bench data");
+        let n = decode_into(format, &options, &bytes, &mut out);
+        assert_eq!(n, GENERATED_EVENTS, "{format} round trip");
+        group.bench_function(format!("{format:?}"), |b| {
+            b.iter(|| decode_into(format, &options, black_box(&bytes), &mut out))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, real_files, generated, batch_layout);
 criterion_main!(benches);

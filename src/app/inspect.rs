@@ -12,8 +12,8 @@ use super::decode_args::DecodeArgs;
 /// `inflor inspect` arguments.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// Event files (any readable format).
-    #[arg(required = true)]
+    /// Event files (any readable format). Without any, the bundled recording (a DVS-Digits
+    /// "0" made by `inflor synth`, see assets/README.md) is inspected.
     pub files: Vec<PathBuf>,
     /// One JSON object per file, one per line.
     #[arg(long)]
@@ -46,7 +46,13 @@ pub struct FileReport {
     pub error: Option<String>,
 }
 
-/// Decodes `path` to the end (or the first error), summarising as it goes.
+/// The bundled recording, compiled into the binary so `inflor inspect` works anywhere.
+pub const BUNDLED_NAME: &str = "<bundled>/dvs-digits-0.aedat";
+/// Its bytes.
+pub const BUNDLED: &[u8] = include_bytes!("../../assets/dvs-digits-0.aedat");
+
+/// Decodes `path` (or the bundled recording when `path` is [`BUNDLED_NAME`]) to the end or the
+/// first error, summarising as it goes.
 pub fn inspect_file(path: &Path, decode: &DecodeArgs) -> FileReport {
     let mut report = FileReport {
         path: path.to_path_buf(),
@@ -59,7 +65,12 @@ pub fn inspect_file(path: &Path, decode: &DecodeArgs) -> FileReport {
         decode: DecodeStats::default(),
         error: None,
     };
-    let mut reader = match FileReader::open(path, decode.format, &decode.options()) {
+    let opened = if path == Path::new(BUNDLED_NAME) {
+        FileReader::from_reader(path, Box::new(BUNDLED), decode.format, &decode.options())
+    } else {
+        FileReader::open(path, decode.format, &decode.options())
+    };
+    let mut reader = match opened {
         Ok(r) => r,
         Err(e) => {
             report.error = Some(e.to_string());
@@ -140,7 +151,10 @@ fn print_text(out: &mut impl Write, r: &FileReport) -> std::io::Result<()> {
 }
 
 /// Runs the command. Every file is reported even when some fail; the exit code is then 2.
-pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+pub fn run(mut args: InspectArgs) -> anyhow::Result<()> {
+    if args.files.is_empty() {
+        args.files.push(PathBuf::from(BUNDLED_NAME));
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failed = Vec::new();

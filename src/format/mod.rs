@@ -96,6 +96,32 @@ impl Format {
     }
 }
 
+impl Format {
+    /// A fresh encoder writing this format for a stream described by `info`, with each format's
+    /// default settings (AEDAT 4.0: LZ4, no FileDataTable since the output may not seek; AEDAT
+    /// 2.0: the DVS128 layout in `orientation` for 128×128 streams, the DAVIS layout otherwise).
+    pub fn encoder(self, info: &StreamInfo, orientation: JaerOrientation) -> Box<dyn Encoder> {
+        match self {
+            Format::Aedat2 if (info.width, info.height) == (128, 128) => {
+                Box::new(aedat2::Aedat2Encoder::dvs128(orientation))
+            }
+            Format::Aedat2 => Box::new(aedat2::Aedat2Encoder::davis(info.width, info.height)),
+            Format::Aedat3 => Box::new(aedat3::Aedat3Encoder::new(info.width, info.height)),
+            Format::Aedat4 => Box::new(aedat4::Aedat4Encoder::new(
+                aedat4::Aedat4EncoderOptions::default(),
+            )),
+            Format::DvNetwork => Box::new(dv_network::DvNetworkEncoder::new(
+                aedat4::Aedat4EncoderOptions::default(),
+            )),
+            Format::Evt2 => Box::new(evt2::Evt2Encoder::new()),
+            Format::Evt3 => Box::new(evt3::Evt3Encoder::new()),
+            Format::Dat => Box::new(dat::DatEncoder::new()),
+            Format::Atis => Box::new(atis::AtisEncoder::new()),
+            Format::Es => Box::new(es::EsEncoder::new()),
+        }
+    }
+}
+
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -370,7 +396,7 @@ const READ_CHUNK: usize = 1 << 20;
 /// Decodes a file chunk by chunk, so memory stays bounded by the chunk and the caller's batches.
 pub struct FileReader {
     path: PathBuf,
-    file: std::fs::File,
+    file: Box<dyn Read + Send>,
     format: Format,
     decoder: Box<dyn Decoder>,
     chunk: Vec<u8>,
@@ -386,11 +412,26 @@ impl FileReader {
         format: Option<Format>,
         options: &DecodeOptions,
     ) -> Result<Self, ReadError> {
+        let file = std::fs::File::open(path).map_err(|source| ReadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_reader(path, Box::new(file), format, options)
+    }
+
+    /// Decodes from any byte source; `name` stands for the path in errors and detection (its
+    /// extension is used for headerless formats).
+    pub fn from_reader(
+        name: &Path,
+        mut file: Box<dyn Read + Send>,
+        format: Option<Format>,
+        options: &DecodeOptions,
+    ) -> Result<Self, ReadError> {
+        let path = name;
         let io = |source| ReadError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = std::fs::File::open(path).map_err(io)?;
         let mut chunk = vec![0u8; READ_CHUNK];
         let mut filled = 0;
         // Detection needs a prefix: fill the first chunk or reach the end of the file.

@@ -225,3 +225,67 @@ fn bad_arguments_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("width"));
 }
+
+fn events_of(path: &Path) -> Vec<inflor::event::Event> {
+    inflor::format::read_file(path, None, &inflor::format::DecodeOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .events
+}
+
+#[test]
+fn convert_keeps_every_event_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    for (input, outputs) in [
+        (
+            "mnist_dvs/mnist_0_scale04_0001_qt1.aedat",
+            &["a.aedat4", "b.aedat"][..],
+        ),
+        (
+            "prophesee_evt3/evt3_test_pedestrians.raw",
+            &["c.aedat4"][..],
+        ),
+        (
+            "davis240c_aedat2/IMU_translBoxes.aedat",
+            &["d.aedat", "e.aedat4"][..],
+        ),
+    ] {
+        let source = shared_data(input);
+        let expected = events_of(&source);
+        for out in outputs {
+            let target = dir.path().join(out);
+            let status = inflor(&[
+                "convert",
+                source.to_str().unwrap(),
+                target.to_str().unwrap(),
+            ]);
+            assert!(
+                status.status.success(),
+                "{}",
+                String::from_utf8_lossy(&status.stderr)
+            );
+            assert_eq!(events_of(&target), expected, "{input} -> {out}");
+        }
+    }
+    // A CIFAR10-DVS-style file converted back to AEDAT 2.0 keeps its address words.
+    let source = shared_data("mnist_dvs/mnist_0_scale04_0001_qt1.aedat");
+    let original = std::fs::read(&source).unwrap();
+    let copy = std::fs::read(dir.path().join("b.aedat")).unwrap();
+    let body = |b: &[u8]| b[b.len() - 1_782 * 8..].to_vec();
+    assert_eq!(body(&copy), body(&original));
+}
+
+#[test]
+fn convert_refuses_what_the_target_cannot_hold_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("big.aedat");
+    let source = shared_data("prophesee_evt3/evt3_test_pedestrians.raw");
+    let out = inflor(&[
+        "convert",
+        source.to_str().unwrap(),
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1280x720"));
+    assert!(!target.exists());
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
