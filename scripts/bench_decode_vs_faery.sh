@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:?usage: $0 PYTHON-with-faery}
+mkdir -p target/bench-data
 cargo bench --bench decode -- --warm-up-time 1 --measurement-time 4 decode/ 2>&1 \
   | grep -E '^decode/|thrpt' | tee target/bench-data/inflor.txt
 D=../shared/data
