@@ -24,6 +24,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::counts::nonzero_mask;
 use super::frame::FrameShape;
 use super::{BinnerError, FrameSpec, POLARITY_CHANNELS};
 
@@ -348,8 +349,8 @@ impl SplatTable {
         self.channel_slots * POLARITY_CHANNELS
     }
 
-    /// Calls `emit(output index, value)` for each output in `[first, end)` whose slots are not all
-    /// zero, in ascending order. `slots` holds those outputs' slots.
+    /// Calls `emit(output index, value)` for each output in `[first, end)` (at most 64 outputs)
+    /// whose slots are not all zero, in ascending order. `slots` holds those outputs' slots.
     #[inline]
     pub(crate) fn output_values(
         &self,
@@ -358,47 +359,51 @@ impl SplatTable {
         slots: &[u32],
         mut emit: impl FnMut(usize, f32),
     ) {
+        debug_assert!(end - first <= 64 && slots.len() == (end - first) << self.slot_shift);
         let plane = self.shape.height * self.shape.width;
-        let mut position = first % plane;
+        let base = first % plane;
+        let position = |i: usize| {
+            // A block spans at most both channels, so this is `(base + i) % plane`.
+            let mut p = base + i;
+            while p >= plane {
+                p -= plane;
+            }
+            p
+        };
         match &self.weights {
             OutputWeights::Count => {
-                for (output, &count) in (first..end).zip(slots) {
-                    if count != 0 {
-                        emit(output, count as f32);
-                    }
+                let mut nonzero = nonzero_mask(slots.iter().map(|&c| c != 0));
+                while nonzero != 0 {
+                    let i = nonzero.trailing_zeros() as usize;
+                    nonzero &= nonzero - 1;
+                    emit(first + i, slots[i] as f32);
                 }
             }
             OutputWeights::Area(div) => {
-                for (output, &count) in (first..end).zip(slots) {
-                    if count != 0 {
-                        let [kh, kw] = div[position];
-                        emit(output, count as f32 / kh / kw);
-                    }
-                    position += 1;
-                    if position == plane {
-                        position = 0;
-                    }
+                let mut nonzero = nonzero_mask(slots.iter().map(|&c| c != 0));
+                while nonzero != 0 {
+                    let i = nonzero.trailing_zeros() as usize;
+                    nonzero &= nonzero - 1;
+                    let [kh, kw] = div[position(i)];
+                    emit(first + i, slots[i] as f32 / kh / kw);
                 }
             }
             OutputWeights::Bilinear(weights) => {
-                for (output, corners) in (first..end).zip(slots.chunks_exact(4)) {
-                    if corners.iter().any(|&c| c != 0) {
-                        let w = weights[position];
-                        let c = [
-                            corners[0] as f32,
-                            corners[1] as f32,
-                            corners[2] as f32,
-                            corners[3] as f32,
-                        ];
-                        // torch: i00*w00 + i01*w01 + i10*w10 + i11*w11, contracted to FMAs.
-                        let v = fused_mul_add(c[0], w[0], c[1] * w[1]);
-                        let v = fused_mul_add(c[2], w[2], v);
-                        emit(output, fused_mul_add(c[3], w[3], v));
-                    }
-                    position += 1;
-                    if position == plane {
-                        position = 0;
-                    }
+                let mut nonzero = nonzero_mask(
+                    slots
+                        .chunks_exact(4)
+                        .map(|c| (c[0] | c[1] | c[2] | c[3]) != 0),
+                );
+                while nonzero != 0 {
+                    let i = nonzero.trailing_zeros() as usize;
+                    nonzero &= nonzero - 1;
+                    let w = weights[position(i)];
+                    let c = &slots[4 * i..4 * i + 4];
+                    let c = [c[0] as f32, c[1] as f32, c[2] as f32, c[3] as f32];
+                    // torch: i00*w00 + i01*w01 + i10*w10 + i11*w11, contracted to FMAs.
+                    let v = fused_mul_add(c[0], w[0], c[1] * w[1]);
+                    let v = fused_mul_add(c[2], w[2], v);
+                    emit(first + i, fused_mul_add(c[3], w[3], v));
                 }
             }
         }

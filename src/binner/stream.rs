@@ -242,7 +242,7 @@ impl StreamBinner {
             }
             self.pushed += take as u64;
             rest = tail;
-            if self.pushed % self.pane == 0 {
+            if self.pushed.is_multiple_of(self.pane) {
                 if let Some(done) = self.current.take() {
                     self.close_pane(done);
                 }
