@@ -1,12 +1,13 @@
 //! Per-window accumulation buffers: event counts per sensor pixel (the hot loop) and the
 //! per-output slot counts that the splat table turns them into.
 //!
-//! Both buffers are reused across windows and are cleared only where they were written. Each
-//! keeps a "dirty" byte per block of 64 entries, set with an unconditional store (no branch in the
-//! hot loop). Draining and extraction then visit only the dirty blocks. So a sparse window on a
-//! large sensor costs in proportion to its events, and a dense window is a linear scan.
-//! Both buffers have power-of-two lengths, so an index masked with `len - 1` is in bounds by
-//! construction. That lets the compiler drop the bounds check in the per-event loop.
+//! Both buffers are reused across windows and cleared only where they were written: each keeps
+//! a flag per block of 64 entries plus the list of flagged blocks, so draining and extraction
+//! visit only touched blocks. A sparse window on a large sensor therefore costs in proportion to
+//! its events, not to the sensor. Flagging is a branch on the block's flag, which is almost
+//! always already set. Both buffers have power-of-two lengths, so an index masked with `len - 1`
+//! is in bounds by construction, which lets the compiler drop the bounds check in the per-event
+//! loop.
 
 use crate::event::Event;
 
@@ -18,6 +19,61 @@ use super::resize::SplatTable;
 const BLOCK: usize = 64;
 const BLOCK_SHIFT: u32 = 6;
 
+/// Which blocks of a buffer hold nonzero entries: a flag per block and the list of flagged
+/// blocks (each listed once, so the list never outgrows its preallocated capacity).
+#[derive(Debug, Clone)]
+struct DirtyBlocks {
+    flags: Vec<u8>,
+    list: Vec<u32>,
+}
+
+impl DirtyBlocks {
+    /// `blocks` must be a power of two.
+    fn new(blocks: usize) -> Self {
+        debug_assert!(blocks.is_power_of_two());
+        Self {
+            flags: vec![0; blocks],
+            list: Vec::with_capacity(blocks),
+        }
+    }
+
+    /// Flags block `block & (blocks - 1)`.
+    #[inline(always)]
+    fn mark(&mut self, block: usize) {
+        let block = block & (self.flags.len() - 1);
+        if self.flags[block] == 0 {
+            self.flags[block] = 1;
+            self.list.push(block as u32);
+        }
+    }
+
+    /// The flagged blocks in ascending order: sorted when few, or rebuilt by a scan of the
+    /// flags when many (cheaper than sorting a long list).
+    fn ascending(&mut self) -> &[u32] {
+        if self.list.len() * 16 > self.flags.len() {
+            self.list.clear();
+            self.list.extend(
+                self.flags
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &f)| f != 0)
+                    .map(|(b, _)| b as u32),
+            );
+        } else {
+            self.list.sort_unstable();
+        }
+        &self.list
+    }
+
+    /// Unflags everything.
+    fn reset(&mut self) {
+        for &block in &self.list {
+            self.flags[block as usize] = 0;
+        }
+        self.list.clear();
+    }
+}
+
 /// Event counts per sensor pixel and polarity for the window being filled.
 #[derive(Debug, Clone)]
 pub(crate) struct PixelCounts {
@@ -27,8 +83,8 @@ pub(crate) struct PixelCounts {
     plane: usize,
     /// `[2][plane]` counts, padded to a power of two.
     counts: Vec<u32>,
-    /// One flag per block of `counts`.
-    dirty: Vec<u8>,
+    /// The blocks of `counts` written since the last drain.
+    dirty: DirtyBlocks,
     /// In-range events counted since the last drain.
     events: u64,
 }
@@ -44,7 +100,7 @@ impl PixelCounts {
             height,
             plane,
             counts: vec![0; len],
-            dirty: vec![0; len >> BLOCK_SHIFT],
+            dirty: DirtyBlocks::new(len >> BLOCK_SHIFT),
             events: 0,
         }
     }
@@ -54,10 +110,9 @@ impl PixelCounts {
     pub(crate) fn add(&mut self, events: &[Event]) -> u64 {
         let (width, height, plane) = (self.width, self.height, self.plane);
         let counts = &mut self.counts[..];
-        let dirty = &mut self.dirty[..];
+        let dirty = &mut self.dirty;
         let mask = counts.len() - 1;
-        let dirty_mask = dirty.len() - 1;
-        debug_assert!(counts.len().is_power_of_two() && dirty.len() == counts.len() >> BLOCK_SHIFT);
+        debug_assert!(counts.len().is_power_of_two());
         let mut off_sensor = 0u64;
         for event in events {
             let (x, y) = (usize::from(event.x), usize::from(event.y));
@@ -68,7 +123,7 @@ impl PixelCounts {
             // In bounds without the mask (x < width, y < height); the mask tells the compiler.
             let p = (usize::from(event.polarity) * plane + y * width + x) & mask;
             counts[p] = counts[p].saturating_add(1);
-            dirty[(p >> BLOCK_SHIFT) & dirty_mask] = 1;
+            dirty.mark(p >> BLOCK_SHIFT);
         }
         self.events += events.len() as u64 - off_sensor;
         off_sensor
@@ -89,12 +144,8 @@ impl PixelCounts {
         let channel_slots = table.channel_slots();
         let output_block_shift = table.slot_shift() + BLOCK_SHIFT;
         let slot_mask = slots.slots.len() - 1;
-        let slot_dirty_mask = slots.dirty.len() - 1;
-        for (block, flag) in self.dirty.iter_mut().enumerate() {
-            if *flag == 0 {
-                continue;
-            }
-            *flag = 0;
+        for &block in &self.dirty.list {
+            let block = block as usize;
             let channel = block / blocks_per_channel;
             let first = (block % blocks_per_channel) * BLOCK;
             if channel >= 2 || first >= sensor_pixels {
@@ -116,23 +167,23 @@ impl PixelCounts {
                 for &target in &targets[range] {
                     let s = (base + target as usize) & slot_mask;
                     slots.slots[s] = slots.slots[s].saturating_add(count);
-                    slots.dirty[(s >> output_block_shift) & slot_dirty_mask] = 1;
+                    slots.dirty.mark(s >> output_block_shift);
                 }
             }
             counts.fill(0);
         }
+        self.dirty.reset();
         slots.events += self.events;
         self.events = 0;
     }
 
     /// Discards everything counted.
     pub(crate) fn clear(&mut self) {
-        for (block, flag) in self.dirty.iter_mut().enumerate() {
-            if *flag != 0 {
-                *flag = 0;
-                self.counts[block * BLOCK..(block + 1) * BLOCK].fill(0);
-            }
+        for &block in &self.dirty.list {
+            let block = block as usize;
+            self.counts[block * BLOCK..(block + 1) * BLOCK].fill(0);
         }
+        self.dirty.reset();
         self.events = 0;
     }
 }
@@ -150,8 +201,8 @@ pub(crate) fn nonzero_mask(flags: impl Iterator<Item = bool>) -> u64 {
 pub(crate) struct SlotCounts {
     /// Slots of both channels, padded to a power of two.
     slots: Vec<u32>,
-    /// One flag per block of 64 outputs.
-    dirty: Vec<u8>,
+    /// The blocks of 64 outputs written since the last finish.
+    dirty: DirtyBlocks,
     slot_shift: u32,
     /// In-range events binned into this window.
     events: u64,
@@ -164,7 +215,7 @@ impl SlotCounts {
         let shift = table.slot_shift();
         Self {
             slots: vec![0; len],
-            dirty: vec![0; len >> (shift + BLOCK_SHIFT)],
+            dirty: DirtyBlocks::new(len >> (shift + BLOCK_SHIFT)),
             slot_shift: shift,
             events: 0,
         }
@@ -187,7 +238,7 @@ impl SlotCounts {
         for &target in table.pixel_targets(y * table.sensor_width() + x) {
             let s = base + target as usize;
             self.slots[s] = self.slots[s].saturating_add(1);
-            self.dirty[s >> output_block_shift] = 1;
+            self.dirty.mark(s >> output_block_shift);
         }
         self.events += 1;
         true
@@ -197,11 +248,9 @@ impl SlotCounts {
     pub(crate) fn add_from(&mut self, other: &SlotCounts) {
         debug_assert_eq!(self.slots.len(), other.slots.len());
         let block_slots = BLOCK << self.slot_shift;
-        for (block, &flag) in other.dirty.iter().enumerate() {
-            if flag == 0 {
-                continue;
-            }
-            self.dirty[block] = 1;
+        for &block in &other.dirty.list {
+            let block = block as usize;
+            self.dirty.mark(block);
             let range = block * block_slots..(block + 1) * block_slots;
             for (mine, &theirs) in self.slots[range.clone()]
                 .iter_mut()
@@ -216,12 +265,11 @@ impl SlotCounts {
     /// Zeroes every slot.
     pub(crate) fn clear(&mut self) {
         let block_slots = BLOCK << self.slot_shift;
-        for (block, flag) in self.dirty.iter_mut().enumerate() {
-            if *flag != 0 {
-                *flag = 0;
-                self.slots[block * block_slots..(block + 1) * block_slots].fill(0);
-            }
+        for &block in &self.dirty.list {
+            let block = block as usize;
+            self.slots[block * block_slots..(block + 1) * block_slots].fill(0);
         }
+        self.dirty.reset();
         self.events = 0;
     }
 
@@ -239,12 +287,8 @@ impl SlotCounts {
         frame.indices.clear();
         frame.values.clear();
         let shift = self.slot_shift;
-        for (block, flag) in self.dirty.iter_mut().enumerate() {
-            if *flag == 0 {
-                continue;
-            }
-            *flag = 0;
-            let first = block * BLOCK;
+        for &block in self.dirty.ascending() {
+            let first = block as usize * BLOCK;
             let slot_range = (first << shift)..((first + BLOCK) << shift);
             if first < outputs {
                 let end = outputs.min(first + BLOCK);
@@ -258,6 +302,7 @@ impl SlotCounts {
             }
             self.slots[slot_range].fill(0);
         }
+        self.dirty.reset();
         normalization.apply(&mut frame.values);
         self.events = 0;
     }
@@ -357,11 +402,27 @@ mod tests {
     }
 
     #[test]
+    fn dirty_blocks_ascend_by_sort_or_scan() {
+        let mut few = DirtyBlocks::new(64);
+        for b in [9, 3, 9, 70] {
+            few.mark(b);
+        }
+        assert_eq!(few.ascending(), [3, 6, 9]);
+        few.reset();
+        assert!(few.flags.iter().all(|&f| f == 0) && few.list.is_empty());
+        let mut many = DirtyBlocks::new(16);
+        for b in [15, 2, 7] {
+            many.mark(b);
+        }
+        assert_eq!(many.ascending(), [2, 7, 15]);
+    }
+
+    #[test]
     fn saturates_instead_of_wrapping() {
         let table = table(2, 2, 2, 2, ResizeMode::Nearest);
         let mut slots = SlotCounts::new(&table);
         slots.slots[0] = u32::MAX;
-        slots.dirty[0] = 1;
+        slots.dirty.mark(0);
         slots.splat_event(&table, &Event::new(0, 0, 0, false));
         assert_eq!(slots.slots[0], u32::MAX);
     }
