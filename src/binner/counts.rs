@@ -16,8 +16,8 @@ use super::normalize::Normalization;
 use super::resize::SplatTable;
 
 /// Entries per dirty flag.
-const BLOCK: usize = 64;
-const BLOCK_SHIFT: u32 = 6;
+const BLOCK: usize = 16;
+const BLOCK_SHIFT: u32 = 4;
 
 /// Which blocks of a buffer hold nonzero entries: a flag per block and the list of flagged
 /// blocks (each listed once, so the list never outgrows its preallocated capacity).
@@ -65,6 +65,18 @@ impl DirtyBlocks {
         &self.list
     }
 
+    /// Flags every block (cheaper than flagging per entry when most blocks will be written).
+    fn mark_all(&mut self) {
+        self.flags.fill(1);
+        self.list.clear();
+        self.list.extend(0..self.flags.len() as u32);
+    }
+
+    /// Whether at least a quarter of the blocks are flagged.
+    fn mostly_flagged(&self) -> bool {
+        self.list.len() * 4 >= self.flags.len()
+    }
+
     /// Unflags everything.
     fn reset(&mut self) {
         for &block in &self.list {
@@ -108,11 +120,29 @@ impl PixelCounts {
     /// Counts `events`; returns how many were off the sensor (those are not counted).
     #[inline]
     pub(crate) fn add(&mut self, events: &[Event]) -> u64 {
+        // A call with at least one event per counter will write most blocks: flag them all up
+        // front and count without per-event flagging.
+        let off_sensor = if events.len() >= self.counts.len() {
+            self.dirty.mark_all();
+            self.count::<false>(events)
+        } else {
+            self.count::<true>(events)
+        };
+        self.events += events.len() as u64 - off_sensor;
+        off_sensor
+    }
+
+    /// The per-event loop; `FLAG` marks the block of each counted pixel.
+    #[inline(always)]
+    fn count<const FLAG: bool>(&mut self, events: &[Event]) -> u64 {
         let (width, height, plane) = (self.width, self.height, self.plane);
         let counts = &mut self.counts[..];
-        let dirty = &mut self.dirty;
-        let mask = counts.len() - 1;
-        debug_assert!(counts.len().is_power_of_two());
+        // Borrow the flags as a plain slice so their pointer and length stay in registers (a
+        // `&mut DirtyBlocks` would be reloaded after every push).
+        let DirtyBlocks { flags, list } = &mut self.dirty;
+        let flags = &mut flags[..];
+        assert!(counts.len().is_power_of_two() && flags.len().is_power_of_two());
+        let (mask, flag_mask) = (counts.len() - 1, flags.len() - 1);
         let mut off_sensor = 0u64;
         for event in events {
             let (x, y) = (usize::from(event.x), usize::from(event.y));
@@ -123,9 +153,14 @@ impl PixelCounts {
             // In bounds without the mask (x < width, y < height); the mask tells the compiler.
             let p = (usize::from(event.polarity) * plane + y * width + x) & mask;
             counts[p] = counts[p].saturating_add(1);
-            dirty.mark(p >> BLOCK_SHIFT);
+            if FLAG {
+                let block = (p >> BLOCK_SHIFT) & flag_mask;
+                if flags[block] == 0 {
+                    flags[block] = 1;
+                    list.push(block as u32);
+                }
+            }
         }
-        self.events += events.len() as u64 - off_sensor;
         off_sensor
     }
 
@@ -137,23 +172,105 @@ impl PixelCounts {
 
     /// Splats every counted pixel into `slots` through `table` and zeroes the counts.
     pub(crate) fn drain_into(&mut self, table: &SplatTable, slots: &mut SlotCounts) {
+        if self.dirty.mostly_flagged() {
+            // A dense window writes most output blocks anyway: flag them all once instead of
+            // per splatted slot.
+            slots.dirty.mark_all();
+            self.drain::<false>(table, slots);
+        } else {
+            self.drain::<true>(table, slots);
+        }
+        self.dirty.reset();
+        slots.events += self.events;
+        self.events = 0;
+    }
+
+    /// The per-pixel splat; `FLAG` marks the output block of each slot written.
+    #[inline(always)]
+    fn drain<const FLAG: bool>(&mut self, table: &SplatTable, slots: &mut SlotCounts) {
         let sensor_pixels = self.width * self.height;
         let blocks_per_channel = self.plane / BLOCK;
         let starts = table.starts();
         let targets = table.targets();
         let channel_slots = table.channel_slots();
         let output_block_shift = table.slot_shift() + BLOCK_SHIFT;
-        let slot_mask = slots.slots.len() - 1;
+        let identity = table.is_identity();
+        // Plain slices, so their pointers and lengths stay in registers across the loop.
+        let slot_values = &mut slots.slots[..];
+        let slot_mask = slot_values.len() - 1;
+        let DirtyBlocks { flags, list } = &mut slots.dirty;
+        let flags = &mut flags[..];
+        let flag_mask = flags.len() - 1;
+        let mut mark = |slot: usize| {
+            if FLAG {
+                let block = (slot >> output_block_shift) & flag_mask;
+                if flags[block] == 0 {
+                    flags[block] = 1;
+                    list.push(block as u32);
+                }
+            }
+        };
+        if !FLAG {
+            // Dense: every pixel of both channels in runs of 64, without per-block bookkeeping.
+            for channel in 0..2 {
+                let base = channel * channel_slots;
+                let plane =
+                    &mut self.counts[channel * self.plane..channel * self.plane + sensor_pixels];
+                if identity {
+                    for (slot, count) in slot_values[base..base + sensor_pixels]
+                        .iter_mut()
+                        .zip(plane.iter_mut())
+                    {
+                        *slot = slot.saturating_add(*count);
+                        *count = 0;
+                    }
+                    continue;
+                }
+                for (run, counts) in plane.chunks_mut(64).enumerate() {
+                    let first = run * 64;
+                    let pixel_starts = &starts[first..=first + counts.len()];
+                    let mut counted = nonzero_mask(counts.iter().map(|&c| c != 0));
+                    while counted != 0 {
+                        let i = counted.trailing_zeros() as usize;
+                        counted &= counted - 1;
+                        let count = counts[i];
+                        let range = pixel_starts[i] as usize..pixel_starts[i + 1] as usize;
+                        for &target in &targets[range] {
+                            let s = (base + target as usize) & slot_mask;
+                            slot_values[s] = slot_values[s].saturating_add(count);
+                        }
+                    }
+                    counts.fill(0);
+                }
+            }
+            return;
+        }
         for &block in &self.dirty.list {
             let block = block as usize;
-            let channel = block / blocks_per_channel;
-            let first = (block % blocks_per_channel) * BLOCK;
-            if channel >= 2 || first >= sensor_pixels {
+            // Blocks never span channels (the plane is padded), and only two channels exist.
+            let (channel, first) = if block < blocks_per_channel {
+                (0, block * BLOCK)
+            } else {
+                (1, (block - blocks_per_channel) * BLOCK)
+            };
+            if first >= sensor_pixels {
                 continue;
             }
             let n = BLOCK.min(sensor_pixels - first);
             let base = channel * channel_slots;
             let counts = &mut self.counts[block * BLOCK..block * BLOCK + n];
+            if identity {
+                // Same size, no resize: pixel q is output q, so the block adds as one run (and
+                // the table, as large as the sensor, stays out of the cache).
+                let run = base + first..base + first + n;
+                mark(run.start);
+                mark(run.end - 1);
+                for (slot, &count) in slot_values[run].iter_mut().zip(counts.iter()) {
+                    *slot = slot.saturating_add(count);
+                }
+                counts.fill(0);
+                continue;
+            }
             let pixel_starts = &starts[first..=first + n];
             // Visit only the counted pixels, through a bit mask built without branches: a
             // branch per pixel mispredicts on half-full blocks, and adding zeros wastes the
@@ -166,15 +283,12 @@ impl PixelCounts {
                 let range = pixel_starts[i] as usize..pixel_starts[i + 1] as usize;
                 for &target in &targets[range] {
                     let s = (base + target as usize) & slot_mask;
-                    slots.slots[s] = slots.slots[s].saturating_add(count);
-                    slots.dirty.mark(s >> output_block_shift);
+                    slot_values[s] = slot_values[s].saturating_add(count);
+                    mark(s);
                 }
             }
             counts.fill(0);
         }
-        self.dirty.reset();
-        slots.events += self.events;
-        self.events = 0;
     }
 
     /// Discards everything counted.
@@ -287,22 +401,37 @@ impl SlotCounts {
         frame.indices.clear();
         frame.values.clear();
         let shift = self.slot_shift;
-        for &block in self.dirty.ascending() {
-            let first = block as usize * BLOCK;
-            let slot_range = (first << shift)..((first + BLOCK) << shift);
-            if first < outputs {
-                let end = outputs.min(first + BLOCK);
-                let slots = &self.slots[(first << shift)..(end << shift)];
-                table.output_values(first, end, slots, |index, value| {
-                    if value != 0.0 {
-                        frame.indices.push(index as u32);
-                        frame.values.push(value);
-                    }
-                });
+        let mut extract = |first: usize, end: usize, slots: &[u32]| {
+            table.output_values(first, end, slots, |index, value| {
+                if value != 0.0 {
+                    frame.indices.push(index as u32);
+                    frame.values.push(value);
+                }
+            });
+        };
+        if self.dirty.mostly_flagged() {
+            // Dense: one pass over all outputs in runs of 64, without per-block bookkeeping.
+            let used = outputs << shift;
+            for (run, slots) in self.slots[..used].chunks(64 << shift).enumerate() {
+                let first = run * 64;
+                extract(first, first + (slots.len() >> shift), slots);
             }
-            self.slots[slot_range].fill(0);
+            self.slots[..used].fill(0);
+            let (flags, list) = (&mut self.dirty.flags, &mut self.dirty.list);
+            flags.fill(0);
+            list.clear();
+        } else {
+            for &block in self.dirty.ascending() {
+                let first = block as usize * BLOCK;
+                let slot_range = (first << shift)..((first + BLOCK) << shift);
+                if first < outputs {
+                    let end = outputs.min(first + BLOCK);
+                    extract(first, end, &self.slots[(first << shift)..(end << shift)]);
+                }
+                self.slots[slot_range].fill(0);
+            }
+            self.dirty.reset();
         }
-        self.dirty.reset();
         normalization.apply(&mut frame.values);
         self.events = 0;
     }

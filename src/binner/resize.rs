@@ -282,6 +282,11 @@ impl SplatTable {
         self.mode
     }
 
+    /// Whether sensor and model input have the same size, so that pixel `q` is output `q`.
+    pub fn is_identity(&self) -> bool {
+        self.sensor_width == self.shape.width && self.sensor_height == self.shape.height
+    }
+
     /// Number of (pixel, slot) entries for one channel: the table's size, and the splat work of a
     /// window in which every sensor pixel fired.
     pub fn entries(&self) -> usize {
@@ -361,10 +366,9 @@ impl SplatTable {
     ) {
         debug_assert!(end - first <= 64 && slots.len() == (end - first) << self.slot_shift);
         let plane = self.shape.height * self.shape.width;
-        let base = first % plane;
+        // `(first + i) % plane` without a division: outputs span just two channels.
         let position = |i: usize| {
-            // A block spans at most both channels, so this is `(base + i) % plane`.
-            let mut p = base + i;
+            let mut p = first + i;
             while p >= plane {
                 p -= plane;
             }
