@@ -329,7 +329,7 @@ pub(crate) struct SlotCounts {
 impl SlotCounts {
     /// Zeroed slots for `table`'s outputs.
     pub(crate) fn new(table: &SplatTable) -> Self {
-        let len = table.total_slots().next_power_of_two().max(BLOCK << 2);
+        let len = Self::len(table.total_slots());
         let shift = table.slot_shift();
         Self {
             slots: vec![0; len],
@@ -337,6 +337,15 @@ impl SlotCounts {
             slot_shift: shift,
             events: 0,
         }
+    }
+
+    /// Bytes one set of slots takes for a frame of `total_slots` slots.
+    pub(crate) fn bytes(total_slots: usize) -> usize {
+        Self::len(total_slots) * std::mem::size_of::<u32>()
+    }
+
+    fn len(total_slots: usize) -> usize {
+        total_slots.next_power_of_two().max(BLOCK << 2)
     }
 
     /// In-range events binned into this window.

@@ -279,6 +279,18 @@ impl SplatTable {
         })
     }
 
+    /// Slots per frame (both channels) that [`SplatTable::new`] would give `spec`, computed
+    /// without building the table.
+    pub fn slots_for(spec: &FrameSpec) -> usize {
+        let resized = spec.width != spec.sensor_width || spec.height != spec.sensor_height;
+        let per_output = if resized && spec.resize == ResizeMode::Bilinear {
+            4
+        } else {
+            1
+        };
+        spec.shape().len() * per_output
+    }
+
     /// Sensor width in pixels.
     pub fn sensor_width(&self) -> usize {
         self.sensor_width
@@ -632,6 +644,17 @@ mod tests {
             }
             for t in total {
                 assert!((t - 1.0).abs() < 1e-5, "{mode:?}: {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn slots_for_agrees_with_the_table() {
+        for (sensor, out) in [((16, 12), (6, 5)), ((8, 8), (8, 8)), ((8, 8), (8, 3))] {
+            for mode in [ResizeMode::Nearest, ResizeMode::Bilinear, ResizeMode::Area] {
+                let spec = spec(sensor.0, sensor.1, out.0, out.1, mode);
+                let table = SplatTable::new(&spec).unwrap();
+                assert_eq!(SplatTable::slots_for(&spec), table.total_slots());
             }
         }
     }
