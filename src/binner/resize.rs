@@ -153,6 +153,10 @@ pub struct SplatTable {
     starts: Vec<u32>,
     /// Slot indices within one channel, ascending per pixel.
     targets: Vec<u32>,
+    /// The same table transposed, for dense windows: `gather_starts[s]..gather_starts[s + 1]`
+    /// indexes `gather_sources`, the pixels that feed slot `s`, ascending. Empty for identity.
+    gather_starts: Vec<u32>,
+    gather_sources: Vec<u32>,
     weights: OutputWeights,
     /// Whether the CPU has FMA, so bilinear finalisation can use the instruction.
     hardware_fma: bool,
@@ -220,6 +224,13 @@ impl SplatTable {
             }
         }
 
+        let channel_slots = (oh * ow) << slot_shift;
+        let (gather_starts, gather_sources) = if sw == ow && sh == oh {
+            (Vec::new(), Vec::new())
+        } else {
+            transpose(&starts, &targets, channel_slots)
+        };
+
         let weights = match mode {
             ResizeMode::Nearest => OutputWeights::Count,
             ResizeMode::Area => {
@@ -271,9 +282,11 @@ impl SplatTable {
             shape,
             mode,
             slot_shift,
-            channel_slots: (oh * ow) << slot_shift,
+            channel_slots,
             starts,
             targets,
+            gather_starts,
+            gather_sources,
             weights,
             hardware_fma: hardware_fma(),
         })
@@ -361,6 +374,17 @@ impl SplatTable {
     /// Per-pixel offsets into [`Self::targets`], `sensor pixels + 1` long.
     pub(crate) fn starts(&self) -> &[u32] {
         &self.starts
+    }
+
+    /// Per-slot offsets into [`Self::gather_sources`], `slots per channel + 1` long (empty for
+    /// an identity table).
+    pub(crate) fn gather_starts(&self) -> &[u32] {
+        &self.gather_starts
+    }
+
+    /// The source pixels of every slot, grouped by [`Self::gather_starts`].
+    pub(crate) fn gather_sources(&self) -> &[u32] {
+        &self.gather_sources
     }
 
     /// All slot targets, grouped per pixel by [`Self::starts`].
@@ -475,6 +499,28 @@ fn bilinear_values_fma(
     emit: impl FnMut(usize, f32),
 ) {
     bilinear_values(first, slots, weights, position, emit, f32::mul_add);
+}
+
+/// The splat table transposed: for each slot, the pixels that feed it (a counting sort, so each
+/// slot's pixels stay in ascending order).
+fn transpose(starts: &[u32], targets: &[u32], slots: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut gather_starts = vec![0u32; slots + 1];
+    for &slot in targets {
+        gather_starts[slot as usize + 1] += 1;
+    }
+    for s in 0..slots {
+        gather_starts[s + 1] += gather_starts[s];
+    }
+    let mut next = gather_starts.clone();
+    let mut sources = vec![0u32; targets.len()];
+    for (pixel, range) in starts.windows(2).enumerate() {
+        for &slot in &targets[range[0] as usize..range[1] as usize] {
+            let at = &mut next[slot as usize];
+            sources[*at as usize] = pixel as u32;
+            *at += 1;
+        }
+    }
+    (gather_starts, sources)
 }
 
 /// Which outputs each input coordinate feeds along one axis, and through which corner.
