@@ -1,5 +1,5 @@
 //! The event-driven executor: each layer does work only for the nonzero inputs it receives
-//! and, where the bias-driven "background" is known, only for the neurons those inputs reach.
+//! and, where the bias-driven background is known, only for the neurons those inputs reach.
 //!
 //! # How a layer runs
 //!
@@ -7,11 +7,31 @@
 //! channels ([`lists::PixelLists`]). A convolution computes each output pixel by summing, in
 //! f64 registers, the contiguous Cout-long weight rows `W[c][ky][kx][..]` of the nonzero
 //! inputs in its window, then rounds each sum to f32 once ([`kernels`]). For binary spikes the
-//! rows are added, never multiplied. The sum equals the event-driven scatter "every input
-//! (c, y, x, v) adds v·W[c, ky, kx, :] to its output neighbourhood" term for term; it is
+//! rows are added, never multiplied. The sum is, term for term, the event-driven scatter
+//! "every input (c, y, x, v) adds v·W[c, ky, kx, :] to its output neighbourhood"; it is
 //! evaluated output-stationary because that keeps the accumulators in registers (see
-//! `kernels` for the measurements). Non-weighted nodes (pools, residual adds, the output sum)
-//! work on dense f32 buffers and follow the contract in [`crate::exec`] literally.
+//! [`kernels`] for the measurements). A conv whose only consumer is a neuron (directly or
+//! through a residual add) is computed inside that neuron's loop, pixel by pixel, so its
+//! currents never go to memory ([`plan`]). Pools, adds and the output sum work on dense f32
+//! buffers and follow the contract in [`crate::exec`] literally.
+//!
+//! # Touching only what receives spikes
+//!
+//! Folded batch norms give every neuron a bias, so even an empty input makes some channels
+//! fire. That response (the [`background`]) is computed once per network by running on
+//! all-zero frames. During a run each node keeps its active [`region`]: the pixels an input
+//! event has reached through the windows of the layers before (a neuron stays active once
+//! reached, since its membrane keeps the difference). Only active pixels are computed; the
+//! others hold the background, which is copied in only where an active pixel's window reads
+//! it. A region that grows past `max_active_fraction` of its layer switches to computing the
+//! whole layer, as does every node whose background table is not small (near the borders the
+//! background differs pixel by pixel; in the interior it is uniform). Active pixels are
+//! computed directly (bias plus every nonzero input in the window, the background's spikes
+//! included), so the switch never changes a value.
+//!
+//! The counters say what was done: `neuron_updates` counts neurons actually stepped,
+//! `performed_ops` the accumulates actually made, against `neuron_updates_total` and the
+//! activity-defined `synaptic_ops`.
 //!
 //! # Exactness
 //!
@@ -21,36 +41,50 @@
 //!
 //! # Threads
 //!
-//! With `threads > 1` each layer's output pixels are cut into bands holding equal numbers of
-//! active pixels and run on a private rayon pool (see [`bands`]). With one thread nothing is
-//! spawned.
+//! With `threads > 1` each layer's active pixels are cut into bands of equal work and run on
+//! a private rayon pool (see [`bands`]). With one thread nothing is spawned.
 
+pub mod background;
 pub mod bands;
 pub mod kernels;
 pub mod lists;
+pub mod ops;
+pub mod plan;
+pub mod region;
 
-use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::binner::SparseFrame;
 use crate::exec::stats::{FanOut, InferenceStats, QuantizationError};
-use crate::exec::{ExecError, Executor, LayerSpikes, Output, RunOptions, validate_run};
-use crate::snn::network::{Network, Node, Op, Shape};
-use crate::snn::neuron::{NeuronKind, fire};
+use crate::exec::{
+    ExecError, Executor, LayerSpikes, Output, RunOptions, input_frame_shape, validate_run,
+};
+use crate::snn::network::{Network, Op};
 use crate::snn::state::State;
 
-use bands::{PixelsMut, for_bands};
-use kernels::{Isa, sum_rows, sum_rows_scaled};
-use lists::{ListsMut, PixelLists};
+use background::{Background, Snapshot};
+use kernels::Isa;
+use lists::PixelLists;
+use ops::{Conv, CurrentIn, NeuronOut};
+use plan::{Current, Footprint, NodePlan};
+use region::{Geometry, Region};
 
 /// How the event-driven executor runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SparseOptions {
     /// Worker threads for the layers (1: run on the caller's thread only).
     pub threads: usize,
     /// Instruction set for the kernels (None: the best this CPU has).
     pub isa: Option<Isa>,
+    /// Compute only the pixels input events reach, holding the background elsewhere.
+    pub tracking: bool,
+    /// A tracked node whose active pixels exceed this fraction of its layer is computed
+    /// everywhere for the rest of the run (its region would cost more than it saves).
+    pub max_active_fraction: f64,
+    /// A node is tracked only if its background table has at most this fraction of the
+    /// layer's pixels (otherwise the cache would approach the layer's size).
+    pub max_background_fraction: f64,
     /// Measure the wall time of every node (see [`SparseExecutor::node_times`]).
     pub profile: bool,
 }
@@ -60,6 +94,9 @@ impl Default for SparseOptions {
         Self {
             threads: 1,
             isa: None,
+            tracking: true,
+            max_active_fraction: 0.5,
+            max_background_fraction: 0.25,
             profile: false,
         }
     }
@@ -69,7 +106,9 @@ impl Default for SparseOptions {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SparseError {
     /// A weight tensor is too large for 32-bit row offsets.
-    #[error("node {node} ({name}) has {weights} weights; the event-driven executor handles at most 2^32")]
+    #[error(
+        "node {node} ({name}) has {weights} weights; the event-driven executor handles fewer than 2^32"
+    )]
     TooLarge {
         /// Node index.
         node: usize,
@@ -88,20 +127,6 @@ pub enum SparseError {
     },
 }
 
-/// What one node keeps per timestep and how it is computed, decided once per network.
-#[derive(Debug, Clone)]
-struct NodePlan {
-    /// The node whose buffers hold this node's values (itself, or for `Flatten` the node it
-    /// reinterprets).
-    source: usize,
-    /// Keep a dense NHWC buffer (read by pools, adds, neurons, the output).
-    dense: bool,
-    /// Keep per-pixel lists of nonzero values (read by convs and linears).
-    lists: bool,
-    /// The values are 0 or 1.
-    binary: bool,
-}
-
 /// Per-node buffers for the current timestep.
 #[derive(Debug, Default)]
 struct NodeBuffers {
@@ -109,19 +134,8 @@ struct NodeBuffers {
     lists: PixelLists,
 }
 
-/// Per-thread scratch of the gather: the weight-row offsets and values of one output pixel.
-#[derive(Debug, Default)]
-struct Gather {
-    rows: Vec<u32>,
-    values: Vec<f32>,
-}
-
-thread_local! {
-    static GATHER: RefCell<Gather> = RefCell::new(Gather::default());
-}
-
-/// The event-driven executor, prepared for one network. Holds its scratch buffers; use one
-/// per worker thread and run many streams' states through it.
+/// The event-driven executor, prepared for one network. Holds its scratch buffers and the
+/// network's background; use one per worker thread and run many streams' states through it.
 pub struct SparseExecutor {
     network: Arc<Network>,
     options: SparseOptions,
@@ -129,9 +143,15 @@ pub struct SparseExecutor {
     pool: Option<rayon::ThreadPool>,
     plans: Vec<NodePlan>,
     buffers: Vec<NodeBuffers>,
+    regions: Vec<Region>,
     fan_outs: Vec<Option<FanOut>>,
-    /// 0..pixels of the largest node, the active list of a fully active layer.
+    background: Arc<Background>,
+    /// 0..pixels of the largest node: the active list of a fully active node.
     all_pixels: Vec<u32>,
+    /// Stamp of the current timestep (see [`Region::is_current`]).
+    now: u32,
+    /// Scratch: pixels of a neuron node that became active this timestep.
+    newly: Vec<u32>,
     times: Vec<Duration>,
 }
 
@@ -140,18 +160,24 @@ impl std::fmt::Debug for SparseExecutor {
         f.debug_struct("SparseExecutor")
             .field("options", &self.options)
             .field("isa", &self.isa)
+            .field("background_bytes", &self.background.bytes())
             .finish_non_exhaustive()
     }
 }
 
 impl SparseExecutor {
-    /// Prepares an executor for `network` with default options (one thread, best ISA).
+    /// Prepares an executor for `network` with default options.
     pub fn new(network: Arc<Network>) -> Result<Self, SparseError> {
         Self::with_options(network, SparseOptions::default())
     }
 
-    /// Prepares an executor for `network`.
-    pub fn with_options(network: Arc<Network>, options: SparseOptions) -> Result<Self, SparseError> {
+    /// Prepares an executor for `network`. The background is computed at the first run that
+    /// tracks regions, for as many timesteps as it has frames (and again if a later run is
+    /// longer).
+    pub fn with_options(
+        network: Arc<Network>,
+        options: SparseOptions,
+    ) -> Result<Self, SparseError> {
         let nodes = network.nodes();
         for (i, node) in nodes.iter().enumerate() {
             if let Op::Conv2d { weight, .. } | Op::Linear { weight, .. } = &node.op
@@ -168,7 +194,7 @@ impl SparseExecutor {
             Some(
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(options.threads)
-                    .thread_name(|i| format!("inflor-sparse-{i}"))
+                    .thread_name(|i| format!("inflor-event-{i}"))
                     .build()
                     .map_err(|e| SparseError::Threads {
                         threads: options.threads,
@@ -178,26 +204,29 @@ impl SparseExecutor {
         } else {
             None
         };
-        let plans = plan(&network);
+        let plans = plan::plan(&network);
         let buffers = nodes
             .iter()
             .zip(&plans)
-            .map(|(node, plan)| NodeBuffers {
-                values: if plan.dense && plan.source_is_self(node) {
-                    vec![0.0; node.shape.len()]
-                } else {
-                    Vec::new()
-                },
-                lists: if plan.lists && plan.source_is_self(node) {
-                    PixelLists::new(
-                        node.shape.height * node.shape.width,
-                        node.shape.channels,
-                        plan.binary,
-                    )
-                } else {
-                    PixelLists::default()
-                },
+            .map(|(node, plan)| {
+                let pixels = node.shape.height * node.shape.width;
+                NodeBuffers {
+                    values: if plan.dense {
+                        vec![0.0; node.shape.len()]
+                    } else {
+                        Vec::new()
+                    },
+                    lists: if plan.lists {
+                        PixelLists::new(pixels, node.shape.channels, plan.binary)
+                    } else {
+                        PixelLists::default()
+                    },
+                }
             })
+            .collect();
+        let regions = nodes
+            .iter()
+            .map(|n| Region::new(n.shape.height * n.shape.width))
             .collect();
         let max_pixels = nodes
             .iter()
@@ -209,11 +238,15 @@ impl SparseExecutor {
             times: vec![Duration::ZERO; nodes.len()],
             isa: options.isa.unwrap_or_else(Isa::detect),
             all_pixels: (0..max_pixels as u32).collect(),
+            background: Arc::new(Background::new(nodes.len(), 0)),
+            now: 0,
+            newly: Vec::new(),
             network,
             options,
             pool,
             plans,
             buffers,
+            regions,
         })
     }
 
@@ -227,8 +260,29 @@ impl SparseExecutor {
         self.isa
     }
 
-    /// Wall time spent in each node since the executor was made (zeros unless
-    /// `options.profile`).
+    /// The background computed so far (shareable with other executors of the same network
+    /// through [`SparseExecutor::share_background`]).
+    pub fn background(&self) -> &Arc<Background> {
+        &self.background
+    }
+
+    /// Uses `background`, computed by another executor prepared for the same network (the
+    /// same `Arc`), instead of computing it again.
+    pub fn share_background(&mut self, from: &SparseExecutor) -> Result<(), ExecError> {
+        if !Arc::ptr_eq(&self.network, &from.network) {
+            return Err(ExecError::NetworkMismatch);
+        }
+        self.background = Arc::clone(&from.background);
+        Ok(())
+    }
+
+    /// Whether node `node` is tracked (computed only where input events reach it).
+    pub fn tracks(&self, node: usize) -> bool {
+        self.background.tracks(node)
+    }
+
+    /// Wall time spent in each node since the last reset (zeros unless `options.profile`).
+    /// A conv or add computed inside a neuron counts towards that neuron.
     pub fn node_times(&self) -> &[Duration] {
         &self.times
     }
@@ -248,6 +302,23 @@ impl SparseExecutor {
         }
     }
 
+    /// Advances the timestep stamp, clearing every stamp when it wraps.
+    fn next_stamp(&mut self) {
+        if self.now == u32::MAX {
+            for r in &mut self.regions {
+                r.reset_stamps();
+            }
+            self.now = 0;
+        }
+        self.now += 1;
+    }
+
+    fn start_run(&mut self) {
+        for r in &mut self.regions {
+            r.reset();
+        }
+    }
+
     fn run_inner(
         &mut self,
         state: &mut State,
@@ -255,7 +326,13 @@ impl SparseExecutor {
         options: &RunOptions,
     ) -> Output {
         let network = Arc::clone(&self.network);
+        // The quantization statistic observes every neuron, so such runs compute everything.
+        let tracking = self.options.tracking && options.quantization_node.is_none();
+        if tracking && self.background.steps() < frames.len() {
+            self.background = Arc::new(self.compute_background(frames.len()));
+        }
         state.reset();
+        self.start_run();
         let mut stats = InferenceStats::new(&network);
         stats.quantization = options.quantization_node.map(QuantizationError::new);
         let mut spikes: Option<Vec<LayerSpikes>> = options.record_spikes.then(|| {
@@ -267,10 +344,22 @@ impl SparseExecutor {
                 })
                 .collect()
         });
-        for frame in frames {
-            self.step(&network, state, frame, &mut stats, spikes.as_deref_mut());
+        for (t, frame) in frames.iter().enumerate() {
+            self.next_stamp();
+            self.step(
+                &network,
+                state,
+                frame,
+                t,
+                tracking,
+                &mut stats,
+                spikes.as_deref_mut(),
+            );
             state.timesteps += 1;
             stats.timesteps += 1;
+        }
+        if tracking && let Some(last) = frames.len().checked_sub(1) {
+            self.settle_membranes(&network, state, last);
         }
         Output {
             logits: state.logits(),
@@ -280,471 +369,486 @@ impl SparseExecutor {
         }
     }
 
+    /// Writes the background membranes into the pixels that stayed inactive, so the state
+    /// after a run is complete.
+    fn settle_membranes(&self, network: &Network, state: &mut State, last: usize) {
+        for i in network.neuron_nodes() {
+            let region = &self.regions[i];
+            let Some(bg) = self.background.at(i, last) else {
+                continue;
+            };
+            if region.all {
+                continue;
+            }
+            let c = network.nodes()[i].shape.channels;
+            let membranes = &mut state.membranes[network.membrane_range(i)];
+            for p in 0..region.pixels() {
+                if !region.contains(p) {
+                    membranes[p * c..][..c].copy_from_slice(bg.membranes_at(p));
+                }
+            }
+        }
+    }
+
+    /// Runs the network on `steps` empty frames, everything computed, and keeps each node's
+    /// maps; nodes whose tables are small (and whose inputs are tracked) become tracked.
+    fn compute_background(&mut self, steps: usize) -> Background {
+        let network = Arc::clone(&self.network);
+        let nodes = network.nodes();
+        let empty = SparseFrame::empty(input_frame_shape(&network));
+        let mut state = State::new(&network);
+        let mut stats = InferenceStats::new(&network);
+        self.start_run();
+        let eligible: Vec<bool> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let plan = &self.plans[i];
+                n.shape.height * n.shape.width > 1
+                    && plan.fused_into.is_none()
+                    && plan.source == i
+                    && !matches!(n.op, Op::Input)
+            })
+            .collect();
+        let mut snapshots: Vec<Vec<Snapshot>> = vec![Vec::new(); nodes.len()];
+        let mut compact = eligible.clone();
+        for t in 0..steps {
+            self.next_stamp();
+            self.step(&network, &mut state, &empty, t, false, &mut stats, None);
+            for (i, n) in nodes.iter().enumerate() {
+                if !compact[i] {
+                    continue;
+                }
+                let s = n.shape;
+                let plan = &self.plans[i];
+                let membranes: &[f32] = if matches!(n.op, Op::Neuron(_)) {
+                    &state.membranes[network.membrane_range(i)]
+                } else {
+                    &[]
+                };
+                let snap = Snapshot::compress(
+                    s.height,
+                    s.width,
+                    s.channels,
+                    &self.buffers[i].values,
+                    membranes,
+                    plan.lists,
+                    plan.binary,
+                );
+                let pixels = (s.height * s.width) as f64;
+                if snap.cells() as f64 > self.options.max_background_fraction * pixels {
+                    compact[i] = false;
+                    snapshots[i] = Vec::new();
+                } else {
+                    snapshots[i].push(snap);
+                }
+            }
+        }
+        let mut background = Background::new(nodes.len(), steps);
+        let mut tracked = vec![false; nodes.len()];
+        tracked[0] = true;
+        for (i, snaps) in snapshots.into_iter().enumerate() {
+            let reads_tracked = self.plans[i]
+                .reads
+                .iter()
+                .all(|r| tracked[r.node] && r.footprint != Footprint::All);
+            if compact[i] && reads_tracked && snaps.len() == steps {
+                tracked[i] = true;
+                background.set(i, snaps);
+            }
+        }
+        tracing::debug!(
+            tracked = tracked.iter().filter(|t| **t).count() - 1,
+            bytes = background.bytes(),
+            steps,
+            "event executor: background computed"
+        );
+        background
+    }
+
     /// One timestep through every node.
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
         network: &Network,
         state: &mut State,
         frame: &SparseFrame,
+        t: usize,
+        tracking: bool,
         stats: &mut InferenceStats,
         mut spikes: Option<&mut [LayerSpikes]>,
     ) {
         let nodes = network.nodes();
-        let parallel = self.options.threads > 1;
+        let ctx = ops::Ctx {
+            isa: self.isa,
+            parallel: self.options.threads > 1,
+        };
+        let now = self.now;
         for (i, node) in nodes.iter().enumerate() {
+            if self.plans[i].fused_into.is_some() || self.plans[i].source != i {
+                continue;
+            }
             let started = self.options.profile.then(Instant::now);
+            let tracked = tracking && self.background.tracks(i);
+            if let Op::Input = node.op {
+                let plan = &self.plans[i];
+                let region = &mut self.regions[i];
+                region.reset();
+                let buffers = &mut self.buffers[i];
+                ops::input(
+                    frame,
+                    plan.dense.then_some(buffers.values.as_mut_slice()),
+                    plan.lists.then_some(&mut buffers.lists),
+                    |p| region.insert(p),
+                );
+                // Input buffers are rewritten everywhere each timestep: always current.
+                region.all = !tracking;
+                region.finish(f64::INFINITY);
+                continue;
+            }
+            self.update_region(i, tracked, t, state, network);
+            self.fill_reads(i, t);
+            let plan = &self.plans[i];
             let (before, rest) = self.buffers.split_at_mut(i);
             let out = &mut rest[0];
-            let plan = &self.plans[i];
+            let region = &self.regions[i];
+            let active = region.active(&self.all_pixels);
             let row = &mut stats.nodes[i];
-            let ctx = Ctx {
-                isa: self.isa,
-                parallel,
-                all_pixels: &self.all_pixels,
-            };
-            let source = |k: usize| -> (&NodeBuffers, &Node) {
-                let j = self.plans[node.inputs[k]].source;
-                (&before[j], &nodes[j])
-            };
             match &node.op {
-                Op::Input => input_step(frame, plan, out),
+                Op::Input | Op::Flatten => {}
                 Op::Conv2d { .. } => {
-                    let (input, input_node) = source(0);
-                    let ops = conv_step(&ctx, node, input_node.shape, &input.lists, &mut out.values);
-                    row.performed_ops += ops;
-                    row.dense_macs += network.dense_macs(i);
-                    if let Some(f) = &self.fan_outs[i] {
-                        row.synaptic_ops += synaptic_ops(f, &input.lists);
+                    let src = self.plans[node.inputs[0]].source;
+                    if let Some(conv) = Conv::of(node, nodes[src].shape) {
+                        let pixels = node.shape.height * node.shape.width;
+                        let ops = ops::conv(
+                            ctx,
+                            &conv,
+                            &before[src].lists,
+                            active,
+                            pixels,
+                            &mut out.values,
+                        );
+                        stats.nodes[i].performed_ops += ops;
+                        stats.nodes[i].dense_macs += network.dense_macs(i);
+                        stats.nodes[i].synaptic_ops += synaptic_ops(
+                            self.fan_outs[i].as_ref(),
+                            &self.regions[src],
+                            source_background(&self.regions, &self.background, src, t),
+                            now,
+                            &before[src].lists,
+                        );
                     }
                 }
                 Op::Linear { .. } => {
-                    let (input, _) = source(0);
-                    let ops = linear_step(&ctx, node, &input.lists, &mut out.values);
+                    let src = self.plans[node.inputs[0]].source;
+                    let ops = ops::linear(ctx, node, &before[src].lists, &mut out.values);
                     row.performed_ops += ops;
                     row.dense_macs += network.dense_macs(i);
                     row.synaptic_ops += ops;
                 }
                 Op::AvgPool { k, stride } | Op::SumPool { k, stride } => {
-                    let (input, input_node) = source(0);
+                    let src = self.plans[node.inputs[0]].source;
                     let divisor = match node.op {
                         Op::AvgPool { .. } => (k * k) as f64,
                         _ => 1.0,
                     };
-                    pool_step(&input.values, input_node.shape, node.shape, *k, *stride, divisor, &mut out.values);
+                    ops::pool(
+                        &before[src].values,
+                        nodes[src].shape,
+                        node.shape,
+                        *k,
+                        *stride,
+                        divisor,
+                        active,
+                        &mut out.values,
+                    );
                 }
                 Op::GlobalAvgPool => {
-                    let (input, input_node) = source(0);
-                    global_pool_step(&input.values, input_node.shape, &mut out.values);
+                    let src = self.plans[node.inputs[0]].source;
+                    ops::global_pool(&before[src].values, nodes[src].shape, &mut out.values);
+                }
+                Op::Add => {
+                    let a = self.plans[node.inputs[0]].source;
+                    let b = self.plans[node.inputs[1]].source;
+                    ops::add(
+                        &before[a].values,
+                        &before[b].values,
+                        node.shape.channels,
+                        active,
+                        &mut out.values,
+                    );
+                }
+                Op::Output => {
+                    let src = self.plans[node.inputs[0]].source;
+                    for (sum, &v) in state.output_sum.iter_mut().zip(&before[src].values) {
+                        *sum += v;
+                    }
                 }
                 Op::Neuron(kind) => {
-                    let (input, _) = source(0);
-                    let membranes = &mut state.membranes[network.membrane_range(i)];
-                    let quantization = stats
-                        .quantization
-                        .as_mut()
-                        .filter(|q| q.node == i);
-                    let fired = neuron_step(
-                        &ctx,
+                    let c = node.shape.channels;
+                    let (current, conv_node) = match plan.current {
+                        Some(Current::Conv { conv }) | Some(Current::ConvAdd { conv, .. }) => {
+                            let src = self.plans[nodes[conv].inputs[0]].source;
+                            let add = match plan.current {
+                                Some(Current::ConvAdd { other, .. }) => {
+                                    Some(before[other].values.as_slice())
+                                }
+                                _ => None,
+                            };
+                            match Conv::of(&nodes[conv], nodes[src].shape) {
+                                Some(k) => (
+                                    CurrentIn::Conv {
+                                        conv: k,
+                                        input: &before[src].lists,
+                                        add,
+                                    },
+                                    Some((conv, src)),
+                                ),
+                                None => continue,
+                            }
+                        }
+                        Some(Current::Dense(src)) => (CurrentIn::Dense(&before[src].values), None),
+                        None => continue,
+                    };
+                    let quantization = stats.quantization.as_mut().filter(|q| q.node == i);
+                    let (fired, ops) = ops::neuron(
+                        ctx,
                         *kind,
-                        node.shape,
-                        &input.values,
-                        membranes,
-                        plan.lists,
-                        out,
+                        c,
+                        current,
+                        active,
+                        NeuronOut {
+                            membranes: &mut state.membranes[network.membrane_range(i)],
+                            spikes: &mut out.values,
+                            lists: &mut out.lists,
+                        },
                         quantization,
                     );
-                    row.spikes += fired;
-                    row.neuron_updates += node.shape.len() as u64;
-                    row.neuron_updates_total += node.shape.len() as u64;
+                    let pixels = node.shape.height * node.shape.width;
+                    let bg = if region.all {
+                        None
+                    } else {
+                        self.background.at(i, t)
+                    };
+                    let background_spikes = bg.map_or(0, |bg| {
+                        bg.nnz()
+                            - active
+                                .iter()
+                                .map(|&p| bg.nnz_at(p as usize) as u64)
+                                .sum::<u64>()
+                    });
+                    let row = &mut stats.nodes[i];
+                    row.spikes += fired + background_spikes;
+                    row.neuron_updates += (active.len() * c) as u64;
+                    row.neuron_updates_total += (pixels * c) as u64;
+                    if let Some((conv, src)) = conv_node {
+                        stats.nodes[conv].performed_ops += ops;
+                        stats.nodes[conv].dense_macs += network.dense_macs(conv);
+                        stats.nodes[conv].synaptic_ops += synaptic_ops(
+                            self.fan_outs[conv].as_ref(),
+                            &self.regions[src],
+                            source_background(&self.regions, &self.background, src, t),
+                            now,
+                            &before[src].lists,
+                        );
+                    }
                     if let Some(layer) = spikes
                         .as_deref_mut()
                         .and_then(|layers| layers.iter_mut().find(|l| l.node == i))
                     {
-                        layer.steps.push(fired_indices(&out.values));
-                    }
-                }
-                Op::Add => {
-                    let (a, _) = source(0);
-                    let (b, _) = source(1);
-                    for ((o, &a), &b) in out.values.iter_mut().zip(&a.values).zip(&b.values) {
-                        *o = (f64::from(a) + f64::from(b)) as f32;
-                    }
-                }
-                Op::Flatten => {}
-                Op::Output => {
-                    let (input, _) = source(0);
-                    for (sum, &v) in state.output_sum.iter_mut().zip(&input.values) {
-                        *sum += v;
+                        layer.steps.push(fired_indices(&out.values, c, region, bg));
                     }
                 }
             }
             // Lists of dense-computed nodes that feed a weighted node.
-            if plan.lists
-                && plan.source == i
-                && !matches!(node.op, Op::Input | Op::Neuron(_))
-            {
+            if plan.lists && !matches!(node.op, Op::Neuron(_)) {
                 let c = node.shape.channels;
-                for (p, pixel) in out.values.chunks_exact(c).enumerate() {
-                    out.lists.set_from_dense(p, pixel);
-                }
-            }
-            if let Some(t) = started {
-                self.times[i] += t.elapsed();
-            }
-        }
-    }
-}
-
-impl NodePlan {
-    fn source_is_self(&self, node: &Node) -> bool {
-        !matches!(node.op, Op::Flatten)
-    }
-}
-
-/// Decides, per node, which representations it keeps.
-fn plan(network: &Network) -> Vec<NodePlan> {
-    let nodes = network.nodes();
-    let mut plans: Vec<NodePlan> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| NodePlan {
-            source: i,
-            dense: matches!(node.op, Op::Neuron(_)) || !matches!(node.op, Op::Flatten | Op::Input),
-            lists: false,
-            binary: network.is_binary(i),
-        })
-        .collect();
-    for (i, node) in nodes.iter().enumerate() {
-        if matches!(node.op, Op::Flatten) {
-            plans[i].source = plans[node.inputs[0]].source;
-        }
-    }
-    for node in nodes {
-        for &input in &node.inputs {
-            let source = plans[input].source;
-            match node.op {
-                Op::Conv2d { .. } | Op::Linear { .. } => plans[source].lists = true,
-                Op::Flatten => {}
-                _ => plans[source].dense = true,
-            }
-        }
-    }
-    plans
-}
-
-/// What every layer step needs besides its buffers.
-struct Ctx<'a> {
-    isa: Isa,
-    parallel: bool,
-    all_pixels: &'a [u32],
-}
-
-/// Output pixels per band when splitting a layer across threads.
-const GRAIN: usize = 16;
-
-/// Input: lists (and the dense buffer when something reads it) from a validated frame.
-fn input_step(frame: &SparseFrame, plan: &NodePlan, out: &mut NodeBuffers) {
-    let s = frame.shape;
-    let plane = s.height * s.width;
-    if plan.dense {
-        out.values.fill(0.0);
-    }
-    if plan.lists {
-        out.lists.clear();
-    }
-    // Frame indices ascend in [C][H][W] order, so each pixel's channels arrive ascending.
-    for (&i, &v) in frame.indices.iter().zip(&frame.values) {
-        let i = i as usize;
-        let (c, p) = (i / plane, i % plane);
-        if plan.dense {
-            out.values[p * s.channels + c] = v;
-        }
-        if plan.lists && v != 0.0 {
-            out.lists.push(p, c as u32, v);
-        }
-    }
-}
-
-/// Conv2d over every output pixel: gathers the window's nonzero inputs and sums their
-/// weight rows. Returns the accumulates performed.
-fn conv_step(ctx: &Ctx<'_>, node: &Node, in_shape: Shape, input: &PixelLists, out: &mut [f32]) -> u64 {
-    let Op::Conv2d {
-        out_ch,
-        kernel,
-        stride,
-        padding,
-        weight,
-        bias,
-        ..
-    } = &node.op
-    else {
-        return 0;
-    };
-    let s = node.shape;
-    let pixels = s.height * s.width;
-    let geometry = ConvGeometry {
-        in_shape,
-        out_width: s.width,
-        kernel: *kernel,
-        stride: *stride,
-        padding: *padding,
-        out_ch: *out_ch,
-    };
-    let isa = ctx.isa;
-    for_bands(
-        ctx.parallel,
-        pixels,
-        &ctx.all_pixels[..pixels],
-        GRAIN,
-        PixelsMut::new(out, *out_ch),
-        &|first, active, mut out| {
-            GATHER.with_borrow_mut(|g| {
-                let mut ops = 0u64;
                 for &p in active {
                     let p = p as usize;
-                    geometry.gather(p, input, g);
-                    let current = out.pixel(p - first);
-                    if input.is_binary() {
-                        sum_rows(isa, weight, bias, &g.rows, current);
-                    } else {
-                        sum_rows_scaled(isa, weight, bias, &g.rows, &g.values, current);
-                    }
-                    ops += (g.rows.len() * geometry.out_ch) as u64;
+                    out.lists.set_from_dense(p, &out.values[p * c..][..c]);
                 }
-                ops
-            })
-        },
-    )
-}
+            }
+            self.regions[i].stamp_active(now);
+            if let Some(started) = started {
+                self.times[i] += started.elapsed();
+            }
+        }
+    }
 
-/// Window arithmetic of one conv.
-#[derive(Debug, Clone, Copy)]
-struct ConvGeometry {
-    in_shape: Shape,
-    out_width: usize,
-    kernel: (usize, usize),
-    stride: usize,
-    padding: usize,
-    out_ch: usize,
-}
+    /// Sets node `i`'s active region for timestep `t` from its inputs' regions, and gives
+    /// neurons that become active the background membranes they would have had.
+    fn update_region(
+        &mut self,
+        i: usize,
+        tracked: bool,
+        t: usize,
+        state: &mut State,
+        network: &Network,
+    ) {
+        let nodes = network.nodes();
+        let is_neuron = matches!(nodes[i].op, Op::Neuron(_));
+        let (before, rest) = self.regions.split_at_mut(i);
+        let region = &mut rest[0];
+        if !tracked {
+            region.all = true;
+            return;
+        }
+        if region.all {
+            return;
+        }
+        if !is_neuron {
+            region.reset();
+        }
+        let old = region.len();
+        let out = nodes[i].shape;
+        for read in &self.plans[i].reads {
+            let src = &before[read.node];
+            if src.all {
+                region.all = true;
+                break;
+            }
+            let s = nodes[read.node].shape;
+            let geometry = Geometry {
+                input: (s.height, s.width),
+                output: (out.height, out.width),
+                footprint: read.footprint,
+            };
+            for &p in src.active(&[]) {
+                geometry.for_each_reader(p as usize, |o| region.insert(o));
+            }
+        }
+        if !is_neuron {
+            region.finish(self.options.max_active_fraction);
+            return;
+        }
+        // Neurons becoming active now start from the background membrane of t − 1 (at t = 0
+        // that is the rest state the run began with): the pixels added to the list, and when
+        // the region saturates, every pixel never listed.
+        self.newly.clear();
+        self.newly.extend_from_slice(region.tail(old));
+        region.finish(self.options.max_active_fraction);
+        if region.all {
+            self.newly
+                .extend((0..region.pixels() as u32).filter(|&p| !region.listed(p as usize)));
+        }
+        let Some(prev) = t.checked_sub(1).and_then(|tp| self.background.at(i, tp)) else {
+            return;
+        };
+        let c = nodes[i].shape.channels;
+        let membranes = &mut state.membranes[network.membrane_range(i)];
+        for &p in &self.newly {
+            let p = p as usize;
+            membranes[p * c..][..c].copy_from_slice(prev.membranes_at(p));
+        }
+    }
 
-impl ConvGeometry {
-    /// Fills `g` with the weight-row offsets (and values) of the nonzero inputs in output
-    /// pixel `p`'s window, in (ky, kx, c) order.
-    #[inline]
-    fn gather(&self, p: usize, input: &PixelLists, g: &mut Gather) {
-        g.rows.clear();
-        g.values.clear();
-        let (oy, ox) = (p / self.out_width, p % self.out_width);
-        let (kh, kw) = self.kernel;
-        let tap = self.out_ch;
-        let per_channel = kh * kw * self.out_ch;
-        for ky in 0..kh {
-            let Some(iy) = (oy * self.stride + ky)
-                .checked_sub(self.padding)
-                .filter(|&iy| iy < self.in_shape.height)
-            else {
+    /// Copies the background into every pixel that node `i`'s active pixels read but whose
+    /// source has not computed this timestep.
+    fn fill_reads(&mut self, i: usize, t: usize) {
+        let nodes = self.network.nodes();
+        let now = self.now;
+        let (before, rest) = self.regions.split_at_mut(i);
+        let region = &rest[0];
+        let out = nodes[i].shape;
+        for read in &self.plans[i].reads {
+            let src = read.node;
+            if src == 0 || before[src].all {
+                continue;
+            }
+            let Some(bg) = self.background.at(src, t) else {
                 continue;
             };
-            for kx in 0..kw {
-                let Some(ix) = (ox * self.stride + kx)
-                    .checked_sub(self.padding)
-                    .filter(|&ix| ix < self.in_shape.width)
-                else {
-                    continue;
+            let s = nodes[src].shape;
+            let c = s.channels;
+            let plan = &self.plans[src];
+            let buffers = &mut self.buffers[src];
+            let src_region = &mut before[src];
+            let mut fill = |q: usize| {
+                if src_region.is_current(q, now) {
+                    return;
+                }
+                if plan.dense {
+                    buffers.values[q * c..][..c].copy_from_slice(bg.values_at(q));
+                }
+                if plan.lists {
+                    buffers.lists.copy_pixel(q, bg.lists(), bg.cell(q));
+                }
+                src_region.set_current(q, now);
+            };
+            if region.all || read.footprint == Footprint::All {
+                (0..s.height * s.width).for_each(&mut fill);
+            } else {
+                let geometry = Geometry {
+                    input: (s.height, s.width),
+                    output: (out.height, out.width),
+                    footprint: read.footprint,
                 };
-                let q = iy * self.in_shape.width + ix;
-                let offset = (ky * kw + kx) * tap;
-                g.rows.extend(
-                    input
-                        .channels_at(q)
-                        .iter()
-                        .map(|&c| (c as usize * per_channel + offset) as u32),
-                );
-                g.values.extend_from_slice(input.values_at(q));
+                for &o in region.active(&[]) {
+                    geometry.for_each_read(o as usize, &mut fill);
+                }
             }
         }
     }
 }
 
-/// Synaptic ops (activity-defined, see `stats`) from an input's lists.
-fn synaptic_ops(fan_out: &FanOut, input: &PixelLists) -> u64 {
+/// The background of a source node where some of its pixels may be inactive.
+fn source_background<'a>(
+    regions: &[Region],
+    background: &'a Background,
+    src: usize,
+    t: usize,
+) -> Option<&'a Snapshot> {
+    if src == 0 || regions[src].all {
+        None
+    } else {
+        background.at(src, t)
+    }
+}
+
+/// Activity-defined synaptic ops of a weighted node: every nonzero input (computed where the
+/// source is current, its background elsewhere) times its fan-out.
+fn synaptic_ops(
+    fan_out: Option<&FanOut>,
+    region: &Region,
+    bg: Option<&Snapshot>,
+    now: u32,
+    lists: &PixelLists,
+) -> u64 {
+    let Some(fan_out) = fan_out else {
+        return 0;
+    };
     let width = fan_out.cols.len();
     let mut ops = 0u64;
     for (y, &ry) in fan_out.rows.iter().enumerate() {
         for (x, &rx) in fan_out.cols.iter().enumerate() {
-            ops += input.channels_at(y * width + x).len() as u64 * ry * rx;
+            let p = y * width + x;
+            let nnz = match bg {
+                Some(bg) if !region.is_current(p, now) => bg.nnz_at(p),
+                _ => lists.channels_at(p).len(),
+            };
+            ops += nnz as u64 * ry * rx;
         }
     }
     ops * fan_out.per_position
 }
 
-/// Linear: the input's nonzero entries in NHWC order, each adding its weight row.
-fn linear_step(ctx: &Ctx<'_>, node: &Node, input: &PixelLists, out: &mut [f32]) -> u64 {
-    let Op::Linear {
-        out_features,
-        weight,
-        bias,
-        ..
-    } = &node.op
-    else {
-        return 0;
-    };
-    GATHER.with_borrow_mut(|g| {
-        g.rows.clear();
-        g.values.clear();
-        let c = input.channels();
-        for p in 0..input.pixels() {
-            g.rows.extend(
-                input
-                    .channels_at(p)
-                    .iter()
-                    .map(|&ch| ((p * c + ch as usize) * out_features) as u32),
-            );
-            g.values.extend_from_slice(input.values_at(p));
-        }
-        if input.is_binary() {
-            sum_rows(ctx.isa, weight, bias, &g.rows, out);
-        } else {
-            sum_rows_scaled(ctx.isa, weight, bias, &g.rows, &g.values, out);
-        }
-        (g.rows.len() * out_features) as u64
-    })
-}
-
-/// k×k pooling: the window sum in f64 divided by `divisor`, rounded once.
-fn pool_step(
-    x: &[f32],
-    in_shape: Shape,
-    s: Shape,
-    k: usize,
-    stride: usize,
-    divisor: f64,
-    out: &mut [f32],
-) {
-    let c = s.channels;
-    for oy in 0..s.height {
-        for ox in 0..s.width {
-            let o = &mut out[s.index(oy, ox, 0)..][..c];
-            for (ch, o) in o.iter_mut().enumerate() {
-                let mut acc = 0.0f64;
-                for dy in 0..k {
-                    let base = in_shape.index(oy * stride + dy, ox * stride, ch);
-                    for dx in 0..k {
-                        acc += f64::from(x[base + dx * c]);
-                    }
-                }
-                *o = (acc / divisor) as f32;
-            }
-        }
+/// NHWC indices of a neuron node's spikes: computed at active pixels, background elsewhere.
+fn fired_indices(spikes: &[f32], c: usize, region: &Region, bg: Option<&Snapshot>) -> Vec<u32> {
+    let mut fired = Vec::new();
+    for (p, pixel) in spikes.chunks_exact(c.max(1)).enumerate() {
+        let values = match bg {
+            Some(bg) if !region.contains(p) => bg.values_at(p),
+            _ => pixel,
+        };
+        fired.extend(
+            values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v != 0.0)
+                .map(|(ch, _)| (p * c + ch) as u32),
+        );
     }
-}
-
-/// Global average: per channel, the f64 sum over all pixels divided by H·W, rounded once.
-fn global_pool_step(x: &[f32], in_shape: Shape, out: &mut [f32]) {
-    let c = in_shape.channels;
-    GLOBAL.with_borrow_mut(|acc| {
-        acc.clear();
-        acc.resize(c, 0.0);
-        for pixel in x.chunks_exact(c) {
-            for (a, &v) in acc.iter_mut().zip(pixel) {
-                *a += f64::from(v);
-            }
-        }
-        let count = (in_shape.height * in_shape.width) as f64;
-        for (o, &a) in out.iter_mut().zip(acc.iter()) {
-            *o = (a / count) as f32;
-        }
-    });
-}
-
-thread_local! {
-    static GLOBAL: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Steps every neuron of a node: `membranes` and the node's spikes (dense 0/1 in
-/// `out.values`, lists when `lists`). Returns the spike count.
-#[allow(clippy::too_many_arguments)]
-fn neuron_step(
-    ctx: &Ctx<'_>,
-    kind: NeuronKind,
-    shape: Shape,
-    current: &[f32],
-    membranes: &mut [f32],
-    lists: bool,
-    out: &mut NodeBuffers,
-    quantization: Option<&mut QuantizationError>,
-) -> u64 {
-    let c = shape.channels;
-    let pixels = shape.height * shape.width;
-    if let Some(q) = quantization {
-        // The statistic needs H before the reset, so this node runs the scalar step.
-        let mut fired = 0u64;
-        for ((u, &x), o) in membranes.iter_mut().zip(current).zip(out.values.iter_mut()) {
-            let h = kind.charge(*u, x);
-            let spike = fire(h);
-            q.observe(h, spike);
-            *u = kind.reset(h, spike);
-            *o = spike;
-            fired += spike as u64;
-        }
-        if lists {
-            for (p, pixel) in out.values.chunks_exact(c).enumerate() {
-                out.lists.set_from_dense(p, pixel);
-            }
-        }
-        return fired;
-    }
-    let list_parts: Option<ListsMut<'_>> = lists.then(|| out.lists.as_mut());
-    for_bands(
-        ctx.parallel,
-        pixels,
-        &ctx.all_pixels[..pixels],
-        GRAIN * 4,
-        (
-            PixelsMut::new(membranes, c),
-            PixelsMut::new(out.values.as_mut_slice(), c),
-            OptionalLists(list_parts),
-        ),
-        &|first, active, (mut u, mut o, mut l)| {
-            let mut fired = 0u64;
-            for &p in active {
-                let local = p as usize - first;
-                let x = &current[p as usize * c..][..c];
-                let spikes = o.pixel(local);
-                fired += kind.step_all(u.pixel(local), x, spikes) as u64;
-                if let Some(l) = l.0.as_mut() {
-                    l.set_from_dense(local, spikes);
-                }
-            }
-            fired
-        },
-    )
-}
-
-/// Lists that may be absent, split alongside the other buffers.
-struct OptionalLists<'a>(Option<ListsMut<'a>>);
-
-impl bands::SplitAtPixel for OptionalLists<'_> {
-    fn split_at_pixel(self, p: usize) -> (Self, Self) {
-        match self.0 {
-            Some(l) => {
-                let (a, b) = l.split_at(p);
-                (Self(Some(a)), Self(Some(b)))
-            }
-            None => (Self(None), Self(None)),
-        }
-    }
-}
-
-/// NHWC indices of the ones in a spike buffer.
-fn fired_indices(spikes: &[f32]) -> Vec<u32> {
-    spikes
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| **v != 0.0)
-        .map(|(j, _)| j as u32)
-        .collect()
+    fired
 }
 
 impl Executor for SparseExecutor {

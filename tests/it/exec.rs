@@ -62,7 +62,14 @@ fn random_network(arch: Architecture, h: usize, w: usize, seed: u64, kind: Neuro
 
 /// `t` frames of 2×h×w with about `density` of the values nonzero; values are event counts
 /// (1–3) unless `binary`.
-fn random_frames(h: usize, w: usize, t: usize, density: f64, binary: bool, seed: u64) -> Vec<SparseFrame> {
+fn random_frames(
+    h: usize,
+    w: usize,
+    t: usize,
+    density: f64,
+    binary: bool,
+    seed: u64,
+) -> Vec<SparseFrame> {
     let shape = FrameShape {
         channels: 2,
         height: h,
@@ -74,7 +81,11 @@ fn random_frames(h: usize, w: usize, t: usize, density: f64, binary: bool, seed:
             let dense: Vec<f32> = (0..shape.len())
                 .map(|_| {
                     if rng.random_bool(density) {
-                        if binary { 1.0 } else { rng.random_range(1..4) as f32 }
+                        if binary {
+                            1.0
+                        } else {
+                            rng.random_range(1..4) as f32
+                        }
                     } else {
                         0.0
                     }
@@ -93,7 +104,11 @@ fn record() -> RunOptions {
 }
 
 /// Runs both executors and checks every spike, the logits and the activity counters.
-fn assert_same_as_reference(network: Network, frames: &[SparseFrame], options: SparseOptions) -> Output {
+fn assert_same_as_reference(
+    network: Network,
+    frames: &[SparseFrame],
+    options: SparseOptions,
+) -> Output {
     let network = Arc::new(network);
     let mut state = State::new(&network);
     let expect = ReferenceExecutor::new()
@@ -110,7 +125,14 @@ fn assert_same_as_reference(network: Network, frames: &[SparseFrame], options: S
     for (e, g) in es.iter().zip(gs) {
         assert_eq!(e.node, g.node);
         for (t, (a, b)) in e.steps.iter().zip(&g.steps).enumerate() {
-            assert!(a == b, "node {} ({}) differs at t={t}: {} vs {} spikes", e.node, network.nodes()[e.node].name, a.len(), b.len());
+            assert!(
+                a == b,
+                "node {} ({}) differs at t={t}: {} vs {} spikes",
+                e.node,
+                network.nodes()[e.node].name,
+                a.len(),
+                b.len()
+            );
         }
     }
     for (a, b) in expect.logits.iter().zip(&got.logits) {
@@ -144,7 +166,10 @@ fn every_architecture_matches_the_reference_on_16x16() {
         let network = random_network(arch, 16, 16, 3, NeuronKind::Srif);
         let frames = random_frames(16, 16, 4, 0.1, false, 4);
         let out = assert_same_as_reference(network, &frames, SparseOptions::default());
-        eprintln!("{arch}: mean firing rate {:.3}", out.stats.mean_firing_rate());
+        eprintln!(
+            "{arch}: mean firing rate {:.3}",
+            out.stats.mean_firing_rate()
+        );
     }
 }
 
@@ -163,5 +188,37 @@ proptest! {
         let network = random_network(arch, 16, 16, seed, kind);
         let frames = random_frames(16, 16, 3, density, binary, seed.wrapping_add(1));
         assert_same_as_reference(network, &frames, SparseOptions { threads, ..SparseOptions::default() });
+    }
+}
+
+/// Events in one corner patch only: most of each early layer never sees an event, so the
+/// event-driven executor must update fewer neurons than there are, and still agree exactly.
+#[test]
+fn localized_events_touch_few_neurons_and_match_the_reference() {
+    for arch in Architecture::ALL {
+        let (h, w) = (32, 32);
+        let network = random_network(arch, h, w, 11, NeuronKind::Srif);
+        let shape = FrameShape {
+            channels: 2,
+            height: h,
+            width: w,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let frames: Vec<SparseFrame> = (0..4)
+            .map(|_| {
+                let mut dense = vec![0.0f32; shape.len()];
+                for y in 12..18 {
+                    for x in 12..18 {
+                        if rng.random_bool(0.3) {
+                            dense[shape.index(rng.random_range(0..2), y, x)] = 1.0;
+                        }
+                    }
+                }
+                SparseFrame::from_dense(shape, &dense)
+            })
+            .collect();
+        let out = assert_same_as_reference(network, &frames, SparseOptions::default());
+        let (done, total) = out.stats.neuron_updates();
+        eprintln!("{arch}: neuron updates {done} of {total}");
     }
 }

@@ -172,7 +172,12 @@ mod x86 {
     /// # Safety
     /// AVX-512F must be available; rows must satisfy `sum_rows`'s bounds.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn sum_rows_avx512(weight: &[f32], bias: &[f32], rows: &[u32], out: &mut [f32]) {
+    pub(super) unsafe fn sum_rows_avx512(
+        weight: &[f32],
+        bias: &[f32],
+        rows: &[u32],
+        out: &mut [f32],
+    ) {
         let cout = out.len();
         let mut start = 0;
         // SAFETY (all blocks): every load reads weight[r + start .. r + start + 8·N] with
@@ -300,7 +305,12 @@ mod x86 {
     /// # Safety
     /// AVX2 and FMA must be available; rows as in [`sum_rows_avx512`].
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn sum_rows_avx2(weight: &[f32], bias: &[f32], rows: &[u32], out: &mut [f32]) {
+    pub(super) unsafe fn sum_rows_avx2(
+        weight: &[f32],
+        bias: &[f32],
+        rows: &[u32],
+        out: &mut [f32],
+    ) {
         let cout = out.len();
         let mut start = 0;
         // SAFETY: as in `sum_rows_avx512`, with 4 lanes per accumulator.

@@ -93,6 +93,12 @@ impl PixelLists {
         self.as_mut().set_from_dense(p, dense);
     }
 
+    /// Copies pixel `p`'s list from pixel `q` of `other` (same channels and kind).
+    #[inline]
+    pub fn copy_pixel(&mut self, p: usize, other: &PixelLists, q: usize) {
+        self.as_mut().copy_pixel(p, other, q);
+    }
+
     /// The whole as one mutable view.
     pub fn as_mut(&mut self) -> ListsMut<'_> {
         ListsMut {

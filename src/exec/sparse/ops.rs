@@ -1,0 +1,430 @@
+//! The executor's per-node computations over a list of active output pixels. Each follows the
+//! arithmetic contract of [`crate::exec`]: f32 operands, f64 sums, one rounding per value.
+
+use std::cell::RefCell;
+
+use crate::binner::SparseFrame;
+use crate::exec::sparse::bands::{PixelsMut, for_bands};
+use crate::exec::sparse::kernels::{Isa, sum_rows, sum_rows_scaled};
+use crate::exec::sparse::lists::{ListsMut, PixelLists};
+use crate::exec::stats::QuantizationError;
+use crate::snn::network::{Node, Op, Shape};
+use crate::snn::neuron::{NeuronKind, fire};
+
+/// Active output pixels per band when a layer is split across threads.
+const GRAIN: usize = 16;
+
+/// What every step needs besides its buffers.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    /// Kernel instruction set.
+    pub isa: Isa,
+    /// Split layers into bands on the current rayon pool.
+    pub parallel: bool,
+}
+
+/// Per-thread scratch of the gather: one output pixel's weight-row offsets, their values and
+/// its currents.
+#[derive(Debug, Default)]
+struct Gather {
+    rows: Vec<u32>,
+    values: Vec<f32>,
+    current: Vec<f32>,
+}
+
+thread_local! {
+    static GATHER: RefCell<Gather> = RefCell::new(Gather::default());
+    static SUMS: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A conv ready to gather: geometry and parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct Conv<'a> {
+    in_shape: Shape,
+    out_width: usize,
+    kernel: (usize, usize),
+    stride: usize,
+    padding: usize,
+    out_ch: usize,
+    weight: &'a [f32],
+    bias: &'a [f32],
+}
+
+impl<'a> Conv<'a> {
+    /// The conv of `node` (None if it is not a conv); `in_shape` is its input's shape.
+    pub fn of(node: &'a Node, in_shape: Shape) -> Option<Self> {
+        match &node.op {
+            Op::Conv2d {
+                out_ch,
+                kernel,
+                stride,
+                padding,
+                weight,
+                bias,
+                ..
+            } => Some(Self {
+                in_shape,
+                out_width: node.shape.width,
+                kernel: *kernel,
+                stride: *stride,
+                padding: *padding,
+                out_ch: *out_ch,
+                weight,
+                bias,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Fills `g` with the weight-row offsets (and values) of the nonzero inputs in output
+    /// pixel `p`'s window, in (ky, kx, c) order.
+    #[inline]
+    fn gather(&self, p: usize, input: &PixelLists, g: &mut Gather) {
+        g.rows.clear();
+        g.values.clear();
+        let (oy, ox) = (p / self.out_width, p % self.out_width);
+        let (kh, kw) = self.kernel;
+        let per_channel = kh * kw * self.out_ch;
+        for ky in 0..kh {
+            let Some(iy) = (oy * self.stride + ky)
+                .checked_sub(self.padding)
+                .filter(|&iy| iy < self.in_shape.height)
+            else {
+                continue;
+            };
+            for kx in 0..kw {
+                let Some(ix) = (ox * self.stride + kx)
+                    .checked_sub(self.padding)
+                    .filter(|&ix| ix < self.in_shape.width)
+                else {
+                    continue;
+                };
+                let q = iy * self.in_shape.width + ix;
+                let offset = (ky * kw + kx) * self.out_ch;
+                g.rows.extend(
+                    input
+                        .channels_at(q)
+                        .iter()
+                        .map(|&c| (c as usize * per_channel + offset) as u32),
+                );
+                g.values.extend_from_slice(input.values_at(q));
+            }
+        }
+    }
+
+    /// Output pixel `p`'s currents into `out` (Cout values). Returns the accumulates done.
+    #[inline]
+    fn pixel(
+        &self,
+        isa: Isa,
+        p: usize,
+        input: &PixelLists,
+        g: &mut Gather,
+        out: &mut [f32],
+    ) -> u64 {
+        self.gather(p, input, g);
+        if input.is_binary() {
+            sum_rows(isa, self.weight, self.bias, &g.rows, out);
+        } else {
+            sum_rows_scaled(isa, self.weight, self.bias, &g.rows, &g.values, out);
+        }
+        (g.rows.len() * self.out_ch) as u64
+    }
+}
+
+/// Input node: lists (and dense values when read) from a validated frame.
+pub fn input(
+    frame: &SparseFrame,
+    dense: Option<&mut [f32]>,
+    lists: Option<&mut PixelLists>,
+    mut active: impl FnMut(usize),
+) {
+    let s = frame.shape;
+    let plane = s.height * s.width;
+    let mut dense = dense;
+    if let Some(d) = dense.as_deref_mut() {
+        d.fill(0.0);
+    }
+    let mut lists = lists;
+    if let Some(l) = lists.as_deref_mut() {
+        l.clear();
+    }
+    // Frame indices ascend in [C][H][W] order, so each pixel's channels arrive ascending.
+    for (&i, &v) in frame.indices.iter().zip(&frame.values) {
+        let i = i as usize;
+        let (c, p) = (i / plane, i % plane);
+        if let Some(d) = dense.as_deref_mut() {
+            d[p * s.channels + c] = v;
+        }
+        if v != 0.0 {
+            if let Some(l) = lists.as_deref_mut() {
+                l.push(p, c as u32, v);
+            }
+            active(p);
+        }
+    }
+}
+
+/// A conv on its own: currents of the active output pixels into `out` (NHWC). Returns the
+/// accumulates done.
+pub fn conv(
+    ctx: Ctx,
+    conv: &Conv<'_>,
+    input: &PixelLists,
+    active: &[u32],
+    pixels: usize,
+    out: &mut [f32],
+) -> u64 {
+    let cout = conv.out_ch;
+    for_bands(
+        ctx.parallel,
+        pixels,
+        active,
+        GRAIN,
+        PixelsMut::new(out, cout),
+        &|first, active, mut out| {
+            GATHER.with_borrow_mut(|g| {
+                let mut ops = 0u64;
+                for &p in active {
+                    let p = p as usize;
+                    ops += conv.pixel(ctx.isa, p, input, g, out.pixel(p - first));
+                }
+                ops
+            })
+        },
+    )
+}
+
+/// Where a neuron node's current comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum CurrentIn<'a> {
+    /// Dense values of the input node.
+    Dense(&'a [f32]),
+    /// A conv computed per pixel, optionally plus the dense values of a residual operand.
+    Conv {
+        /// The conv.
+        conv: Conv<'a>,
+        /// Its input lists.
+        input: &'a PixelLists,
+        /// The other operand of a residual add.
+        add: Option<&'a [f32]>,
+    },
+}
+
+/// A neuron node's buffers.
+#[derive(Debug)]
+pub struct NeuronOut<'a> {
+    /// Membranes of the node (NHWC).
+    pub membranes: &'a mut [f32],
+    /// Spikes, dense 0/1 (NHWC).
+    pub spikes: &'a mut [f32],
+    /// Spike lists.
+    pub lists: &'a mut PixelLists,
+}
+
+/// Steps the neurons of the active pixels: computes their current, charges, fires, resets,
+/// and writes spikes densely and as lists. Returns (spikes fired, conv accumulates done).
+pub fn neuron(
+    ctx: Ctx,
+    kind: NeuronKind,
+    channels: usize,
+    current: CurrentIn<'_>,
+    active: &[u32],
+    out: NeuronOut<'_>,
+    quantization: Option<&mut QuantizationError>,
+) -> (u64, u64) {
+    let c = channels;
+    let pixels = out.membranes.len() / c.max(1);
+    let pixel_work = |g: &mut Gather,
+                      p: usize,
+                      u: &mut [f32],
+                      o: &mut [f32],
+                      q: Option<&mut QuantizationError>|
+     -> (u64, u64) {
+        let mut ops = 0u64;
+        let x: &[f32] = match current {
+            CurrentIn::Dense(values) => &values[p * c..][..c],
+            CurrentIn::Conv { conv, input, add } => {
+                let mut buf = std::mem::take(&mut g.current);
+                buf.resize(c, 0.0);
+                ops = conv.pixel(ctx.isa, p, input, g, &mut buf);
+                if let Some(other) = add {
+                    for (x, &y) in buf.iter_mut().zip(&other[p * c..][..c]) {
+                        *x = (f64::from(*x) + f64::from(y)) as f32;
+                    }
+                }
+                g.current = buf;
+                &g.current
+            }
+        };
+        let fired = match q {
+            None => kind.step_all(u, x, o) as u64,
+            Some(q) => {
+                // The statistic needs H before the reset, so this runs the scalar step.
+                let mut fired = 0u64;
+                for ((u, &x), o) in u.iter_mut().zip(x).zip(o.iter_mut()) {
+                    let h = kind.charge(*u, x);
+                    let spike = fire(h);
+                    q.observe(h, spike);
+                    *u = kind.reset(h, spike);
+                    *o = spike;
+                    fired += spike as u64;
+                }
+                fired
+            }
+        };
+        (fired, ops)
+    };
+    if let Some(q) = quantization {
+        return GATHER.with_borrow_mut(|g| {
+            let (mut fired, mut ops) = (0, 0);
+            for &p in active {
+                let p = p as usize;
+                let (f, o) = pixel_work(
+                    g,
+                    p,
+                    &mut out.membranes[p * c..][..c],
+                    &mut out.spikes[p * c..][..c],
+                    Some(&mut *q),
+                );
+                out.lists.set_from_dense(p, &out.spikes[p * c..][..c]);
+                fired += f;
+                ops += o;
+            }
+            (fired, ops)
+        });
+    }
+    // Bands return their spike counts; their accumulate counts go through an atomic.
+    let ops = std::sync::atomic::AtomicU64::new(0);
+    let fired = for_bands(
+        ctx.parallel,
+        pixels,
+        active,
+        if matches!(current, CurrentIn::Conv { .. }) {
+            GRAIN
+        } else {
+            GRAIN * 8
+        },
+        (
+            PixelsMut::new(&mut *out.membranes, c),
+            PixelsMut::new(&mut *out.spikes, c),
+            out.lists.as_mut(),
+        ),
+        &|first,
+          active,
+          (mut u, mut o, mut l): (PixelsMut<'_, f32>, PixelsMut<'_, f32>, ListsMut<'_>)| {
+            GATHER.with_borrow_mut(|g| {
+                let (mut fired, mut band_ops) = (0u64, 0u64);
+                for &p in active {
+                    let local = p as usize - first;
+                    let spikes = o.pixel(local);
+                    let (f, w) = pixel_work(g, p as usize, u.pixel(local), spikes, None);
+                    l.set_from_dense(local, spikes);
+                    fired += f;
+                    band_ops += w;
+                }
+                ops.fetch_add(band_ops, std::sync::atomic::Ordering::Relaxed);
+                fired
+            })
+        },
+    );
+    (fired, ops.into_inner())
+}
+
+/// k×k pooling of the active output pixels: the window sum in f64 divided by `divisor`,
+/// rounded once.
+#[allow(clippy::too_many_arguments)]
+pub fn pool(
+    x: &[f32],
+    in_shape: Shape,
+    s: Shape,
+    k: usize,
+    stride: usize,
+    divisor: f64,
+    active: &[u32],
+    out: &mut [f32],
+) {
+    let c = s.channels;
+    for &p in active {
+        let p = p as usize;
+        let (oy, ox) = (p / s.width, p % s.width);
+        let o = &mut out[p * c..][..c];
+        for (ch, o) in o.iter_mut().enumerate() {
+            let mut acc = 0.0f64;
+            for dy in 0..k {
+                let base = in_shape.index(oy * stride + dy, ox * stride, ch);
+                for dx in 0..k {
+                    acc += f64::from(x[base + dx * c]);
+                }
+            }
+            *o = (acc / divisor) as f32;
+        }
+    }
+}
+
+/// Residual sum of the active pixels: `f32(a + b)`.
+pub fn add(a: &[f32], b: &[f32], channels: usize, active: &[u32], out: &mut [f32]) {
+    let c = channels;
+    for &p in active {
+        let p = p as usize;
+        for ((o, &a), &b) in out[p * c..][..c]
+            .iter_mut()
+            .zip(&a[p * c..][..c])
+            .zip(&b[p * c..][..c])
+        {
+            *o = (f64::from(a) + f64::from(b)) as f32;
+        }
+    }
+}
+
+/// Global average: per channel, the f64 sum over all pixels divided by H·W, rounded once.
+pub fn global_pool(x: &[f32], in_shape: Shape, out: &mut [f32]) {
+    let c = in_shape.channels;
+    SUMS.with_borrow_mut(|acc| {
+        acc.clear();
+        acc.resize(c, 0.0);
+        for pixel in x.chunks_exact(c.max(1)) {
+            for (a, &v) in acc.iter_mut().zip(pixel) {
+                *a += f64::from(v);
+            }
+        }
+        let count = (in_shape.height * in_shape.width) as f64;
+        for (o, &a) in out.iter_mut().zip(acc.iter()) {
+            *o = (a / count) as f32;
+        }
+    });
+}
+
+/// Linear: the input's nonzero entries in NHWC order, each adding its weight row. Returns the
+/// accumulates done.
+pub fn linear(ctx: Ctx, node: &Node, input: &PixelLists, out: &mut [f32]) -> u64 {
+    let Op::Linear {
+        out_features,
+        weight,
+        bias,
+        ..
+    } = &node.op
+    else {
+        return 0;
+    };
+    GATHER.with_borrow_mut(|g| {
+        g.rows.clear();
+        g.values.clear();
+        let c = input.channels();
+        for p in 0..input.pixels() {
+            g.rows.extend(
+                input
+                    .channels_at(p)
+                    .iter()
+                    .map(|&ch| ((p * c + ch as usize) * out_features) as u32),
+            );
+            g.values.extend_from_slice(input.values_at(p));
+        }
+        if input.is_binary() {
+            sum_rows(ctx.isa, weight, bias, &g.rows, out);
+        } else {
+            sum_rows_scaled(ctx.isa, weight, bias, &g.rows, &g.values, out);
+        }
+        (g.rows.len() * out_features) as u64
+    })
+}
