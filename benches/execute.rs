@@ -2,9 +2,10 @@
 //! event-driven executor versus the dense executor, for `tiny`, `resnet20` and `resnet19`, at
 //! input densities 2 %, 5 % and 10 %.
 //!
-//! The networks have random weights whose batch norms are calibrated here (the β of each BN,
-//! layer by layer, by bisection) so every hidden layer fires about 15 % of the time at 5 %
-//! input density, like a trained network; the measured rates are printed.
+//! The networks have seeded random weights whose batch norms are calibrated by
+//! `exec::dense::calibrate` so every hidden layer fires about 15 % of the time on 5 % input,
+//! like a trained network (cached as model files, see `calibrated`); the report prints the
+//! rates measured on each benchmark input.
 //!
 //! `cargo bench --bench execute` runs the criterion groups. With `INFLOR_EXECUTE_REPORT=1` it
 //! instead prints a table per architecture and density: latency of each executor, firing
@@ -13,26 +14,26 @@
 //! sets the thread counts (default `1,2`), and `INFLOR_EXECUTE_EXPORT=dir` writes each
 //! calibrated network and its frames for the PyTorch peer (`scripts/bench_torch_execute.py`).
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 use inflor::binner::{FrameShape, SparseFrame};
 use inflor::exec::dense::DenseExecutor;
+use inflor::exec::dense::{Calibration, calibrate};
+use inflor::exec::sparse::kernels::{Isa, sum_rows};
 use inflor::exec::sparse::{SparseExecutor, SparseOptions};
-use inflor::exec::{Executor, Output, RunOptions};
+use inflor::exec::{Executor, RunOptions};
 use inflor::snn::{
-    ArchSpec, Architecture, BatchNormConfig, Blueprint, Network, NeuronKind, Node, Op, Parameters,
-    State,
+    ArchSpec, Architecture, BatchNormConfig, Blueprint, Metadata, Model, Network, NeuronKind, Op,
+    Parameters, State,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 const T: usize = 10;
 const SIDE: usize = 48;
-const TARGET_RATE: f64 = 0.15;
 
 fn spec(arch: Architecture) -> ArchSpec {
     ArchSpec {
@@ -62,82 +63,51 @@ fn frames(density: f64, t: usize, seed: u64) -> Vec<SparseFrame> {
         .collect()
 }
 
-/// The weighted node whose bias sets the drive of neuron node `neuron`: the conv or linear
-/// feeding it, directly or through a pool or (its first input) a residual sum.
-fn drive_node(network: &Network, neuron: usize) -> Option<usize> {
-    let nodes = network.nodes();
-    let mut i = nodes[neuron].inputs[0];
-    loop {
-        match &nodes[i].op {
-            Op::Conv2d { .. } | Op::Linear { .. } => return Some(i),
-            Op::Add | Op::AvgPool { .. } | Op::SumPool { .. } => i = nodes[i].inputs[0],
-            _ => return None,
-        }
+/// The benchmark network of `arch`: seeded random weights with BN statistics calibrated by
+/// `exec::dense::calibrate` (15 % target rate on 5 % synthetic input), cached as a model file
+/// in `INFLOR_EXECUTE_MODELS` (default `target/execute-models`) because calibrating resnet19
+/// takes minutes.
+fn calibrated(arch: Architecture) -> Arc<Network> {
+    let dir = std::env::var("INFLOR_EXECUTE_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/execute-models")
+        });
+    let path = dir.join(format!("{}.safetensors", arch.name()));
+    if let Ok(model) = Model::load(&path) {
+        return model.network;
     }
-}
-
-/// `nodes` with `delta` added to every bias of weighted node `i`.
-fn shift_bias(nodes: &mut [Node], i: usize, base: &[f32], delta: f32) {
-    if let Op::Conv2d { bias, .. } | Op::Linear { bias, .. } = &mut nodes[i].op {
-        for (b, &b0) in bias.iter_mut().zip(base) {
-            *b = b0 + delta;
-        }
-    }
-}
-
-/// A network of `arch` with random weights (Kaiming, as `Blueprint::random_parameters`) whose
-/// folded biases are shifted, layer by layer, so each hidden layer fires at about
-/// `TARGET_RATE` on 5 % input. Returns the network and each layer's rate.
-fn calibrated(arch: Architecture) -> (Network, Vec<(String, f64)>) {
-    let blueprint = Blueprint::new(spec(arch)).expect("blueprint");
-    let params: Parameters = blueprint.random_parameters(7);
-    let network = blueprint
-        .build(&params, NeuronKind::Srif, BatchNormConfig::default())
-        .expect("build");
-    let probe = frames(0.05, 4, 99);
-    let neurons: Vec<usize> = network.neuron_nodes().collect();
-    let mut nodes = network.nodes().to_vec();
-    let mut rates = Vec::new();
-    for &n in &neurons {
-        let Some(d) = drive_node(&network, n) else {
-            continue;
-        };
-        let base = match &nodes[d].op {
-            Op::Conv2d { bias, .. } | Op::Linear { bias, .. } => bias.clone(),
-            _ => continue,
-        };
-        let (mut lo, mut hi) = (-3.0f32, 3.0f32);
-        let mut rate = 0.0;
-        for _ in 0..12 {
-            let mid = 0.5 * (lo + hi);
-            shift_bias(&mut nodes, d, &base, mid);
-            let candidate = Network::new(nodes.clone()).expect("network");
-            let out = run_sparse(candidate, &probe, 1);
-            rate = out.stats.firing_rate(n);
-            if rate > TARGET_RATE {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
-        }
-        rates.push((network.nodes()[n].name.clone(), rate));
-    }
-    (Network::new(nodes).expect("network"), rates)
-}
-
-fn run_sparse(network: Network, frames: &[SparseFrame], threads: usize) -> Output {
-    let network = Arc::new(network);
-    let mut ex = SparseExecutor::with_options(
-        Arc::clone(&network),
-        SparseOptions {
-            threads,
-            ..SparseOptions::default()
-        },
+    let started = Instant::now();
+    let spec = spec(arch);
+    let blueprint = Blueprint::new(spec).expect("blueprint");
+    let mut params: Parameters = blueprint.random_parameters(0);
+    let report = calibrate(
+        &blueprint,
+        &mut params,
+        NeuronKind::Srif,
+        BatchNormConfig::default(),
+        &Calibration::default(),
     )
-    .expect("prepare");
-    let mut state = State::new(&network);
-    ex.run(&network, &mut state, frames, &RunOptions::default())
-        .expect("run")
+    .expect("calibration");
+    let mut metadata = Metadata::new(spec, T);
+    metadata.provenance.origin = "random, calibrated for the execute benchmark".into();
+    metadata.provenance.seed = Some(0);
+    let model = Model::new(metadata, params).expect("model");
+    let _ = std::fs::create_dir_all(&dir);
+    if let Err(e) = model.save(&path) {
+        eprintln!("cannot cache {}: {e}", path.display());
+    }
+    eprintln!(
+        "# {arch}: calibrated in {:.0} s: {}",
+        started.elapsed().as_secs_f64(),
+        report
+            .layers
+            .iter()
+            .map(|(n, r)| format!("{n}={r:.3}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    model.network
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -145,22 +115,25 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// On-CPU time of every thread of this process (the scheduler's `sum_exec_runtime`), which
-/// other processes competing for the 2 cores do not inflate.
+/// CPU time of every thread of this process (`CLOCK_PROCESS_CPUTIME_ID`), which other
+/// processes competing for the cores do not inflate.
 fn cpu_time() -> Duration {
-    let mut total = 0u64;
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for task in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
-                total += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
     }
-    Duration::from_nanos(total)
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+    }
+    const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec (two longs on x86_64 Linux) into `ts`.
+    let rc = unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.sec as u64, ts.nsec as u32)
 }
 
 /// Median wall time and median on-CPU time of `reps` runs (after one warm-up run).
@@ -214,29 +187,63 @@ fn threads() -> Vec<usize> {
         .collect()
 }
 
-fn report() {
-    let mut networks = BTreeMap::new();
-    for arch in archs() {
-        let started = Instant::now();
-        let (network, rates) = calibrated(arch);
-        println!(
-            "# {arch}: calibrated in {:.1} s; rates at 5 % input: {}",
-            started.elapsed().as_secs_f64(),
-            rates
-                .iter()
-                .map(|(n, r)| format!("{n}={r:.3}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-        networks.insert(arch.name(), network);
+fn event_options(threads: usize, profile: bool) -> SparseOptions {
+    SparseOptions {
+        threads,
+        profile,
+        ..SparseOptions::default()
     }
-    for (name, network) in &networks {
-        let network = Arc::new(network.clone());
+}
+
+/// The kernel's add rate with its rows in L1 (128 channels, 64 rows): the practical peak.
+fn kernel_peak() -> f64 {
+    let isa = Isa::detect();
+    let cout = 128;
+    let weight: Vec<f32> = (0..64 * cout).map(|i| (i % 13) as f32 * 0.01).collect();
+    let bias = vec![0.0f32; cout];
+    let rows: Vec<u32> = (0..256).map(|i| ((i * 7) % 64 * cout) as u32).collect();
+    let mut out = vec![0.0f32; cout];
+    let reps = 20_000;
+    let (_, cpu) = time(
+        || {
+            for _ in 0..reps {
+                sum_rows(isa, &weight, &bias, &rows, &mut out);
+                std::hint::black_box(&mut out);
+            }
+        },
+        3,
+    );
+    (reps * rows.len() * cout) as f64 / cpu.as_secs_f64()
+}
+
+fn report() {
+    let peak = kernel_peak();
+    println!(
+        "# machine: {} logical CPUs, kernel ISA {}, kernel peak (L1) {:.1} G f64 adds/s per core",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        Isa::detect().name(),
+        peak / 1e9
+    );
+    let export = std::env::var("INFLOR_EXECUTE_EXPORT")
+        .ok()
+        .map(PathBuf::from);
+    for arch in archs() {
+        let network = calibrated(arch);
+        let name = arch.name();
+        if let Some(dir) = &export {
+            export_network(dir, name, &network);
+        }
         for density in densities() {
             let input = frames(density, T, 1234);
-            let reps = if *name == "resnet19" { 3 } else { 9 };
+            let reps = if arch == Architecture::Resnet19 { 3 } else { 9 };
             let mut state = State::new(&network);
             let mut dense = DenseExecutor::new(&network);
+            let reference = dense
+                .run(&network, &mut state, &input, &RunOptions::default())
+                .expect("dense");
+            if let Some(dir) = &export {
+                export_frames(dir, name, density, &input, &reference.logits);
+            }
             let (dense_wall, dense_cpu) = if std::env::var("INFLOR_EXECUTE_NO_DENSE").is_ok() {
                 (Duration::ZERO, Duration::ZERO)
             } else {
@@ -252,16 +259,16 @@ fn report() {
             for &threads in &threads() {
                 let mut ex = SparseExecutor::with_options(
                     Arc::clone(&network),
-                    SparseOptions {
-                        threads,
-                        profile: true,
-                        ..SparseOptions::default()
-                    },
+                    event_options(threads, true),
                 )
                 .expect("prepare");
                 let out = ex
                     .run(&network, &mut state, &input, &RunOptions::default())
                     .expect("run");
+                assert_eq!(
+                    out.logits, reference.logits,
+                    "event and dense logits differ"
+                );
                 ex.reset_node_times();
                 let (wall, cpu) = time(
                     || {
@@ -272,8 +279,13 @@ fn report() {
                 );
                 let s = &out.stats;
                 let (nu, nt) = s.neuron_updates();
+                let rates: Vec<f64> = network.neuron_nodes().map(|n| s.firing_rate(n)).collect();
+                let (lo, hi) = rates
+                    .iter()
+                    .fold((f64::MAX, 0.0f64), |(a, b), &r| (a.min(r), b.max(r)));
+                let floor = s.total_synaptic_ops() as f64 / (peak * threads as f64);
                 println!(
-                    "{name} d={density:.2} threads={threads} (load {}): event wall {:.2} ms cpu {:.2} ms | dense(1 thread) wall {:.2} ms cpu {:.2} ms | dense/event cpu {:.1}x | rate {:.3} | synops {:.3} G performed {:.3} G dense {:.3} G | updates {:.1} % | {:.2} G adds per cpu-s",
+                    "{name} density={density:.2} threads={threads} load={}: event wall {:.2} ms cpu {:.2} ms | dense (1 thread) wall {:.2} ms cpu {:.2} ms | dense/event cpu {:.1}x | hidden rate mean {:.3} (layers {:.3}..{:.3}) | synaptic ops {:.3} G, performed {:.3} G, dense MACs {:.3} G | neuron updates {:.1} % | floor {:.2} ms | {:.1} G adds per cpu-s | background {:.1} MiB, {} nodes tracked",
                     load_average(),
                     wall.as_secs_f64() * 1e3,
                     cpu.as_secs_f64() * 1e3,
@@ -281,38 +293,129 @@ fn report() {
                     dense_cpu.as_secs_f64() * 1e3,
                     dense_cpu.as_secs_f64() / cpu.as_secs_f64(),
                     s.mean_firing_rate(),
+                    lo,
+                    hi,
                     s.total_synaptic_ops() as f64 / 1e9,
                     s.total_performed_ops() as f64 / 1e9,
                     s.total_dense_macs() as f64 / 1e9,
                     100.0 * nu as f64 / nt.max(1) as f64,
+                    floor * 1e3,
                     s.total_performed_ops() as f64 / cpu.as_secs_f64() / 1e9,
+                    ex.background().bytes() as f64 / (1 << 20) as f64,
+                    (0..network.nodes().len()).filter(|&i| ex.tracks(i)).count(),
                 );
-                let runs = (reps + 2) as f64;
+                let runs = (reps + 1) as f64;
                 let total: f64 = ex.node_times().iter().map(|d| d.as_secs_f64()).sum();
                 let mut line = String::new();
                 for (i, d) in ex.node_times().iter().enumerate() {
-                    let share = d.as_secs_f64() / total;
-                    if share > 0.02 {
+                    if d.as_secs_f64() > 0.03 * total {
                         line.push_str(&format!(
-                            " {}:{:.2}ms",
+                            " {}:{:.2}",
                             network.nodes()[i].name,
                             d.as_secs_f64() / runs * 1e3
                         ));
                     }
                 }
-                println!("   nodes >2 %:{line}");
+                println!("    wall ms per node (>3 %):{line}");
             }
         }
     }
-    if let Ok(dir) = std::env::var("INFLOR_EXECUTE_EXPORT") {
-        let _ = Path::new(&dir);
+    let state_bytes: Vec<String> = archs()
+        .into_iter()
+        .map(|arch| {
+            let network = calibrated(arch);
+            let state = State::new(&network);
+            format!(
+                "{arch}: {} neurons, State {} bytes ({:.3} bytes/neuron)",
+                network.neuron_count(),
+                state.heap_bytes() + std::mem::size_of::<State>(),
+                (state.heap_bytes() + std::mem::size_of::<State>()) as f64
+                    / network.neuron_count() as f64
+            )
+        })
+        .collect();
+    println!("# state memory: {}", state_bytes.join("; "));
+}
+
+/// Writes the folded network for the PyTorch peer: `{name}.json` (nodes, shapes, parameter
+/// offsets; conv weights [Cin][Kh][Kw][Cout], linear [In][Out] over NHWC-flattened inputs)
+/// and `{name}.bin` (the parameters, f32 little-endian).
+fn export_network(dir: &Path, name: &str, network: &Network) {
+    let mut blob: Vec<u8> = Vec::new();
+    let mut push = |v: &[f32]| -> usize {
+        let offset = blob.len() / 4;
+        blob.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+        offset
+    };
+    let nodes: Vec<serde_json::Value> = network
+        .nodes()
+        .iter()
+        .map(|n| {
+            let mut j = serde_json::json!({
+                "name": n.name,
+                "op": n.op.name(),
+                "inputs": n.inputs,
+                "shape": [n.shape.height, n.shape.width, n.shape.channels],
+            });
+            match &n.op {
+                Op::Conv2d {
+                    in_ch,
+                    out_ch,
+                    kernel,
+                    stride,
+                    padding,
+                    weight,
+                    bias,
+                } => {
+                    j["in_ch"] = (*in_ch).into();
+                    j["out_ch"] = (*out_ch).into();
+                    j["kernel"] = serde_json::json!([kernel.0, kernel.1]);
+                    j["stride"] = (*stride).into();
+                    j["padding"] = (*padding).into();
+                    j["weight"] = push(weight).into();
+                    j["bias"] = push(bias).into();
+                }
+                Op::Linear {
+                    in_features,
+                    out_features,
+                    weight,
+                    bias,
+                } => {
+                    j["in_features"] = (*in_features).into();
+                    j["out_features"] = (*out_features).into();
+                    j["weight"] = push(weight).into();
+                    j["bias"] = push(bias).into();
+                }
+                Op::AvgPool { k, stride } | Op::SumPool { k, stride } => {
+                    j["k"] = (*k).into();
+                    j["stride"] = (*stride).into();
+                }
+                _ => {}
+            }
+            j
+        })
+        .collect();
+    let _ = std::fs::create_dir_all(dir);
+    let manifest = serde_json::json!({ "name": name, "timesteps": T, "nodes": nodes });
+    std::fs::write(dir.join(format!("{name}.json")), manifest.to_string()).expect("write manifest");
+    std::fs::write(dir.join(format!("{name}.bin")), blob).expect("write parameters");
+}
+
+/// Writes one input (dense u8 [T][C][H][W]) and the executors' logits for the PyTorch peer.
+fn export_frames(dir: &Path, name: &str, density: f64, frames: &[SparseFrame], logits: &[f32]) {
+    let mut bytes = Vec::new();
+    for f in frames {
+        bytes.extend(f.to_dense().iter().map(|&v| v as u8));
     }
+    let stem = format!("{name}_d{density:.2}");
+    std::fs::write(dir.join(format!("{stem}.frames")), bytes).expect("write frames");
+    let j = serde_json::json!({ "density": density, "timesteps": frames.len(), "logits": logits });
+    std::fs::write(dir.join(format!("{stem}.json")), j.to_string()).expect("write logits");
 }
 
 fn benches(c: &mut Criterion) {
     for arch in archs() {
-        let (network, _) = calibrated(arch);
-        let network = Arc::new(network);
+        let network = calibrated(arch);
         let mut group = c.benchmark_group(format!("execute/{arch}"));
         group.sampling_mode(SamplingMode::Flat);
         if arch == Architecture::Resnet19 {
@@ -328,10 +431,7 @@ fn benches(c: &mut Criterion) {
             for threads in threads() {
                 let mut ex = SparseExecutor::with_options(
                     Arc::clone(&network),
-                    SparseOptions {
-                        threads,
-                        ..SparseOptions::default()
-                    },
+                    event_options(threads, false),
                 )
                 .expect("prepare");
                 group.bench_with_input(
