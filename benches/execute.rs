@@ -26,8 +26,8 @@ use inflor::exec::sparse::kernels::{Isa, sum_rows};
 use inflor::exec::sparse::{SparseExecutor, SparseOptions};
 use inflor::exec::{Executor, RunOptions};
 use inflor::snn::{
-    ArchSpec, Architecture, BatchNormConfig, Blueprint, Metadata, Model, Network, NeuronKind, Op,
-    Parameters, State,
+    ArchSpec, Architecture, BatchNormConfig, Blueprint, Metadata, Model, Network, NeuronKind, Node,
+    Op, Parameters, Shape, State,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -458,7 +458,93 @@ fn benches(c: &mut Criterion) {
     }
 }
 
+/// One conv layer (C→C, 3×3, padding 1) on H×W×C inputs of a given density, then a neuron,
+/// a global pool and a classifier: the event-driven gather against the dense executor's
+/// im2col + GEMM, to find the density where one overtakes the other.
+fn crossover() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for (side, c) in [(48usize, 64usize), (48, 128), (24, 256), (12, 512)] {
+        let conv = Op::Conv2d {
+            in_ch: c,
+            out_ch: c,
+            kernel: (3, 3),
+            stride: 1,
+            padding: 1,
+            weight: (0..c * 9 * c)
+                .map(|_| rng.random_range(-0.05f32..0.05))
+                .collect(),
+            bias: (0..c).map(|_| rng.random_range(-0.1f32..0.3)).collect(),
+        };
+        let linear = Op::Linear {
+            in_features: c,
+            out_features: 10,
+            weight: (0..c * 10)
+                .map(|_| rng.random_range(-0.1f32..0.1))
+                .collect(),
+            bias: vec![0.0; 10],
+        };
+        let s = Shape::new(side, side, c);
+        let network = Arc::new(
+            Network::new(vec![
+                Node::new("input", Op::Input, vec![], s),
+                Node::new("conv", conv, vec![0], s),
+                Node::new("sn", Op::Neuron(NeuronKind::Srif), vec![1], s),
+                Node::new("pool", Op::GlobalAvgPool, vec![2], Shape::vector(c)),
+                Node::new("fc", linear, vec![3], Shape::vector(10)),
+                Node::new("out", Op::Output, vec![4], Shape::vector(10)),
+            ])
+            .expect("network"),
+        );
+        let shape = FrameShape {
+            channels: c,
+            height: side,
+            width: side,
+        };
+        let mut line = format!("crossover {side}x{side}x{c} (ms cpu per timestep, event/dense):");
+        for density in [0.05, 0.1, 0.2, 0.4, 0.7, 1.0] {
+            let frames: Vec<SparseFrame> = (0..4)
+                .map(|_| {
+                    let dense: Vec<f32> = (0..shape.len())
+                        .map(|_| if rng.random_bool(density) { 1.0 } else { 0.0 })
+                        .collect();
+                    SparseFrame::from_dense(shape, &dense)
+                })
+                .collect();
+            let mut state = State::new(&network);
+            let mut ex =
+                SparseExecutor::with_options(Arc::clone(&network), event_options(1, false))
+                    .expect("prepare");
+            let mut dense = DenseExecutor::new(&network);
+            let (_, event) = time(
+                || {
+                    ex.run(&network, &mut state, &frames, &RunOptions::default())
+                        .expect("run");
+                },
+                5,
+            );
+            let (_, gemm) = time(
+                || {
+                    dense
+                        .run(&network, &mut state, &frames, &RunOptions::default())
+                        .expect("run");
+                },
+                3,
+            );
+            line.push_str(&format!(
+                " d={density}: {:.2}/{:.2}",
+                event.as_secs_f64() * 1e3 / 4.0,
+                gemm.as_secs_f64() * 1e3 / 4.0
+            ));
+        }
+        println!("{line}");
+    }
+}
+
 fn main() {
+    if std::env::var("INFLOR_EXECUTE_CROSSOVER").is_ok() {
+        crossover();
+        return;
+    }
     if std::env::var("INFLOR_EXECUTE_REPORT").is_ok() {
         report();
         return;

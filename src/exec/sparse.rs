@@ -85,6 +85,10 @@ pub struct SparseOptions {
     /// A node is tracked only if its background table has at most this fraction of the
     /// layer's pixels (otherwise the cache would approach the layer's size).
     pub max_background_fraction: f64,
+    /// A fully active conv whose input has more than this fraction of nonzero values runs as
+    /// im2col + GEMM instead of the gather (measured crossover: 0.5–0.7, see BENCHMARKS.md).
+    /// Both paths give the same bits.
+    pub dense_above: f64,
     /// Measure the wall time of every node (see [`SparseExecutor::node_times`]).
     pub profile: bool,
 }
@@ -97,6 +101,7 @@ impl Default for SparseOptions {
             tracking: true,
             max_active_fraction: 0.5,
             max_background_fraction: 0.25,
+            dense_above: 0.5,
             profile: false,
         }
     }
@@ -152,6 +157,13 @@ pub struct SparseExecutor {
     now: u32,
     /// Scratch: pixels of a neuron node that became active this timestep.
     newly: Vec<u32>,
+    /// Per conv node, its weights in f64 once the dense path first ran it.
+    dense_weights: Vec<Option<Vec<f64>>>,
+    /// Per conv node, the timesteps it ran on the dense path.
+    dense_steps: Vec<u64>,
+    dense_scratch: ops::DenseScratch,
+    /// Currents of a fused conv that ran on the dense path.
+    currents: Vec<f32>,
     times: Vec<Duration>,
 }
 
@@ -241,6 +253,10 @@ impl SparseExecutor {
             background: Arc::new(Background::new(nodes.len(), 0)),
             now: 0,
             newly: Vec::new(),
+            dense_weights: vec![None; nodes.len()],
+            dense_steps: vec![0; nodes.len()],
+            dense_scratch: ops::DenseScratch::default(),
+            currents: Vec::new(),
             network,
             options,
             pool,
@@ -287,9 +303,16 @@ impl SparseExecutor {
         &self.times
     }
 
-    /// Forgets the node times.
+    /// Forgets the node times and dense-path counts.
     pub fn reset_node_times(&mut self) {
         self.times.fill(Duration::ZERO);
+        self.dense_steps.fill(0);
+    }
+
+    /// Per node, the timesteps its conv ran as im2col + GEMM (see `dense_above`) since the
+    /// last reset.
+    pub fn dense_steps(&self) -> &[u64] {
+        &self.dense_steps
     }
 
     fn check_network(&self, network: &Network) -> Result<(), ExecError> {
@@ -482,6 +505,7 @@ impl SparseExecutor {
         let ctx = ops::Ctx {
             isa: self.isa,
             parallel: self.options.threads > 1,
+            threads: self.options.threads,
         };
         let now = self.now;
         for (i, node) in nodes.iter().enumerate() {
@@ -519,15 +543,25 @@ impl SparseExecutor {
                 Op::Conv2d { .. } => {
                     let src = self.plans[node.inputs[0]].source;
                     if let Some(conv) = Conv::of(node, nodes[src].shape) {
-                        let pixels = node.shape.height * node.shape.width;
-                        let ops = ops::conv(
-                            ctx,
-                            &conv,
-                            &before[src].lists,
-                            active,
-                            pixels,
-                            &mut out.values,
-                        );
+                        let input = &before[src].lists;
+                        let ops = if region.all && density(input) > self.options.dense_above {
+                            let weights =
+                                self.dense_weights[i].get_or_insert_with(|| conv.weights_f64());
+                            ops::conv_dense(
+                                ctx,
+                                &conv,
+                                weights,
+                                input,
+                                active,
+                                &mut self.dense_scratch,
+                                &mut out.values,
+                            );
+                            self.dense_steps[i] += 1;
+                            network.dense_macs(i)
+                        } else {
+                            let pixels = node.shape.height * node.shape.width;
+                            ops::conv(ctx, &conv, input, active, pixels, &mut out.values)
+                        };
                         stats.nodes[i].performed_ops += ops;
                         stats.nodes[i].dense_macs += network.dense_macs(i);
                         stats.nodes[i].synaptic_ops += synaptic_ops(
@@ -535,7 +569,7 @@ impl SparseExecutor {
                             &self.regions[src],
                             source_background(&self.regions, &self.background, src, t),
                             now,
-                            &before[src].lists,
+                            input,
                         );
                     }
                 }
@@ -586,6 +620,7 @@ impl SparseExecutor {
                 }
                 Op::Neuron(kind) => {
                     let c = node.shape.channels;
+                    let mut dense_ops = None;
                     let (current, conv_node) = match plan.current {
                         Some(Current::Conv { conv }) | Some(Current::ConvAdd { conv, .. }) => {
                             let src = self.plans[nodes[conv].inputs[0]].source;
@@ -595,19 +630,51 @@ impl SparseExecutor {
                                 }
                                 _ => None,
                             };
-                            match Conv::of(&nodes[conv], nodes[src].shape) {
-                                Some(k) => (
-                                    CurrentIn::Conv {
-                                        conv: k,
-                                        input: &before[src].lists,
+                            let input = &before[src].lists;
+                            let Some(k) = Conv::of(&nodes[conv], nodes[src].shape) else {
+                                continue;
+                            };
+                            if region.all && density(input) > self.options.dense_above {
+                                // Too dense for the gather: the whole layer as one GEMM.
+                                let weights =
+                                    self.dense_weights[conv].get_or_insert_with(|| k.weights_f64());
+                                self.currents.resize(node.shape.len(), 0.0);
+                                ops::conv_dense(
+                                    ctx,
+                                    &k,
+                                    weights,
+                                    input,
+                                    active,
+                                    &mut self.dense_scratch,
+                                    &mut self.currents,
+                                );
+                                self.dense_steps[conv] += 1;
+                                dense_ops = Some(network.dense_macs(conv));
+                                (
+                                    CurrentIn::Dense {
+                                        values: &self.currents,
                                         add,
                                     },
                                     Some((conv, src)),
-                                ),
-                                None => continue,
+                                )
+                            } else {
+                                (
+                                    CurrentIn::Conv {
+                                        conv: k,
+                                        input,
+                                        add,
+                                    },
+                                    Some((conv, src)),
+                                )
                             }
                         }
-                        Some(Current::Dense(src)) => (CurrentIn::Dense(&before[src].values), None),
+                        Some(Current::Dense(src)) => (
+                            CurrentIn::Dense {
+                                values: &before[src].values,
+                                add: None,
+                            },
+                            None,
+                        ),
                         None => continue,
                     };
                     let quantization = stats.quantization.as_mut().filter(|q| q.node == i);
@@ -642,7 +709,7 @@ impl SparseExecutor {
                     row.neuron_updates += (active.len() * c) as u64;
                     row.neuron_updates_total += (pixels * c) as u64;
                     if let Some((conv, src)) = conv_node {
-                        stats.nodes[conv].performed_ops += ops;
+                        stats.nodes[conv].performed_ops += dense_ops.unwrap_or(ops);
                         stats.nodes[conv].dense_macs += network.dense_macs(conv);
                         stats.nodes[conv].synaptic_ops += synaptic_ops(
                             self.fan_outs[conv].as_ref(),
@@ -788,6 +855,16 @@ impl SparseExecutor {
                 }
             }
         }
+    }
+}
+
+/// Fraction of nonzero values in `lists`.
+fn density(lists: &PixelLists) -> f64 {
+    let total = lists.pixels() * lists.channels();
+    if total == 0 {
+        0.0
+    } else {
+        lists.nnz() as f64 / total as f64
     }
 }
 

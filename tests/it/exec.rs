@@ -229,7 +229,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
     /// Random architecture, weights, neuron model, input density and kind (counts or
-    /// spikes), thread count and region settings: always the reference's run.
+    /// spikes), thread count, region settings and the density above which convs run as
+    /// im2col + GEMM: always the reference's run.
     #[test]
     fn random_networks_and_inputs_match_the_reference(
         arch in prop::sample::select(Architecture::ALL.to_vec()),
@@ -239,6 +240,7 @@ proptest! {
         threads in 1usize..3,
         tracking in any::<bool>(),
         max_active_fraction in 0.0f64..1.0,
+        dense_above in prop::sample::select(vec![0.0f64, 0.1, 0.5, 2.0]),
         kind in prop::sample::select(vec![
             NeuronKind::Srif,
             NeuronKind::IfHard,
@@ -251,6 +253,7 @@ proptest! {
             threads,
             tracking,
             max_active_fraction,
+            dense_above,
             ..SparseOptions::default()
         };
         check(network, &frames, options, &mut ReferenceExecutor::new());
@@ -278,6 +281,37 @@ fn events_in_a_patch_touch_few_neurons_and_match_the_reference() {
         );
         let (done, total) = out.stats.neuron_updates();
         assert!(done < total, "{arch}: {done} of {total} neuron updates");
+    }
+}
+
+/// Forcing every conv onto the im2col + GEMM path, or never, gives the same run.
+#[test]
+fn dense_path_gives_the_same_bits() {
+    for arch in [Architecture::Tiny, Architecture::Resnet20] {
+        let network = random_network(arch, 24, 24, 13, NeuronKind::Srif);
+        let frames = random_frames(24, 24, 3, 0.2, false, 13);
+        let network = Arc::new(network);
+        let mut outputs = Vec::new();
+        for dense_above in [-1.0, 2.0] {
+            let options = SparseOptions {
+                dense_above,
+                ..SparseOptions::default()
+            };
+            let mut ex =
+                SparseExecutor::with_options(Arc::clone(&network), options).expect("prepare");
+            let out = ex
+                .run(&network, &mut State::new(&network), &frames, &recording())
+                .expect("run");
+            let dense_steps: u64 = ex.dense_steps().iter().sum();
+            assert_eq!(
+                dense_steps > 0,
+                dense_above < 0.0,
+                "{arch}: {dense_steps} dense steps"
+            );
+            outputs.push(out);
+        }
+        assert_eq!(outputs[0].spikes, outputs[1].spikes);
+        assert_eq!(outputs[0].logits, outputs[1].logits);
     }
 }
 

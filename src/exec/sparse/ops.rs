@@ -11,8 +11,14 @@ use crate::exec::stats::QuantizationError;
 use crate::snn::network::{Node, Op, Shape};
 use crate::snn::neuron::{NeuronKind, fire};
 
-/// Active output pixels per band when a layer is split across threads.
+/// Fewest active output pixels per band when a layer is split across threads.
 const GRAIN: usize = 16;
+
+/// Active pixels per band: about four bands per thread (enough to balance uneven pixels
+/// without paying a task per handful of pixels), never fewer than `GRAIN`.
+fn grain(ctx: Ctx, active: usize) -> usize {
+    (active / (4 * ctx.threads.max(1))).max(GRAIN)
+}
 
 /// What every step needs besides its buffers.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +27,8 @@ pub struct Ctx {
     pub isa: Isa,
     /// Split layers into bands on the current rayon pool.
     pub parallel: bool,
+    /// Threads of that pool.
+    pub threads: usize,
 }
 
 /// Per-thread scratch of the gather: one output pixel's weight-row offsets, their values and
@@ -180,7 +188,7 @@ pub fn conv(
         ctx.parallel,
         pixels,
         active,
-        GRAIN,
+        grain(ctx, active.len()),
         PixelsMut::new(out, cout),
         &|first, active, mut out| {
             GATHER.with_borrow_mut(|g| {
@@ -195,11 +203,147 @@ pub fn conv(
     )
 }
 
+/// Scratch and f64 weights of the dense conv path.
+#[derive(Debug, Default)]
+pub struct DenseScratch {
+    /// im2col matrix, `[pixels][Cin·Kh·Kw]`.
+    cols: Vec<f64>,
+    /// GEMM accumulator, `[pixels][Cout]`.
+    acc: Vec<f64>,
+}
+
+impl Conv<'_> {
+    /// Output channels.
+    pub fn out_ch(&self) -> usize {
+        self.out_ch
+    }
+
+    /// The weights widened to f64 (the GEMM's operand), `[Cin·Kh·Kw][Cout]`.
+    pub fn weights_f64(&self) -> Vec<f64> {
+        self.weight.iter().map(|&w| f64::from(w)).collect()
+    }
+}
+
+/// A conv over every output pixel as im2col + one f64 GEMM per band of pixels: for inputs too
+/// dense for the gather to pay (see `SparseOptions::dense_above`). The sums are exact in f64
+/// (the contract in `exec`), so the result is the gather's bit for bit. Writes (all.len() ×
+/// Cout) currents into `out`; `all` lists every output pixel.
+pub fn conv_dense(
+    ctx: Ctx,
+    conv: &Conv<'_>,
+    weights: &[f64],
+    input: &PixelLists,
+    all: &[u32],
+    scratch: &mut DenseScratch,
+    out: &mut [f32],
+) {
+    let pixels = all.len();
+    let (kh, kw) = conv.kernel;
+    let cin = conv.in_shape.channels;
+    let k = cin * kh * kw;
+    let cout = conv.out_ch;
+    scratch.cols.clear();
+    scratch.cols.resize(pixels * k, 0.0);
+    scratch.acc.clear();
+    scratch.acc.reserve(pixels * cout);
+    for _ in 0..pixels {
+        scratch.acc.extend(conv.bias.iter().map(|&b| f64::from(b)));
+    }
+    for p in 0..pixels {
+        let (oy, ox) = (p / conv.out_width, p % conv.out_width);
+        let col = &mut scratch.cols[p * k..][..k];
+        for ky in 0..kh {
+            let Some(iy) = (oy * conv.stride + ky)
+                .checked_sub(conv.padding)
+                .filter(|&iy| iy < conv.in_shape.height)
+            else {
+                continue;
+            };
+            for kx in 0..kw {
+                let Some(ix) = (ox * conv.stride + kx)
+                    .checked_sub(conv.padding)
+                    .filter(|&ix| ix < conv.in_shape.width)
+                else {
+                    continue;
+                };
+                let q = iy * conv.in_shape.width + ix;
+                let channels = input.channels_at(q);
+                let values = input.values_at(q);
+                for (j, &c) in channels.iter().enumerate() {
+                    let v = values.get(j).map_or(1.0, |&v| f64::from(v));
+                    col[(c as usize * kh + ky) * kw + kx] = v;
+                }
+            }
+        }
+    }
+    let cols = &scratch.cols;
+    // Bands of at least 64 pixels keep each GEMM large enough to run at speed.
+    for_bands(
+        ctx.parallel,
+        pixels,
+        all,
+        grain(ctx, all.len()).max(4 * GRAIN),
+        (
+            PixelsMut::new(scratch.acc.as_mut_slice(), cout),
+            PixelsMut::new(&mut *out, cout),
+        ),
+        &|first, _, (acc, out)| {
+            let rows = acc.data.len() / cout.max(1);
+            gemm_acc(
+                rows,
+                k,
+                cout,
+                &cols[first * k..][..rows * k],
+                weights,
+                acc.data,
+            );
+            for (o, &a) in out.data.iter_mut().zip(acc.data.iter()) {
+                *o = a as f32;
+            }
+            0
+        },
+    );
+}
+
+/// C[m×n] (row-major, preloaded) += A[m×k] · B[k×n], all row-major f64.
+fn gemm_acc(m: usize, k: usize, n: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
+    if m == 0 || n == 0 || k == 0 || a.len() < m * k || b.len() < k * n || c.len() < m * n {
+        debug_assert!(m == 0 || n == 0 || k == 0, "gemm operands too short");
+        return;
+    }
+    // SAFETY: checked above: each matrix lies within its slice for the given row-major
+    // strides; `c` is uniquely borrowed and does not alias `a` or `b`.
+    unsafe {
+        matrixmultiply::dgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            1.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
 /// Where a neuron node's current comes from.
 #[derive(Debug, Clone, Copy)]
 pub enum CurrentIn<'a> {
-    /// Dense values of the input node.
-    Dense(&'a [f32]),
+    /// Dense values (of the input node, or computed by [`conv_dense`]), optionally plus the
+    /// dense values of a residual operand.
+    Dense {
+        /// The currents (or the first operand of the add).
+        values: &'a [f32],
+        /// The other operand of a residual add.
+        add: Option<&'a [f32]>,
+    },
     /// A conv computed per pixel, optionally plus the dense values of a residual operand.
     Conv {
         /// The conv.
@@ -243,7 +387,22 @@ pub fn neuron(
      -> (u64, u64) {
         let mut ops = 0u64;
         let x: &[f32] = match current {
-            CurrentIn::Dense(values) => &values[p * c..][..c],
+            CurrentIn::Dense { values, add: None } => &values[p * c..][..c],
+            CurrentIn::Dense {
+                values,
+                add: Some(other),
+            } => {
+                let mut buf = std::mem::take(&mut g.current);
+                buf.clear();
+                buf.extend(
+                    values[p * c..][..c]
+                        .iter()
+                        .zip(&other[p * c..][..c])
+                        .map(|(&x, &y)| (f64::from(x) + f64::from(y)) as f32),
+                );
+                g.current = buf;
+                &g.current
+            }
             CurrentIn::Conv { conv, input, add } => {
                 let mut buf = std::mem::take(&mut g.current);
                 buf.resize(c, 0.0);
@@ -300,11 +459,7 @@ pub fn neuron(
         ctx.parallel,
         pixels,
         active,
-        if matches!(current, CurrentIn::Conv { .. }) {
-            GRAIN
-        } else {
-            GRAIN * 8
-        },
+        grain(ctx, active.len()),
         (
             PixelsMut::new(&mut *out.membranes, c),
             PixelsMut::new(&mut *out.spikes, c),
