@@ -15,6 +15,13 @@
 //! currents never go to memory ([`plan`]). Pools, adds and the output sum work on dense f32
 //! buffers and follow the contract in [`crate::exec`] literally.
 //!
+//! Per layer and timestep the conv path is chosen from the measured density of its input: a
+//! fully active conv whose input has more than `dense_above` (default 0.5) nonzero values runs
+//! as im2col + one f64 GEMM instead. On this machine the gather is faster up to 50–70 %
+//! input density (the crossover bench in `benches/execute.rs`), far above the 10–20 % firing
+//! of trained networks, so the switch exists for saturated layers. Both sum the same terms
+//! exactly in f64, so the switch never changes a bit.
+//!
 //! # Touching only what receives spikes
 //!
 //! Folded batch norms give every neuron a bias, so even an empty input makes some channels
@@ -151,6 +158,9 @@ pub struct SparseExecutor {
     regions: Vec<Region>,
     fan_outs: Vec<Option<FanOut>>,
     background: Arc<Background>,
+    /// Per conv node, its weights tap-major for the gather (see [`ops::tap_major`]), shared
+    /// like the background.
+    by_tap: Arc<Vec<Option<Vec<f32>>>>,
     /// 0..pixels of the largest node: the active list of a fully active node.
     all_pixels: Vec<u32>,
     /// Stamp of the current timestep (see [`Region::is_current`]).
@@ -251,6 +261,7 @@ impl SparseExecutor {
             isa: options.isa.unwrap_or_else(Isa::detect),
             all_pixels: (0..max_pixels as u32).collect(),
             background: Arc::new(Background::new(nodes.len(), 0)),
+            by_tap: Arc::new(nodes.iter().map(ops::tap_major).collect()),
             now: 0,
             newly: Vec::new(),
             dense_weights: vec![None; nodes.len()],
@@ -277,19 +288,31 @@ impl SparseExecutor {
     }
 
     /// The background computed so far (shareable with other executors of the same network
-    /// through [`SparseExecutor::share_background`]).
+    /// through [`SparseExecutor::share_cache`]).
     pub fn background(&self) -> &Arc<Background> {
         &self.background
     }
 
-    /// Uses `background`, computed by another executor prepared for the same network (the
-    /// same `Arc`), instead of computing it again.
-    pub fn share_background(&mut self, from: &SparseExecutor) -> Result<(), ExecError> {
+    /// Uses the per-network cache (background and reordered weights) of another executor
+    /// prepared for the same network (the same `Arc`) instead of holding a second copy.
+    pub fn share_cache(&mut self, from: &SparseExecutor) -> Result<(), ExecError> {
         if !Arc::ptr_eq(&self.network, &from.network) {
             return Err(ExecError::NetworkMismatch);
         }
         self.background = Arc::clone(&from.background);
+        self.by_tap = Arc::clone(&from.by_tap);
         Ok(())
+    }
+
+    /// Bytes of the per-network cache: the background and the reordered conv weights.
+    pub fn cache_bytes(&self) -> usize {
+        self.background.bytes()
+            + self
+                .by_tap
+                .iter()
+                .flatten()
+                .map(|w| w.len() * std::mem::size_of::<f32>())
+                .sum::<usize>()
     }
 
     /// Whether node `node` is tracked (computed only where input events reach it).
@@ -542,7 +565,8 @@ impl SparseExecutor {
                 Op::Input | Op::Flatten => {}
                 Op::Conv2d { .. } => {
                     let src = self.plans[node.inputs[0]].source;
-                    if let Some(conv) = Conv::of(node, nodes[src].shape) {
+                    if let Some(conv) = Conv::of(node, nodes[src].shape, self.by_tap[i].as_deref())
+                    {
                         let input = &before[src].lists;
                         let ops = if region.all && density(input) > self.options.dense_above {
                             let weights =
@@ -631,7 +655,11 @@ impl SparseExecutor {
                                 _ => None,
                             };
                             let input = &before[src].lists;
-                            let Some(k) = Conv::of(&nodes[conv], nodes[src].shape) else {
+                            let Some(k) = Conv::of(
+                                &nodes[conv],
+                                nodes[src].shape,
+                                self.by_tap[conv].as_deref(),
+                            ) else {
                                 continue;
                             };
                             if region.all && density(input) > self.options.dense_above {

@@ -397,7 +397,7 @@ fn background_is_shared_and_networks_are_checked() {
         )
         .expect("run");
     let mut second = SparseExecutor::new(Arc::clone(&network)).expect("prepare");
-    second.share_background(&first).expect("same network");
+    second.share_cache(&first).expect("same network");
     assert!(Arc::ptr_eq(first.background(), second.background()));
     let again = second
         .run(
@@ -432,7 +432,7 @@ fn background_is_shared_and_networks_are_checked() {
     );
     let unrelated = SparseExecutor::new(Arc::new(other)).expect("prepare");
     assert_eq!(
-        second.share_background(&unrelated),
+        second.share_cache(&unrelated),
         Err(ExecError::NetworkMismatch)
     );
     // Bad frames are refused before anything runs.
