@@ -41,6 +41,7 @@
 
 pub mod dense;
 pub mod reference;
+pub mod sparse;
 pub mod stats;
 
 use crate::binner::{FrameShape, SparseFrame};
