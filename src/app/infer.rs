@@ -14,6 +14,7 @@ use inflor::binner::{
 use inflor::event::Event;
 use inflor::exec::dense::DenseExecutor;
 use inflor::exec::reference::ReferenceExecutor;
+use inflor::exec::sparse::SparseExecutor;
 use inflor::exec::{Executor, Output, RunOptions, input_frame_shape};
 use inflor::format::read_file;
 use inflor::snn::file::{InputSpec, Normalisation, ResizeMethod, SplitBy, WindowSpec};
@@ -43,7 +44,7 @@ pub struct InferArgs {
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Executor.
-    #[arg(long, value_enum, default_value_t = ExecutorArg::Dense)]
+    #[arg(long, value_enum, default_value_t = ExecutorArg::Event)]
     pub executor: ExecutorArg,
     /// How many classes to list per window.
     #[arg(long, default_value_t = 5)]
@@ -77,11 +78,9 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     let mut executor: Box<dyn Executor> = match args.executor {
         ExecutorArg::Dense => Box::new(DenseExecutor::new(&network)),
         ExecutorArg::Reference => Box::new(ReferenceExecutor::new()),
-        ExecutorArg::Event => {
-            return Err(bad_input(anyhow::anyhow!(
-                "the event-driven executor is not part of this build yet; use --executor dense"
-            )));
-        }
+        ExecutorArg::Event => Box::new(
+            SparseExecutor::new(network.clone()).context("preparing the event-driven executor")?,
+        ),
     };
     let mut state = State::new(&network);
     let shape = input_frame_shape(&network);
@@ -273,6 +272,35 @@ fn report(
         stats.energy_pj() / 1e6,
         stats.dense_energy_pj() / 1e6
     )?;
+    writeln!(
+        out,
+        "  {:<24} {:>9} {:>7} {:>12} {:>12} {:>21}",
+        "layer", "spikes", "rate", "syn. ops", "dense MACs", "neuron updates"
+    )?;
+    for n in stats
+        .nodes
+        .iter()
+        .filter(|n| n.neurons > 0 || n.dense_macs > 0)
+    {
+        let rate = if n.neurons > 0 && stats.timesteps > 0 {
+            format!(
+                "{:.3}",
+                n.spikes as f64 / (n.neurons as f64 * stats.timesteps as f64)
+            )
+        } else {
+            "-".to_string()
+        };
+        let updates = if n.neuron_updates_total > 0 {
+            format!("{}/{}", n.neuron_updates, n.neuron_updates_total)
+        } else {
+            "-".to_string()
+        };
+        writeln!(
+            out,
+            "  {:<24} {:>9} {:>7} {:>12} {:>12} {:>21}",
+            n.name, n.spikes, rate, n.synaptic_ops, n.dense_macs, updates
+        )?;
+    }
     Ok(())
 }
 

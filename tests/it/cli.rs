@@ -289,3 +289,56 @@ fn convert_refuses_what_the_target_cannot_hold_and_leaves_no_file() {
     assert!(!target.exists());
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
 }
+
+#[test]
+fn infer_gives_the_same_logits_with_every_executor() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.safetensors");
+    let out = inflor(&[
+        "model",
+        "init",
+        "--arch",
+        "tiny",
+        "--classes",
+        "10",
+        "--input",
+        "2x48x48",
+        "--seed",
+        "3",
+        model.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recording = shared_data("mnist_dvs/mnist_0_scale04_0001_qt1.aedat");
+    let logits: Vec<Value> = ["event", "dense", "reference"]
+        .iter()
+        .map(|executor| {
+            let out = inflor(&[
+                "infer",
+                "--json",
+                "--executor",
+                executor,
+                "--model",
+                model.to_str().unwrap(),
+                recording.to_str().unwrap(),
+            ]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert!(
+                doc["stats"]["layers"]
+                    .as_array()
+                    .is_some_and(|l| !l.is_empty())
+            );
+            doc["logits"].clone()
+        })
+        .collect();
+    assert_eq!(logits[0], logits[1]);
+    assert_eq!(logits[0], logits[2]);
+}
