@@ -304,6 +304,27 @@ impl SparseExecutor {
         Ok(())
     }
 
+    /// Bytes of this executor's own buffers (per worker thread, shared by the streams it
+    /// runs): activations, lists, regions and the dense path's scratch.
+    pub fn scratch_bytes(&self) -> usize {
+        let f32s = std::mem::size_of::<f32>();
+        let buffers: usize = self
+            .buffers
+            .iter()
+            .map(|b| b.values.capacity() * f32s + b.lists.heap_bytes())
+            .sum();
+        let regions: usize = self.regions.iter().map(Region::heap_bytes).sum();
+        let dense: usize = self
+            .dense_weights
+            .iter()
+            .flatten()
+            .map(|w| w.capacity() * std::mem::size_of::<f64>())
+            .sum::<usize>()
+            + self.dense_scratch.heap_bytes()
+            + self.currents.capacity() * f32s;
+        buffers + regions + dense + self.all_pixels.capacity() * std::mem::size_of::<u32>()
+    }
+
     /// Bytes of the per-network cache: the background and the reordered conv weights.
     pub fn cache_bytes(&self) -> usize {
         self.background.bytes()
