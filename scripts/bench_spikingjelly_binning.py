@@ -18,10 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from spikingjelly.datasets.utils import integrate_events_by_fixed_frames_number
+# Idle OpenMP threads sleep instead of spinning: on a shared 2-core machine, torch's spinning
+# worker steals the core that numpy's (single-threaded) integration needs. Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from spikingjelly.datasets.utils import integrate_events_by_fixed_frames_number  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DVS = REPO / ".." / "shared" / "data" / "mnist_dvs" / "mnist_0_scale04_0001.aedat"
@@ -202,7 +206,6 @@ def main():
     parser.add_argument("command", choices=("bench", "expected"), nargs="?", default="bench")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
     {"bench": bench, "expected": expected}[args.command](args)
 
 

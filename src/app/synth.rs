@@ -7,19 +7,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use inflor::dataset::digits as dvs_digits;
 use inflor::dataset::generate::{GenerateConfig, LabelledImage, generate};
 use inflor::dataset::images::{is_image_name, load_digits_csv, load_image};
 use inflor::dataset::synth::{PixelParams, SceneParams, SynthParams};
 
 use super::bad_input;
 use super::dataset::progress_bar;
-
-/// Test recordings per class for DVS-Digits (≈ 20 % of its ~180 images per class).
-pub const DIGITS_TEST_PER_CLASS: u64 = 36;
-
-/// Black pixels added around each 8×8 digit. Strokes often touch the 8×8 border; without a
-/// margin they would end in a hard edge where the image meets the monitor's background.
-pub const DIGITS_MARGIN: usize = 1;
 
 /// `inflor synth` arguments. Scene and pixel defaults are the library's
 /// (`SceneParams::default()`, `PixelParams::default()`).
@@ -179,22 +173,12 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
     params.validate().map_err(bad_input)?;
     let (classes, mut inputs, source, prefix, test_per_class) = if let Some(csv) = &args.digits {
         let digits = load_digits_csv(csv).map_err(bad_input)?;
-        let inputs = digits
-            .into_iter()
-            .map(|d| {
-                Ok(LabelledImage {
-                    image: d.image.padded(DIGITS_MARGIN, 0.0)?,
-                    label: usize::from(d.label),
-                })
-            })
-            .collect::<Result<_, inflor::dataset::images::ImageError>>()
-            .map_err(bad_input)?;
         (
-            (0..10).map(|d| d.to_string()).collect(),
-            inputs,
+            dvs_digits::classes(),
+            dvs_digits::inputs(&digits).map_err(bad_input)?,
             format!("digits CSV {}", csv.display()),
-            "dvsdigits",
-            DIGITS_TEST_PER_CLASS,
+            dvs_digits::PREFIX,
+            dvs_digits::TEST_PER_CLASS,
         )
     } else if let Some(dir) = &args.images {
         let (classes, inputs) = load_image_folder(dir).map_err(bad_input)?;

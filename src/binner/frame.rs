@@ -22,19 +22,19 @@ impl FrameShape {
         self.len() == 0
     }
 
-    /// Flat index of (c, y, x) in [C][H][W] order.
+    /// Flat index of (c, y, x) in `[C][H][W]` order.
     #[inline]
     pub fn index(&self, c: usize, y: usize, x: usize) -> usize {
         (c * self.height + y) * self.width + x
     }
 }
 
-/// One time bin: the nonzero values of a [C][H][W] frame, by ascending flat index.
+/// One time bin: the nonzero values of a `[C][H][W]` frame, by ascending flat index.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SparseFrame {
     /// The frame's shape.
     pub shape: FrameShape,
-    /// Flat [C][H][W] indices of the nonzero values, strictly ascending.
+    /// Flat `[C][H][W]` indices of the nonzero values, strictly ascending.
     pub indices: Vec<u32>,
     /// The values, parallel to `indices`.
     pub values: Vec<f32>,
@@ -50,7 +50,7 @@ impl SparseFrame {
         }
     }
 
-    /// Builds a sparse frame from a dense [C][H][W] slice, keeping nonzero entries.
+    /// Builds a sparse frame from a dense `[C][H][W]` slice, keeping nonzero entries.
     pub fn from_dense(shape: FrameShape, dense: &[f32]) -> Self {
         debug_assert_eq!(dense.len(), shape.len());
         let mut frame = Self::empty(shape);
@@ -77,7 +77,7 @@ impl SparseFrame {
         }
     }
 
-    /// Writes the dense [C][H][W] view into `out` (resized to fit).
+    /// Writes the dense `[C][H][W]` view into `out` (resized to fit).
     pub fn write_dense(&self, out: &mut Vec<f32>) {
         out.clear();
         out.resize(self.shape.len(), 0.0);
@@ -86,7 +86,7 @@ impl SparseFrame {
         }
     }
 
-    /// The dense [C][H][W] view.
+    /// The dense `[C][H][W]` view.
     pub fn to_dense(&self) -> Vec<f32> {
         let mut out = Vec::new();
         self.write_dense(&mut out);

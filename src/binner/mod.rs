@@ -16,7 +16,7 @@
 //!
 //! # How events become frames
 //!
-//! The hot loop counts events per sensor pixel in a reused `u32` buffer ([`counts`]): one
+//! The hot loop counts events per sensor pixel in a reused `u32` buffer (module `counts`): one
 //! increment per event. Once per window, each touched pixel's count is splatted through the
 //! precomputed [`SplatTable`] into per-output slots, and each output's value is computed from its
 //! slots with the interpolation weights. All accumulation is in integers, so the result does not
@@ -40,7 +40,7 @@ pub use frame::{FrameShape, SparseFrame};
 pub use normalize::Normalization;
 pub use recording::{BinStats, FrameBinner};
 pub use resize::{ResizeMode, SplatTable};
-pub use stream::{StreamBinner, StreamStats, Window};
+pub use stream::{DEFAULT_MAX_IDLE_WINDOWS, MAX_WINDOW_MEMORY, StreamBinner, StreamStats, Window};
 pub use window::{RecordingWindows, StreamWindows};
 
 /// Number of channels in every frame: OFF (0) and ON (1).

@@ -8,10 +8,15 @@
 //! one per overlapping window. All counts are integers, so a window equals binning its events
 //! directly.
 //!
-//! Out-of-order timestamps (duration windows): an event later than the latest pane is counted in
-//! the current pane. An event earlier than it is splatted directly into every still-open window
-//! that contains it. If all of those windows were already emitted, it is *late*: counted and
-//! dropped.
+//! Out-of-order timestamps (duration windows): an event in the current pane is counted as usual,
+//! and an event in a later pane first completes the current one. An event in an earlier pane is
+//! splatted directly into every still-open window that contains it. If all of those windows were
+//! already emitted, it is *late*: counted and dropped.
+//!
+//! Memory: one sensor-sized counter, plus one frame's worth of slots per open window
+//! (`ceil(window / hop)` of them, at most
+//! [`MAX_OPEN_WINDOWS`](super::window::MAX_OPEN_WINDOWS)), bounded by
+//! [`MAX_WINDOW_MEMORY`].
 
 use std::collections::VecDeque;
 
@@ -23,6 +28,9 @@ use super::normalize::Normalization;
 use super::resize::SplatTable;
 use super::window::{StreamWindows, gcd};
 use super::{BinnerError, FrameSpec};
+
+/// Most bytes the open windows' slot counts may take together.
+pub const MAX_WINDOW_MEMORY: usize = 1 << 30;
 
 /// Default for [`StreamBinner::set_max_idle_windows`].
 pub const DEFAULT_MAX_IDLE_WINDOWS: u64 = 1024;
@@ -127,8 +135,19 @@ impl StreamBinner {
     /// A streaming binner for `spec` with `windows`.
     pub fn new(spec: &FrameSpec, windows: StreamWindows) -> Result<Self, BinnerError> {
         windows.validate()?;
-        let table = SplatTable::new(spec)?;
+        spec.validate()?;
         let (window, hop) = windows.window_and_hop();
+        // Windows that may be open at once: those still filling, plus one that has started.
+        let open = window.div_ceil(hop) + 1;
+        let bytes = (open as usize).saturating_mul(SlotCounts::bytes(SplatTable::slots_for(spec)));
+        if bytes > MAX_WINDOW_MEMORY {
+            return Err(BinnerError::TooLarge {
+                what: "open windows (bytes)",
+                values: bytes,
+                limit: MAX_WINDOW_MEMORY,
+            });
+        }
+        let table = SplatTable::new(spec)?;
         let pane = gcd(window, hop);
         Ok(Self {
             pixels: PixelCounts::new(&table),
@@ -242,7 +261,7 @@ impl StreamBinner {
             }
             self.pushed += take as u64;
             rest = tail;
-            if self.pushed % self.pane == 0 {
+            if self.pushed.is_multiple_of(self.pane) {
                 if let Some(done) = self.current.take() {
                     self.close_pane(done);
                 }
@@ -686,6 +705,19 @@ mod tests {
         b.push(&[ev(i64::MIN, 0), ev(i64::MAX, 1)], &mut out);
         b.finish(&mut out);
         assert!(out.len() < 20);
+    }
+
+    #[test]
+    fn rejects_windows_that_would_not_fit_in_memory() {
+        let big = FrameSpec::native(4096, 4096);
+        let sliding = StreamWindows::Duration {
+            window_us: 8,
+            hop_us: 1,
+        };
+        assert!(matches!(
+            StreamBinner::new(&big, sliding),
+            Err(BinnerError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -55,6 +55,14 @@ pub struct GenerateConfig {
     pub source: String,
 }
 
+/// The `synth.json` record: what made the dataset, with which parameters, and what came out.
+#[derive(Serialize)]
+struct Provenance<'a> {
+    generator: &'static str,
+    config: &'a GenerateConfig,
+    summary: &'a GenerateSummary,
+}
+
 /// What was generated.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GenerateSummary {
@@ -204,13 +212,11 @@ pub fn generate(
             Split::Train
         }
     };
-    let names: Vec<String> = (0..inputs.len()).map(relative).collect();
-    let list = format_list(
-        names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), split_of(i))),
-    );
+    // List by class, then number, so the file reads like the folders.
+    let mut order: Vec<usize> = (0..inputs.len()).collect();
+    order.sort_by_key(|&i| (inputs[i].label, numbers[i]));
+    let names: Vec<(String, Split)> = order.iter().map(|&i| (relative(i), split_of(i))).collect();
+    let list = format_list(names.iter().map(|(n, split)| (n.as_str(), *split)));
     let list_path = out.join(SPLIT_FILE);
     std::fs::write(&list_path, list).map_err(io_err(&list_path))?;
 
@@ -229,11 +235,11 @@ pub fn generate(
         events_per_recording: Distribution::of(&counts),
         bytes: written.iter().map(|&(_, b)| b).sum(),
     };
-    let provenance = serde_json::json!({
-        "generator": concat!("inflor ", env!("CARGO_PKG_VERSION"), " synth"),
-        "config": config,
-        "summary": summary,
-    });
+    let provenance = Provenance {
+        generator: concat!("inflor ", env!("CARGO_PKG_VERSION"), " synth"),
+        config,
+        summary: &summary,
+    };
     let provenance_path = out.join(PROVENANCE_FILE);
     let text = serde_json::to_string_pretty(&provenance).unwrap_or_default();
     std::fs::write(&provenance_path, text + "\n").map_err(io_err(&provenance_path))?;

@@ -184,6 +184,22 @@ pub fn parse_pgm(bytes: &[u8]) -> Result<GrayImage, ImageError> {
         )));
     }
     let n = width * height;
+    // Every ASCII sample takes at least two bytes (a digit and a separator, bar the last), so
+    // a header claiming more samples than that cannot be honest; refuse before allocating.
+    let remaining = bytes.len().saturating_sub(cursor.pos);
+    if ascii && n > remaining / 2 + 1 {
+        return Err(ImageError::Malformed(format!(
+            "PGM: truncated raster: {n} samples cannot fit in {remaining} bytes"
+        )));
+    }
+    let width_bytes = if maxval < 256 { 1 } else { 2 };
+    if !ascii && bytes.len().saturating_sub(cursor.pos + 1) < n * width_bytes {
+        return Err(ImageError::Malformed(format!(
+            "PGM: truncated raster: expected {} bytes, found {}",
+            n * width_bytes,
+            bytes.len().saturating_sub(cursor.pos + 1)
+        )));
+    }
     let scale = 1.0 / maxval as f32;
     let mut pixels = Vec::with_capacity(n);
     if ascii {
@@ -199,17 +215,8 @@ pub fn parse_pgm(bytes: &[u8]) -> Result<GrayImage, ImageError> {
             pixels.push(v as f32 * scale);
         }
     } else {
-        // Exactly one whitespace byte separates maxval from the raster.
-        let start = cursor.pos + 1;
-        let width_bytes = if maxval < 256 { 1 } else { 2 };
-        let raster = bytes.get(start..).unwrap_or(&[]);
-        if raster.len() < n * width_bytes {
-            return Err(ImageError::Malformed(format!(
-                "PGM: truncated raster: expected {} bytes, found {}",
-                n * width_bytes,
-                raster.len()
-            )));
-        }
+        // Exactly one whitespace byte separates maxval from the raster (length checked above).
+        let raster = bytes.get(cursor.pos + 1..).unwrap_or(&[]);
         for (i, sample) in raster.chunks_exact(width_bytes).take(n).enumerate() {
             let v = match sample {
                 [b] => usize::from(*b),

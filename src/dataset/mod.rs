@@ -7,10 +7,11 @@
 //!   [`split`], CIFAR10-DVS naming in [`cifar10dvs`].
 //! - [`info`] decodes every recording (in parallel) and summarises the dataset.
 //! - [`synth`] emulates a DVS128 watching still images move on a monitor; [`generate`] turns a
-//!   set of labelled images into a dataset in the CIFAR10-DVS layout (AEDAT 2.0 files), and
-//!   [`images`] loads the images.
+//!   set of labelled images into a dataset in the CIFAR10-DVS layout (AEDAT 2.0 files),
+//!   [`images`] loads the images, and [`digits`] defines DVS-Digits.
 
 pub mod cifar10dvs;
+pub mod digits;
 pub mod folder;
 pub mod generate;
 pub mod images;

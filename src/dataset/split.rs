@@ -442,6 +442,23 @@ mod tests {
         assert!(shown.contains("l.txt"), "{shown}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn list_file_round_trips(
+            per_class in proptest::collection::vec(1usize..20, 1..4),
+            test_mask in proptest::collection::vec(proptest::bool::ANY, 80),
+        ) {
+            let mut s = samples(&per_class);
+            let wanted: Vec<Split> = (0..s.len())
+                .map(|i| if test_mask[i % test_mask.len()] { Split::Test } else { Split::Train })
+                .collect();
+            let text = format_list(s.iter().zip(&wanted).map(|(x, &w)| (x.relative.as_str(), w)));
+            apply_list(Path::new("l.txt"), &text, &mut s).unwrap();
+            let got: Vec<Split> = s.iter().map(|x| x.split).collect();
+            proptest::prop_assert_eq!(got, wanted);
+        }
+    }
+
     #[test]
     fn test_below_needs_numbers() {
         let mut s = samples(&[2]);

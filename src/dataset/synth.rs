@@ -24,13 +24,16 @@
 //!   dataset comes from the same sensor, as every CIFAR10-DVS recording did.
 //! - **Timestamps.** Frames are rendered at [`SceneParams::render_hz`] (default 1 kHz). Between
 //!   two frames a pixel's log intensity is taken to change linearly, and each threshold
-//!   crossing is timestamped where that line crosses the threshold (ESIM's and v2e's linear
-//!   interpolation), then rounded to the microsecond. With the default motion an image moves
-//!   at most 0.04 sensor pixels per frame, so the linear assumption is close.
+//!   crossing is timestamped where that line crosses the threshold (ESIM's linear
+//!   interpolation; v2e instead spreads a frame's events evenly over the interval), then
+//!   rounded to the microsecond. With the default motion an image moves at most 0.06 sensor
+//!   pixels per frame, so the linear assumption is close.
 //! - **Refractory period.** After an event a pixel cannot emit another for
 //!   [`PixelParams::refractory_us`] (default 100 µs). A crossing inside that window is dropped
-//!   but the memory still moves, as in v2e: the pixel's output saturates on very fast changes
-//!   instead of lagging behind them.
+//!   and the memory still moves past it. That is what the hardware does: during its
+//!   refractory period the pixel's change amplifier is held in reset, so the memory follows
+//!   the input and the change is lost. Fast changes therefore saturate the output instead of
+//!   being replayed late. (v2e keeps a dropped crossing in the memory, so it fires later.)
 //! - **Leak events.** Junction leakage in the reset switch slowly lowers the memorised level,
 //!   so a pixel watching a static scene emits ON events at roughly
 //!   [`PixelParams::leak_hz`] (default 0.1 Hz, v2e's default). The memory drifts down by
@@ -73,8 +76,8 @@
 //!   down-left by `A·√2`, then up by `A` back to the start, with `A` =
 //!   [`SceneParams::amplitude`] (default 2 sensor pixels). The three strokes cover
 //!   horizontal, vertical and diagonal motion, so edges of every orientation fire. Each
-//!   stroke takes a third of the loop and follows a raised-cosine profile (velocity zero at
-//!   the corners, no jerk), which is the "smooth" of RCLS. One loop lasts
+//!   stroke takes a third of the loop and follows a raised-cosine profile (position and
+//!   velocity continuous, velocity zero at the corners), which is the "smooth" of RCLS. One loop lasts
 //!   [`SceneParams::loop_ms`] (default 250 ms), repeated for [`SceneParams::duration_ms`]
 //!   (default 1000 ms, four loops). The triangle's centroid sits at the sensor centre.
 //!
@@ -783,9 +786,11 @@ impl Monitor {
         (offset + k as isize + 1).clamp(0, len as isize - 1) as usize
     }
 
-    /// Renders the sensor's view into `luminance` (row-major `sensor_w`×`sensor_h`) with the
+    /// Renders the sensor's view into `luminance` (row-major, `sensor_w` columns) with the
     /// image's top-left corner at sensor position (`ox`, `oy`), only for columns `xs` and rows
-    /// `ys` (the rest is left untouched).
+    /// `ys`, clipped to the buffer (the rest is left untouched). `taps` is scratch space
+    /// reused between frames, so rendering does not allocate once it has grown.
+    #[allow(clippy::too_many_arguments)]
     pub fn render(
         &self,
         ox: f32,
@@ -794,31 +799,31 @@ impl Monitor {
         ys: std::ops::Range<usize>,
         sensor_w: usize,
         luminance: &mut [f32],
+        taps: &mut Vec<(usize, usize, f32)>,
     ) {
         let k = self.k as f32;
-        let cols: Vec<(usize, usize, f32)> = xs
-            .clone()
-            .map(|x| {
-                let u = (x as f32 - ox) * k;
-                let u0 = u.floor();
-                let c = Self::cell(u0 as isize, self.k, self.cols);
-                let c1 = Self::cell(u0 as isize + 1, self.k, self.cols);
-                (c, c1, u - u0)
-            })
-            .collect();
-        for y in ys {
+        let xs = xs.start.min(sensor_w)..xs.end.min(sensor_w);
+        taps.clear();
+        taps.extend(xs.clone().map(|x| {
+            let u = (x as f32 - ox) * k;
+            let u0 = u.floor();
+            let c = Self::cell(u0 as isize, self.k, self.cols);
+            let c1 = Self::cell(u0 as isize + 1, self.k, self.cols);
+            (c, c1, u - u0)
+        }));
+        let rows = luminance.chunks_exact_mut(sensor_w.max(1));
+        for (y, row_out) in rows.enumerate().skip(ys.start).take(ys.len()) {
             let v = (y as f32 - oy) * k;
             let v0 = v.floor();
             let fy = v - v0;
             let r = Self::cell(v0 as isize, self.k, self.rows) * self.cols;
             let r1 = Self::cell(v0 as isize + 1, self.k, self.rows) * self.cols;
-            let row_out = &mut luminance[y * sensor_w..(y + 1) * sensor_w];
-            for (x, &(c, c1, fx)) in xs.clone().zip(&cols) {
-                let top =
-                    self.aperture[r + c] + fx * (self.aperture[r + c1] - self.aperture[r + c]);
-                let bottom =
-                    self.aperture[r1 + c] + fx * (self.aperture[r1 + c1] - self.aperture[r1 + c]);
-                row_out[x] = top + fy * (bottom - top);
+            // `cell` keeps r, r1 below rows·cols and c, c1 below cols.
+            let a = &self.aperture;
+            for (out, &(c, c1, fx)) in row_out[xs.clone()].iter_mut().zip(taps.iter()) {
+                let top = a[r + c] + fx * (a[r + c1] - a[r + c]);
+                let bottom = a[r1 + c] + fx * (a[r1 + c1] - a[r1 + c]);
+                *out = top + fy * (bottom - top);
             }
         }
     }
@@ -882,7 +887,8 @@ pub fn simulate(
         scene.black_level + (1.0 - scene.black_level) * scene.background.powf(scene.gamma);
     let mut luminance = vec![background; w * h];
     let mut log_frame = vec![log_intensity(background, eps); w * h];
-    let render = |t_us: f64, luminance: &mut [f32], log_frame: &mut [f32]| {
+    let mut taps = Vec::with_capacity(xs.len());
+    let mut render = |t_us: f64, luminance: &mut [f32], log_frame: &mut [f32]| {
         let (dx, dy) = loop_offset(t_us, scene);
         monitor.render(
             base_x + dx,
@@ -891,6 +897,7 @@ pub fn simulate(
             ys.clone(),
             w,
             luminance,
+            &mut taps,
         );
         for y in ys.clone() {
             let row = y * w;
@@ -1020,7 +1027,7 @@ mod tests {
         };
         let m = Monitor::new(&flat(8, 8, 1.0), &scene);
         let mut lum = vec![0.0; 16 * 16];
-        m.render(-3.3, 2.7, 0..16, 0..16, 16, &mut lum);
+        m.render(-3.3, 2.7, 0..16, 0..16, 16, &mut lum, &mut Vec::new());
         assert!(lum.iter().all(|&v| (v - 1.0).abs() < 1e-5), "{lum:?}");
     }
 
@@ -1038,12 +1045,92 @@ mod tests {
         assert_eq!((m.width(), m.height()), (4.0, 4.0));
         let mut lum = vec![0.0; 10 * 10];
         // Image spans sensor x in [2.25, 6.25), y in [3, 7).
-        m.render(2.25, 3.0, 0..10, 0..10, 10, &mut lum);
+        m.render(2.25, 3.0, 0..10, 0..10, 10, &mut lum, &mut Vec::new());
+        // Ranges past the buffer are clipped, not a panic.
+        m.render(
+            2.25,
+            3.0,
+            0..99,
+            5..99,
+            10,
+            &mut lum.clone(),
+            &mut Vec::new(),
+        );
         let at = |x: usize, y: usize| lum[y * 10 + x];
         assert!((at(2, 4) - 0.75).abs() < 1e-5, "{}", at(2, 4));
         assert!((at(3, 4) - 1.0).abs() < 1e-5);
         assert!((at(6, 4) - 0.25).abs() < 1e-5, "{}", at(6, 4));
         assert!(at(7, 4).abs() < 1e-6 && at(4, 2).abs() < 1e-6 && at(4, 7).abs() < 1e-6);
+    }
+
+    /// The reference twin of [`Monitor::render`]: the exact area integral of the
+    /// piecewise-constant monitor image over one sensor pixel.
+    fn area_average(
+        image: &GrayImage,
+        scene: &SceneParams,
+        ox: f64,
+        oy: f64,
+        x: usize,
+        y: usize,
+    ) -> f64 {
+        let k = scene.monitor_oversample;
+        let longer = image.width.max(image.height) as f32;
+        let scale = scene.image_size / longer;
+        let w_m = ((image.width as f32 * scale * k as f32).round() as usize).max(1);
+        let h_m = ((image.height as f32 * scale * k as f32).round() as usize).max(1);
+        let codes = resize_bicubic(image, w_m, h_m);
+        let lum =
+            |c: f32| f64::from(scene.black_level + (1.0 - scene.black_level) * c.powf(scene.gamma));
+        let overlap = |a0: f64, a1: f64, b0: f64, b1: f64| (a1.min(b1) - a0.max(b0)).max(0.0);
+        let pitch = 1.0 / k as f64;
+        let mut covered = 0.0;
+        let mut sum = 0.0;
+        for j in 0..h_m {
+            let y0 = oy + j as f64 * pitch;
+            let wy = overlap(y0, y0 + pitch, y as f64, y as f64 + 1.0);
+            if wy == 0.0 {
+                continue;
+            }
+            for i in 0..w_m {
+                let x0 = ox + i as f64 * pitch;
+                let wx = overlap(x0, x0 + pitch, x as f64, x as f64 + 1.0);
+                sum += wx * wy * lum(codes[j * w_m + i]);
+                covered += wx * wy;
+            }
+        }
+        sum + (1.0 - covered) * lum(scene.background)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn render_equals_the_exact_area_average(
+            pixels in proptest::collection::vec(0.0f32..=1.0, 12),
+            size in 3.0f32..12.0,
+            k in 1usize..6,
+            ox in -4.0f32..10.0,
+            oy in -4.0f32..10.0,
+            background in 0.0f32..=1.0,
+        ) {
+            let image = GrayImage::new(4, 3, pixels).unwrap();
+            let scene = SceneParams {
+                image_size: size,
+                monitor_oversample: k,
+                background,
+                ..SceneParams::default()
+            };
+            let m = Monitor::new(&image, &scene);
+            let mut lum = vec![0.0f32; 16 * 16];
+            m.render(ox, oy, 0..16, 0..16, 16, &mut lum, &mut Vec::new());
+            for y in 0..16 {
+                for x in 0..16 {
+                    let exact = area_average(&image, &scene, f64::from(ox), f64::from(oy), x, y);
+                    let got = f64::from(lum[y * 16 + x]);
+                    proptest::prop_assert!((got - exact).abs() < 1e-4, "({x},{y}): {got} vs {exact}");
+                }
+            }
+        }
     }
 
     #[test]

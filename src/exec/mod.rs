@@ -1,4 +1,4 @@
-//! Executors: the plain reference ([`reference`]), the dense im2col + GEMM executor
+//! Executors: the plain reference ([`reference`](mod@reference)), the dense im2col + GEMM executor
 //! ([`dense`]), the event-driven executor (`sparse`), and spike statistics ([`stats`]).
 //! Imports `snn` and the frame type from `binner`.
 //!
@@ -10,7 +10,7 @@
 //!
 //! | node | output value |
 //! |---|---|
-//! | `Input` | the frame value (f32), transposed from [C][H][W] to [H][W][C] |
+//! | `Input` | the frame value (f32), transposed from `[C][H][W]` to `[H][W][C]` |
 //! | `Conv2d`, `Linear` | `f32(bias + Σ w·v)`, the sum in f64 |
 //! | `AvgPool` | `f32((Σ window, in f64) / (k·k))` |
 //! | `SumPool` | `f32(Σ window, in f64)` |

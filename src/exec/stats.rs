@@ -8,8 +8,9 @@
 //!   This depends only on the activity, not on the executor.
 //! - **dense MACs**: what a dense executor multiplies: every output value × the kernel taps that
 //!   fall inside the input (padding excluded).
-//! - **performed ops**: the accumulates this executor actually did (dense executors: the dense
-//!   MACs; the event-driven one: only what its events triggered).
+//! - **performed ops**: the multiply-accumulates this executor actually did (reference: the
+//!   dense MACs; dense: every GEMM term, zero padding included; event-driven: only what its
+//!   events triggered).
 //! - **neuron updates** performed versus total (neurons × T).
 //! - **energy**: 0.9 pJ per accumulate (synaptic op) and 4.6 pJ per MAC (45 nm figures, as in
 //!   the SNN literature). The first weighted layer sees real-valued event counts, so its

@@ -35,8 +35,9 @@
 //!   (`DavisBaseCamera.DavisEventExtractor`), and v2e, from the same lab, writes top-left images
 //!   to AEDAT 2.0 as `x_raw = W−1−x`, `y_raw = H−1−y` so that jAER shows them upright. We
 //!   therefore use `x = W−1−x_raw`, `y = H−1−y_raw` (top-left origin). The two DAVIS240C
-//!   recordings here hold only DVS and IMU words (no APS frame to compare against), and their
-//!   events fill exactly 0..=239 × 0..=179, which at least confirms the field widths.
+//!   recordings here hold only DVS and IMU words (no APS frame to compare against); their
+//!   events fill exactly 0..=239 × 0..=179, and an event-count image of the translating-boxes
+//!   scene drawn with this mapping stands upright (the objects rest on the bottom edge).
 //!
 //! # Timestamps
 //! A drop of more than 2^31 µs between consecutive records is a wrap of the 32-bit counter and
@@ -1027,6 +1028,34 @@ mod tests {
             .encode(&[Event::new(0, 0, 0, true)], &mut Vec::new())
             .unwrap_err();
         assert!(matches!(error, EncodeError::Unrepresentable { .. }));
+    }
+
+    #[test]
+    fn davis_words_are_sorted_by_kind() {
+        let mut bytes =
+            b"#!AER-DAT2.0\r\n# AEChip: eu.seebetter.ini.chips.davis.DAVIS240C\r\n".to_vec();
+        let words: [u32; 5] = [
+            0x8000_0000 | (5 << 22) | (6 << 12) | 300, // APS reset read
+            0x8000_0400 | 300,                         // APS signal read
+            0x8000_0C00 | (3 << 28),                   // IMU
+            (1 << 10) | (2 << 22),                     // external input
+            (179 << 22) | (239 << 12) | (3 << 10),     // DVS ON with bit 10 set: still a DVS event
+        ];
+        for (i, word) in words.into_iter().enumerate() {
+            bytes.extend_from_slice(&word.to_be_bytes());
+            bytes.extend_from_slice(&(i as u32).to_be_bytes());
+        }
+        let (events, decoder) = decode_all(&bytes, &DecodeOptions::default()).unwrap();
+        assert_eq!(events, [Event::new(4, 0, 0, true)]);
+        let stats = decoder.stats();
+        assert_eq!(
+            (
+                stats.frames_skipped,
+                stats.imu_skipped,
+                stats.triggers_skipped
+            ),
+            (2, 1, 1)
+        );
     }
 
     #[test]

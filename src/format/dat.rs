@@ -185,7 +185,7 @@ impl DatDecoder {
         base: u64,
         out: &mut Vec<Event>,
     ) -> Result<(), DecodeError> {
-        debug_assert!(records.len() % RECORD == 0);
+        debug_assert!(records.len().is_multiple_of(RECORD));
         out.reserve(records.len() / RECORD);
         let first_event = out.len();
         let mut clock = self.clock;
@@ -245,7 +245,11 @@ impl Decoder for DatDecoder {
         let result = self.feed_inner(input, out);
         match &result {
             Ok(()) => self.stats.bytes = self.offset,
-            Err(e) => self.failed = Some(e.clone()),
+            // Bytes before the failing record: the same for every chunking.
+            Err(e) => {
+                self.stats.bytes = e.offset;
+                self.failed = Some(e.clone());
+            }
         }
         result
     }
@@ -522,7 +526,7 @@ mod tests {
             source: None,
             format: String::new(),
         };
-        let events = vec![
+        let events = [
             Event::new(10, 1279, 719, true),
             Event::new(9, 0, 0, false),
             Event::new((1 << 32) + 7, 3, 4, true),

@@ -7,7 +7,7 @@
 
 use super::aedat4::io_header;
 use super::aedat4::packets::{Framing, PacketStream};
-use super::aedat4::{Aedat4EncoderOptions, Compression, PacketWriter, check_setup};
+use super::aedat4::{Aedat4EncoderOptions, Compression, PacketWriter, compressor};
 use super::{DecodeError, DecodeOptions, DecodeStats, Decoder, EncodeError, Encoder, Format};
 use crate::event::{Event, StreamInfo};
 
@@ -86,6 +86,12 @@ impl DvNetworkEncoder {
         }
     }
 
+    /// Sends the buffered events now as a short packet (a live sender calls this per batch so
+    /// that events are not held back until a packet fills).
+    pub fn flush(&mut self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        self.writer()?.flush(out)
+    }
+
     fn writer(&mut self) -> Result<&mut PacketWriter, EncodeError> {
         self.writer
             .as_deref_mut()
@@ -95,7 +101,7 @@ impl DvNetworkEncoder {
 
 impl Encoder for DvNetworkEncoder {
     fn begin(&mut self, info: &StreamInfo, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let compressor = check_setup(&self.options, info)?;
+        let compressor = compressor(&self.options)?;
         let info_node = io_header::event_stream_info_node(info, self.options.compression, None);
         // The size-prefixed IOHeader is exactly the u32 length followed by the header.
         let header = io_header::build(self.options.compression, -1, &info_node);
@@ -117,10 +123,48 @@ impl Encoder for DvNetworkEncoder {
     }
 }
 
-impl DvNetworkEncoder {
-    /// Sends the buffered events now as a short packet (a live sender calls this per batch so
-    /// that events are not held back until a packet fills).
-    pub fn flush(&mut self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        self.writer()?.flush(out)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> StreamInfo {
+        StreamInfo {
+            width: 128,
+            height: 128,
+            source: Some("unit".to_string()),
+            format: String::new(),
+        }
+    }
+
+    #[test]
+    fn flush_sends_a_short_packet_that_decodes_at_once() {
+        let mut encoder = DvNetworkEncoder::new(Aedat4EncoderOptions {
+            events_per_packet: 100,
+            ..Aedat4EncoderOptions::default()
+        });
+        let mut stream = Vec::new();
+        assert_eq!(encoder.begin(&info(), &mut stream), Ok(()));
+        assert!(looks_like_dv_network(&stream));
+        let header_len = stream.len();
+        let events = [Event::new(1, 2, 3, true), Event::new(4, 5, 6, false)];
+        assert_eq!(encoder.encode(&events, &mut stream), Ok(()));
+        assert_eq!(stream.len(), header_len, "held until the packet fills");
+        assert_eq!(encoder.flush(&mut stream), Ok(()));
+        assert!(stream.len() > header_len);
+
+        // A live reader decodes the flushed packet without waiting for more.
+        let mut decoder = DvNetworkDecoder::new(&DecodeOptions::default());
+        let mut decoded = Vec::new();
+        assert_eq!(decoder.feed(&stream, &mut decoded), Ok(()));
+        assert_eq!(decoded, events);
+        assert_eq!(decoder.info().map(|i| i.width), Some(128));
+    }
+
+    #[test]
+    fn probe_rejects_implausible_lengths() {
+        assert!(!looks_like_dv_network(&[7, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]));
+        assert!(!looks_like_dv_network(
+            &(MAX_PROBED_HEADER + 1).to_le_bytes()
+        ));
     }
 }

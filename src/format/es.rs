@@ -263,7 +263,11 @@ impl Decoder for EsDecoder {
         let result = self.feed_inner(input, out);
         match &result {
             Ok(()) => self.stats.bytes = self.offset,
-            Err(e) => self.failed = Some(e.clone()),
+            // Bytes before the failing record: the same for every chunking.
+            Err(e) => {
+                self.stats.bytes = e.offset;
+                self.failed = Some(e.clone());
+            }
         }
         result
     }

@@ -122,7 +122,7 @@ impl Evt2Decoder {
         base: u64,
         out: &mut Vec<Event>,
     ) -> Result<(), DecodeError> {
-        debug_assert!(words.len() % 4 == 0);
+        debug_assert!(words.len().is_multiple_of(4));
         out.reserve(words.len() / 4);
         let first_event = out.len();
         let mut clock = self.clock;
@@ -220,7 +220,11 @@ impl Decoder for Evt2Decoder {
         let result = self.feed_inner(input, out);
         match &result {
             Ok(()) => self.stats.bytes = self.offset,
-            Err(e) => self.failed = Some(e.clone()),
+            // Bytes before the failing record: the same for every chunking.
+            Err(e) => {
+                self.stats.bytes = e.offset;
+                self.failed = Some(e.clone());
+            }
         }
         result
     }
@@ -272,21 +276,22 @@ pub(crate) fn write_raw_header(info: &StreamInfo, evt: &str, format: &str, out: 
     );
 }
 
-/// The largest timestamp the EVT encoders accept (2^50 µs, 35 years): bounds the bridging
-/// `TIME_HIGH` words a jump needs.
-pub(crate) const MAX_ENCODED_T: i64 = 1 << 50;
+/// Log2 of the largest timestamp the EVT 2.0 encoder accepts (2^50 µs, 35 years). The limit
+/// bounds the bridging `TIME_HIGH` words a jump needs: at most 2^50 / 2^33 = 131,072.
+const EVT2_MAX_T_BITS: u32 = 50;
 
-/// Checks what every EVT encoder requires of an event.
+/// Checks what every EVT encoder requires of an event: on the sensor, and a timestamp in
+/// `0..2^max_t_bits` µs.
 pub(crate) fn check_event(
     event: &Event,
     index: u64,
-    width: u16,
-    height: u16,
+    (width, height): (u16, u16),
+    max_t_bits: u32,
 ) -> Result<(), EncodeError> {
     let reason = if event.x >= width || event.y >= height {
         format!("outside the {width}x{height} sensor")
-    } else if !(0..MAX_ENCODED_T).contains(&event.t) {
-        format!("timestamp outside 0..2^50 µs")
+    } else if !(0..1i64 << max_t_bits).contains(&event.t) {
+        format!("timestamp outside 0..2^{max_t_bits} µs")
     } else {
         return Ok(());
     };
@@ -368,7 +373,12 @@ impl Encoder for Evt2Encoder {
     fn encode(&mut self, events: &[Event], out: &mut Vec<u8>) -> Result<(), EncodeError> {
         out.reserve(events.len() * 4);
         for event in events {
-            check_event(event, self.index, self.width, self.height)?;
+            check_event(
+                event,
+                self.index,
+                (self.width, self.height),
+                EVT2_MAX_T_BITS,
+            )?;
             self.index += 1;
             move_time_high(&mut self.time_high, event.t >> 6, TIME_HIGH_BITS, |high| {
                 out.extend_from_slice(&((TIME_HIGH << 28) | high as u32).to_le_bytes());

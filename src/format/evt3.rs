@@ -25,6 +25,8 @@
 //! else the sensor generation's (Gen4 / Gen4.1 / IMX636 → 1280×720); with none of these the
 //! header is rejected. Events outside it are [`DecodeErrorKind::OutOfRange`].
 
+use std::mem::MaybeUninit;
+
 use super::evt2::{check_event, check_geometry, move_time_high, write_raw_header};
 use super::prophesee_header::{RawEncoding, RawPreamble, WrappingClock, skip_or_fail};
 use super::{
@@ -152,128 +154,105 @@ impl Evt3Decoder {
         Ok(())
     }
 
-    /// The hot loop over whole words starting at absolute offset `base`. State lives in
-    /// locals and is written back once; out-of-range and address-less events, reserved types
-    /// and pre-time-base words all go through out-of-line calls.
+    /// Decodes whole words starting at absolute offset `base`: [`fast_block`] runs over
+    /// blocks of words and stops at any word that needs more than the common case (an event
+    /// it cannot emit, a reserved type), which [`Self::slow_word`] handles before the fast
+    /// loop resumes.
     fn decode_words(
         &mut self,
         words: &[u8],
         base: u64,
         out: &mut Vec<Event>,
     ) -> Result<(), DecodeError> {
-        debug_assert!(words.len() % 2 == 0);
+        debug_assert!(words.len().is_multiple_of(2));
         let first_event = out.len();
-        let mut s = self.state;
-        // Until the first TIME_HIGH the sensor is zero-sized, so every event takes the
-        // out-of-line path, which drops it.
-        let (mut width, mut height) = if s.clock.synced {
-            (self.width, self.height)
-        } else {
-            (0, 0)
-        };
-        let (mut regressions, mut triggers, mut others) = (0u64, 0u64, 0u64);
-        let mut failure = None;
-        // Reserving per block bounds both the spare capacity (a word yields at most 12
-        // events) and the number of capacity checks that can reallocate.
-        const BLOCK_WORDS: usize = 4096;
-        'blocks: for (b, block) in words.chunks(BLOCK_WORDS * 2).enumerate() {
-            out.reserve(block.len() / 2 * 12);
-            let block_base = base + (b * BLOCK_WORDS * 2) as u64;
-            for (i, bytes) in block.chunks_exact(2).enumerate() {
-                let word = u32::from(u16::from_le_bytes([bytes[0], bytes[1]]));
-                match word >> 12 {
-                    ADDR_Y => s.y = word & 0x7FF,
-                    ADDR_X => {
-                        let x = word & 0x7FF;
-                        if x < width && s.y < height {
-                            regressions += u64::from(s.t < s.last_t);
-                            s.last_t = s.t;
-                            out.push(Event::new(s.t, x as u16, s.y as u16, word & 0x800 != 0));
-                        } else if let Err(e) =
-                            self.reject_single(s.clock.synced, block_base + 2 * i as u64, x, s.y)
-                        {
-                            failure = Some(e);
-                            break 'blocks;
-                        }
-                    }
-                    VECT_BASE_X => {
-                        s.base_x = word & 0x7FF;
-                        s.polarity = word & 0x800 != 0;
-                    }
-                    kind @ (VECT_12 | VECT_8) => {
-                        let (mask, span) = if kind == VECT_12 {
-                            (word & 0xFFF, 12)
-                        } else {
-                            (word & 0xFF, 8)
-                        };
-                        if mask != 0 {
-                            // One past the highest column this vector touches.
-                            let end = s.base_x.saturating_add(32 - mask.leading_zeros());
-                            let pushed = if end <= width && s.y < height {
-                                let mut bits = mask;
-                                while bits != 0 {
-                                    let x = s.base_x + bits.trailing_zeros();
-                                    bits &= bits - 1;
-                                    out.push(Event::new(s.t, x as u16, s.y as u16, s.polarity));
-                                }
-                                true
-                            } else {
-                                let vector = Vector {
-                                    offset: block_base + 2 * i as u64,
-                                    mask,
-                                    base_x: s.base_x,
-                                    y: s.y,
-                                    t: s.t,
-                                    polarity: s.polarity,
-                                    synced: s.clock.synced,
-                                };
-                                match self.filter_vector(vector, out) {
-                                    Ok(pushed) => pushed,
-                                    Err(e) => {
-                                        failure = Some(e);
-                                        break 'blocks;
-                                    }
-                                }
-                            };
-                            if pushed {
-                                regressions += u64::from(s.t < s.last_t);
-                                s.last_t = s.t;
-                            }
-                        }
-                        s.base_x = s.base_x.saturating_add(span);
-                    }
-                    TIME_LOW => {
-                        s.low = i64::from(word & 0xFFF);
-                        s.t = (s.clock.value << 12) | s.low;
-                    }
-                    TIME_HIGH => {
-                        let previous = s.clock;
-                        s.clock.advance(u64::from(word));
-                        // A repeated TIME_HIGH keeps the low part (sensors resend it).
-                        if s.clock != previous {
-                            s.low = 0;
-                        }
-                        s.t = (s.clock.value << 12) | s.low;
-                        width = self.width;
-                        height = self.height;
-                    }
-                    EXT_TRIGGER => triggers += 1,
-                    CONTINUED_4 | OTHERS | CONTINUED_12 => others += 1,
-                    kind => {
-                        if let Err(e) = self.reject_type(block_base + 2 * i as u64, kind, word) {
-                            failure = Some(e);
-                            break 'blocks;
-                        }
-                    }
+        let mut tally = Tally::default();
+        let dims = (self.width, self.height);
+        let mut done = 0;
+        let mut result = Ok(());
+        while let Some(rest) = words.get(done..).filter(|rest| !rest.is_empty()) {
+            let block = rest.get(..BLOCK_WORDS * 2).unwrap_or(rest);
+            out.reserve(block.len() / 2 * SLOTS_PER_WORD);
+            let (written, used) = fast_block(
+                block,
+                out.spare_capacity_mut(),
+                &mut self.state,
+                dims,
+                &mut tally,
+            );
+            // SAFETY: `fast_block` counts a slot of the spare capacity in `written` only after
+            // initialising it, and its slots are the first `written` ones after the length.
+            unsafe { out.set_len(out.len() + written) };
+            done += used;
+            if let Some(&[low, high]) = block.get(used..used + 2) {
+                let word = u32::from(u16::from_le_bytes([low, high]));
+                if let Err(e) = self.slow_word(word, base + done as u64, out) {
+                    result = Err(e);
+                    break;
                 }
+                done += 2;
             }
         }
-        self.state = s;
-        self.stats.timestamp_regressions += regressions;
-        self.stats.triggers_skipped += triggers;
-        self.stats.other_skipped += others;
+        self.stats.timestamp_regressions += tally.regressions;
+        self.stats.triggers_skipped += tally.triggers;
+        self.stats.other_skipped += tally.others;
         self.stats.events += (out.len() - first_event) as u64;
-        failure.map_or(Ok(()), Err)
+        result
+    }
+
+    /// A word the fast loop stopped at: an event outside the sensor or without time base or
+    /// address, a vector with such events, a reserved type (or, never in practice, an event
+    /// that did not fit the reserved capacity).
+    #[cold]
+    #[inline(never)]
+    fn slow_word(
+        &mut self,
+        word: u32,
+        offset: u64,
+        out: &mut Vec<Event>,
+    ) -> Result<(), DecodeError> {
+        let s = self.state;
+        let synced = s.clock.synced;
+        match word >> 12 {
+            ADDR_X => {
+                let x = word & 0x7FF;
+                if synced && x < self.width && s.y < self.height {
+                    self.emitted(s.t);
+                    out.push(Event::new(s.t, x as u16, s.y as u16, word & 0x800 != 0));
+                    Ok(())
+                } else {
+                    self.reject_single(synced, offset, x, s.y)
+                }
+            }
+            kind @ (VECT_12 | VECT_8) => {
+                let (mask, span) = if kind == VECT_12 {
+                    (word & 0xFFF, 12)
+                } else {
+                    (word & 0xFF, 8)
+                };
+                self.state.base_x = s.base_x.saturating_add(span);
+                let vector = Vector {
+                    offset,
+                    mask,
+                    base_x: s.base_x,
+                    y: s.y,
+                    t: s.t,
+                    polarity: s.polarity,
+                    synced,
+                };
+                if self.filter_vector(vector, out)? {
+                    self.emitted(s.t);
+                }
+                Ok(())
+            }
+            kind => self.reject_type(offset, kind, word),
+        }
+    }
+
+    /// Tracks a timestamp regression for events emitted by the slow path.
+    fn emitted(&mut self, t: i64) {
+        self.stats.timestamp_regressions += u64::from(t < self.state.last_t);
+        self.state.last_t = t;
     }
 
     /// An `EVT_ADDR_X` event that is not emitted: no time base or no row yet (dropped and
@@ -356,7 +335,11 @@ impl Decoder for Evt3Decoder {
         let result = self.feed_inner(input, out);
         match &result {
             Ok(()) => self.stats.bytes = self.offset,
-            Err(e) => self.failed = Some(e.clone()),
+            // Bytes before the failing record: the same for every chunking.
+            Err(e) => {
+                self.stats.bytes = e.offset;
+                self.failed = Some(e.clone());
+            }
         }
         result
     }
@@ -395,6 +378,140 @@ impl Decoder for Evt3Decoder {
     }
 }
 
+/// Words per block of the fast loop: spare capacity is reserved per block.
+const BLOCK_WORDS: usize = 2048;
+/// Spare slots reserved per word: a vector writes 16 candidate slots (at most 12 kept).
+const SLOTS_PER_WORD: usize = 16;
+
+/// Counts the fast loop keeps in registers.
+#[derive(Debug, Default)]
+struct Tally {
+    regressions: u64,
+    triggers: u64,
+    others: u64,
+}
+
+/// The hot loop: decodes `words` into `spare` while every word is the common case, and
+/// returns the number of events written (the first slots of `spare`) and of bytes used; it
+/// stops early at a word that [`Evt3Decoder::slow_word`] must handle. No allocation, no
+/// error path, state in registers; vectors are emitted without a branch per bit.
+#[inline(never)]
+fn fast_block(
+    words: &[u8],
+    spare: &mut [MaybeUninit<Event>],
+    state: &mut State,
+    dims: (u32, u32),
+    tally: &mut Tally,
+) -> (usize, usize) {
+    let mut s = *state;
+    // Until the first TIME_HIGH the sensor is zero-sized, so every event stops the loop.
+    let (mut width, mut height) = if s.clock.synced { dims } else { (0, 0) };
+    let mut regressions = 0u64;
+    let mut written = 0;
+    let mut used = words.len();
+    for (i, bytes) in words.chunks_exact(2).enumerate() {
+        let word = u32::from(u16::from_le_bytes([bytes[0], bytes[1]]));
+        let kind = word >> 12;
+        match kind {
+            // The words that make up most of a stream, handled without a branch between
+            // them (the sequence of types is data, so branches on it mispredict): each
+            // updates its part of the state by a conditional move, and an event candidate is
+            // always written but kept only for EVT_ADDR_X.
+            ADDR_Y | ADDR_X | VECT_BASE_X | TIME_LOW => {
+                let address = word & 0x7FF;
+                let bit11 = word & 0x800 != 0;
+                let is_x = kind == ADDR_X;
+                if kind == ADDR_Y {
+                    s.y = address;
+                }
+                if kind == VECT_BASE_X {
+                    s.base_x = address;
+                    s.polarity = bit11;
+                }
+                if kind == TIME_LOW {
+                    s.low = i64::from(word & 0xFFF);
+                    s.t = (s.clock.value << 12) | s.low;
+                }
+                let Some(slot) = spare.get_mut(written) else {
+                    used = 2 * i;
+                    break;
+                };
+                if is_x && !(address < width && s.y < height) {
+                    used = 2 * i;
+                    break;
+                }
+                slot.write(Event::new(s.t, address as u16, s.y as u16, bit11));
+                written += usize::from(is_x);
+                regressions += u64::from(is_x && s.t < s.last_t);
+                if is_x {
+                    s.last_t = s.t;
+                }
+            }
+            VECT_12 | VECT_8 => {
+                let (mask, span) = if kind == VECT_12 {
+                    (word & 0xFFF, 12)
+                } else {
+                    (word & 0xFF, 8)
+                };
+                if mask != 0 {
+                    // One past the highest column this vector touches.
+                    let end = s.base_x.saturating_add(32 - mask.leading_zeros());
+                    let window = spare
+                        .get_mut(written..written + SLOTS_PER_WORD)
+                        .and_then(|w| {
+                            <&mut [MaybeUninit<Event>; SLOTS_PER_WORD]>::try_from(w).ok()
+                        });
+                    let (Some(window), true) = (window, end <= width && s.y < height) else {
+                        used = 2 * i;
+                        break;
+                    };
+                    // Candidate `bit` goes to the slot after the set bits below it; a clear
+                    // bit's candidate is overwritten by the next set bit or left past the end.
+                    let mut kept = 0u32;
+                    for bit in 0..12 {
+                        window[(kept & 15) as usize].write(Event::new(
+                            s.t,
+                            (s.base_x + bit) as u16,
+                            s.y as u16,
+                            s.polarity,
+                        ));
+                        kept += (mask >> bit) & 1;
+                    }
+                    written += kept as usize;
+                    regressions += u64::from(s.t < s.last_t);
+                    s.last_t = s.t;
+                }
+                s.base_x = s.base_x.saturating_add(span);
+            }
+            TIME_HIGH => {
+                let previous = s.clock;
+                s.clock.advance(u64::from(word));
+                // A repeated TIME_HIGH keeps the low part (sensors resend it).
+                if s.clock != previous {
+                    s.low = 0;
+                }
+                s.t = (s.clock.value << 12) | s.low;
+                (width, height) = dims;
+            }
+            // Rare: counted in memory, keeping registers for the common words.
+            EXT_TRIGGER => tally.triggers += 1,
+            CONTINUED_4 | OTHERS | CONTINUED_12 => tally.others += 1,
+            _ => {
+                used = 2 * i;
+                break;
+            }
+        }
+    }
+    *state = s;
+    tally.regressions += regressions;
+    (written, used)
+}
+
+/// Log2 of the largest timestamp the EVT 3.0 encoder accepts (2^40 µs, 12.7 days). The limit
+/// bounds the bridging `TIME_HIGH` words a jump needs (each spans at most 2047 × 4096 µs):
+/// at most 131,072.
+const EVT3_MAX_T_BITS: u32 = 40;
+
 /// The fewest events with one timestamp, row and polarity, in increasing columns, that the
 /// encoder writes as a vector instead of one `EVT_ADDR_X` each.
 const MIN_VECTOR_RUN: usize = 3;
@@ -402,7 +519,8 @@ const MIN_VECTOR_RUN: usize = 3;
 /// Encoder for Prophesee EVT 3.0 RAW: `EVT_TIME_HIGH`/`EVT_TIME_LOW` when the time changes,
 /// `EVT_ADDR_Y` when the row changes, then either `EVT_ADDR_X` per event or, for runs of
 /// same-time, same-row, same-polarity events in increasing columns, `VECT_BASE_X` and
-/// `VECT_12`/`VECT_8` masks (as a sensor writes a burst along a row).
+/// `VECT_12`/`VECT_8` masks (as a sensor writes a burst along a row). Timestamps must lie in
+/// `0..2^40` µs; steps of 8.4 s or more are bridged with extra `TIME_HIGH` words.
 #[derive(Debug, Default)]
 pub struct Evt3Encoder {
     width: u16,
@@ -482,9 +600,10 @@ impl Encoder for Evt3Encoder {
     fn encode(&mut self, events: &[Event], out: &mut Vec<u8>) -> Result<(), EncodeError> {
         out.reserve(events.len() * 2);
         let first_index = self.index;
+        let dims = (self.width, self.height);
         let mut i = 0;
         while let Some(first) = events.get(i) {
-            check_event(first, first_index + i as u64, self.width, self.height)?;
+            check_event(first, first_index + i as u64, dims, EVT3_MAX_T_BITS)?;
             let mut end = i + 1;
             while let (Some(prev), Some(next)) = (events.get(end - 1), events.get(end)) {
                 if next.t != first.t
@@ -494,7 +613,7 @@ impl Encoder for Evt3Encoder {
                 {
                     break;
                 }
-                check_event(next, first_index + end as u64, self.width, self.height)?;
+                check_event(next, first_index + end as u64, dims, EVT3_MAX_T_BITS)?;
                 end += 1;
             }
             self.set_time(first.t, out);
@@ -689,6 +808,9 @@ mod tests {
             .chunks_exact(2)
             .filter(|w| matches!(w[1] >> 4, 0x4 | 0x5))
             .count();
+        let far = [Event::new(1 << EVT3_MAX_T_BITS, 0, 0, true)];
+        let error = encoder.encode(&far, &mut Vec::new()).unwrap_err();
+        assert!(error.to_string().contains("2^40"), "{error}");
         // One run of nine: {3,4,9,14} VECT_12, {15} VECT_8, rebase {40,41,42} VECT_8,
         // rebase {1279} VECT_8.
         assert_eq!(vectors, 4);

@@ -1,6 +1,6 @@
 //! The spiking network: the single definition of the neuron dynamics, MPR and surrogates
 //! ([`neuron`]); built-in architectures and BN folding ([`arch`]); the immutable inference graph
-//! ([`network`]); per-stream state ([`state`]); the model file ([`file`]). Imports nothing else
+//! ([`network`]); per-stream state ([`state`]); the model file ([`file`](mod@file)). Imports nothing else
 //! from the crate.
 //!
 //! # The inference representation (what executors consume)

@@ -59,7 +59,7 @@ impl std::fmt::Display for Shape {
 /// One operation. Weighted ops hold inference-ready parameters (BN folded, our layouts).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// The input frame, transposed from the binner's [C][H][W] to [H][W][C]. Always node 0.
+    /// The input frame, transposed from the binner's `[C][H][W]` to `[H][W][C]`. Always node 0.
     Input,
     /// 2-D convolution, zero padding, BN folded in.
     Conv2d {
@@ -427,7 +427,7 @@ impl Network {
         &self.nodes
     }
 
-    /// The input shape per timestep (NHWC; the binner's frame is the same values as [C][H][W]).
+    /// The input shape per timestep (NHWC; the binner's frame is the same values as `[C][H][W]`).
     pub fn input_shape(&self) -> Shape {
         self.nodes[0].shape
     }

@@ -686,18 +686,37 @@ fn write_file_patches_the_data_table_position() {
 fn encoders_reject_what_the_format_cannot_hold() {
     let mut out = Vec::new();
     let mut encoder = Aedat4Encoder::new(Aedat4EncoderOptions::default());
-    assert!(encoder.begin(&sensor(0, 10), &mut out).is_err());
-    assert!(encoder.begin(&sensor(40_000, 10), &mut out).is_err());
+    assert_eq!(encoder.begin(&sensor(0, 10), &mut out), Ok(()));
+    assert!(
+        encoder
+            .encode(&[Event::new(0, 0, 0, true)], &mut out)
+            .is_err()
+    );
+    assert_eq!(encoder.begin(&sensor(40_000, 10), &mut out), Ok(()));
+    assert_eq!(
+        encoder.encode(&[Event::new(0, 32_767, 0, true)], &mut out),
+        Ok(())
+    );
+    assert!(matches!(
+        encoder.encode(&[Event::new(0, 32_768, 0, true)], &mut out),
+        Err(inflor::format::EncodeError::Unrepresentable { index: 1, .. })
+    ));
     let mut encoder = Aedat4Encoder::new(Aedat4EncoderOptions {
         compression: Compression::Lz4High,
         ..Aedat4EncoderOptions::default()
     });
     assert!(encoder.begin(&sensor(10, 10), &mut out).is_err());
-    let mut encoder = Aedat4Encoder::new(Aedat4EncoderOptions {
-        events_per_packet: 0,
-        ..Aedat4EncoderOptions::default()
-    });
-    assert!(encoder.begin(&sensor(10, 10), &mut out).is_err());
+    // A packet size of 0 is clamped to 1.
+    let events = [Event::new(0, 1, 1, true), Event::new(1, 2, 2, false)];
+    let (_, bytes) = encode_with(
+        Aedat4Encoder::new(Aedat4EncoderOptions {
+            events_per_packet: 0,
+            ..Aedat4EncoderOptions::default()
+        }),
+        &sensor(10, 10),
+        &[&events],
+    );
+    assert_eq!(decode(Format::Aedat4, &strict(), &bytes).events, events);
     let mut encoder = DvNetworkEncoder::new(Aedat4EncoderOptions::default());
     assert!(
         encoder.encode(&[], &mut out).is_err(),
@@ -766,6 +785,33 @@ fn event_buffer(events: &[(i64, i16, i16, u8)]) -> Vec<u8> {
         },
     );
     fbb.finish_size_prefixed(root, Some("EVTS"));
+    fbb.finished_data().to_vec()
+}
+
+/// A size-prefixed IMUS flatbuffer holding `samples` IMU samples.
+fn imu_buffer(samples: i64) -> Vec<u8> {
+    use aedat::imus_generated::{Imu, ImuArgs, ImuPacket, ImuPacketArgs};
+    let mut fbb = FlatBufferBuilder::new();
+    let imus: Vec<_> = (0..samples)
+        .map(|i| {
+            Imu::create(
+                &mut fbb,
+                &ImuArgs {
+                    t: i,
+                    temperature: 20.0,
+                    ..ImuArgs::default()
+                },
+            )
+        })
+        .collect();
+    let elements = fbb.create_vector(&imus);
+    let root = ImuPacket::create(
+        &mut fbb,
+        &ImuPacketArgs {
+            elements: Some(elements),
+        },
+    );
+    fbb.finish_size_prefixed(root, Some("IMUS"));
     fbb.finished_data().to_vec()
 }
 
@@ -878,6 +924,31 @@ fn malformed_cases() -> Vec<(&'static str, Format, Vec<u8>, Expect)> {
     let mut lying_prefix = event_buffer(&good_events());
     lying_prefix[0] = lying_prefix[0].wrapping_add(16);
     let forged: [u8; 8] = [0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x7F];
+    // A root table whose vtable offset is i32::MIN (found by fuzzing: flatbuffers 2.1.2's
+    // verifier negates it, which must fail verification, not overflow).
+    let with_min_soffset = |buffer: &[u8]| {
+        let mut buffer = buffer.to_vec();
+        let root = 4 + u32::from_le_bytes(buffer[4..8].try_into().unwrap_or_default()) as usize;
+        buffer[root..root + 4].copy_from_slice(&i32::MIN.to_le_bytes());
+        buffer
+    };
+    let min_soffset_header = with_min_soffset(&stream);
+    // The same in the second IMU sample's table, which the verifier reaches through the vector.
+    let min_soffset_imu = {
+        let mut buffer = imu_buffer(3);
+        let word = |b: &[u8], at: usize| {
+            u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or_default()) as usize
+        };
+        let root = 4 + word(&buffer, 4);
+        let vtable = (root as i64 - i64::from(word(&buffer, root) as i32)) as usize;
+        let field = root + u16::from_le_bytes([buffer[vtable + 4], buffer[vtable + 5]]) as usize;
+        let vector = field + word(&buffer, field);
+        let element = vector + 8;
+        let table = element + word(&buffer, element);
+        buffer[table..table + 4].copy_from_slice(&i32::MIN.to_le_bytes());
+        buffer
+    };
+    let min_soffset_packet = packet(0, &with_min_soffset(&event_buffer(&good_events())));
     // Two packets, but the FileDataTable of a one-packet file.
     let (tabled, _) = tabled_file(30);
     let (two_packets, table_at) = tabled_file(30);
@@ -1038,6 +1109,27 @@ fn malformed_cases() -> Vec<(&'static str, Format, Vec<u8>, Expect)> {
             t(|k| matches!(k, DecodeErrorKind::Flatbuffer { .. })),
         ),
         (
+            "min_soffset_imu",
+            Format::Aedat4,
+            concat(&[
+                b"#!AER-DAT4.0\r\n",
+                &custom_header(&two_stream_xml("IMUS"), 0, -1),
+                &packet(5, &imu_buffer(2)),
+                &packet(5, &min_soffset_imu),
+            ]),
+            t(
+                |k| matches!(k, DecodeErrorKind::Flatbuffer { message, .. } if message.contains("-2^31")),
+            ),
+        ),
+        (
+            "min_soffset_packet",
+            Format::Aedat4,
+            concat(&[&plain, &min_soffset_packet]),
+            t(
+                |k| matches!(k, DecodeErrorKind::Flatbuffer { message, .. } if message.contains("-2^31")),
+            ),
+        ),
+        (
             "wrong_identifier",
             Format::Aedat4,
             concat(&[&plain, &packet(0, &bad_identifier)]),
@@ -1141,6 +1233,12 @@ fn malformed_cases() -> Vec<(&'static str, Format, Vec<u8>, Expect)> {
             Format::DvNetwork,
             custom_header(&two_stream_xml("TRIG"), 1, 64),
             t(|k| matches!(k, DecodeErrorKind::BadHeader(m) if m.contains("network stream"))),
+        ),
+        (
+            "min_soffset_header",
+            Format::DvNetwork,
+            min_soffset_header,
+            t(|k| matches!(k, DecodeErrorKind::BadHeader(m) if m.contains("vtable offset -2^31"))),
         ),
         (
             "polarity_2",

@@ -136,6 +136,12 @@ fn reference_equals_dense_bit_for_bit_on_every_architecture() {
                 "{arch}: node {node} silent"
             );
         }
+        // MPR pulls every potential toward its spike, so it never increases the error.
+        let q = dense.stats.quantization.unwrap();
+        assert!(
+            q.samples > 0 && q.mean_mpr() < q.mean_plain(),
+            "{arch}: {q:?}"
+        );
     }
 }
 

@@ -29,7 +29,7 @@ const EVENT_STREAM_ID: i32 = 0;
 pub struct Aedat4EncoderOptions {
     /// Packet compression. [`Compression::Lz4High`] cannot be written (no LZ4 HC compressor).
     pub compression: Compression,
-    /// Events per packet, 1 to [`MAX_EVENTS_PER_PACKET`].
+    /// Events per packet, clamped to 1 ..= [`MAX_EVENTS_PER_PACKET`].
     pub events_per_packet: usize,
     /// Files only: append a FileDataTable in [`Encoder::end`]. The header written by
     /// [`Encoder::begin`] still says "no table" (-1); the caller must then overwrite it with
@@ -65,23 +65,8 @@ impl Push for AlignedEvent {
     }
 }
 
-/// Validates options and the stream description shared by both encoders.
-pub(crate) fn check_setup(
-    options: &Aedat4EncoderOptions,
-    info: &StreamInfo,
-) -> Result<Compressor, EncodeError> {
-    if !(1..=MAX_EVENTS_PER_PACKET).contains(&options.events_per_packet) {
-        return Err(EncodeError::Compress(format!(
-            "events_per_packet {}, expected 1 to {MAX_EVENTS_PER_PACKET}",
-            options.events_per_packet
-        )));
-    }
-    if info.width == 0 || info.height == 0 || info.width > 0x8000 || info.height > 0x8000 {
-        return Err(EncodeError::Compress(format!(
-            "sensor {}x{}: AEDAT 4.0 needs 1 to 32768 pixels per side (i16 coordinates)",
-            info.width, info.height
-        )));
-    }
+/// The packet compressor for `options`, shared by both encoders.
+pub(crate) fn compressor(options: &Aedat4EncoderOptions) -> Result<Compressor, EncodeError> {
     Compressor::new(options.compression)
 }
 
@@ -112,8 +97,8 @@ impl PacketWriter {
             compressor,
             builder: FlatBufferBuilder::new(),
             body: Vec::new(),
-            pending: Vec::with_capacity(options.events_per_packet),
-            events_per_packet: options.events_per_packet,
+            pending: Vec::new(),
+            events_per_packet: options.events_per_packet.clamp(1, MAX_EVENTS_PER_PACKET),
             width: info.width,
             height: info.height,
             written: 0,
@@ -128,12 +113,18 @@ impl PacketWriter {
         events: &[Event],
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
+        // The file stores i16 coordinates; a sensor wider than 32768 cannot use its far side.
+        let width = self.width.min(0x8000);
+        let height = self.height.min(0x8000);
         for (i, event) in events.iter().enumerate() {
-            if event.x >= self.width || event.y >= self.height {
+            if event.x >= width || event.y >= height {
                 return Err(EncodeError::Unrepresentable {
                     index: self.events + i as u64,
                     event: *event,
-                    reason: format!("outside the {}x{} sensor", self.width, self.height),
+                    reason: format!(
+                        "outside the {}x{} sensor or beyond the format's i16 coordinates",
+                        self.width, self.height
+                    ),
                 });
             }
         }
@@ -172,8 +163,7 @@ impl PacketWriter {
 
     fn write_packet(&mut self, events: &[Event], out: &mut Vec<u8>) -> Result<(), EncodeError> {
         self.builder.reset();
-        // Coordinates were checked against the sensor, which is at most 32768 wide, so they
-        // fit i16.
+        // Coordinates were checked to be below 0x8000, so they fit i16.
         let aligned = self.builder.create_vector_from_iter(
             events
                 .iter()
@@ -295,7 +285,7 @@ impl std::fmt::Debug for PacketWriter {
 
 impl Encoder for Aedat4Encoder {
     fn begin(&mut self, info: &StreamInfo, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let compressor = check_setup(&self.options, info)?;
+        let compressor = compressor(&self.options)?;
         let info_node = io_header::event_stream_info_node(
             info,
             self.options.compression,

@@ -3,9 +3,10 @@
 //! source). Shared by AEDAT 4.0 files and the DV network stream, for reading and writing.
 
 use aedat::base::ioheader_generated::{Compression as FbCompression, Ioheader, IoheaderArgs};
-use flatbuffers::{FlatBufferBuilder, VerifierOptions};
+use flatbuffers::FlatBufferBuilder;
 
 use super::compression::Compression;
+use super::verify::{Reach, verify_buffer};
 use crate::event::StreamInfo;
 
 /// The IOHeader's file identifier.
@@ -73,45 +74,13 @@ pub(crate) struct IoHeader {
     pub streams: Vec<StreamDecl>,
 }
 
-/// Verifier bounds for a buffer of `len` bytes: generous for real headers and packets,
-/// tight enough that verification work stays linear in the buffer size.
-pub(crate) fn verifier_options(len: usize) -> VerifierOptions {
-    VerifierOptions {
-        max_depth: 8,
-        // Every table costs at least a 4-byte offset plus a 4-byte vtable offset.
-        max_tables: len / 8 + 16,
-        // Shared vtables are counted once per table, so real buffers stay below 4x.
-        max_apparent_size: len.saturating_mul(4).clamp(1 << 16, 1 << 31),
-        ignore_missing_null_terminator: false,
-    }
-}
-
-/// Whether a size-prefixed buffer carries `identifier` (bytes 8..12).
-pub(crate) fn has_identifier(buffer: &[u8], identifier: &str) -> bool {
-    buffer.get(8..12) == Some(identifier.as_bytes())
-}
-
-/// The identifier a size-prefixed buffer carries, escaped, for error messages.
-pub(crate) fn identifier_found(buffer: &[u8]) -> String {
-    buffer
-        .get(8..12)
-        .unwrap_or_default()
-        .escape_ascii()
-        .to_string()
-}
-
 /// Verifies a size-prefixed IOHeader buffer (`[u32 length][flatbuffer]`) and parses its
 /// infoNode. Errors are messages for `DecodeErrorKind::BadHeader`.
 pub(crate) fn parse(buffer: &[u8]) -> Result<IoHeader, String> {
-    if !has_identifier(buffer, IDENTIFIER) {
-        return Err(format!(
-            "expected IOHeader identifier \"{IDENTIFIER}\", found \"{}\"",
-            identifier_found(buffer)
-        ));
-    }
-    let options = verifier_options(buffer.len());
-    let header = flatbuffers::size_prefixed_root_with_opts::<Ioheader>(&options, buffer)
-        .map_err(|e| format!("invalid IOHeader flatbuffer: {e}"))?;
+    let header = verify_buffer(buffer, IDENTIFIER, Reach::Root, |options, b| {
+        flatbuffers::size_prefixed_root_with_opts::<Ioheader>(options, b)
+    })
+    .map_err(|e| format!("invalid IOHeader: {e}"))?;
     let code = header.compression().0;
     let compression = Compression::from_code(code).ok_or_else(|| {
         format!("compression {code}, expected 0 to 4 (NONE, LZ4, LZ4_HIGH, ZSTD, ZSTD_HIGH)")

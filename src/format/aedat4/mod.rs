@@ -19,13 +19,14 @@ mod data_table;
 mod encoder;
 pub(crate) mod io_header;
 pub(crate) mod packets;
+mod verify;
 
 pub use compression::Compression;
 pub use encoder::{
     Aedat4Encoder, Aedat4EncoderOptions, DEFAULT_EVENTS_PER_PACKET, HeaderPatch,
     MAX_EVENTS_PER_PACKET, WriteFileError, write_file,
 };
-pub(crate) use encoder::{PacketWriter, check_setup};
+pub(crate) use encoder::{PacketWriter, compressor};
 
 use super::{DecodeError, DecodeOptions, DecodeStats, Decoder, Format};
 use crate::event::{Event, StreamInfo};

@@ -18,7 +18,8 @@ use flatbuffers::{Follow, Verifiable};
 
 use super::compression::{Compression, DecompressError, Decompressor};
 use super::data_table::{self, TableEntry};
-use super::io_header::{self, IoHeader, StreamKind, verifier_options};
+use super::io_header::{self, IoHeader, StreamKind};
+use super::verify::{Reach, size_prefixed_len, verify_buffer};
 use crate::event::{Event, StreamInfo};
 use crate::format::{DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Format};
 
@@ -91,6 +92,8 @@ pub(crate) struct PacketStream {
     /// Absolute input offset of the current unit (the first byte of `pending`).
     offset: u64,
     compression: Compression,
+    /// Whether the IOHeader has been read (and `compression` is the stream's).
+    header_read: bool,
     data_table_position: Option<u64>,
     /// Declared streams, sorted by id.
     streams: Vec<Stream>,
@@ -116,6 +119,7 @@ impl PacketStream {
             pending: Vec::new(),
             offset: 0,
             compression: Compression::None,
+            header_read: false,
             data_table_position: None,
             streams: Vec::new(),
             info: None,
@@ -140,7 +144,7 @@ impl PacketStream {
 
     /// The IOHeader's compression, once read.
     pub(crate) fn compression(&self) -> Option<Compression> {
-        (self.phase != Phase::Header).then_some(self.compression)
+        self.header_read.then_some(self.compression)
     }
 
     /// Packets listed by a FileDataTable that matched the file's packets (after `finish`).
@@ -181,26 +185,6 @@ impl PacketStream {
     }
 
     fn feed_units(&mut self, mut input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        // First complete the unit an earlier chunk started, copying only what it lacks.
-        while !self.pending.is_empty() && self.phase != Phase::DataTable {
-            let need = self.unit_len(&self.pending)?;
-            if self.pending.len() < need {
-                let (head, rest) = input.split_at((need - self.pending.len()).min(input.len()));
-                self.pending.extend_from_slice(head);
-                input = rest;
-                if self.pending.len() < need {
-                    return Ok(());
-                }
-                // The unit's full length may only now be known (header read): look again.
-                continue;
-            }
-            let unit = mem::take(&mut self.pending);
-            let result = self.read_unit(unit.get(..need).unwrap_or_default(), out);
-            self.pending = unit;
-            self.pending.clear();
-            result?;
-        }
-        // Then whole units straight from the chunk.
         loop {
             match self.phase {
                 Phase::DataTable => return self.collect_table(input),
@@ -215,6 +199,27 @@ impl PacketStream {
                 }
                 Phase::Header | Phase::Packets => {}
             }
+            if !self.pending.is_empty() {
+                // Complete the unit an earlier chunk started, copying only what it lacks.
+                let need = self.unit_len(&self.pending)?;
+                if self.pending.len() < need {
+                    let (head, rest) = input.split_at((need - self.pending.len()).min(input.len()));
+                    self.pending.extend_from_slice(head);
+                    input = rest;
+                    if self.pending.len() < need {
+                        return Ok(());
+                    }
+                    // The unit's full length may only now be known (header read): look again.
+                    continue;
+                }
+                let unit = mem::take(&mut self.pending);
+                let result = self.read_unit(unit.get(..need).unwrap_or_default(), out);
+                self.pending = unit;
+                self.pending.clear();
+                result?;
+                continue;
+            }
+            // Whole units straight from the chunk, without copying.
             if input.is_empty() {
                 return Ok(());
             }
@@ -297,8 +302,14 @@ impl PacketStream {
                 }
                 Ok(PACKET_HEADER + size)
             }
-            // Not reached: these phases take all remaining input.
-            (Phase::DataTable | Phase::Finished, _) => Ok(usize::MAX),
+            // `feed_units` handles these phases without cutting units.
+            (Phase::DataTable | Phase::Finished, _) => Err(self.error(
+                self.offset,
+                DecodeErrorKind::Unexpected {
+                    expected: "a header or packet".to_string(),
+                    found: "input after the last packet".to_string(),
+                },
+            )),
         }
     }
 
@@ -422,6 +433,7 @@ impl PacketStream {
         }
         self.streams = streams;
         self.compression = header.compression;
+        self.header_read = true;
         self.decompressor = Decompressor::new(header.compression, self.options.max_record_bytes);
         self.phase = Phase::Packets;
         Ok(())
@@ -604,10 +616,8 @@ impl PacketStream {
                 return self.bad_record(offset, kind);
             }
         };
-        if self.compression == Compression::None
-            && let Some(expected) = size_prefixed_len(buffer)
-            && buffer.len() < expected
-        {
+        let expected = size_prefixed_len(buffer).unwrap_or(4);
+        if self.compression == Compression::None && buffer.len() < expected {
             return Err(self.error(
                 offset,
                 DecodeErrorKind::Truncated {
@@ -617,9 +627,12 @@ impl PacketStream {
                 },
             ));
         }
-        let verdict = match verify_buffer(buffer, data_table::IDENTIFIER, |options, b| {
-            data_table::verified_root(options, b)
-        }) {
+        let verdict = match verify_buffer(
+            buffer,
+            data_table::IDENTIFIER,
+            Reach::RootAndFirstVector,
+            data_table::verified_root,
+        ) {
             Err(message) => Err(DecodeErrorKind::Flatbuffer {
                 what: "FileDataTable",
                 message,
@@ -698,55 +711,16 @@ fn skip_bad(stats: &mut DecodeStats, error: &DecodeError) {
     }
 }
 
-/// The total length a size-prefixed buffer claims, if its prefix is present.
-fn size_prefixed_len(buffer: &[u8]) -> Option<usize> {
-    match buffer.get(..4) {
-        Some(&[a, b, c, d]) => usize::try_from(u32::from_le_bytes([a, b, c, d]))
-            .ok()
-            .map(|n| n.saturating_add(4)),
-        _ => None,
-    }
-}
-
-/// Checks a size-prefixed buffer's prefix and identifier, then verifies it with `root`.
-fn verify_buffer<'a, T>(
+/// Verifies a size-prefixed packet of type `T` with its identifier.
+fn verified<'a, T>(
     buffer: &'a [u8],
     identifier: &str,
-    root: impl FnOnce(
-        &flatbuffers::VerifierOptions,
-        &'a [u8],
-    ) -> Result<T, flatbuffers::InvalidFlatbuffer>,
-) -> Result<T, String> {
-    match size_prefixed_len(buffer) {
-        Some(len) if len == buffer.len() => {}
-        Some(len) => {
-            return Err(format!(
-                "size prefix says {len} bytes, the buffer holds {}",
-                buffer.len()
-            ));
-        }
-        None => {
-            return Err(format!(
-                "{} bytes, too short for a size prefix",
-                buffer.len()
-            ));
-        }
-    }
-    if buffer.get(8..12) != Some(identifier.as_bytes()) {
-        return Err(format!(
-            "expected identifier \"{identifier}\", found \"{}\"",
-            io_header::identifier_found(buffer)
-        ));
-    }
-    root(&verifier_options(buffer.len()), buffer).map_err(|e| e.to_string())
-}
-
-/// Verifies a size-prefixed packet of type `T` with its identifier.
-fn verified<'a, T>(buffer: &'a [u8], identifier: &str) -> Result<T::Inner, DecodeErrorKind>
+    reach: Reach,
+) -> Result<T::Inner, DecodeErrorKind>
 where
     T: Follow<'a> + Verifiable + 'a,
 {
-    verify_buffer(buffer, identifier, |options, b| {
+    verify_buffer(buffer, identifier, reach, |options, b| {
         flatbuffers::size_prefixed_root_with_opts::<T>(options, b)
     })
     .map_err(|message| DecodeErrorKind::Flatbuffer {
@@ -776,24 +750,24 @@ fn read_body(
     let identifier = stream.kind.identifier();
     match stream.kind {
         StreamKind::Events => {
-            let packet = verified::<EventPacket>(buffer, identifier)?;
+            let packet = verified::<EventPacket>(buffer, identifier, Reach::Root)?;
             let events = packet.elements().unwrap_or_default();
             push_events(events, stream.bounds, context, stats, last_t, out)?;
             Ok(events.len() as u64)
         }
         StreamKind::Frames => {
-            verified::<Frame>(buffer, identifier)?;
+            verified::<Frame>(buffer, identifier, Reach::Root)?;
             stats.frames_skipped += 1;
             Ok(1)
         }
         StreamKind::Imu => {
-            let packet = verified::<ImuPacket>(buffer, identifier)?;
+            let packet = verified::<ImuPacket>(buffer, identifier, Reach::RootAndFirstVector)?;
             let n = packet.elements().map_or(0, |e| e.len()) as u64;
             stats.imu_skipped += n;
             Ok(n)
         }
         StreamKind::Triggers => {
-            let packet = verified::<TriggerPacket>(buffer, identifier)?;
+            let packet = verified::<TriggerPacket>(buffer, identifier, Reach::RootAndFirstVector)?;
             let n = packet.elements().map_or(0, |e| e.len()) as u64;
             stats.triggers_skipped += n;
             Ok(n)
