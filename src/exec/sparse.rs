@@ -10,7 +10,8 @@
 //! rows are added, never multiplied. The sum is, term for term, the event-driven scatter
 //! "every input (c, y, x, v) adds v·W[c, ky, kx, :] to its output neighbourhood"; it is
 //! evaluated output-stationary because that keeps the accumulators in registers (see
-//! [`kernels`] for the measurements). A conv whose only consumer is a neuron (directly or
+//! [`kernels`] for the measurements). The gather reads a tap-major copy of the weights so that
+//! a window's rows lie at ascending addresses ([`ops::tap_major`]). A conv whose only consumer is a neuron (directly or
 //! through a residual add) is computed inside that neuron's loop, pixel by pixel, so its
 //! currents never go to memory ([`plan`]). Pools, adds and the output sum work on dense f32
 //! buffers and follow the contract in [`crate::exec`] literally.
@@ -36,6 +37,11 @@
 //! computed directly (bias plus every nonzero input in the window, the background's spikes
 //! included), so the switch never changes a value.
 //!
+//! EXECUTOR.md's alternative, X = X₀ + W ⊛ (S − S₀) (one row per spike that differs from the
+//! background), was measured by counting instead of built: on uniformly random input 1.5–1.6
+//! times as many spikes differ from the background as there are spikes, so it would do more
+//! work; it would pay only on localized input to small networks (BENCHMARKS.md, Executors).
+//!
 //! The counters say what was done: `neuron_updates` counts neurons actually stepped,
 //! `performed_ops` the accumulates actually made, against `neuron_updates_total` and the
 //! activity-defined `synaptic_ops`.
@@ -50,6 +56,12 @@
 //!
 //! With `threads > 1` each layer's active pixels are cut into bands of equal work and run on
 //! a private rayon pool (see [`bands`]). With one thread nothing is spawned.
+//!
+//! # Memory
+//!
+//! Nothing per stream beyond the `State` (4 bytes per neuron). Per executor (one per worker
+//! thread): each node's activation and lists. Per network (shareable between executors with
+//! [`SparseExecutor::share_cache`]): the background and the tap-major weights.
 
 pub mod background;
 pub mod bands;
