@@ -108,6 +108,9 @@ pub struct SparseOptions {
     /// im2col + GEMM instead of the gather (measured crossover: 0.5–0.7, see BENCHMARKS.md).
     /// Both paths give the same bits.
     pub dense_above: f64,
+    /// Timesteps the background covers at most. Its size grows with the timesteps, so it is
+    /// bounded; a run longer than this computes every node from then on.
+    pub max_background_steps: usize,
     /// Measure the wall time of every node (see [`SparseExecutor::node_times`]).
     pub profile: bool,
 }
@@ -121,6 +124,7 @@ impl Default for SparseOptions {
             max_active_fraction: 0.5,
             max_background_fraction: 0.25,
             dense_above: 0.5,
+            max_background_steps: 64,
             profile: false,
         }
     }
@@ -407,8 +411,9 @@ impl SparseExecutor {
         let network = Arc::clone(&self.network);
         // The quantization statistic observes every neuron, so such runs compute everything.
         let tracking = self.options.tracking && options.quantization_node.is_none();
-        if tracking && self.background.steps() < frames.len() {
-            self.background = Arc::new(self.compute_background(frames.len()));
+        let wanted = frames.len().min(self.options.max_background_steps);
+        if tracking && self.background.steps() < wanted {
+            self.background = Arc::new(self.compute_background(wanted));
         }
         state.reset();
         self.start_run();
@@ -430,7 +435,7 @@ impl SparseExecutor {
                 state,
                 frame,
                 t,
-                tracking,
+                tracking && t < self.background.steps(),
                 &mut stats,
                 spikes.as_deref_mut(),
             );
@@ -817,21 +822,22 @@ impl SparseExecutor {
         let is_neuron = matches!(nodes[i].op, Op::Neuron(_));
         let (before, rest) = self.regions.split_at_mut(i);
         let region = &mut rest[0];
-        if !tracked {
-            region.all = true;
-            return;
-        }
         if region.all {
             return;
         }
-        if !is_neuron {
+        let old = region.len();
+        if !tracked {
+            // Untracked from the start, or past the background's last timestep: compute
+            // everything from now on (a neuron's never-reached pixels get their background
+            // membranes below).
+            region.all = true;
+        } else if !is_neuron {
             region.reset();
         }
-        let old = region.len();
         let out = nodes[i].shape;
         for read in &self.plans[i].reads {
             let src = &before[read.node];
-            if src.all {
+            if region.all || src.all {
                 region.all = true;
                 break;
             }
