@@ -7,24 +7,36 @@
 //! like a trained network (cached as model files, see `calibrated`); the report prints the
 //! rates measured on each benchmark input.
 //!
-//! `cargo bench --bench execute` runs the criterion groups. With `INFLOR_EXECUTE_REPORT=1` it
-//! instead prints a table per architecture and density: latency of each executor, firing
-//! rates, synaptic ops, neuron updates and the per-node times of the event-driven executor.
-//! `INFLOR_EXECUTE_ARCHS=tiny,resnet19` restricts the architectures, `INFLOR_EXECUTE_THREADS`
-//! sets the thread counts (default `1,2`), and `INFLOR_EXECUTE_EXPORT=dir` writes each
-//! calibrated network and its frames for the PyTorch peer (`scripts/bench_torch_execute.py`).
+//! Modes (environment variables):
+//! - none: the criterion groups `execute/{arch}` (event-driven at 1 and 2 threads, dense).
+//! - `INFLOR_EXECUTE_REPORT=1`: a table per architecture and density with wall and CPU time
+//!   of both executors, firing rates, synaptic ops, neuron updates, the floor and per-node
+//!   times; then the State memory. `INFLOR_EXECUTE_EXPORT=dir` also writes each network and
+//!   input for the PyTorch peer (`scripts/bench_torch_execute.py`).
+//! - `INFLOR_EXECUTE_CROSSOVER=1`: one conv layer at input densities 5–100 %, gather versus
+//!   im2col + GEMM (where `SparseOptions::dense_above` comes from).
+//! - `INFLOR_EXECUTE_MEMORY=1`: only the memory lines (per stream, per worker, per network).
+//! - `INFLOR_EXECUTE_REAL=1`: a real MNIST-DVS recording through each network, with and
+//!   without region tracking, and how many spikes differ from the background.
+//!
+//! `INFLOR_EXECUTE_ARCHS=tiny,resnet19`, `INFLOR_EXECUTE_THREADS=1,2` and
+//! `INFLOR_EXECUTE_DENSITIES=0.05` narrow the runs; `INFLOR_EXECUTE_NO_DENSE=1` skips timing
+//! the dense executor in the report.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode};
-use inflor::binner::{FrameShape, SparseFrame};
+use inflor::binner::{
+    FrameBinner, FrameShape, FrameSpec, RecordingWindows, ResizeMode, SparseFrame,
+};
 use inflor::exec::dense::DenseExecutor;
 use inflor::exec::dense::{Calibration, calibrate};
 use inflor::exec::sparse::kernels::{Isa, sum_rows};
 use inflor::exec::sparse::{SparseExecutor, SparseOptions};
 use inflor::exec::{Executor, RunOptions};
+use inflor::format::{DecodeOptions, read_file};
 use inflor::snn::{
     ArchSpec, Architecture, BatchNormConfig, Blueprint, Metadata, Model, Network, NeuronKind, Node,
     Op, Parameters, Shape, State,
@@ -320,21 +332,35 @@ fn report() {
             }
         }
     }
+    memory_report();
+}
+
+/// Memory per stream (the `State`), per worker (the executor's buffers) and per network
+/// (background and reordered weights), after one 5 % run.
+fn memory_report() {
     let state_bytes: Vec<String> = archs()
         .into_iter()
         .map(|arch| {
             let network = calibrated(arch);
-            let state = State::new(&network);
+            let mut state = State::new(&network);
+            let state_total = state.heap_bytes() + std::mem::size_of::<State>();
+            let mut ex = SparseExecutor::new(Arc::clone(&network)).expect("prepare");
+            ex.run(&network, &mut state, &frames(0.05, T, 1), &RunOptions::default())
+                .expect("run");
             format!(
-                "{arch}: {} neurons, State {} bytes ({:.3} bytes/neuron)",
+                "{arch}: {} neurons, State {} bytes ({:.3} bytes/neuron); event executor scratch {:.1} MiB per worker; network cache {:.1} MiB (background {:.1} MiB)",
                 network.neuron_count(),
-                state.heap_bytes() + std::mem::size_of::<State>(),
-                (state.heap_bytes() + std::mem::size_of::<State>()) as f64
-                    / network.neuron_count() as f64
+                state_total,
+                state_total as f64 / network.neuron_count() as f64,
+                ex.scratch_bytes() as f64 / (1 << 20) as f64,
+                ex.cache_bytes() as f64 / (1 << 20) as f64,
+                ex.background().bytes() as f64 / (1 << 20) as f64,
             )
         })
         .collect();
-    println!("# state memory: {}", state_bytes.join("; "));
+    for line in state_bytes {
+        println!("# memory: {line}");
+    }
 }
 
 /// Writes the folded network for the PyTorch peer: `{name}.json` (nodes, shapes, parameter
@@ -500,7 +526,8 @@ fn crossover() {
             height: side,
             width: side,
         };
-        let mut line = format!("crossover {side}x{side}x{c} (ms cpu per timestep, event/dense):");
+        let mut line =
+            format!("crossover {side}x{side}x{c} (ms cpu per timestep, gather/event/dense):");
         for density in [0.05, 0.1, 0.2, 0.4, 0.7, 1.0] {
             let frames: Vec<SparseFrame> = (0..4)
                 .map(|_| {
@@ -511,17 +538,26 @@ fn crossover() {
                 })
                 .collect();
             let mut state = State::new(&network);
-            let mut ex =
-                SparseExecutor::with_options(Arc::clone(&network), event_options(1, false))
-                    .expect("prepare");
+            let mut timed = Vec::new();
+            // The gather alone, the event executor as configured (switching to the GEMM path
+            // above `dense_above`), and the dense executor.
+            for dense_above in [f64::INFINITY, SparseOptions::default().dense_above] {
+                let options = SparseOptions {
+                    dense_above,
+                    ..SparseOptions::default()
+                };
+                let mut ex =
+                    SparseExecutor::with_options(Arc::clone(&network), options).expect("prepare");
+                let (_, cpu) = time(
+                    || {
+                        ex.run(&network, &mut state, &frames, &RunOptions::default())
+                            .expect("run");
+                    },
+                    5,
+                );
+                timed.push(cpu);
+            }
             let mut dense = DenseExecutor::new(&network);
-            let (_, event) = time(
-                || {
-                    ex.run(&network, &mut state, &frames, &RunOptions::default())
-                        .expect("run");
-                },
-                5,
-            );
             let (_, gemm) = time(
                 || {
                     dense
@@ -530,17 +566,132 @@ fn crossover() {
                 },
                 3,
             );
-            line.push_str(&format!(
-                " d={density}: {:.2}/{:.2}",
-                event.as_secs_f64() * 1e3 / 4.0,
-                gemm.as_secs_f64() * 1e3 / 4.0
-            ));
+            timed.push(gemm);
+            let ms: Vec<String> = timed
+                .iter()
+                .map(|d| format!("{:.2}", d.as_secs_f64() * 1e3 / 4.0))
+                .collect();
+            line.push_str(&format!(" d={density}: {}", ms.join("/")));
         }
         println!("{line}");
     }
 }
 
+/// How much a "background plus deviation" update would have to propagate: over every neuron
+/// layer and timestep, the spikes S of a run, the background spikes S₀ (empty input) and the
+/// spikes that differ, |S △ S₀|. A deviation update adds (or subtracts) one weight row per
+/// differing spike where a direct update adds one per spike, so it pays only when
+/// |S △ S₀| < |S|.
+fn deviation(network: &Arc<Network>, frames: &[SparseFrame]) -> (u64, u64, u64) {
+    let options = RunOptions {
+        record_spikes: true,
+        quantization_node: None,
+    };
+    let mut ex = SparseExecutor::new(Arc::clone(network)).expect("prepare");
+    let mut state = State::new(network);
+    let run = ex.run(network, &mut state, frames, &options).expect("run");
+    let empty = vec![SparseFrame::empty(frames[0].shape); frames.len()];
+    let background = ex.run(network, &mut state, &empty, &options).expect("run");
+    let (Some(s), Some(s0)) = (run.spikes, background.spikes) else {
+        return (0, 0, 0);
+    };
+    let (mut n, mut n0, mut differ) = (0u64, 0u64, 0u64);
+    for (layer, layer0) in s.iter().zip(&s0) {
+        for (a, b) in layer.steps.iter().zip(&layer0.steps) {
+            n += a.len() as u64;
+            n0 += b.len() as u64;
+            let common = a.iter().filter(|i| b.binary_search(i).is_ok()).count() as u64;
+            differ += a.len() as u64 + b.len() as u64 - 2 * common;
+        }
+    }
+    (n, n0, differ)
+}
+
+/// A real recording (MNIST-DVS, DVS128, 2.2 s of a digit "0") binned into T frames of 2×48×48
+/// with bilinear resizing: the digit covers the middle of the frame, the rest stays empty.
+fn mnist_dvs_frames() -> Option<Vec<SparseFrame>> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/mnist_dvs/mnist_0_scale04_0001.aedat");
+    let rec = read_file(&path, None, &DecodeOptions::default()).ok()?;
+    let spec = FrameSpec {
+        sensor_width: rec.info.width,
+        sensor_height: rec.info.height,
+        width: SIDE as u16,
+        height: SIDE as u16,
+        resize: ResizeMode::Bilinear,
+        normalization: Default::default(),
+    };
+    FrameBinner::new(&spec)
+        .ok()?
+        .bin_recording(&rec.events, RecordingWindows::EqualCount { bins: T })
+        .ok()
+}
+
+/// The real recording through each network: latency, work done and neurons stepped, and the
+/// deviation counts on it and on 5 % random input.
+fn report_real() {
+    let frames = mnist_dvs_frames();
+    for arch in archs() {
+        let network = calibrated(arch);
+        let random = frames_at(0.05);
+        let (n, n0, differ) = deviation(&network, &random);
+        println!(
+            "{arch} random 5 %: spikes {n}, background spikes {n0}, differing {differ} ({:.2} of the spikes)",
+            differ as f64 / n.max(1) as f64
+        );
+        let Some(frames) = &frames else {
+            println!("# MNIST-DVS recording not found");
+            continue;
+        };
+        let (n, n0, differ) = deviation(&network, frames);
+        let density: f64 = frames.iter().map(|f| f.density()).sum::<f64>() / frames.len() as f64;
+        let mut state = State::new(&network);
+        for tracking in [true, false] {
+            let mut ex = SparseExecutor::with_options(
+                Arc::clone(&network),
+                SparseOptions {
+                    tracking,
+                    ..SparseOptions::default()
+                },
+            )
+            .expect("prepare");
+            let out = ex
+                .run(&network, &mut state, frames, &RunOptions::default())
+                .expect("run");
+            let (_, cpu) = time(
+                || {
+                    ex.run(&network, &mut state, frames, &RunOptions::default())
+                        .expect("run");
+                },
+                5,
+            );
+            let (nu, nt) = out.stats.neuron_updates();
+            println!(
+                "{arch} MNIST-DVS (input density {density:.3}) tracking={tracking}: cpu {:.2} ms | rate {:.3} | synaptic ops {:.3} G, performed {:.3} G | neuron updates {:.1} % | spikes {n}, background {n0}, differing {differ} ({:.2} of the spikes)",
+                cpu.as_secs_f64() * 1e3,
+                out.stats.mean_firing_rate(),
+                out.stats.total_synaptic_ops() as f64 / 1e9,
+                out.stats.total_performed_ops() as f64 / 1e9,
+                100.0 * nu as f64 / nt.max(1) as f64,
+                differ as f64 / n.max(1) as f64,
+            );
+        }
+    }
+}
+
+fn frames_at(density: f64) -> Vec<SparseFrame> {
+    frames(density, T, 1234)
+}
+
 fn main() {
+    if std::env::var("INFLOR_EXECUTE_MEMORY").is_ok() {
+        memory_report();
+        return;
+    }
+    if std::env::var("INFLOR_EXECUTE_REAL").is_ok() {
+        report_real();
+        return;
+    }
     if std::env::var("INFLOR_EXECUTE_CROSSOVER").is_ok() {
         crossover();
         return;

@@ -10,7 +10,8 @@
 //! rows are added, never multiplied. The sum is, term for term, the event-driven scatter
 //! "every input (c, y, x, v) adds v·W[c, ky, kx, :] to its output neighbourhood"; it is
 //! evaluated output-stationary because that keeps the accumulators in registers (see
-//! [`kernels`] for the measurements). A conv whose only consumer is a neuron (directly or
+//! [`kernels`] for the measurements). The gather reads a tap-major copy of the weights so that
+//! a window's rows lie at ascending addresses ([`ops::tap_major`]). A conv whose only consumer is a neuron (directly or
 //! through a residual add) is computed inside that neuron's loop, pixel by pixel, so its
 //! currents never go to memory ([`plan`]). Pools, adds and the output sum work on dense f32
 //! buffers and follow the contract in [`crate::exec`] literally.
@@ -36,6 +37,11 @@
 //! computed directly (bias plus every nonzero input in the window, the background's spikes
 //! included), so the switch never changes a value.
 //!
+//! EXECUTOR.md's alternative, X = X₀ + W ⊛ (S − S₀) (one row per spike that differs from the
+//! background), was measured by counting instead of built: on uniformly random input 1.5–1.6
+//! times as many spikes differ from the background as there are spikes, so it would do more
+//! work; it would pay only on localized input to small networks (BENCHMARKS.md, Executors).
+//!
 //! The counters say what was done: `neuron_updates` counts neurons actually stepped,
 //! `performed_ops` the accumulates actually made, against `neuron_updates_total` and the
 //! activity-defined `synaptic_ops`.
@@ -50,6 +56,12 @@
 //!
 //! With `threads > 1` each layer's active pixels are cut into bands of equal work and run on
 //! a private rayon pool (see [`bands`]). With one thread nothing is spawned.
+//!
+//! # Memory
+//!
+//! Nothing per stream beyond the `State` (4 bytes per neuron). Per executor (one per worker
+//! thread): each node's activation and lists. Per network (shareable between executors with
+//! [`SparseExecutor::share_cache`]): the background and the tap-major weights.
 
 pub mod background;
 pub mod bands;
@@ -96,6 +108,9 @@ pub struct SparseOptions {
     /// im2col + GEMM instead of the gather (measured crossover: 0.5–0.7, see BENCHMARKS.md).
     /// Both paths give the same bits.
     pub dense_above: f64,
+    /// Timesteps the background covers at most. Its size grows with the timesteps, so it is
+    /// bounded; a run longer than this computes every node from then on.
+    pub max_background_steps: usize,
     /// Measure the wall time of every node (see [`SparseExecutor::node_times`]).
     pub profile: bool,
 }
@@ -109,6 +124,7 @@ impl Default for SparseOptions {
             max_active_fraction: 0.5,
             max_background_fraction: 0.25,
             dense_above: 0.5,
+            max_background_steps: 64,
             profile: false,
         }
     }
@@ -304,6 +320,27 @@ impl SparseExecutor {
         Ok(())
     }
 
+    /// Bytes of this executor's own buffers (per worker thread, shared by the streams it
+    /// runs): activations, lists, regions and the dense path's scratch.
+    pub fn scratch_bytes(&self) -> usize {
+        let f32s = std::mem::size_of::<f32>();
+        let buffers: usize = self
+            .buffers
+            .iter()
+            .map(|b| b.values.capacity() * f32s + b.lists.heap_bytes())
+            .sum();
+        let regions: usize = self.regions.iter().map(Region::heap_bytes).sum();
+        let dense: usize = self
+            .dense_weights
+            .iter()
+            .flatten()
+            .map(|w| w.capacity() * std::mem::size_of::<f64>())
+            .sum::<usize>()
+            + self.dense_scratch.heap_bytes()
+            + self.currents.capacity() * f32s;
+        buffers + regions + dense + self.all_pixels.capacity() * std::mem::size_of::<u32>()
+    }
+
     /// Bytes of the per-network cache: the background and the reordered conv weights.
     pub fn cache_bytes(&self) -> usize {
         self.background.bytes()
@@ -374,8 +411,9 @@ impl SparseExecutor {
         let network = Arc::clone(&self.network);
         // The quantization statistic observes every neuron, so such runs compute everything.
         let tracking = self.options.tracking && options.quantization_node.is_none();
-        if tracking && self.background.steps() < frames.len() {
-            self.background = Arc::new(self.compute_background(frames.len()));
+        let wanted = frames.len().min(self.options.max_background_steps);
+        if tracking && self.background.steps() < wanted {
+            self.background = Arc::new(self.compute_background(wanted));
         }
         state.reset();
         self.start_run();
@@ -397,7 +435,7 @@ impl SparseExecutor {
                 state,
                 frame,
                 t,
-                tracking,
+                tracking && t < self.background.steps(),
                 &mut stats,
                 spikes.as_deref_mut(),
             );
@@ -784,21 +822,22 @@ impl SparseExecutor {
         let is_neuron = matches!(nodes[i].op, Op::Neuron(_));
         let (before, rest) = self.regions.split_at_mut(i);
         let region = &mut rest[0];
-        if !tracked {
-            region.all = true;
-            return;
-        }
         if region.all {
             return;
         }
-        if !is_neuron {
+        let old = region.len();
+        if !tracked {
+            // Untracked from the start, or past the background's last timestep: compute
+            // everything from now on (a neuron's never-reached pixels get their background
+            // membranes below).
+            region.all = true;
+        } else if !is_neuron {
             region.reset();
         }
-        let old = region.len();
         let out = nodes[i].shape;
         for read in &self.plans[i].reads {
             let src = &before[read.node];
-            if src.all {
+            if region.all || src.all {
                 region.all = true;
                 break;
             }

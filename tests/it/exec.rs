@@ -315,6 +315,23 @@ fn dense_path_gives_the_same_bits() {
     }
 }
 
+/// A run longer than the background covers switches to computing everything at that
+/// timestep, giving never-reached neurons their background membranes: still the same run.
+#[test]
+fn runs_longer_than_the_background_match_the_reference() {
+    for arch in [Architecture::Tiny, Architecture::Resnet20] {
+        let network = random_network(arch, 24, 24, 17, NeuronKind::Srif);
+        let frames = patch_frames(24, 24, 5, 10, 13, 17);
+        let options = SparseOptions {
+            max_background_steps: 2,
+            ..SparseOptions::default()
+        };
+        let out = check(network, &frames, options, &mut ReferenceExecutor::new());
+        let (done, total) = out.stats.neuron_updates();
+        assert!(done < total, "{arch}: {done} of {total}");
+    }
+}
+
 /// An empty input is exactly the background: no neuron of a tracked layer is stepped.
 #[test]
 fn empty_frames_step_only_untracked_layers() {

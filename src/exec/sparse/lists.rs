@@ -46,6 +46,11 @@ impl PixelLists {
         self.count.len()
     }
 
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        (self.count.capacity() + self.channel.capacity() + self.value.capacity()) * 4
+    }
+
     /// Forgets every entry.
     pub fn clear(&mut self) {
         self.count.fill(0);

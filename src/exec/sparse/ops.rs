@@ -248,6 +248,13 @@ pub struct DenseScratch {
     acc: Vec<f64>,
 }
 
+impl DenseScratch {
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        (self.cols.capacity() + self.acc.capacity()) * std::mem::size_of::<f64>()
+    }
+}
+
 impl Conv<'_> {
     /// Output channels.
     pub fn out_ch(&self) -> usize {

@@ -33,6 +33,11 @@ impl Region {
         }
     }
 
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.mask.capacity() + (self.list.capacity() + self.stamp.capacity()) * 4
+    }
+
     /// Number of pixels of the node.
     pub fn pixels(&self) -> usize {
         self.mask.len()
