@@ -63,3 +63,71 @@ impl StreamInfo {
         x >= 0 && y >= 0 && x < i64::from(self.width) && y < i64::from(self.height)
     }
 }
+
+/// Running counts over a stream of events, for reports (`inspect`, `dataset info`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EventSummary {
+    /// Events seen.
+    pub events: u64,
+    /// ON events seen.
+    pub on: u64,
+    /// First event's timestamp (µs).
+    pub first_t: Option<i64>,
+    /// Last event's timestamp (µs).
+    pub last_t: Option<i64>,
+}
+
+impl EventSummary {
+    /// Adds a batch.
+    pub fn add(&mut self, events: &[Event]) {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return;
+        };
+        self.first_t.get_or_insert(first.t);
+        self.last_t = Some(last.t);
+        self.events += events.len() as u64;
+        // A branch-free count: the compiler vectorises a sum of bools.
+        self.on += events.iter().map(|e| u64::from(e.polarity)).sum::<u64>();
+    }
+
+    /// OFF events seen.
+    pub fn off(&self) -> u64 {
+        self.events - self.on
+    }
+
+    /// Last minus first timestamp, in µs (0 for fewer than two events).
+    pub fn duration_us(&self) -> i64 {
+        match (self.first_t, self.last_t) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0,
+        }
+    }
+
+    /// Mean event rate over the duration, in events per second.
+    pub fn mean_rate(&self) -> Option<f64> {
+        let d = self.duration_us();
+        (d > 0).then(|| self.events as f64 * 1e6 / d as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_is_sixteen_bytes() {
+        assert_eq!(std::mem::size_of::<Event>(), 16);
+    }
+
+    #[test]
+    fn summary_counts_batches_in_order() {
+        let mut s = EventSummary::default();
+        s.add(&[Event::new(10, 0, 0, true), Event::new(20, 1, 1, false)]);
+        s.add(&[]);
+        s.add(&[Event::new(5, 0, 0, true)]);
+        assert_eq!((s.events, s.on, s.off()), (3, 2, 1));
+        assert_eq!((s.first_t, s.last_t), (Some(10), Some(5)));
+        assert_eq!(s.duration_us(), -5);
+        assert_eq!(s.mean_rate(), None);
+    }
+}

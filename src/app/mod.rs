@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod dataset;
+pub mod decode_args;
 pub mod infer;
 pub mod inspect;
 pub mod model;

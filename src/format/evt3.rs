@@ -1,40 +1,818 @@
-//! Prophesee EVT 3.0: decoder (placeholder until its owner lands it).
+//! Prophesee EVT 3.0 RAW: a resumable decoder and an encoder.
+//!
+//! After the `%` header ([`super::prophesee_header`]) come 16-bit little-endian words whose
+//! top 4 bits give the type (Prophesee, "EVT 3.0 Format"). The stream is stateful: words set
+//! the row, the time or a base column, and only `EVT_ADDR_X` and the vectors emit events.
+//! - `EVT_ADDR_Y` 0x0: row = bits 10..0 (bit 11, master/slave system type, is ignored);
+//! - `EVT_ADDR_X` 0x2: one event at column bits 10..0, polarity bit 11;
+//! - `VECT_BASE_X` 0x3: base column bits 10..0 and polarity bit 11 for the vectors;
+//! - `VECT_12` 0x4 / `VECT_8` 0x5: a 12-/8-bit mask, one event at `base + i` per set bit `i`;
+//!   the base then advances by 12 / 8;
+//! - `EVT_TIME_LOW` 0x6 / `EVT_TIME_HIGH` 0x8: the low / high 12 bits of a 24-bit µs time.
+//!   A `TIME_HIGH` that changes the high part clears the low part (a repeated one, which
+//!   sensors send, keeps it), as in Metavision. The 24-bit time wraps every 16.8 s; each new
+//!   `TIME_HIGH` is read as the nearest step from the previous one, so `t` keeps growing
+//!   across wraps (sensors send `TIME_HIGH` every 4096 µs, far below half the range);
+//! - `EXT_TRIGGER` 0xA is counted in `triggers_skipped`; `CONTINUED_4` 0x7, `OTHERS` 0xE and
+//!   `CONTINUED_12` 0xF in `other_skipped`; the other types are reserved and rejected (skipped
+//!   when lenient).
+//!
+//! Events before the first `TIME_HIGH` (no time base), or before the first `EVT_ADDR_Y` /
+//! `VECT_BASE_X` (no address: a stream cut mid-row), are dropped and counted in
+//! `other_skipped`, as Metavision drops words until its first time base.
+//!
+//! Geometry: the caller's resolution if given, else the header's `format`/`geometry` line,
+//! else the sensor generation's (Gen4 / Gen4.1 / IMX636 → 1280×720); with none of these the
+//! header is rejected. Events outside it are [`DecodeErrorKind::OutOfRange`].
 
-use super::{DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Decoder, Format};
+use std::mem::MaybeUninit;
+
+use super::evt2::{check_event, check_geometry, move_time_high, write_raw_header};
+use super::prophesee_header::{RawEncoding, RawPreamble, WrappingClock, skip_or_fail};
+use super::{
+    DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Decoder, EncodeError, Encoder, Format,
+};
 use crate::event::{Event, StreamInfo};
 
-/// Decoder for Prophesee EVT 3.0.
+const ADDR_Y: u32 = 0x0;
+const ADDR_X: u32 = 0x2;
+const VECT_BASE_X: u32 = 0x3;
+const VECT_12: u32 = 0x4;
+const VECT_8: u32 = 0x5;
+const TIME_LOW: u32 = 0x6;
+const CONTINUED_4: u32 = 0x7;
+const TIME_HIGH: u32 = 0x8;
+const EXT_TRIGGER: u32 = 0xA;
+const OTHERS: u32 = 0xE;
+const CONTINUED_12: u32 = 0xF;
+
+/// Bits of `EVT_TIME_HIGH`'s payload.
+const TIME_HIGH_BITS: u32 = 12;
+
+/// A row or base column not yet set by the stream: larger than any sensor, so events that use
+/// it fail the range check and take the out-of-line path, which drops them.
+const NO_ADDRESS: u32 = 0xFFFF_0000;
+
+/// The decoder's state between words (and between `feed` calls).
+#[derive(Debug, Clone, Copy)]
+struct State {
+    clock: WrappingClock<TIME_HIGH_BITS>,
+    low: i64,
+    t: i64,
+    y: u32,
+    base_x: u32,
+    polarity: bool,
+    last_t: i64,
+}
+
+/// What the out-of-line path needs to know about a vector word it must filter.
+#[derive(Debug, Clone, Copy)]
+struct Vector {
+    offset: u64,
+    mask: u32,
+    base_x: u32,
+    y: u32,
+    t: i64,
+    polarity: bool,
+    synced: bool,
+}
+
+/// Decoder for Prophesee EVT 3.0 RAW streams.
 pub struct Evt3Decoder {
+    lenient: bool,
+    preamble: RawPreamble,
+    info: Option<StreamInfo>,
+    width: u32,
+    height: u32,
+    /// The first byte of a word split across `feed` calls.
+    carry: Option<u8>,
+    /// Absolute offset of the next byte to be fed.
+    offset: u64,
+    state: State,
     stats: DecodeStats,
+    failed: Option<DecodeError>,
 }
 
 impl Evt3Decoder {
     /// A fresh decoder.
-    pub fn new(_options: &DecodeOptions) -> Self {
+    pub fn new(options: &DecodeOptions) -> Self {
         Self {
+            lenient: options.lenient,
+            preamble: RawPreamble::new(Format::Evt3, RawEncoding::Evt3, options),
+            info: None,
+            width: 0,
+            height: 0,
+            carry: None,
+            offset: 0,
+            state: State {
+                clock: WrappingClock::default(),
+                low: 0,
+                t: 0,
+                y: NO_ADDRESS,
+                base_x: NO_ADDRESS,
+                polarity: false,
+                last_t: i64::MIN,
+            },
             stats: DecodeStats::default(),
+            failed: None,
         }
+    }
+
+    fn start_data(&mut self, info: StreamInfo) {
+        self.width = u32::from(info.width);
+        self.height = u32::from(info.height);
+        self.info = Some(info);
+    }
+
+    fn feed_inner(&mut self, mut input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
+        if self.info.is_none() {
+            let (used, info) = self.preamble.feed(input)?;
+            self.offset += used as u64;
+            input = input.get(used..).unwrap_or_default();
+            match info {
+                Some(info) => self.start_data(info),
+                None => return Ok(()),
+            }
+        }
+        if let Some(low) = self.carry {
+            let Some((&high, rest)) = input.split_first() else {
+                return Ok(());
+            };
+            self.carry = None;
+            self.decode_words(&[low, high], self.offset - 1, out)?;
+            self.offset += 1;
+            input = rest;
+        }
+        let whole = input.len() & !1;
+        let (words, rest) = input.split_at(whole);
+        self.decode_words(words, self.offset, out)?;
+        self.offset += whole as u64;
+        if let Some(&byte) = rest.first() {
+            self.carry = Some(byte);
+            self.offset += 1;
+        }
+        Ok(())
+    }
+
+    /// Decodes whole words starting at absolute offset `base`: [`fast_block`] runs over
+    /// blocks of words and stops at any word that needs more than the common case (an event
+    /// it cannot emit, a reserved type), which [`Self::slow_word`] handles before the fast
+    /// loop resumes.
+    fn decode_words(
+        &mut self,
+        words: &[u8],
+        base: u64,
+        out: &mut Vec<Event>,
+    ) -> Result<(), DecodeError> {
+        debug_assert!(words.len().is_multiple_of(2));
+        let first_event = out.len();
+        let mut tally = Tally::default();
+        let dims = (self.width, self.height);
+        let mut done = 0;
+        let mut result = Ok(());
+        while let Some(rest) = words.get(done..).filter(|rest| !rest.is_empty()) {
+            let block = rest.get(..BLOCK_WORDS * 2).unwrap_or(rest);
+            out.reserve(block.len() / 2 * SLOTS_PER_WORD);
+            let (written, used) = fast_block(
+                block,
+                out.spare_capacity_mut(),
+                &mut self.state,
+                dims,
+                &mut tally,
+            );
+            // SAFETY: `fast_block` counts a slot of the spare capacity in `written` only after
+            // initialising it, and its slots are the first `written` ones after the length.
+            unsafe { out.set_len(out.len() + written) };
+            done += used;
+            if let Some(&[low, high]) = block.get(used..used + 2) {
+                let word = u32::from(u16::from_le_bytes([low, high]));
+                if let Err(e) = self.slow_word(word, base + done as u64, out) {
+                    result = Err(e);
+                    break;
+                }
+                done += 2;
+            }
+        }
+        self.stats.timestamp_regressions += tally.regressions;
+        self.stats.triggers_skipped += tally.triggers;
+        self.stats.other_skipped += tally.others;
+        self.stats.events += (out.len() - first_event) as u64;
+        result
+    }
+
+    /// A word the fast loop stopped at: an event outside the sensor or without time base or
+    /// address, a vector with such events, a reserved type (or, never in practice, an event
+    /// that did not fit the reserved capacity).
+    #[cold]
+    #[inline(never)]
+    fn slow_word(
+        &mut self,
+        word: u32,
+        offset: u64,
+        out: &mut Vec<Event>,
+    ) -> Result<(), DecodeError> {
+        let s = self.state;
+        let synced = s.clock.synced;
+        match word >> 12 {
+            ADDR_X => {
+                let x = word & 0x7FF;
+                if synced && x < self.width && s.y < self.height {
+                    self.emitted(s.t);
+                    out.push(Event::new(s.t, x as u16, s.y as u16, word & 0x800 != 0));
+                    Ok(())
+                } else {
+                    self.reject_single(synced, offset, x, s.y)
+                }
+            }
+            kind @ (VECT_12 | VECT_8) => {
+                let (mask, span) = if kind == VECT_12 {
+                    (word & 0xFFF, 12)
+                } else {
+                    (word & 0xFF, 8)
+                };
+                self.state.base_x = s.base_x.saturating_add(span);
+                let vector = Vector {
+                    offset,
+                    mask,
+                    base_x: s.base_x,
+                    y: s.y,
+                    t: s.t,
+                    polarity: s.polarity,
+                    synced,
+                };
+                if self.filter_vector(vector, out)? {
+                    self.emitted(s.t);
+                }
+                Ok(())
+            }
+            kind => self.reject_type(offset, kind, word),
+        }
+    }
+
+    /// Tracks a timestamp regression for events emitted by the slow path.
+    fn emitted(&mut self, t: i64) {
+        self.stats.timestamp_regressions += u64::from(t < self.state.last_t);
+        self.state.last_t = t;
+    }
+
+    /// An `EVT_ADDR_X` event that is not emitted: no time base or no row yet (dropped and
+    /// counted), or outside the sensor (an error, or skipped when lenient).
+    #[cold]
+    #[inline(never)]
+    fn reject_single(
+        &mut self,
+        synced: bool,
+        offset: u64,
+        x: u32,
+        y: u32,
+    ) -> Result<(), DecodeError> {
+        if !synced || y == NO_ADDRESS {
+            self.stats.other_skipped += 1;
+            return Ok(());
+        }
+        self.out_of_range(offset, x, y)
+    }
+
+    /// A vector with at least one event that cannot be emitted: emits the others in column
+    /// order and handles each rejected one as [`Self::reject_single`] does. Returns whether
+    /// any event was emitted.
+    #[cold]
+    #[inline(never)]
+    fn filter_vector(&mut self, v: Vector, out: &mut Vec<Event>) -> Result<bool, DecodeError> {
+        if !v.synced || v.y == NO_ADDRESS || v.base_x >= NO_ADDRESS {
+            self.stats.other_skipped += u64::from(v.mask.count_ones());
+            return Ok(false);
+        }
+        let mut pushed = false;
+        let mut bits = v.mask;
+        while bits != 0 {
+            let x = v.base_x + bits.trailing_zeros();
+            bits &= bits - 1;
+            if x < self.width && v.y < self.height {
+                out.push(Event::new(v.t, x as u16, v.y as u16, v.polarity));
+                pushed = true;
+            } else {
+                self.out_of_range(v.offset, x, v.y)?;
+            }
+        }
+        Ok(pushed)
+    }
+
+    fn out_of_range(&mut self, offset: u64, x: u32, y: u32) -> Result<(), DecodeError> {
+        let error = DecodeError::new(
+            Format::Evt3,
+            offset,
+            DecodeErrorKind::OutOfRange {
+                x: i64::from(x),
+                y: i64::from(y),
+                width: self.width as u16,
+                height: self.height as u16,
+            },
+        );
+        skip_or_fail(&mut self.stats, self.lenient, error)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reject_type(&mut self, offset: u64, kind: u32, word: u32) -> Result<(), DecodeError> {
+        let error = DecodeError::new(
+            Format::Evt3,
+            offset,
+            DecodeErrorKind::Unexpected {
+                expected: "an EVT 3.0 word type (0x0, 0x2 to 0x8, 0xA, 0xE or 0xF)".into(),
+                found: format!("type {kind:#X} in word {word:#06X}"),
+            },
+        );
+        skip_or_fail(&mut self.stats, self.lenient, error)
     }
 }
 
 impl Decoder for Evt3Decoder {
-    fn feed(&mut self, _input: &[u8], _out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        Err(DecodeError::new(
-            Format::Evt3,
-            0,
-            DecodeErrorKind::Unexpected {
-                expected: "a built decoder".into(),
-                found: "placeholder".into(),
-            },
-        ))
+    fn feed(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let result = self.feed_inner(input, out);
+        match &result {
+            Ok(()) => self.stats.bytes = self.offset,
+            // Bytes before the failing record: the same for every chunking.
+            Err(e) => {
+                self.stats.bytes = e.offset;
+                self.failed = Some(e.clone());
+            }
+        }
+        result
     }
+
     fn finish(&mut self, _out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        Ok(())
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let result = if self.info.is_none() {
+            self.preamble.finish().map(|info| self.start_data(info))
+        } else if self.carry.is_some() {
+            Err(DecodeError::new(
+                Format::Evt3,
+                self.offset - 1,
+                DecodeErrorKind::Truncated {
+                    what: "EVT 3.0 word",
+                    expected: 2,
+                    found: 1,
+                },
+            ))
+        } else {
+            Ok(())
+        };
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
     }
+
     fn info(&self) -> Option<&StreamInfo> {
-        None
+        self.info.as_ref()
     }
+
     fn stats(&self) -> &DecodeStats {
         &self.stats
+    }
+}
+
+/// Words per block of the fast loop: spare capacity is reserved per block.
+const BLOCK_WORDS: usize = 2048;
+/// Spare slots reserved per word: a vector writes 16 candidate slots (at most 12 kept).
+const SLOTS_PER_WORD: usize = 16;
+
+/// Counts the fast loop keeps in registers.
+#[derive(Debug, Default)]
+struct Tally {
+    regressions: u64,
+    triggers: u64,
+    others: u64,
+}
+
+/// The hot loop: decodes `words` into `spare` while every word is the common case, and
+/// returns the number of events written (the first slots of `spare`) and of bytes used; it
+/// stops early at a word that [`Evt3Decoder::slow_word`] must handle. No allocation, no
+/// error path, state in registers; vectors are emitted without a branch per bit.
+#[inline(never)]
+fn fast_block(
+    words: &[u8],
+    spare: &mut [MaybeUninit<Event>],
+    state: &mut State,
+    dims: (u32, u32),
+    tally: &mut Tally,
+) -> (usize, usize) {
+    let mut s = *state;
+    // Until the first TIME_HIGH the sensor is zero-sized, so every event stops the loop.
+    let (mut width, mut height) = if s.clock.synced { dims } else { (0, 0) };
+    let mut regressions = 0u64;
+    let mut written = 0;
+    let mut used = words.len();
+    for (i, bytes) in words.chunks_exact(2).enumerate() {
+        let word = u32::from(u16::from_le_bytes([bytes[0], bytes[1]]));
+        let kind = word >> 12;
+        match kind {
+            // The words that make up most of a stream, handled without a branch between
+            // them (the sequence of types is data, so branches on it mispredict): each
+            // updates its part of the state by a conditional move, and an event candidate is
+            // always written but kept only for EVT_ADDR_X.
+            ADDR_Y | ADDR_X | VECT_BASE_X | TIME_LOW => {
+                let address = word & 0x7FF;
+                let bit11 = word & 0x800 != 0;
+                let is_x = kind == ADDR_X;
+                if kind == ADDR_Y {
+                    s.y = address;
+                }
+                if kind == VECT_BASE_X {
+                    s.base_x = address;
+                    s.polarity = bit11;
+                }
+                if kind == TIME_LOW {
+                    s.low = i64::from(word & 0xFFF);
+                    s.t = (s.clock.value << 12) | s.low;
+                }
+                let Some(slot) = spare.get_mut(written) else {
+                    used = 2 * i;
+                    break;
+                };
+                if is_x && !(address < width && s.y < height) {
+                    used = 2 * i;
+                    break;
+                }
+                slot.write(Event::new(s.t, address as u16, s.y as u16, bit11));
+                written += usize::from(is_x);
+                regressions += u64::from(is_x && s.t < s.last_t);
+                if is_x {
+                    s.last_t = s.t;
+                }
+            }
+            VECT_12 | VECT_8 => {
+                let (mask, span) = if kind == VECT_12 {
+                    (word & 0xFFF, 12)
+                } else {
+                    (word & 0xFF, 8)
+                };
+                if mask != 0 {
+                    // One past the highest column this vector touches.
+                    let end = s.base_x.saturating_add(32 - mask.leading_zeros());
+                    let window = spare
+                        .get_mut(written..written + SLOTS_PER_WORD)
+                        .and_then(|w| {
+                            <&mut [MaybeUninit<Event>; SLOTS_PER_WORD]>::try_from(w).ok()
+                        });
+                    let (Some(window), true) = (window, end <= width && s.y < height) else {
+                        used = 2 * i;
+                        break;
+                    };
+                    // Candidate `bit` goes to the slot after the set bits below it; a clear
+                    // bit's candidate is overwritten by the next set bit or left past the end.
+                    let mut kept = 0u32;
+                    for bit in 0..12 {
+                        window[(kept & 15) as usize].write(Event::new(
+                            s.t,
+                            (s.base_x + bit) as u16,
+                            s.y as u16,
+                            s.polarity,
+                        ));
+                        kept += (mask >> bit) & 1;
+                    }
+                    written += kept as usize;
+                    regressions += u64::from(s.t < s.last_t);
+                    s.last_t = s.t;
+                }
+                s.base_x = s.base_x.saturating_add(span);
+            }
+            TIME_HIGH => {
+                let previous = s.clock;
+                s.clock.advance(u64::from(word));
+                // A repeated TIME_HIGH keeps the low part (sensors resend it).
+                if s.clock != previous {
+                    s.low = 0;
+                }
+                s.t = (s.clock.value << 12) | s.low;
+                (width, height) = dims;
+            }
+            // Rare: counted in memory, keeping registers for the common words.
+            EXT_TRIGGER => tally.triggers += 1,
+            CONTINUED_4 | OTHERS | CONTINUED_12 => tally.others += 1,
+            _ => {
+                used = 2 * i;
+                break;
+            }
+        }
+    }
+    *state = s;
+    tally.regressions += regressions;
+    (written, used)
+}
+
+/// Log2 of the largest timestamp the EVT 3.0 encoder accepts (2^40 µs, 12.7 days). The limit
+/// bounds the bridging `TIME_HIGH` words a jump needs (each spans at most 2047 × 4096 µs):
+/// at most 131,072.
+const EVT3_MAX_T_BITS: u32 = 40;
+
+/// The fewest events with one timestamp, row and polarity, in increasing columns, that the
+/// encoder writes as a vector instead of one `EVT_ADDR_X` each.
+const MIN_VECTOR_RUN: usize = 3;
+
+/// Encoder for Prophesee EVT 3.0 RAW: `EVT_TIME_HIGH`/`EVT_TIME_LOW` when the time changes,
+/// `EVT_ADDR_Y` when the row changes, then either `EVT_ADDR_X` per event or, for runs of
+/// same-time, same-row, same-polarity events in increasing columns, `VECT_BASE_X` and
+/// `VECT_12`/`VECT_8` masks (as a sensor writes a burst along a row). Timestamps must lie in
+/// `0..2^40` µs; steps of 8.4 s or more are bridged with extra `TIME_HIGH` words.
+#[derive(Debug, Default)]
+pub struct Evt3Encoder {
+    width: u16,
+    height: u16,
+    time_high: Option<i64>,
+    time_low: Option<i64>,
+    y: Option<u16>,
+    index: u64,
+}
+
+impl Evt3Encoder {
+    /// A fresh encoder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn set_time(&mut self, t: i64, out: &mut Vec<u8>) {
+        let before = self.time_high;
+        move_time_high(&mut self.time_high, t >> 12, TIME_HIGH_BITS, |high| {
+            push_word(out, TIME_HIGH, high as u32);
+        });
+        if self.time_high != before {
+            self.time_low = None;
+        }
+        let low = t & 0xFFF;
+        if self.time_low != Some(low) {
+            push_word(out, TIME_LOW, low as u32);
+            self.time_low = Some(low);
+        }
+    }
+
+    /// Writes a run of events sharing time, row and polarity, in strictly increasing columns.
+    fn write_vectors(run: &[Event], out: &mut Vec<u8>) {
+        let polarity = run.first().is_some_and(|e| e.polarity);
+        let pol_bit = u32::from(polarity) << 11;
+        let mut base: Option<u32> = None;
+        let mut k = 0;
+        while let Some(first) = run.get(k) {
+            let x = u32::from(first.x);
+            let b = match base {
+                Some(b) if x < b + 12 => b,
+                _ => {
+                    push_word(out, VECT_BASE_X, pol_bit | x);
+                    x
+                }
+            };
+            let mut mask = 0u32;
+            while let Some(e) = run.get(k).filter(|e| u32::from(e.x) < b + 12) {
+                mask |= 1 << (u32::from(e.x) - b);
+                k += 1;
+            }
+            if mask < 0x100 {
+                push_word(out, VECT_8, mask);
+                base = Some(b + 8);
+            } else {
+                push_word(out, VECT_12, mask);
+                base = Some(b + 12);
+            }
+        }
+    }
+}
+
+fn push_word(out: &mut Vec<u8>, kind: u32, payload: u32) {
+    debug_assert!(payload < 0x1000);
+    out.extend_from_slice(&(((kind << 12) | payload) as u16).to_le_bytes());
+}
+
+impl Encoder for Evt3Encoder {
+    fn begin(&mut self, info: &StreamInfo, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        check_geometry(info, "EVT 3.0")?;
+        self.width = info.width;
+        self.height = info.height;
+        write_raw_header(info, "3.0", "EVT3", out);
+        Ok(())
+    }
+
+    fn encode(&mut self, events: &[Event], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        out.reserve(events.len() * 2);
+        let first_index = self.index;
+        let dims = (self.width, self.height);
+        let mut i = 0;
+        while let Some(first) = events.get(i) {
+            check_event(first, first_index + i as u64, dims, EVT3_MAX_T_BITS)?;
+            let mut end = i + 1;
+            while let (Some(prev), Some(next)) = (events.get(end - 1), events.get(end)) {
+                if next.t != first.t
+                    || next.y != first.y
+                    || next.polarity != first.polarity
+                    || next.x <= prev.x
+                {
+                    break;
+                }
+                check_event(next, first_index + end as u64, dims, EVT3_MAX_T_BITS)?;
+                end += 1;
+            }
+            self.set_time(first.t, out);
+            if self.y != Some(first.y) {
+                push_word(out, ADDR_Y, u32::from(first.y));
+                self.y = Some(first.y);
+            }
+            let run = events.get(i..end).unwrap_or_default();
+            if run.len() >= MIN_VECTOR_RUN {
+                Self::write_vectors(run, out);
+            } else {
+                for e in run {
+                    push_word(out, ADDR_X, (u32::from(e.polarity) << 11) | u32::from(e.x));
+                }
+            }
+            i = end;
+        }
+        self.index = first_index + events.len() as u64;
+        Ok(())
+    }
+
+    fn end(&mut self, _out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "% evt 3.0\n% format EVT3;height=720;width=1280\n% end\n";
+
+    fn decode(
+        input: &[u8],
+        options: &DecodeOptions,
+    ) -> (Vec<Event>, Result<(), DecodeError>, DecodeStats) {
+        let mut decoder = Evt3Decoder::new(options);
+        let mut events = Vec::new();
+        let result = decoder
+            .feed(input, &mut events)
+            .and_then(|()| decoder.finish(&mut events));
+        (events, result, decoder.stats().clone())
+    }
+
+    fn stream(words: &[u16]) -> Vec<u8> {
+        let mut bytes = HEADER.as_bytes().to_vec();
+        for w in words {
+            bytes.extend_from_slice(&w.to_le_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn decodes_single_and_vector_events() {
+        let input = stream(&[
+            0x8001,        // TIME_HIGH 1
+            0x6005,        // TIME_LOW 5
+            0x0064,        // y = 100
+            0x2A0A,        // ON event at x = 0x20A (bit 11 set)
+            0x3800 | 1270, // base 1270, ON
+            0x4801,        // VECT_12: bits 0 and 11 -> 1270, 1281? (out of range for bit 11)
+        ]);
+        let (events, result, _) = decode(&input, &DecodeOptions::default());
+        let error = result.unwrap_err();
+        assert!(matches!(
+            error.kind,
+            DecodeErrorKind::OutOfRange {
+                x: 1281,
+                y: 100,
+                ..
+            }
+        ));
+        assert_eq!(
+            events,
+            vec![
+                Event::new(4096 + 5, 0x20A, 100, true),
+                Event::new(4096 + 5, 1270, 100, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn vectors_advance_the_base() {
+        let input = stream(&[
+            0x8000,
+            0x0002,         // y = 2
+            0x3000 | 10,    // base 10, OFF
+            0x4000 | 0b101, // 10, 12; base -> 22
+            0x5000 | 0x80,  // VECT_8 bit 7 -> 29; base -> 30
+            0x4001,         // 30
+            0x7000,         // CONTINUED_4
+            0xA000,         // trigger
+        ]);
+        let (events, result, stats) = decode(&input, &DecodeOptions::default());
+        result.unwrap();
+        let xs: Vec<u16> = events.iter().map(|e| e.x).collect();
+        assert_eq!(xs, vec![10, 12, 29, 30]);
+        assert!(events.iter().all(|e| e.y == 2 && !e.polarity && e.t == 0));
+        assert_eq!((stats.triggers_skipped, stats.other_skipped), (1, 1));
+    }
+
+    #[test]
+    fn time_wraps_keep_t_growing() {
+        let input = stream(&[
+            0x8FFF, 0x6FFF, 0x0000, 0x2000, 0x8000, // wraps: t = 2^24
+            0x2001, 0x6001, 0x2002, 0x6000, // back one µs: a regression, kept
+            0x2003,
+        ]);
+        let (events, result, stats) = decode(&input, &DecodeOptions::default());
+        result.unwrap();
+        let ts: Vec<i64> = events.iter().map(|e| e.t).collect();
+        assert_eq!(ts, vec![(1 << 24) - 1, 1 << 24, (1 << 24) + 1, 1 << 24]);
+        assert_eq!(stats.timestamp_regressions, 1);
+    }
+
+    #[test]
+    fn events_without_time_base_or_row_are_dropped_and_counted() {
+        let input = stream(&[0x0001, 0x2001, 0x8000, 0x2002, 0x4003, 0x0003, 0x2004]);
+        let (events, result, stats) = decode(&input, &DecodeOptions::default());
+        result.unwrap();
+        // Before TIME_HIGH: 1 event. After it, row 1 is known (set before the time base),
+        // but the vector has no base column: 2 events dropped.
+        assert_eq!(
+            events,
+            vec![Event::new(0, 2, 1, false), Event::new(0, 4, 3, false)]
+        );
+        assert_eq!(stats.other_skipped, 3);
+    }
+
+    #[test]
+    fn reserved_types_fail_strict_and_are_skipped_lenient() {
+        let input = stream(&[0x8000, 0x0001, 0x1000, 0x2001, 0x9000]);
+        let (events, result, _) = decode(&input, &DecodeOptions::default());
+        assert!(events.is_empty());
+        let error = result.unwrap_err();
+        assert_eq!(error.offset, HEADER.len() as u64 + 4);
+        let lenient = DecodeOptions {
+            lenient: true,
+            ..DecodeOptions::default()
+        };
+        let (events, result, stats) = decode(&input, &lenient);
+        result.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(stats.bad_records_skipped, 2);
+    }
+
+    #[test]
+    fn odd_trailing_byte_is_truncation() {
+        let mut input = stream(&[0x8000]);
+        input.push(0x20);
+        let (_, result, _) = decode(&input, &DecodeOptions::default());
+        let error = result.unwrap_err();
+        assert_eq!(error.offset, input.len() as u64 - 1);
+        assert!(matches!(
+            error.kind,
+            DecodeErrorKind::Truncated {
+                expected: 2,
+                found: 1,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn encoder_vectorises_runs_and_round_trips() {
+        let info = StreamInfo {
+            width: 1280,
+            height: 720,
+            source: None,
+            format: String::new(),
+        };
+        let mut events = Vec::new();
+        // A burst along a row with gaps (vectors, rebased), singles, a long quiet gap.
+        for x in [3u16, 4, 9, 14, 15, 40, 41, 42, 1279] {
+            events.push(Event::new(100, x, 7, true));
+        }
+        events.push(Event::new(100, 5, 7, true));
+        events.push(Event::new(101, 5, 8, false));
+        events.push(Event::new(60_000_000, 0, 719, false));
+        events.push(Event::new(59_000_000, 1, 719, false));
+        let mut encoder = Evt3Encoder::new();
+        let mut bytes = Vec::new();
+        encoder.begin(&info, &mut bytes).unwrap();
+        encoder.encode(&events, &mut bytes).unwrap();
+        encoder.end(&mut bytes).unwrap();
+        let (decoded, result, stats) = decode(&bytes, &DecodeOptions::default());
+        result.unwrap();
+        assert_eq!(decoded, events);
+        assert_eq!(stats.timestamp_regressions, 1);
+        let data = bytes.windows(6).position(|w| w == b"% end\n").unwrap() + 6;
+        let vectors = bytes[data..]
+            .chunks_exact(2)
+            .filter(|w| matches!(w[1] >> 4, 0x4 | 0x5))
+            .count();
+        let far = [Event::new(1 << EVT3_MAX_T_BITS, 0, 0, true)];
+        let error = encoder.encode(&far, &mut Vec::new()).unwrap_err();
+        assert!(error.to_string().contains("2^40"), "{error}");
+        // One run of nine: {3,4,9,14} VECT_12, {15} VECT_8, rebase {40,41,42} VECT_8,
+        // rebase {1279} VECT_8.
+        assert_eq!(vectors, 4);
     }
 }

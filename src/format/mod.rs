@@ -96,6 +96,32 @@ impl Format {
     }
 }
 
+impl Format {
+    /// A fresh encoder writing this format for a stream described by `info`, with each format's
+    /// default settings (AEDAT 4.0: LZ4, no FileDataTable since the output may not seek; AEDAT
+    /// 2.0: the DVS128 layout in `orientation` for 128×128 streams, the DAVIS layout otherwise).
+    pub fn encoder(self, info: &StreamInfo, orientation: JaerOrientation) -> Box<dyn Encoder> {
+        match self {
+            Format::Aedat2 if (info.width, info.height) == (128, 128) => {
+                Box::new(aedat2::Aedat2Encoder::dvs128(orientation))
+            }
+            Format::Aedat2 => Box::new(aedat2::Aedat2Encoder::davis(info.width, info.height)),
+            Format::Aedat3 => Box::new(aedat3::Aedat3Encoder::new(info.width, info.height)),
+            Format::Aedat4 => Box::new(aedat4::Aedat4Encoder::new(
+                aedat4::Aedat4EncoderOptions::default(),
+            )),
+            Format::DvNetwork => Box::new(dv_network::DvNetworkEncoder::new(
+                aedat4::Aedat4EncoderOptions::default(),
+            )),
+            Format::Evt2 => Box::new(evt2::Evt2Encoder::new()),
+            Format::Evt3 => Box::new(evt3::Evt3Encoder::new()),
+            Format::Dat => Box::new(dat::DatEncoder::new()),
+            Format::Atis => Box::new(atis::AtisEncoder::new()),
+            Format::Es => Box::new(es::EsEncoder::new()),
+        }
+    }
+}
+
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -367,67 +393,150 @@ pub enum ReadError {
 /// Chunk size for reading files: large enough to amortise syscalls, small enough to stay in L2.
 const READ_CHUNK: usize = 1 << 20;
 
+/// Decodes a file chunk by chunk, so memory stays bounded by the chunk and the caller's batches.
+pub struct FileReader {
+    path: PathBuf,
+    file: Box<dyn Read + Send>,
+    format: Format,
+    decoder: Box<dyn Decoder>,
+    chunk: Vec<u8>,
+    /// Bytes read for detection and not yet fed.
+    pending: usize,
+    finished: bool,
+}
+
+impl FileReader {
+    /// Opens a file and detects its format unless `format` is given.
+    pub fn open(
+        path: &Path,
+        format: Option<Format>,
+        options: &DecodeOptions,
+    ) -> Result<Self, ReadError> {
+        let file = std::fs::File::open(path).map_err(|source| ReadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_reader(path, Box::new(file), format, options)
+    }
+
+    /// Decodes from any byte source; `name` stands for the path in errors and detection (its
+    /// extension is used for headerless formats).
+    pub fn from_reader(
+        name: &Path,
+        mut file: Box<dyn Read + Send>,
+        format: Option<Format>,
+        options: &DecodeOptions,
+    ) -> Result<Self, ReadError> {
+        let path = name;
+        let io = |source| ReadError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut chunk = vec![0u8; READ_CHUNK];
+        let mut filled = 0;
+        // Detection needs a prefix: fill the first chunk or reach the end of the file.
+        while filled < chunk.len() {
+            let n = file.read(&mut chunk[filled..]).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        let format = match format {
+            Some(f) => f,
+            None => detect::detect(Some(path), &chunk[..filled]).ok_or_else(|| {
+                ReadError::UnknownFormat {
+                    path: path.to_path_buf(),
+                    prefix: escape_prefix(&chunk[..filled.min(32)]),
+                }
+            })?,
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            format,
+            decoder: format.decoder(options),
+            chunk,
+            pending: filled,
+            finished: false,
+        })
+    }
+
+    /// The file's format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the stream says about itself (after its header was decoded).
+    pub fn info(&self) -> Option<&StreamInfo> {
+        self.decoder.info()
+    }
+
+    /// The decoder's skip and problem counts so far.
+    pub fn stats(&self) -> &DecodeStats {
+        self.decoder.stats()
+    }
+
+    /// The stream info, or an empty one naming the format when the header gave none.
+    pub fn info_or_default(&self) -> StreamInfo {
+        self.info().cloned().unwrap_or_else(|| StreamInfo {
+            width: 0,
+            height: 0,
+            source: None,
+            format: self.format.name().to_string(),
+        })
+    }
+
+    /// Decodes the next chunk, appending its events to `out`. Returns `Ok(false)` from the call
+    /// that reached the end of the file and finished the decoder cleanly (that call may still
+    /// have appended events), and from every call after it.
+    pub fn next_batch(&mut self, out: &mut Vec<Event>) -> Result<bool, ReadError> {
+        if self.finished {
+            return Ok(false);
+        }
+        let n = if self.pending > 0 {
+            std::mem::take(&mut self.pending)
+        } else {
+            self.file
+                .read(&mut self.chunk)
+                .map_err(|source| ReadError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?
+        };
+        let result = if n == 0 {
+            self.finished = true;
+            self.decoder.finish(out)
+        } else {
+            self.decoder.feed(&self.chunk[..n], out)
+        };
+        result.map_err(|source| ReadError::Decode {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(!self.finished)
+    }
+}
+
 /// Reads and decodes a whole file, detecting its format unless `format` is given.
 pub fn read_file(
     path: &Path,
     format: Option<Format>,
     options: &DecodeOptions,
 ) -> Result<Recording, ReadError> {
-    let io = |source| ReadError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut chunk = vec![0u8; READ_CHUNK];
-    let mut filled = 0;
-    // Detection needs a prefix; read until the first chunk is full or the file ends.
-    loop {
-        let n = file.read(&mut chunk[filled..]).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-        if filled == chunk.len() {
-            break;
-        }
-    }
-    let format = match format {
-        Some(f) => f,
-        None => detect::detect(Some(path), &chunk[..filled]).ok_or_else(|| {
-            ReadError::UnknownFormat {
-                path: path.to_path_buf(),
-                prefix: escape_prefix(&chunk[..filled.min(32)]),
-            }
-        })?,
-    };
-    let mut decoder = format.decoder(options);
-    let decode = |source| ReadError::Decode {
-        path: path.to_path_buf(),
-        source,
-    };
+    let mut reader = FileReader::open(path, format, options)?;
     let mut events = Vec::new();
-    decoder
-        .feed(&chunk[..filled], &mut events)
-        .map_err(decode)?;
-    loop {
-        let n = file.read(&mut chunk).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        decoder.feed(&chunk[..n], &mut events).map_err(decode)?;
-    }
-    decoder.finish(&mut events).map_err(decode)?;
-    let info = decoder.info().cloned().unwrap_or_else(|| StreamInfo {
-        width: 0,
-        height: 0,
-        source: None,
-        format: format.name().to_string(),
-    });
+    while reader.next_batch(&mut events)? {}
     Ok(Recording {
-        format,
-        info,
+        format: reader.format(),
+        info: reader.info_or_default(),
         events,
-        stats: decoder.stats().clone(),
+        stats: reader.stats().clone(),
     })
 }
 

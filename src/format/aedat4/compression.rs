@@ -1,0 +1,636 @@
+//! Packet-body compression for DV files and streams: bounded LZ4-frame and zstd
+//! decompression into a reused buffer, and the matching compressors.
+//!
+//! DV compresses every packet body (and the FileDataTable) as a self-contained LZ4 frame or
+//! zstd frame. Decompressed output is capped at `DecodeOptions::max_record_bytes`: a body that
+//! inflates past the cap is rejected after writing at most the cap, so a decompression bomb
+//! cannot allocate more. The codec state and the output buffer are reused across packets so
+//! the hot path does not allocate.
+//!
+//! lz4_flex's frame reader cannot say whether a frame ended with its end mark (input that
+//! stops at a block boundary reads as a clean end), and it sizes its block buffers from the
+//! frame header. So [`lz4_frame_layout`] walks the frame structure first: it rejects frames
+//! that end early, and block sizes whose buffers would exceed the cap, before decoding.
+
+use std::io::{self, Cursor, Read, Write};
+
+use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInfo};
+use zstd::stream::raw::{DParameter, Decoder as ZstdDecoder, InBuffer, Operation, OutBuffer};
+
+use crate::format::EncodeError;
+
+/// The compression an IOHeader declares for every packet of a file or stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Packets are stored as plain size-prefixed flatbuffers.
+    None,
+    /// LZ4 frames (DV's default; 64 KiB linked blocks).
+    #[default]
+    Lz4,
+    /// LZ4 frames written by the high-compression (HC) compressor. Decoded like `Lz4`.
+    Lz4High,
+    /// zstd frames.
+    Zstd,
+    /// zstd frames at a high compression level. Decoded like `Zstd`.
+    ZstdHigh,
+}
+
+impl Compression {
+    /// The value of the IOHeader `compression` field (DV's `CompressionType` enum).
+    pub(crate) fn code(self) -> i32 {
+        match self {
+            Compression::None => 0,
+            Compression::Lz4 => 1,
+            Compression::Lz4High => 2,
+            Compression::Zstd => 3,
+            Compression::ZstdHigh => 4,
+        }
+    }
+
+    /// The compression for an IOHeader `compression` field value, if it is one DV defines.
+    pub(crate) fn from_code(code: i32) -> Option<Self> {
+        match code {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Lz4),
+            2 => Some(Compression::Lz4High),
+            3 => Some(Compression::Zstd),
+            4 => Some(Compression::ZstdHigh),
+            _ => None,
+        }
+    }
+
+    /// The name DV writes in the infoNode's `compression` attribute.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "NONE",
+            Compression::Lz4 => "LZ4",
+            Compression::Lz4High => "LZ4_HIGH",
+            Compression::Zstd => "ZSTD",
+            Compression::ZstdHigh => "ZSTD_HIGH",
+        }
+    }
+
+    /// The codec name used in error messages.
+    pub(crate) fn codec_name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Lz4 | Compression::Lz4High => "LZ4",
+            Compression::Zstd | Compression::ZstdHigh => "zstd",
+        }
+    }
+}
+
+/// Why a compressed body could not be decompressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DecompressError {
+    /// The input stops inside a frame; at least `needed` input bytes in total were required.
+    Incomplete {
+        /// A lower bound on the input length the frame needs.
+        needed: u64,
+    },
+    /// The output would exceed the limit (a decompression bomb or an oversized record).
+    Exceeds(usize),
+    /// The body is not a valid frame.
+    Corrupt(String),
+}
+
+impl DecompressError {
+    /// The human-readable reason, for `DecodeErrorKind::Decompress`.
+    pub(crate) fn message(&self) -> String {
+        match self {
+            DecompressError::Incomplete { needed } => {
+                format!("input ends inside a frame that needs at least {needed} bytes")
+            }
+            DecompressError::Exceeds(limit) => format!("output exceeds {limit} bytes"),
+            DecompressError::Corrupt(message) => message.clone(),
+        }
+    }
+}
+
+/// LZ4 frame magic number (little-endian on the wire).
+const LZ4_MAGIC: u32 = 0x184D_2204;
+/// The LZ4 history window that linked blocks keep.
+const LZ4_WINDOW: usize = 64 * 1024;
+/// Smallest frame header: magic, FLG, BD, header checksum.
+const LZ4_MIN_HEADER: usize = 7;
+/// Initial output buffer size; it grows by doubling up to the limit.
+const INITIAL_OUTPUT: usize = 256 * 1024;
+
+/// What [`lz4_frame_layout`] learnt about a body's frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lz4Layout {
+    /// The memory lz4_flex reserves for the largest frame's block buffers.
+    pub buffer_bytes: usize,
+}
+
+/// Walks the LZ4 frames in `body` without decompressing: every frame must be a standard
+/// frame (no legacy or skippable frames) whose blocks and end mark lie inside `body`.
+pub(crate) fn lz4_frame_layout(body: &[u8]) -> Result<Lz4Layout, DecompressError> {
+    let read_u32 = |pos: usize| -> Result<u32, DecompressError> {
+        match body.get(pos..pos.saturating_add(4)) {
+            Some(&[a, b, c, d]) => Ok(u32::from_le_bytes([a, b, c, d])),
+            _ => Err(DecompressError::Incomplete {
+                needed: pos as u64 + 4,
+            }),
+        }
+    };
+    let mut pos = 0usize;
+    let mut buffer_bytes = 0usize;
+    // A packet body holds one frame; concatenated frames are valid LZ4 input, so accept them.
+    loop {
+        let magic = read_u32(pos)?;
+        if magic != LZ4_MAGIC {
+            return Err(DecompressError::Corrupt(format!(
+                "expected LZ4 frame magic 0x{LZ4_MAGIC:08X} at body byte {pos}, found 0x{magic:08X}"
+            )));
+        }
+        let (flg, bd) = match body.get(pos + 4..pos + 6) {
+            Some(&[flg, bd]) => (flg, bd),
+            _ => {
+                return Err(DecompressError::Incomplete {
+                    needed: (pos + LZ4_MIN_HEADER) as u64,
+                });
+            }
+        };
+        if flg >> 6 != 1 {
+            return Err(DecompressError::Corrupt(format!(
+                "LZ4 frame version {} (FLG 0x{flg:02X}), expected 1",
+                flg >> 6
+            )));
+        }
+        let linked = flg & 0x20 == 0;
+        let block_checksums = flg & 0x10 != 0;
+        let content_size = flg & 0x08 != 0;
+        let content_checksum = flg & 0x04 != 0;
+        let dict_id = flg & 0x01 != 0;
+        let max_block = match (bd >> 4) & 0x7 {
+            4 => 64 * 1024,
+            5 => 256 * 1024,
+            6 => 1024 * 1024,
+            7 => 4 * 1024 * 1024,
+            id => {
+                return Err(DecompressError::Corrupt(format!(
+                    "LZ4 block size id {id} (BD 0x{bd:02X}), expected 4 to 7"
+                )));
+            }
+        };
+        // Mirrors lz4_flex's reservations: a source block, and one (independent) or two
+        // blocks plus the history window (linked) of output.
+        let buffers = if linked {
+            max_block * 3 + LZ4_WINDOW
+        } else {
+            max_block * 2
+        };
+        buffer_bytes = buffer_bytes.max(buffers);
+        let header_len =
+            LZ4_MIN_HEADER + if content_size { 8 } else { 0 } + if dict_id { 4 } else { 0 };
+        pos += header_len;
+        if pos > body.len() {
+            return Err(DecompressError::Incomplete { needed: pos as u64 });
+        }
+        loop {
+            let block = read_u32(pos)?;
+            pos += 4;
+            if block == 0 {
+                if content_checksum {
+                    pos += 4;
+                }
+                break;
+            }
+            let len = (block & 0x7FFF_FFFF) as usize;
+            if len > max_block {
+                return Err(DecompressError::Corrupt(format!(
+                    "LZ4 block of {len} bytes in a frame whose blocks hold at most {max_block}"
+                )));
+            }
+            pos = pos + len + if block_checksums { 4 } else { 0 };
+            if pos > body.len() {
+                return Err(DecompressError::Incomplete { needed: pos as u64 });
+            }
+        }
+        if pos > body.len() {
+            return Err(DecompressError::Incomplete { needed: pos as u64 });
+        }
+        if pos == body.len() {
+            return Ok(Lz4Layout { buffer_bytes });
+        }
+    }
+}
+
+/// Decompresses packet bodies with one codec into a buffer reused across packets.
+pub(crate) struct Decompressor {
+    compression: Compression,
+    max_output: usize,
+    /// Decompressed bytes; only a prefix is valid after each call. Never shrinks, so steady
+    /// state does not allocate.
+    output: Vec<u8>,
+    /// The LZ4 reader, kept between packets for its block buffers; `None` after an error,
+    /// since a failed frame leaves it mid-frame.
+    lz4: Option<FrameDecoder<Cursor<Vec<u8>>>>,
+    zstd: Option<ZstdDecoder<'static>>,
+}
+
+impl Decompressor {
+    /// A decompressor for `compression` whose output never exceeds `max_output` bytes.
+    pub(crate) fn new(compression: Compression, max_output: usize) -> Self {
+        Self {
+            compression,
+            max_output,
+            output: Vec::new(),
+            lz4: None,
+            zstd: None,
+        }
+    }
+
+    /// Decompresses `body` (returned as is when uncompressed).
+    pub(crate) fn decompress<'a>(
+        &'a mut self,
+        body: &'a [u8],
+    ) -> Result<&'a [u8], DecompressError> {
+        let len = match self.compression {
+            Compression::None => {
+                if body.len() > self.max_output {
+                    return Err(DecompressError::Exceeds(self.max_output));
+                }
+                return Ok(body);
+            }
+            Compression::Lz4 | Compression::Lz4High => self.lz4(body)?,
+            Compression::Zstd | Compression::ZstdHigh => self.zstd(body)?,
+        };
+        Ok(self.output.get(..len).unwrap_or_default())
+    }
+
+    fn lz4(&mut self, body: &[u8]) -> Result<usize, DecompressError> {
+        let layout = lz4_frame_layout(body)?;
+        if layout.buffer_bytes > self.max_output {
+            return Err(DecompressError::Corrupt(format!(
+                "LZ4 frame block size needs {} bytes of buffers, more than the limit of {} bytes",
+                layout.buffer_bytes, self.max_output
+            )));
+        }
+        let mut reader = self
+            .lz4
+            .take()
+            .unwrap_or_else(|| FrameDecoder::new(Cursor::new(Vec::new())));
+        {
+            let source = reader.get_mut();
+            let bytes = source.get_mut();
+            bytes.clear();
+            bytes.extend_from_slice(body);
+            source.set_position(0);
+        }
+        let result = read_bounded(&mut reader, &mut self.output, self.max_output);
+        // Keep the reader only when it finished cleanly, at the end of a frame.
+        if result.is_ok() {
+            self.lz4 = Some(reader);
+        }
+        result.map_err(|e| match e {
+            BoundedReadError::Exceeds(limit) => DecompressError::Exceeds(limit),
+            BoundedReadError::Io(e) => DecompressError::Corrupt(format!("invalid LZ4 frame: {e}")),
+        })
+    }
+
+    fn zstd(&mut self, body: &[u8]) -> Result<usize, DecompressError> {
+        let corrupt = |e: io::Error| DecompressError::Corrupt(format!("invalid zstd frame: {e}"));
+        // One-shot compressors record the content size: reject a bomb before decoding it.
+        if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(body)
+            && size > self.max_output as u64
+        {
+            return Err(DecompressError::Exceeds(self.max_output));
+        }
+        let mut decoder = match self.zstd.take() {
+            Some(mut decoder) => {
+                decoder.reinit().map_err(corrupt)?;
+                decoder
+            }
+            None => {
+                let mut decoder = ZstdDecoder::new().map_err(corrupt)?;
+                // Caps the window zstd allocates to the output limit (a frame may declare up
+                // to 2 GiB): frames needing more fail instead of allocating.
+                let window_log = usize::BITS - 1 - self.max_output.max(1).leading_zeros();
+                decoder
+                    .set_parameter(DParameter::WindowLogMax(window_log.clamp(10, 31)))
+                    .map_err(corrupt)?;
+                decoder
+            }
+        };
+        let result = zstd_bounded(&mut decoder, body, &mut self.output, self.max_output);
+        if result.is_ok() {
+            self.zstd = Some(decoder);
+        }
+        result
+    }
+}
+
+enum BoundedReadError {
+    Exceeds(usize),
+    Io(io::Error),
+}
+
+/// Grows `output` (doubling, up to `max`) so that `output[filled..]` is not empty.
+/// Returns `false` when `output` already holds `max` bytes.
+fn grow(output: &mut Vec<u8>, filled: usize, max: usize) -> bool {
+    if filled < output.len() {
+        return true;
+    }
+    if output.len() >= max {
+        return false;
+    }
+    let target = output
+        .len()
+        .max(INITIAL_OUTPUT / 2)
+        .saturating_mul(2)
+        .min(max);
+    output.resize(target, 0);
+    true
+}
+
+/// Reads `reader` to its end into `output`, failing once more than `max` bytes come out.
+fn read_bounded(
+    reader: &mut impl Read,
+    output: &mut Vec<u8>,
+    max: usize,
+) -> Result<usize, BoundedReadError> {
+    let mut filled = 0;
+    loop {
+        if !grow(output, filled, max) {
+            // Full: the body is valid only if nothing more comes out.
+            let mut probe = [0u8; 1];
+            return match reader.read(&mut probe) {
+                Ok(0) => Ok(filled),
+                Ok(_) => Err(BoundedReadError::Exceeds(max)),
+                Err(e) => Err(BoundedReadError::Io(e)),
+            };
+        }
+        let Some(space) = output.get_mut(filled..) else {
+            return Ok(filled);
+        };
+        match reader.read(space) {
+            Ok(0) => return Ok(filled),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(BoundedReadError::Io(e)),
+        }
+    }
+}
+
+/// Decompresses every zstd frame in `body` into `output`, failing past `max` bytes.
+fn zstd_bounded(
+    decoder: &mut ZstdDecoder<'static>,
+    body: &[u8],
+    output: &mut Vec<u8>,
+    max: usize,
+) -> Result<usize, DecompressError> {
+    let corrupt = |e: io::Error| DecompressError::Corrupt(format!("invalid zstd frame: {e}"));
+    let mut input = InBuffer::around(body);
+    let mut filled = 0;
+    // zstd returns 0 once a frame is fully decoded and flushed; an empty body has no frame.
+    let mut frame_done = false;
+    loop {
+        if frame_done && input.pos() == body.len() {
+            return Ok(filled);
+        }
+        let full = !grow(output, filled, max);
+        let mut probe = [0u8; 1];
+        let space: &mut [u8] = if full {
+            &mut probe
+        } else {
+            output.get_mut(filled..).unwrap_or_default()
+        };
+        let before = input.pos();
+        let mut out = OutBuffer::around(space);
+        let hint = decoder.run(&mut input, &mut out).map_err(corrupt)?;
+        let written = out.pos();
+        if full && written > 0 {
+            return Err(DecompressError::Exceeds(max));
+        }
+        filled += written;
+        frame_done = hint == 0;
+        if frame_done || written > 0 {
+            continue;
+        }
+        if input.pos() == body.len() {
+            // Nothing written, all input read, frame unfinished: the frame needs more input.
+            return Err(DecompressError::Incomplete {
+                needed: body.len() as u64 + hint as u64,
+            });
+        }
+        if input.pos() == before {
+            return Err(DecompressError::Corrupt(
+                "zstd decoder made no progress".to_string(),
+            ));
+        }
+    }
+}
+
+/// Compresses packet bodies for the encoders.
+pub(crate) struct Compressor {
+    compression: Compression,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+/// zstd level for [`Compression::Zstd`]: zstd's own default, as DV uses.
+const ZSTD_LEVEL: i32 = 3;
+/// zstd level for [`Compression::ZstdHigh`]: the highest level that needs no "ultra" window.
+const ZSTD_HIGH_LEVEL: i32 = 19;
+
+impl Compressor {
+    /// A compressor; fails for [`Compression::Lz4High`], which needs an LZ4 HC compressor.
+    pub(crate) fn new(compression: Compression) -> Result<Self, EncodeError> {
+        let zstd = match compression {
+            Compression::Lz4High => {
+                return Err(EncodeError::Compress(
+                    "LZ4_HIGH needs an LZ4 HC compressor, which inflor does not include; \
+                     use LZ4 (same frame format, readers decode both alike)"
+                        .to_string(),
+                ));
+            }
+            Compression::Zstd | Compression::ZstdHigh => {
+                let level = if compression == Compression::Zstd {
+                    ZSTD_LEVEL
+                } else {
+                    ZSTD_HIGH_LEVEL
+                };
+                Some(
+                    zstd::bulk::Compressor::new(level)
+                        .map_err(|e| EncodeError::Compress(e.to_string()))?,
+                )
+            }
+            Compression::None | Compression::Lz4 => None,
+        };
+        Ok(Self { compression, zstd })
+    }
+
+    /// Replaces the contents of `out` with `raw` compressed (or as is).
+    pub(crate) fn compress(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let failed = |e: io::Error| EncodeError::Compress(e.to_string());
+        out.clear();
+        match self.compression {
+            Compression::None => out.extend_from_slice(raw),
+            Compression::Lz4 | Compression::Lz4High => {
+                // DV's settings: 64 KiB linked blocks, no checksums.
+                let info = FrameInfo::new()
+                    .block_size(BlockSize::Max64KB)
+                    .block_mode(BlockMode::Linked);
+                let mut encoder = FrameEncoder::with_frame_info(info, out);
+                encoder.write_all(raw).map_err(failed)?;
+                encoder
+                    .finish()
+                    .map_err(|e| EncodeError::Compress(e.to_string()))?;
+            }
+            Compression::Zstd | Compression::ZstdHigh => {
+                let Some(compressor) = self.zstd.as_mut() else {
+                    return Err(EncodeError::Compress("zstd compressor missing".to_string()));
+                };
+                // zstd writes from the start of the vector's buffer, up to its capacity.
+                out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+                compressor.compress_to_buffer(raw, out).map_err(failed)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lz4(raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Compressor::new(Compression::Lz4)
+            .and_then(|mut c| c.compress(raw, &mut out))
+            .map(|()| out)
+            .unwrap_or_default()
+    }
+
+    fn zstd(raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Compressor::new(Compression::Zstd)
+            .and_then(|mut c| c.compress(raw, &mut out))
+            .map(|()| out)
+            .unwrap_or_default()
+    }
+
+    fn sample(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn round_trips_both_codecs_and_reuses_state() {
+        for compression in [Compression::Lz4, Compression::Zstd, Compression::None] {
+            let mut decompressor = Decompressor::new(compression, 1 << 20);
+            for len in [0, 1, 100, 70_000, 300_000] {
+                let raw = sample(len);
+                let body = match compression {
+                    Compression::Lz4 => lz4(&raw),
+                    Compression::Zstd => zstd(&raw),
+                    _ => raw.clone(),
+                };
+                assert_eq!(
+                    decompressor.decompress(&body),
+                    Ok(&raw[..]),
+                    "{compression:?} {len}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn streamed_zstd_bomb_stops_in_the_bounded_loop() {
+        // A streaming compressor records no content size, so only the output cap stops it.
+        let mut body = Vec::new();
+        let written = zstd::stream::write::Encoder::new(&mut body, 3).and_then(|mut encoder| {
+            encoder.write_all(&vec![0u8; 5 << 20])?;
+            encoder.finish().map(|_| ())
+        });
+        assert!(written.is_ok());
+        assert!(matches!(
+            zstd::zstd_safe::get_frame_content_size(&body),
+            Ok(None)
+        ));
+        let mut decompressor = Decompressor::new(Compression::Zstd, 4 << 20);
+        assert_eq!(
+            decompressor.decompress(&body),
+            Err(DecompressError::Exceeds(4 << 20))
+        );
+        assert!(decompressor.output.len() <= 4 << 20);
+    }
+
+    #[test]
+    fn bombs_stop_at_the_limit() {
+        let zeros = vec![0u8; 5 << 20];
+        for (compression, body) in [
+            (Compression::Lz4, lz4(&zeros)),
+            (Compression::Zstd, zstd(&zeros)),
+        ] {
+            let mut decompressor = Decompressor::new(compression, 1 << 20);
+            assert_eq!(
+                decompressor.decompress(&body),
+                Err(DecompressError::Exceeds(1 << 20))
+            );
+            assert!(decompressor.output.len() <= 1 << 20);
+            // Exactly at the limit is accepted.
+            let mut exact = Decompressor::new(compression, 5 << 20);
+            assert_eq!(exact.decompress(&body).map(<[u8]>::len), Ok(5 << 20));
+        }
+    }
+
+    #[test]
+    fn truncated_frames_are_incomplete_and_state_recovers() {
+        let raw = sample(200_000);
+        for (compression, body) in [
+            (Compression::Lz4, lz4(&raw)),
+            (Compression::Zstd, zstd(&raw)),
+        ] {
+            let mut decompressor = Decompressor::new(compression, 1 << 20);
+            for cut in [0, 3, 7, body.len() / 2, body.len() - 4, body.len() - 1] {
+                let result = decompressor.decompress(&body[..cut]);
+                assert!(
+                    matches!(result, Err(DecompressError::Incomplete { .. })),
+                    "{compression:?} cut {cut}: {result:?}"
+                );
+            }
+            assert_eq!(decompressor.decompress(&body), Ok(&raw[..]));
+        }
+    }
+
+    #[test]
+    fn lz4_rejects_garbage_and_huge_blocks() {
+        let mut decompressor = Decompressor::new(Compression::Lz4, 1 << 20);
+        assert!(matches!(
+            decompressor.decompress(b"not an lz4 frame"),
+            Err(DecompressError::Corrupt(_))
+        ));
+        // A frame header announcing 4 MiB linked blocks needs 12 MiB of buffers.
+        let mut body = lz4(&sample(10));
+        if let Some(bd) = body.get_mut(5) {
+            *bd = 0x70;
+        }
+        assert!(matches!(
+            decompressor.decompress(&body),
+            Err(DecompressError::Corrupt(m)) if m.contains("buffers")
+        ));
+    }
+
+    #[test]
+    fn dv_lz4_frame_header_matches_dv_processing() {
+        // FLG 0x40 (version 1, linked blocks, no checksums), BD 0x40 (64 KiB blocks), as in
+        // the dv-processing network capture.
+        assert_eq!(
+            lz4(b"x").get(..6),
+            Some(&[0x04, 0x22, 0x4D, 0x18, 0x40, 0x40][..])
+        );
+    }
+
+    #[test]
+    fn lz4_high_cannot_be_written() {
+        assert!(Compressor::new(Compression::Lz4High).is_err());
+        for code in 0..5 {
+            assert_eq!(
+                Compression::from_code(code).map(Compression::code),
+                Some(code)
+            );
+        }
+        assert_eq!(Compression::from_code(5), None);
+    }
+}

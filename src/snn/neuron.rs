@@ -1,0 +1,626 @@
+//! The single definition of the neuron dynamics (charge, fire, reset), the Membrane Potential
+//! Rectifier φ and φ′, and the surrogate gradients. The trainer and both executors call this code.
+//!
+//! # Dynamics (one neuron, one timestep, threshold `VTH` = 0.5, `U[0]` = 0)
+//!
+//! | kind | charge `H[t]` | fire `O[t]` | reset `U[t]` |
+//! |---|---|---|---|
+//! | [`NeuronKind::Srif`] | `U[t−1] + X[t]` | `H ≥ VTH` | `H − O` (soft reset by 1, not by `VTH`) |
+//! | [`NeuronKind::IfHard`] | `U[t−1] + X[t]` | `H ≥ VTH` | `H·(1 − O)` |
+//! | [`NeuronKind::LifHard`] | `τ·U[t−1] + X[t]` | `H ≥ VTH` | `H·(1 − O)` |
+//!
+//! SRIF subtracts 1 (the spike value) rather than the threshold, so the membrane keeps the
+//! quantization residual `H − O` in `[−0.5, 0.5)` whenever the input stays in range.
+//!
+//! # MPR
+//!
+//! φ maps the membrane potential before firing toward the spike values 0 and 1:
+//!
+//! ```text
+//! φ(u) = 1 − (1 − u)^(1/3)                          u < 0
+//!        ½ + ½·tanh(3(u − ½)) / tanh(3/2)            0 ≤ u ≤ 1
+//!        u^(1/3)                                      u > 1
+//! ```
+//!
+//! The middle branch is `tanh(3(u−½))/(2·tanh(3/2)) + ½` written so that it is exactly 0 at
+//! u = 0 and exactly 1 at u = 1 in floating point (x/x = 1). The lower branch is the point
+//! reflection of the upper one about (½, ½), so φ(1 − u) = 1 − φ(u). φ is continuous, strictly
+//! increasing and φ(½) = ½, so Θ(φ(H) − VTH) = Θ(H − VTH): MPR never changes a spike. It only
+//! changes the surrogate gradient, dO/dH = g′(φ(H) − VTH)·φ′(H). φ is evaluated in f64 and the
+//! f32 form rounds that result once, which keeps it monotone and firing-invariant for every f32
+//! (the tests check this exhaustively over [0.25, 1] and near 0 and 1, and by property over all
+//! bit patterns).
+//!
+//! "Spike-approaching", precisely: let o be the spike value nearest u (o = 0 for u ≤ ½, o = 1
+//! for u > ½). Then φ(u) lies between o and u (inclusive): φ moves u toward o without
+//! overshooting it, so |φ(u) − o| ≤ |u − o|.
+
+use serde::{Deserialize, Serialize};
+
+/// The firing threshold. The model file records it; the executors assume this value.
+pub const VTH: f32 = 0.5;
+
+/// Default membrane decay of [`NeuronKind::LifHard`].
+pub const DEFAULT_LIF_TAU: f32 = 0.25;
+
+/// Which spiking neuron a network uses. Serialised as `{"kind": "srif"}`,
+/// `{"kind": "if_hard"}` or `{"kind": "lif_hard", "tau": 0.25}`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum NeuronKind {
+    /// Soft-reset integrate-and-fire (InfLoR's SRIF): reset subtracts the spike value 1.
+    #[default]
+    Srif,
+    /// Hard-reset integrate-and-fire: the membrane returns to 0 after a spike.
+    IfHard,
+    /// Hard-reset leaky integrate-and-fire with decay `tau` applied to the previous membrane.
+    LifHard {
+        /// Membrane decay factor in (0, 1].
+        tau: f32,
+    },
+}
+
+impl NeuronKind {
+    /// Short name for tables and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Srif => "srif",
+            Self::IfHard => "if_hard",
+            Self::LifHard { .. } => "lif_hard",
+        }
+    }
+
+    /// Whether the parameters are usable (`tau` finite and in (0, 1]).
+    pub fn is_valid(self) -> bool {
+        match self {
+            Self::Srif | Self::IfHard => true,
+            Self::LifHard { tau } => tau.is_finite() && tau > 0.0 && tau <= 1.0,
+        }
+    }
+
+    /// The membrane potential before firing, `H[t]`, from `U[t−1]` and the input current.
+    #[inline(always)]
+    pub fn charge(self, membrane: f32, current: f32) -> f32 {
+        match self {
+            Self::Srif | Self::IfHard => membrane + current,
+            Self::LifHard { tau } => tau * membrane + current,
+        }
+    }
+
+    /// The membrane after firing, `U[t]`, from `H[t]` and the spike `O[t]` (0 or 1).
+    #[inline(always)]
+    pub fn reset(self, potential: f32, spike: f32) -> f32 {
+        match self {
+            Self::Srif => potential - spike,
+            Self::IfHard | Self::LifHard { .. } => {
+                if spike != 0.0 {
+                    0.0
+                } else {
+                    potential
+                }
+            }
+        }
+    }
+
+    /// One timestep: returns the spike (0.0 or 1.0) and the next membrane `U[t]`.
+    #[inline(always)]
+    pub fn step(self, membrane: f32, current: f32) -> (f32, f32) {
+        let potential = self.charge(membrane, current);
+        let spike = fire(potential);
+        (spike, self.reset(potential, spike))
+    }
+
+    /// Steps every neuron of a layer: `membranes` is updated in place, `spikes` receives 0/1.
+    /// Returns the number of spikes. The match is hoisted out of the loop so each arm
+    /// vectorises.
+    #[inline]
+    pub fn step_all(self, membranes: &mut [f32], currents: &[f32], spikes: &mut [f32]) -> usize {
+        debug_assert_eq!(membranes.len(), currents.len());
+        debug_assert_eq!(membranes.len(), spikes.len());
+        let mut count = 0usize;
+        match self {
+            Self::Srif => {
+                for ((u, &x), o) in membranes.iter_mut().zip(currents).zip(spikes.iter_mut()) {
+                    let (s, next) = Self::Srif.step(*u, x);
+                    *u = next;
+                    *o = s;
+                    count += s as usize;
+                }
+            }
+            Self::IfHard => {
+                for ((u, &x), o) in membranes.iter_mut().zip(currents).zip(spikes.iter_mut()) {
+                    let (s, next) = Self::IfHard.step(*u, x);
+                    *u = next;
+                    *o = s;
+                    count += s as usize;
+                }
+            }
+            Self::LifHard { tau } => {
+                for ((u, &x), o) in membranes.iter_mut().zip(currents).zip(spikes.iter_mut()) {
+                    let (s, next) = Self::LifHard { tau }.step(*u, x);
+                    *u = next;
+                    *o = s;
+                    count += s as usize;
+                }
+            }
+        }
+        count
+    }
+}
+
+/// Θ(H − VTH) with Θ(0) = 1: 1.0 when the potential reaches the threshold, else 0.0
+/// (NaN never fires).
+#[inline(always)]
+pub fn fire(potential: f32) -> f32 {
+    if potential >= VTH { 1.0 } else { 0.0 }
+}
+
+/// The MPR φ in f64 (see the module header).
+#[inline]
+pub fn phi_f64(u: f64) -> f64 {
+    if u < 0.0 {
+        1.0 - (1.0 - u).cbrt()
+    } else if u <= 1.0 {
+        0.5 + 0.5 * ((3.0 * (u - 0.5)).tanh() / 1.5f64.tanh())
+    } else {
+        // Also the NaN path: cbrt(NaN) = NaN.
+        u.cbrt()
+    }
+}
+
+/// φ′, the derivative of the MPR, in f64. At the joins (0 and 1) the middle branch's value is
+/// used; φ is continuous there but its one-sided slopes differ (1/3 outside, ≈ 0.3005 inside).
+#[inline]
+pub fn phi_prime_f64(u: f64) -> f64 {
+    if u < 0.0 {
+        (1.0 - u).powf(-2.0 / 3.0) / 3.0
+    } else if u <= 1.0 {
+        let t = (3.0 * (u - 0.5)).tanh();
+        1.5 * (1.0 - t * t) / 1.5f64.tanh()
+    } else {
+        u.powf(-2.0 / 3.0) / 3.0
+    }
+}
+
+/// The MPR φ in f32: evaluated in f64 and rounded once, so it is monotone (non-decreasing)
+/// over every f32 and keeps Θ(φ(h) − VTH) = Θ(h − VTH).
+#[inline]
+pub fn phi(u: f32) -> f32 {
+    phi_f64(f64::from(u)) as f32
+}
+
+/// φ′ in f32 (evaluated in f64).
+#[inline]
+pub fn phi_prime(u: f32) -> f32 {
+    phi_prime_f64(f64::from(u)) as f32
+}
+
+/// A surrogate for the spike function Θ(x), x = (potential or φ(potential)) − VTH: a smooth
+/// value used to explain the gradient, and its derivative g′ used in backpropagation.
+/// Serialised as `{"kind": "dspike", "b": 3.0}` and similar.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Surrogate {
+    /// Dspike (Li et al., "Differentiable Spike", NeurIPS 2021): the tanh-shaped function
+    /// `tanh(b·x) / (2·tanh(b/2)) + ½` on |x| ≤ ½ (that is, the normalised potential in
+    /// [0, 1] with the threshold at ½), clamped to 0 below and 1 above. Its derivative is
+    /// `b·(1 − tanh²(b·x)) / (2·tanh(b/2))` inside and 0 outside. The authors' group's code
+    /// (class `DSPIKE(region, temp)` in their ZIF/DSPIKE module) has the same form with the
+    /// region as a parameter; this is region ½, the paper's [0, 1] window. With b = 3 its
+    /// middle is exactly MPR's middle branch.
+    Dspike {
+        /// Temperature: larger is sharper. Default 3.
+        b: f32,
+    },
+    /// Straight-through rectangle: value `clamp(x/width + ½, 0, 1)`, derivative `1/width`
+    /// for |x| < width/2.
+    Rectangle {
+        /// Width of the window around the threshold.
+        width: f32,
+    },
+    /// Triangle (the "ZIF" surrogate): derivative `max(γ − |x|, 0)/γ²`, value its integral
+    /// from −∞ (0 below −γ, 1 above γ).
+    Triangle {
+        /// Half width of the triangle.
+        gamma: f32,
+    },
+    /// Sigmoid: value `σ(α·x)`, derivative `α·σ(α·x)·(1 − σ(α·x))`.
+    Sigmoid {
+        /// Steepness.
+        alpha: f32,
+    },
+}
+
+impl Default for Surrogate {
+    fn default() -> Self {
+        Self::Dspike { b: 3.0 }
+    }
+}
+
+impl Surrogate {
+    /// Short name for tables and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dspike { .. } => "dspike",
+            Self::Rectangle { .. } => "rectangle",
+            Self::Triangle { .. } => "triangle",
+            Self::Sigmoid { .. } => "sigmoid",
+        }
+    }
+
+    /// Whether the parameter is finite and positive.
+    pub fn is_valid(self) -> bool {
+        let p = match self {
+            Self::Dspike { b } => b,
+            Self::Rectangle { width } => width,
+            Self::Triangle { gamma } => gamma,
+            Self::Sigmoid { alpha } => alpha,
+        };
+        p.is_finite() && p > 0.0
+    }
+
+    /// The smooth surrogate value at x = potential − VTH, in f64.
+    pub fn value_f64(self, x: f64) -> f64 {
+        match self {
+            Self::Dspike { b } => {
+                let b = f64::from(b);
+                if x < -0.5 {
+                    0.0
+                } else if x > 0.5 {
+                    1.0
+                } else {
+                    (b * x).tanh() / (2.0 * (b / 2.0).tanh()) + 0.5
+                }
+            }
+            Self::Rectangle { width } => (x / f64::from(width) + 0.5).clamp(0.0, 1.0),
+            Self::Triangle { gamma } => {
+                let g = f64::from(gamma);
+                if x <= -g {
+                    0.0
+                } else if x <= 0.0 {
+                    (x + g) * (x + g) / (2.0 * g * g)
+                } else if x < g {
+                    1.0 - (g - x) * (g - x) / (2.0 * g * g)
+                } else {
+                    1.0
+                }
+            }
+            Self::Sigmoid { alpha } => sigmoid(f64::from(alpha) * x),
+        }
+    }
+
+    /// The surrogate derivative g′(x), x = potential − VTH, in f64.
+    pub fn derivative_f64(self, x: f64) -> f64 {
+        match self {
+            Self::Dspike { b } => {
+                let b = f64::from(b);
+                if x.abs() > 0.5 {
+                    0.0
+                } else {
+                    let t = (b * x).tanh();
+                    b * (1.0 - t * t) / (2.0 * (b / 2.0).tanh())
+                }
+            }
+            Self::Rectangle { width } => {
+                let w = f64::from(width);
+                if x.abs() < w / 2.0 { 1.0 / w } else { 0.0 }
+            }
+            Self::Triangle { gamma } => {
+                let g = f64::from(gamma);
+                (g - x.abs()).max(0.0) / (g * g)
+            }
+            Self::Sigmoid { alpha } => {
+                let a = f64::from(alpha);
+                let s = sigmoid(a * x);
+                a * s * (1.0 - s)
+            }
+        }
+    }
+
+    /// [`Self::value_f64`] in f32.
+    #[inline]
+    pub fn value(self, x: f32) -> f32 {
+        self.value_f64(f64::from(x)) as f32
+    }
+
+    /// [`Self::derivative_f64`] in f32.
+    #[inline]
+    pub fn derivative(self, x: f32) -> f32 {
+        self.derivative_f64(f64::from(x)) as f32
+    }
+
+    /// dO/dH at potential `h`: `g′(φ(h) − VTH)·φ′(h)` with MPR, `g′(h − VTH)` without.
+    pub fn spike_gradient_f64(self, h: f64, mpr: bool) -> f64 {
+        let vth = f64::from(VTH);
+        if mpr {
+            self.derivative_f64(phi_f64(h) - vth) * phi_prime_f64(h)
+        } else {
+            self.derivative_f64(h - vth)
+        }
+    }
+
+    /// [`Self::spike_gradient_f64`] in f32.
+    #[inline]
+    pub fn spike_gradient(self, h: f32, mpr: bool) -> f32 {
+        self.spike_gradient_f64(f64::from(h), mpr) as f32
+    }
+}
+
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The paper's Figure 2: inputs 1.5, 1.2, 1.5, 0.9, 1.4 × VTH.
+    fn figure2(kind: NeuronKind) -> Vec<f32> {
+        let mut u = 0.0f32;
+        [1.5f32, 1.2, 1.5, 0.9, 1.4]
+            .iter()
+            .map(|&k| {
+                let (o, next) = kind.step(u, k * VTH);
+                u = next;
+                o
+            })
+            .collect()
+    }
+
+    #[test]
+    fn figure2_srif_fires_three_times_and_hard_if_four() {
+        assert_eq!(figure2(NeuronKind::Srif), vec![1.0, 0.0, 1.0, 1.0, 0.0]);
+        assert_eq!(figure2(NeuronKind::IfHard), vec![1.0, 1.0, 1.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn srif_keeps_the_residual() {
+        let (o, u) = NeuronKind::Srif.step(0.0, 0.75);
+        assert_eq!((o, u), (1.0, -0.25));
+        let (o, u) = NeuronKind::Srif.step(u, 0.6);
+        assert_eq!(o, 0.0);
+        assert!((u - 0.35).abs() < 1e-6);
+    }
+
+    #[test]
+    fn lif_decays_and_hard_resets() {
+        let kind = NeuronKind::LifHard { tau: 0.25 };
+        let (o, u) = kind.step(0.0, 0.4);
+        assert_eq!((o, u), (0.0, 0.4));
+        let (o, u) = kind.step(u, 0.3); // 0.1 + 0.3 = 0.4
+        assert_eq!(o, 0.0);
+        assert!((u - 0.4).abs() < 1e-6);
+        let (o, u) = kind.step(u, 0.45); // 0.1 + 0.45
+        assert_eq!((o, u), (1.0, 0.0));
+    }
+
+    #[test]
+    fn step_all_matches_step() {
+        let kinds = [
+            NeuronKind::Srif,
+            NeuronKind::IfHard,
+            NeuronKind::LifHard { tau: 0.25 },
+        ];
+        for kind in kinds {
+            let mut membranes = vec![0.0, 0.3, -0.2, 0.49, 1.0];
+            let currents = [0.5, 0.2, 0.1, 0.0, -0.6];
+            let mut spikes = vec![9.0; 5];
+            let expect: Vec<(f32, f32)> = membranes
+                .iter()
+                .zip(&currents)
+                .map(|(&u, &x)| kind.step(u, x))
+                .collect();
+            let n = kind.step_all(&mut membranes, &currents, &mut spikes);
+            for i in 0..5 {
+                assert_eq!((spikes[i], membranes[i]), expect[i]);
+            }
+            assert_eq!(n, expect.iter().filter(|e| e.0 == 1.0).count());
+        }
+    }
+
+    #[test]
+    fn phi_fixed_points_and_joins() {
+        assert_eq!(phi_f64(0.0), 0.0);
+        assert_eq!(phi_f64(0.5), 0.5);
+        assert_eq!(phi_f64(1.0), 1.0);
+        assert_eq!(phi(0.5), 0.5);
+        assert_eq!(phi_f64(8.0), 2.0);
+        assert_eq!(phi_f64(-7.0), -1.0);
+        // Symmetry about (½, ½).
+        for u in [-3.0, -0.2, 0.1, 0.3, 0.45] {
+            assert!((phi_f64(1.0 - u) - (1.0 - phi_f64(u))).abs() < 1e-12);
+        }
+        assert!(phi_f64(f64::NAN).is_nan());
+        assert_eq!(phi_f64(f64::INFINITY), f64::INFINITY);
+        assert_eq!(phi_f64(f64::NEG_INFINITY), f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn phi_prime_matches_finite_differences() {
+        for &u in &[
+            -5.0,
+            -0.5,
+            -1e-3,
+            1e-3,
+            0.2,
+            0.5,
+            0.8,
+            1.0 - 1e-3,
+            1.001,
+            4.0,
+        ] {
+            let h = 1e-6;
+            let fd = (phi_f64(u + h) - phi_f64(u - h)) / (2.0 * h);
+            assert!(
+                (fd - phi_prime_f64(u)).abs() < 1e-6,
+                "u={u}: fd {fd} vs {}",
+                phi_prime_f64(u)
+            );
+        }
+        // The slope at ½ expands distances: 3/(2 tanh(3/2)).
+        assert!((phi_prime_f64(0.5) - 1.657_187).abs() < 1e-5);
+    }
+
+    #[test]
+    fn surrogate_derivatives_match_finite_differences() {
+        let surrogates = [
+            Surrogate::Dspike { b: 3.0 },
+            Surrogate::Rectangle { width: 1.0 },
+            Surrogate::Triangle { gamma: 1.0 },
+            Surrogate::Sigmoid { alpha: 4.0 },
+        ];
+        for s in surrogates {
+            for &x in &[-0.45, -0.3, -0.1, 0.05, 0.2, 0.42] {
+                let h = 1e-6;
+                let fd = (s.value_f64(x + h) - s.value_f64(x - h)) / (2.0 * h);
+                assert!(
+                    (fd - s.derivative_f64(x)).abs() < 1e-5,
+                    "{s:?} at {x}: {fd} vs {}",
+                    s.derivative_f64(x)
+                );
+            }
+            assert!((s.value_f64(0.0) - 0.5).abs() < 1e-12, "{s:?}");
+            // Each integrates to 1 over the real line.
+            let n = 200_000;
+            let area: f64 = (0..n)
+                .map(|i| {
+                    s.derivative_f64(-10.0 + 20.0 * (i as f64 + 0.5) / n as f64) * 20.0 / n as f64
+                })
+                .sum();
+            assert!((area - 1.0).abs() < 1e-3, "{s:?} area {area}");
+        }
+    }
+
+    #[test]
+    fn dspike_b3_middle_is_mpr_middle() {
+        let s = Surrogate::Dspike { b: 3.0 };
+        for &u in &[0.0, 0.1, 0.5, 0.77, 1.0] {
+            assert!((s.value_f64(u - 0.5) - phi_f64(u)).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn mpr_reshapes_the_gradient() {
+        let s = Surrogate::Dspike { b: 3.0 };
+        // At the threshold φ′ > 1 sharpens the gradient; far below, MPR damps it.
+        assert!(s.spike_gradient(0.5, true) > s.spike_gradient(0.5, false));
+        assert!(s.spike_gradient(0.05, true) < s.spike_gradient(0.05, false));
+        assert_eq!(s.spike_gradient(-2.0, true), 0.0);
+    }
+
+    #[test]
+    fn serde_forms() {
+        let json = serde_json::to_string(&NeuronKind::LifHard { tau: 0.25 }).unwrap();
+        assert_eq!(json, r#"{"kind":"lif_hard","tau":0.25}"#);
+        let back: NeuronKind = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, NeuronKind::LifHard { tau: 0.25 });
+        let srif: NeuronKind = serde_json::from_str(r#"{"kind":"srif"}"#).unwrap();
+        assert_eq!(srif, NeuronKind::Srif);
+        let s: Surrogate = serde_json::from_str(r#"{"kind":"dspike","b":3.0}"#).unwrap();
+        assert_eq!(s, Surrogate::Dspike { b: 3.0 });
+        assert!(serde_json::from_str::<NeuronKind>(r#"{"kind":"izhikevich"}"#).is_err());
+    }
+
+    /// Every f32 from `lo` to `hi` (both finite, same sign), in order.
+    fn each_f32(lo: f32, hi: f32, mut f: impl FnMut(f32)) {
+        let mut bits = lo.to_bits();
+        let end = hi.to_bits();
+        loop {
+            f(f32::from_bits(bits));
+            if bits == end {
+                break;
+            }
+            bits += 1;
+        }
+    }
+
+    #[test]
+    fn phi_f32_is_monotone_and_firing_invariant_exhaustively_near_the_threshold_and_joins() {
+        // Every f32 in [0.25, 1] (2^24 values), which holds every h whose φ(h) lands near
+        // the threshold, the only place rounding could move it across VTH. The property tests
+        // cover all other bit patterns.
+        let (lo, hi) = (0.25f32, 1.0f32);
+        let mut prev = phi(lo);
+        let mut check = |h: f32| {
+            let p = phi(h);
+            assert_eq!(p >= VTH, h >= VTH, "firing changed at {h}");
+            assert!(p >= prev, "φ decreased at {h}");
+            prev = p;
+        };
+        each_f32(lo, hi, &mut check);
+        // The 2^18 f32 on each side of the joins at 0 and 1 (in bit order; for 0 that
+        // is the tiniest magnitudes, where φ(h) ≈ 0.3·h must not round out of order).
+        let around = |centre: f32| {
+            let (mut up, mut down) = (centre, centre);
+            let (mut above, mut below) = (phi(centre), phi(centre));
+            for _ in 0..1 << 18 {
+                up = up.next_up();
+                down = down.next_down();
+                let (pu, pd) = (phi(up), phi(down));
+                assert!(above <= pu, "φ decreased at {up}");
+                assert!(pd <= below, "φ decreased at {down}");
+                (above, below) = (pu, pd);
+            }
+        };
+        around(0.0);
+        around(1.0);
+    }
+
+    proptest! {
+        #[test]
+        fn firing_invariance_over_all_f32(bits in any::<u32>()) {
+            let h = f32::from_bits(bits);
+            prop_assume!(h.is_finite());
+            prop_assert_eq!(phi(h) >= VTH, h >= VTH);
+            prop_assert_eq!(fire(phi(h)), fire(h));
+        }
+
+        #[test]
+        fn phi_f32_is_monotone_over_all_f32(a in any::<u32>(), b in any::<u32>()) {
+            let (a, b) = (f32::from_bits(a), f32::from_bits(b));
+            prop_assume!(a.is_finite() && b.is_finite());
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            prop_assert!(phi(lo) <= phi(hi));
+        }
+
+        #[test]
+        fn phi_is_strictly_increasing(a in -1e6f64..1e6, d in 1e-9f64..10.0) {
+            prop_assert!(phi_f64(a) < phi_f64(a + d), "φ({}) !< φ({})", a, a + d);
+            prop_assert!(phi_prime_f64(a) > 0.0);
+        }
+
+        #[test]
+        fn phi_is_continuous_at_the_joins(e in 1e-12f64..1e-4) {
+            // |φ(j ± e) − φ(j)| shrinks with e: the slope is below 1/3 + a margin.
+            for j in [0.0f64, 1.0] {
+                prop_assert!((phi_f64(j + e) - phi_f64(j)).abs() <= 0.34 * e + 1e-15);
+                prop_assert!((phi_f64(j - e) - phi_f64(j)).abs() <= 0.34 * e + 1e-15);
+            }
+        }
+
+        #[test]
+        fn phi_approaches_the_nearest_spike_value(u in -1e6f64..1e6) {
+            let o = if u <= 0.5 { 0.0 } else { 1.0 };
+            let p = phi_f64(u);
+            // Between o and u, inclusive: moved toward o, never past it.
+            prop_assert!((p - o) * (u - o) >= 0.0, "overshoot at {}", u);
+            prop_assert!((p - o).abs() <= (u - o).abs() + 1e-15, "pushed away at {}", u);
+        }
+
+        #[test]
+        fn surrogates_are_monotone_and_bounded(x in -3.0f64..3.0, d in 1e-6f64..1.0) {
+            for s in [
+                Surrogate::Dspike { b: 3.0 },
+                Surrogate::Rectangle { width: 1.0 },
+                Surrogate::Triangle { gamma: 0.5 },
+                Surrogate::Sigmoid { alpha: 4.0 },
+            ] {
+                let (v0, v1) = (s.value_f64(x), s.value_f64(x + d));
+                prop_assert!((0.0..=1.0).contains(&v0));
+                prop_assert!(v0 <= v1 + 1e-15);
+                prop_assert!(s.derivative_f64(x) >= 0.0);
+            }
+        }
+    }
+}
