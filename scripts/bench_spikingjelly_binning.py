@@ -5,6 +5,7 @@ tests check against.
 
     python scripts/bench_spikingjelly_binning.py bench      # throughput, 1 and 2 torch threads
     python scripts/bench_spikingjelly_binning.py expected   # constants for tests/it/binner.rs
+    python scripts/bench_spikingjelly_binning.py criterion  # best/median of `cargo bench` samples
 
 Needs numpy, torch and spikingjelly 2.0 (the project venv: /work/scratch/venv). The pipeline
 measured is what a CIFAR10-DVS user runs per sample:
@@ -201,12 +202,31 @@ def expected(_args):
           f"({fnv1a64(out.numpy()):#x}, {float(out.double().sum())!r});")
 
 
+def criterion(_args):
+    """Best and median time per iteration over the samples of the last `cargo bench --bench
+    binner` run (criterion's own report gives a mean, which a shared machine inflates)."""
+    import json
+
+    root = REPO / "target" / "criterion"
+    print("| benchmark | best (ms) | median (ms) | best (Mev/s) | median (Mev/s) |")
+    print("|---|---|---|---|---|")
+    for sample_file in sorted(root.glob("**/new/sample.json")):
+        sample = json.loads(sample_file.read_text())
+        meta = json.loads((sample_file.parent / "benchmark.json").read_text())
+        per_iter = sorted(t / n for t, n in zip(sample["times"], sample["iters"]))
+        best, median = per_iter[0], per_iter[len(per_iter) // 2]
+        events = (meta.get("throughput") or {}).get("Elements", 0)
+        print(f"| {meta['full_id']} | {best / 1e6:.3f} | {median / 1e6:.3f} | "
+              f"{events / best * 1e3:.0f} | {events / median * 1e3:.0f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("bench", "expected"), nargs="?", default="bench")
+    parser.add_argument("command", choices=("bench", "expected", "criterion"), nargs="?",
+                        default="bench")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
-    {"bench": bench, "expected": expected}[args.command](args)
+    {"bench": bench, "expected": expected, "criterion": criterion}[args.command](args)
 
 
 if __name__ == "__main__":

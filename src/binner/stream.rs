@@ -29,6 +29,9 @@ use super::resize::SplatTable;
 use super::window::{StreamWindows, gcd};
 use super::{BinnerError, FrameSpec};
 
+/// Highest pane index; later timestamps count in this pane.
+const MAX_PANE: u64 = 1 << 62;
+
 /// Most bytes the open windows' slot counts may take together.
 pub const MAX_WINDOW_MEMORY: usize = 1 << 30;
 
@@ -301,7 +304,10 @@ impl StreamBinner {
                 self.stats.late += 1;
                 continue;
             }
-            let q = ((i128::from(event.t) - i128::from(origin)) / i128::from(self.pane)) as u64;
+            let offset = (i128::from(event.t) - i128::from(origin)) / i128::from(self.pane);
+            // Saturate far beyond any real stream (2^62 panes of at least 1 µs is 146 000
+            // years), so that window arithmetic on pane indices cannot overflow.
+            let q = offset.min(i128::from(MAX_PANE)) as u64;
             match self.watermark {
                 Some(watermark) if q < watermark => self.splat_out_of_order(&event, q),
                 Some(watermark) if q == watermark => {
@@ -489,7 +495,11 @@ impl StreamBinner {
                 window.last_t.map_or(0, |t| t.saturating_add(1)),
             ),
         };
-        self.idle_run = if events == 0 { self.idle_run + 1 } else { 0 };
+        self.idle_run = if events == 0 {
+            self.idle_run.saturating_add(1)
+        } else {
+            0
+        };
         self.stats.windows_emitted += 1;
         out.push(Window {
             index,
@@ -701,10 +711,65 @@ mod tests {
         assert_eq!(out[4].index, 100_000_000);
         assert_eq!(out[4].skipped_before, 100_000_000 - 4);
         assert_eq!(out[4].events, 2);
-        // Even a jump across the whole i64 range stays bounded.
+        // Even a jump across the whole i64 range stays bounded, with any pane length.
         b.push(&[ev(i64::MIN, 0), ev(i64::MAX, 1)], &mut out);
         b.finish(&mut out);
         assert!(out.len() < 20);
+        for windows in [
+            StreamWindows::tumbling_duration(1),
+            StreamWindows::Duration {
+                window_us: 3,
+                hop_us: 1,
+            },
+        ] {
+            let mut b = StreamBinner::new(&spec(), windows).unwrap();
+            b.set_max_idle_windows(2);
+            let mut out = Vec::new();
+            b.push(
+                &[ev(i64::MIN, 0), ev(i64::MAX, 1), ev(i64::MAX, 2)],
+                &mut out,
+            );
+            b.push(&[ev(0, 3)], &mut out);
+            b.finish(&mut out);
+            assert!(out.len() < 12, "{windows:?}: {}", out.len());
+            // t = 0 is 2^63 µs after i64::MIN: it shares the saturated last pane.
+            assert_eq!((out[0].index, out[0].events), (0, 1));
+            assert_eq!(out.last().map(|w| w.events), Some(3));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn arbitrary_timestamps_never_panic_and_split_equals_whole(
+            stamps in proptest::collection::vec(proptest::num::i64::ANY, 0..60),
+            window in 1u64..5,
+            hop in 1u64..5,
+            cut in 0usize..60,
+        ) {
+            let windows = StreamWindows::Duration { window_us: window, hop_us: hop };
+            let events: Vec<Event> = stamps.iter().map(|&t| ev(t, (t & 3) as u16)).collect();
+            let run = |cuts: &[usize]| {
+                let mut b = StreamBinner::new(&spec(), windows).unwrap();
+                b.set_max_idle_windows(4);
+                let mut out = Vec::new();
+                let mut start = 0;
+                for &c in cuts {
+                    let c = c.clamp(start, events.len());
+                    b.push(&events[start..c], &mut out);
+                    start = c;
+                }
+                b.push(&events[start..], &mut out);
+                b.finish(&mut out);
+                (out, b.stats())
+            };
+            let (whole, whole_stats) = run(&[]);
+            let (split, split_stats) = run(&[cut]);
+            proptest::prop_assert_eq!(&whole, &split);
+            proptest::prop_assert_eq!(whole_stats, split_stats);
+            proptest::prop_assert!(whole.len() <= 8 * (events.len() + 1));
+        }
     }
 
     #[test]
