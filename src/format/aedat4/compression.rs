@@ -844,6 +844,131 @@ mod tests {
         );
     }
 
+    /// An LZ4 frame with every option lz4_flex can write.
+    fn lz4_with(raw: &[u8], info: FrameInfo) -> Vec<u8> {
+        let mut encoder = FrameEncoder::with_frame_info(info, Vec::new());
+        match encoder.write_all(raw) {
+            Ok(()) => encoder.finish().unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Bytes LZ4 cannot compress, so that the frame stores its blocks uncompressed.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lz4_decodes_every_frame_option() {
+        let mut decompressor = Decompressor::new(Compression::Lz4, 4 << 20);
+        for raw in [sample(300_000), noise(150_000), Vec::new()] {
+            for mode in [BlockMode::Linked, BlockMode::Independent] {
+                for size in [BlockSize::Max64KB, BlockSize::Max256KB] {
+                    for flags in 0..8u8 {
+                        let info = FrameInfo::new()
+                            .block_mode(mode)
+                            .block_size(size)
+                            .block_checksums(flags & 1 != 0)
+                            .content_checksum(flags & 2 != 0)
+                            .content_size((flags & 4 != 0).then_some(raw.len() as u64));
+                        let body = lz4_with(&raw, info);
+                        assert_eq!(
+                            decompressor.decompress(&body),
+                            Ok(&raw[..]),
+                            "{mode:?} {size:?} flags {flags} len {}",
+                            raw.len()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lz4_concatenated_frames_decode_in_order() {
+        let (first, second) = (sample(100_000), noise(70_000));
+        let mut body = lz4(&first);
+        body.extend_from_slice(&lz4(&second));
+        let mut decompressor = Decompressor::new(Compression::Lz4, 1 << 20);
+        let decoded = decompressor.decompress(&body).map(<[u8]>::to_vec);
+        assert_eq!(decoded, Ok([first, second].concat()));
+    }
+
+    #[test]
+    fn lz4_checksums_and_sizes_are_checked() {
+        let raw = sample(200_000);
+        let info = FrameInfo::new()
+            .block_size(BlockSize::Max64KB)
+            .block_checksums(true)
+            .content_checksum(true)
+            .content_size(Some(raw.len() as u64));
+        let body = lz4_with(&raw, info);
+        let mut decompressor = Decompressor::new(Compression::Lz4, 1 << 20);
+        let corrupt = |body: &[u8], decompressor: &mut Decompressor| {
+            matches!(
+                decompressor.decompress(body),
+                Err(DecompressError::Corrupt(_))
+            )
+        };
+        // A flipped bit inside the first block's data, in the descriptor's content size,
+        // and in the content checksum (the last 4 bytes before nothing).
+        for at in [30, 7, body.len() - 1] {
+            let mut bad = body.clone();
+            if let Some(byte) = bad.get_mut(at) {
+                *byte ^= 0x10;
+            }
+            assert!(corrupt(&bad, &mut decompressor), "flip at {at}");
+        }
+        // A frame that declares more content than the limit is rejected up front.
+        let mut small = Decompressor::new(Compression::Lz4, 150_000);
+        assert_eq!(
+            small.decompress(&body),
+            Err(DecompressError::Exceeds(150_000))
+        );
+        assert!(small.output.len() <= 150_000);
+        assert_eq!(decompressor.decompress(&body), Ok(&raw[..]));
+    }
+
+    #[test]
+    fn lz4_limit_inside_a_block_is_exceeds_and_bad_blocks_are_corrupt() {
+        let raw = sample(300_000);
+        let body = lz4(&raw);
+        // The limit falls inside the third (linked) block: valid output past the limit.
+        let mut decompressor = Decompressor::new(Compression::Lz4, 150_000);
+        assert_eq!(
+            decompressor.decompress(&body),
+            Err(DecompressError::Exceeds(150_000))
+        );
+        assert!(decompressor.output.len() <= 150_000);
+        // The same frame with garbage in that third block is corrupt, not too large.
+        let mut bad = body.clone();
+        let mut pos = LZ4_MIN_HEADER;
+        for _ in 0..2 {
+            pos += 4 + read_u32(&body, pos).map_or(0, |len| len as usize);
+        }
+        let len = read_u32(&body, pos).map_or(0, |len| len as usize);
+        assert!(len > 0);
+        if let Some(block) = bad.get_mut(pos + 4..pos + 4 + len) {
+            block.fill(0xFF);
+        }
+        assert!(matches!(
+            decompressor.decompress(&bad),
+            Err(DecompressError::Corrupt(_))
+        ));
+        assert!(matches!(
+            Decompressor::new(Compression::Lz4, 1 << 20).decompress(&bad),
+            Err(DecompressError::Corrupt(_))
+        ));
+    }
+
     #[test]
     fn lz4_high_cannot_be_written() {
         assert!(Compressor::new(Compression::Lz4High).is_err());
