@@ -12,9 +12,15 @@
 //! frame header. So [`lz4_frame_layout`] walks the frame structure first: it rejects frames
 //! that end early, and block sizes whose buffers would exceed the cap, before decoding.
 
-use std::io::{self, Cursor, Read, Write};
+use std::ffi::{c_char, c_int};
+use std::io::{self, Write};
+use std::ptr::NonNull;
 
-use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInfo};
+use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
+use lz4_sys::{
+    LZ4_createStreamDecode, LZ4_decompress_safe, LZ4_decompress_safe_continue,
+    LZ4_freeStreamDecode, LZ4_setStreamDecode, LZ4StreamDecode,
+};
 use zstd::stream::raw::{DParameter, Decoder as ZstdDecoder, InBuffer, Operation, OutBuffer};
 
 use crate::format::EncodeError;
@@ -119,26 +125,78 @@ const INITIAL_OUTPUT: usize = 256 * 1024;
 /// What [`lz4_frame_layout`] learnt about a body's frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Lz4Layout {
-    /// The memory lz4_flex reserves for the largest frame's block buffers.
+    /// The scratch memory the largest frame's blocks may need: one block plus, for linked
+    /// blocks, the history window (see [`Decompressor::lz4_overflows`]).
     pub buffer_bytes: usize,
+}
+
+/// The FLG and BD bytes of an LZ4 frame descriptor, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lz4Descriptor {
+    /// Blocks may refer back to the previous 64 KiB of the frame's output.
+    linked: bool,
+    block_checksums: bool,
+    content_size: bool,
+    content_checksum: bool,
+    dict_id: bool,
+    /// The largest decompressed (and stored) block the frame may hold.
+    max_block: usize,
+}
+
+impl Lz4Descriptor {
+    /// Decodes FLG and BD, rejecting other versions and unknown block sizes.
+    fn parse(flg: u8, bd: u8) -> Result<Self, DecompressError> {
+        if flg >> 6 != 1 {
+            return Err(DecompressError::Corrupt(format!(
+                "LZ4 frame version {} (FLG 0x{flg:02X}), expected 1",
+                flg >> 6
+            )));
+        }
+        let max_block = match (bd >> 4) & 0x7 {
+            4 => 64 * 1024,
+            5 => 256 * 1024,
+            6 => 1024 * 1024,
+            7 => 4 * 1024 * 1024,
+            id => {
+                return Err(DecompressError::Corrupt(format!(
+                    "LZ4 block size id {id} (BD 0x{bd:02X}), expected 4 to 7"
+                )));
+            }
+        };
+        Ok(Self {
+            linked: flg & 0x20 == 0,
+            block_checksums: flg & 0x10 != 0,
+            content_size: flg & 0x08 != 0,
+            content_checksum: flg & 0x04 != 0,
+            dict_id: flg & 0x01 != 0,
+            max_block,
+        })
+    }
+
+    /// Bytes from the magic number to the header checksum, inclusive.
+    fn header_len(self) -> usize {
+        LZ4_MIN_HEADER + if self.content_size { 8 } else { 0 } + if self.dict_id { 4 } else { 0 }
+    }
+}
+
+/// Reads the little-endian u32 at `pos`, or says how much input it needs.
+fn read_u32(body: &[u8], pos: usize) -> Result<u32, DecompressError> {
+    match body.get(pos..pos.saturating_add(4)) {
+        Some(&[a, b, c, d]) => Ok(u32::from_le_bytes([a, b, c, d])),
+        _ => Err(DecompressError::Incomplete {
+            needed: pos as u64 + 4,
+        }),
+    }
 }
 
 /// Walks the LZ4 frames in `body` without decompressing: every frame must be a standard
 /// frame (no legacy or skippable frames) whose blocks and end mark lie inside `body`.
 pub(crate) fn lz4_frame_layout(body: &[u8]) -> Result<Lz4Layout, DecompressError> {
-    let read_u32 = |pos: usize| -> Result<u32, DecompressError> {
-        match body.get(pos..pos.saturating_add(4)) {
-            Some(&[a, b, c, d]) => Ok(u32::from_le_bytes([a, b, c, d])),
-            _ => Err(DecompressError::Incomplete {
-                needed: pos as u64 + 4,
-            }),
-        }
-    };
     let mut pos = 0usize;
     let mut buffer_bytes = 0usize;
     // A packet body holds one frame; concatenated frames are valid LZ4 input, so accept them.
     loop {
-        let magic = read_u32(pos)?;
+        let magic = read_u32(body, pos)?;
         if magic != LZ4_MAGIC {
             return Err(DecompressError::Corrupt(format!(
                 "expected LZ4 frame magic 0x{LZ4_MAGIC:08X} at body byte {pos}, found 0x{magic:08X}"
@@ -152,47 +210,23 @@ pub(crate) fn lz4_frame_layout(body: &[u8]) -> Result<Lz4Layout, DecompressError
                 });
             }
         };
-        if flg >> 6 != 1 {
-            return Err(DecompressError::Corrupt(format!(
-                "LZ4 frame version {} (FLG 0x{flg:02X}), expected 1",
-                flg >> 6
-            )));
-        }
-        let linked = flg & 0x20 == 0;
-        let block_checksums = flg & 0x10 != 0;
-        let content_size = flg & 0x08 != 0;
-        let content_checksum = flg & 0x04 != 0;
-        let dict_id = flg & 0x01 != 0;
-        let max_block = match (bd >> 4) & 0x7 {
-            4 => 64 * 1024,
-            5 => 256 * 1024,
-            6 => 1024 * 1024,
-            7 => 4 * 1024 * 1024,
-            id => {
-                return Err(DecompressError::Corrupt(format!(
-                    "LZ4 block size id {id} (BD 0x{bd:02X}), expected 4 to 7"
-                )));
-            }
-        };
-        // Mirrors lz4_flex's reservations: a source block, and one (independent) or two
-        // blocks plus the history window (linked) of output.
-        let buffers = if linked {
-            max_block * 3 + LZ4_WINDOW
+        let descriptor = Lz4Descriptor::parse(flg, bd)?;
+        let max_block = descriptor.max_block;
+        let scratch = if descriptor.linked {
+            max_block + LZ4_WINDOW
         } else {
-            max_block * 2
+            max_block
         };
-        buffer_bytes = buffer_bytes.max(buffers);
-        let header_len =
-            LZ4_MIN_HEADER + if content_size { 8 } else { 0 } + if dict_id { 4 } else { 0 };
-        pos += header_len;
+        buffer_bytes = buffer_bytes.max(scratch);
+        pos += descriptor.header_len();
         if pos > body.len() {
             return Err(DecompressError::Incomplete { needed: pos as u64 });
         }
         loop {
-            let block = read_u32(pos)?;
+            let block = read_u32(body, pos)?;
             pos += 4;
             if block == 0 {
-                if content_checksum {
+                if descriptor.content_checksum {
                     pos += 4;
                 }
                 break;
@@ -203,7 +237,7 @@ pub(crate) fn lz4_frame_layout(body: &[u8]) -> Result<Lz4Layout, DecompressError
                     "LZ4 block of {len} bytes in a frame whose blocks hold at most {max_block}"
                 )));
             }
-            pos = pos + len + if block_checksums { 4 } else { 0 };
+            pos = pos + len + if descriptor.block_checksums { 4 } else { 0 };
             if pos > body.len() {
                 return Err(DecompressError::Incomplete { needed: pos as u64 });
             }
@@ -217,6 +251,80 @@ pub(crate) fn lz4_frame_layout(body: &[u8]) -> Result<Lz4Layout, DecompressError
     }
 }
 
+/// The xxHash32 (seed 0) that LZ4 frames use for every checksum.
+fn xxh32(bytes: &[u8]) -> u32 {
+    twox_hash::XxHash32::oneshot(0, bytes)
+}
+
+/// liblz4's streaming-decode state. It is used only to name the dictionary (the previous
+/// output of the frame, just before the destination) for the next linked block.
+struct Lz4Stream(NonNull<LZ4StreamDecode>);
+
+impl Lz4Stream {
+    fn new() -> Option<Self> {
+        // SAFETY: plain allocation; a null result (out of memory) is handled by the caller.
+        NonNull::new(unsafe { LZ4_createStreamDecode() }).map(Self)
+    }
+}
+
+impl Drop for Lz4Stream {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from LZ4_createStreamDecode and is freed only here.
+        unsafe {
+            LZ4_freeStreamDecode(self.0.as_ptr());
+        }
+    }
+}
+
+// SAFETY: the state is owned exclusively; the dictionary pointers it holds are set right
+// before each decode from the buffer being decoded into, and never read afterwards.
+unsafe impl Send for Lz4Stream {}
+
+/// Decodes one LZ4 block `src` into `out[at..]` (at most `out.len() - at` bytes), with
+/// `out[dict_start..at]` (at most the 64 KiB window) as the preceding output that linked
+/// blocks may copy from. Returns the decoded length, or `None` if the block is invalid or
+/// does not fit.
+fn decode_block(
+    stream: &mut Option<Lz4Stream>,
+    src: &[u8],
+    out: &mut [u8],
+    dict_start: usize,
+    at: usize,
+) -> Option<usize> {
+    debug_assert!(at - dict_start.min(at) <= LZ4_WINDOW);
+    let capacity = c_int::try_from(out.len().checked_sub(at)?).ok()?;
+    let dict_len = c_int::try_from(at.checked_sub(dict_start)?).ok()?;
+    let src_len = c_int::try_from(src.len()).ok()?;
+    let base = out.as_mut_ptr();
+    let written = if dict_len == 0 {
+        // SAFETY: `at <= out.len()` (checked above), so `base + at` with `capacity` bytes
+        // lies inside `out`; liblz4's safe decoder never reads past `src_len` input bytes
+        // nor writes past `capacity` output bytes, whatever the input.
+        unsafe {
+            LZ4_decompress_safe(
+                src.as_ptr().cast::<c_char>(),
+                base.add(at).cast::<c_char>(),
+                src_len,
+                capacity,
+            )
+        }
+    } else {
+        if stream.is_none() {
+            *stream = Lz4Stream::new();
+        }
+        let state = stream.as_mut()?.0.as_ptr();
+        // SAFETY: `dict_start <= at <= out.len()` (checked above), so the dictionary
+        // `out[dict_start..at]` and the destination `out[at..]` both lie inside `out` and do
+        // not overlap; the decoder reads matches only from the dictionary and from what it
+        // has written, and is bounded by `src_len` and `capacity` as above.
+        unsafe {
+            LZ4_setStreamDecode(state, base.add(dict_start).cast_const(), dict_len);
+            LZ4_decompress_safe_continue(state, src.as_ptr(), base.add(at), src_len, capacity)
+        }
+    };
+    usize::try_from(written).ok()
+}
+
 /// Decompresses packet bodies with one codec into a buffer reused across packets.
 pub(crate) struct Decompressor {
     compression: Compression,
@@ -224,9 +332,10 @@ pub(crate) struct Decompressor {
     /// Decompressed bytes; only a prefix is valid after each call. Never shrinks, so steady
     /// state does not allocate.
     output: Vec<u8>,
-    /// The LZ4 reader, kept between packets for its block buffers; `None` after an error,
-    /// since a failed frame leaves it mid-frame.
-    lz4: Option<FrameDecoder<Cursor<Vec<u8>>>>,
+    /// liblz4's state for linked blocks, created on first use.
+    lz4: Option<Lz4Stream>,
+    /// Room to tell an LZ4 block that overflows the output limit from a corrupt one.
+    lz4_scratch: Vec<u8>,
     zstd: Option<ZstdDecoder<'static>>,
 }
 
@@ -238,6 +347,7 @@ impl Decompressor {
             max_output,
             output: Vec::new(),
             lz4: None,
+            lz4_scratch: Vec::new(),
             zstd: None,
         }
     }
@@ -260,6 +370,8 @@ impl Decompressor {
         Ok(self.output.get(..len).unwrap_or_default())
     }
 
+    /// Decodes every LZ4 frame in `body` block by block straight into `output`: no
+    /// intermediate block buffer, and linked blocks use the output itself as their history.
     fn lz4(&mut self, body: &[u8]) -> Result<usize, DecompressError> {
         let layout = lz4_frame_layout(body)?;
         if layout.buffer_bytes > self.max_output {
@@ -268,26 +380,170 @@ impl Decompressor {
                 layout.buffer_bytes, self.max_output
             )));
         }
-        let mut reader = self
-            .lz4
-            .take()
-            .unwrap_or_else(|| FrameDecoder::new(Cursor::new(Vec::new())));
+        let mut filled = 0;
+        let mut pos = 0;
+        while pos < body.len() {
+            pos = self.lz4_frame(body, pos, &mut filled)?;
+        }
+        Ok(filled)
+    }
+
+    /// Decodes the frame at `body[pos..]` (already walked by [`lz4_frame_layout`]) onto
+    /// `output[*filled..]`; returns where the next frame starts.
+    fn lz4_frame(
+        &mut self,
+        body: &[u8],
+        mut pos: usize,
+        filled: &mut usize,
+    ) -> Result<usize, DecompressError> {
+        let (flg, bd) = match body.get(pos + 4..pos + 6) {
+            Some(&[flg, bd]) => (flg, bd),
+            _ => {
+                return Err(DecompressError::Incomplete {
+                    needed: (pos + LZ4_MIN_HEADER) as u64,
+                });
+            }
+        };
+        let descriptor = Lz4Descriptor::parse(flg, bd)?;
+        if flg & 0x02 != 0 || bd & 0x8F != 0 {
+            return Err(DecompressError::Corrupt(format!(
+                "LZ4 frame reserved bits set (FLG 0x{flg:02X}, BD 0x{bd:02X})"
+            )));
+        }
+        if descriptor.dict_id {
+            return Err(DecompressError::Corrupt(
+                "LZ4 frame needs a preset dictionary, which DV never uses".to_string(),
+            ));
+        }
+        let header_end = pos + descriptor.header_len();
+        let (Some(fields), Some(&checksum)) =
+            (body.get(pos + 4..header_end - 1), body.get(header_end - 1))
+        else {
+            return Err(DecompressError::Incomplete {
+                needed: header_end as u64,
+            });
+        };
+        if (xxh32(fields) >> 8) as u8 != checksum {
+            return Err(DecompressError::Corrupt(format!(
+                "LZ4 frame header checksum 0x{checksum:02X} does not match its descriptor"
+            )));
+        }
+        let content_size = match fields.get(2..10) {
+            Some(&[a, b, c, d, e, f, g, h]) if descriptor.content_size => {
+                let size = u64::from_le_bytes([a, b, c, d, e, f, g, h]);
+                // The frame states its size up front: reject a bomb before decoding it.
+                if size > (self.max_output - *filled) as u64 {
+                    return Err(DecompressError::Exceeds(self.max_output));
+                }
+                Some(size)
+            }
+            _ => None,
+        };
+        pos = header_end;
+        let frame_start = *filled;
+        loop {
+            let word = read_u32(body, pos)?;
+            pos += 4;
+            if word == 0 {
+                break;
+            }
+            let len = (word & 0x7FFF_FFFF) as usize;
+            let Some(data) = body.get(pos..pos + len) else {
+                return Err(DecompressError::Incomplete {
+                    needed: (pos + len) as u64,
+                });
+            };
+            let block_at = pos - 4;
+            pos += len;
+            if descriptor.block_checksums {
+                let stored = read_u32(body, pos)?;
+                pos += 4;
+                if xxh32(data) != stored {
+                    return Err(DecompressError::Corrupt(format!(
+                        "LZ4 block at body byte {block_at} fails its checksum"
+                    )));
+                }
+            }
+            if word & 0x8000_0000 != 0 {
+                // An incompressible block, stored as is.
+                let room = self.output_room(*filled, len);
+                if room < len {
+                    return Err(DecompressError::Exceeds(self.max_output));
+                }
+                let Some(dst) = self.output.get_mut(*filled..*filled + len) else {
+                    return Err(DecompressError::Exceeds(self.max_output));
+                };
+                dst.copy_from_slice(data);
+                *filled += len;
+                continue;
+            }
+            let room = self.output_room(*filled, descriptor.max_block);
+            let dict_start = if descriptor.linked {
+                filled.saturating_sub(LZ4_WINDOW).max(frame_start)
+            } else {
+                *filled
+            };
+            let out = self.output.get_mut(..*filled + room).unwrap_or_default();
+            match decode_block(&mut self.lz4, data, out, dict_start, *filled) {
+                Some(written) => *filled += written,
+                None if room < descriptor.max_block
+                    && self.lz4_overflows(data, dict_start, *filled, descriptor.max_block) =>
+                {
+                    return Err(DecompressError::Exceeds(self.max_output));
+                }
+                None => {
+                    return Err(DecompressError::Corrupt(format!(
+                        "invalid LZ4 frame: the block at body byte {block_at} does not decode"
+                    )));
+                }
+            }
+        }
+        if descriptor.content_checksum {
+            let stored = read_u32(body, pos)?;
+            pos += 4;
+            let content = self.output.get(frame_start..*filled).unwrap_or_default();
+            if xxh32(content) != stored {
+                return Err(DecompressError::Corrupt(
+                    "LZ4 frame content fails its checksum".to_string(),
+                ));
+            }
+        }
+        let decoded = (*filled - frame_start) as u64;
+        if let Some(size) = content_size
+            && size != decoded
         {
-            let source = reader.get_mut();
-            let bytes = source.get_mut();
-            bytes.clear();
-            bytes.extend_from_slice(body);
-            source.set_position(0);
+            return Err(DecompressError::Corrupt(format!(
+                "LZ4 frame declares {size} content bytes but decodes to {decoded}"
+            )));
         }
-        let result = read_bounded(&mut reader, &mut self.output, self.max_output);
-        // Keep the reader only when it finished cleanly, at the end of a frame.
-        if result.is_ok() {
-            self.lz4 = Some(reader);
+        Ok(pos)
+    }
+
+    /// Makes `output[filled..]` hold up to `want` bytes without passing the limit (growing
+    /// by doubling); returns how many it holds.
+    fn output_room(&mut self, filled: usize, want: usize) -> usize {
+        let end = filled.saturating_add(want).min(self.max_output);
+        if self.output.len() < end {
+            let doubled = self.output.len().saturating_mul(2).max(INITIAL_OUTPUT);
+            self.output.resize(end.max(doubled.min(self.max_output)), 0);
         }
-        result.map_err(|e| match e {
-            BoundedReadError::Exceeds(limit) => DecompressError::Exceeds(limit),
-            BoundedReadError::Io(e) => DecompressError::Corrupt(format!("invalid LZ4 frame: {e}")),
-        })
+        end.saturating_sub(filled)
+    }
+
+    /// Whether a block that failed to decode into the room left under the limit decodes
+    /// with a whole block of room: then it is valid output past the limit, not corruption.
+    fn lz4_overflows(
+        &mut self,
+        data: &[u8],
+        dict_start: usize,
+        filled: usize,
+        max_block: usize,
+    ) -> bool {
+        let dict = self.output.get(dict_start..filled).unwrap_or_default();
+        self.lz4_scratch.clear();
+        self.lz4_scratch.extend_from_slice(dict);
+        self.lz4_scratch.resize(dict.len() + max_block, 0);
+        decode_block(&mut self.lz4, data, &mut self.lz4_scratch, 0, dict.len()).is_some()
     }
 
     fn zstd(&mut self, body: &[u8]) -> Result<usize, DecompressError> {
@@ -322,11 +578,6 @@ impl Decompressor {
     }
 }
 
-enum BoundedReadError {
-    Exceeds(usize),
-    Io(io::Error),
-}
-
 /// Grows `output` (doubling, up to `max`) so that `output[filled..]` is not empty.
 /// Returns `false` when `output` already holds `max` bytes.
 fn grow(output: &mut Vec<u8>, filled: usize, max: usize) -> bool {
@@ -343,35 +594,6 @@ fn grow(output: &mut Vec<u8>, filled: usize, max: usize) -> bool {
         .min(max);
     output.resize(target, 0);
     true
-}
-
-/// Reads `reader` to its end into `output`, failing once more than `max` bytes come out.
-fn read_bounded(
-    reader: &mut impl Read,
-    output: &mut Vec<u8>,
-    max: usize,
-) -> Result<usize, BoundedReadError> {
-    let mut filled = 0;
-    loop {
-        if !grow(output, filled, max) {
-            // Full: the body is valid only if nothing more comes out.
-            let mut probe = [0u8; 1];
-            return match reader.read(&mut probe) {
-                Ok(0) => Ok(filled),
-                Ok(_) => Err(BoundedReadError::Exceeds(max)),
-                Err(e) => Err(BoundedReadError::Io(e)),
-            };
-        }
-        let Some(space) = output.get_mut(filled..) else {
-            return Ok(filled);
-        };
-        match reader.read(space) {
-            Ok(0) => return Ok(filled),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(BoundedReadError::Io(e)),
-        }
-    }
 }
 
 /// Decompresses every zstd frame in `body` into `output`, failing past `max` bytes.
@@ -620,6 +842,131 @@ mod tests {
             lz4(b"x").get(..6),
             Some(&[0x04, 0x22, 0x4D, 0x18, 0x40, 0x40][..])
         );
+    }
+
+    /// An LZ4 frame with every option lz4_flex can write.
+    fn lz4_with(raw: &[u8], info: FrameInfo) -> Vec<u8> {
+        let mut encoder = FrameEncoder::with_frame_info(info, Vec::new());
+        match encoder.write_all(raw) {
+            Ok(()) => encoder.finish().unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Bytes LZ4 cannot compress, so that the frame stores its blocks uncompressed.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lz4_decodes_every_frame_option() {
+        let mut decompressor = Decompressor::new(Compression::Lz4, 4 << 20);
+        for raw in [sample(300_000), noise(150_000), Vec::new()] {
+            for mode in [BlockMode::Linked, BlockMode::Independent] {
+                for size in [BlockSize::Max64KB, BlockSize::Max256KB] {
+                    for flags in 0..8u8 {
+                        let info = FrameInfo::new()
+                            .block_mode(mode)
+                            .block_size(size)
+                            .block_checksums(flags & 1 != 0)
+                            .content_checksum(flags & 2 != 0)
+                            .content_size((flags & 4 != 0).then_some(raw.len() as u64));
+                        let body = lz4_with(&raw, info);
+                        assert_eq!(
+                            decompressor.decompress(&body),
+                            Ok(&raw[..]),
+                            "{mode:?} {size:?} flags {flags} len {}",
+                            raw.len()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lz4_concatenated_frames_decode_in_order() {
+        let (first, second) = (sample(100_000), noise(70_000));
+        let mut body = lz4(&first);
+        body.extend_from_slice(&lz4(&second));
+        let mut decompressor = Decompressor::new(Compression::Lz4, 1 << 20);
+        let decoded = decompressor.decompress(&body).map(<[u8]>::to_vec);
+        assert_eq!(decoded, Ok([first, second].concat()));
+    }
+
+    #[test]
+    fn lz4_checksums_and_sizes_are_checked() {
+        let raw = sample(200_000);
+        let info = FrameInfo::new()
+            .block_size(BlockSize::Max64KB)
+            .block_checksums(true)
+            .content_checksum(true)
+            .content_size(Some(raw.len() as u64));
+        let body = lz4_with(&raw, info);
+        let mut decompressor = Decompressor::new(Compression::Lz4, 1 << 20);
+        let corrupt = |body: &[u8], decompressor: &mut Decompressor| {
+            matches!(
+                decompressor.decompress(body),
+                Err(DecompressError::Corrupt(_))
+            )
+        };
+        // A flipped bit inside the first block's data, in the descriptor's content size,
+        // and in the content checksum (the last 4 bytes before nothing).
+        for at in [30, 7, body.len() - 1] {
+            let mut bad = body.clone();
+            if let Some(byte) = bad.get_mut(at) {
+                *byte ^= 0x10;
+            }
+            assert!(corrupt(&bad, &mut decompressor), "flip at {at}");
+        }
+        // A frame that declares more content than the limit is rejected up front.
+        let mut small = Decompressor::new(Compression::Lz4, 150_000);
+        assert_eq!(
+            small.decompress(&body),
+            Err(DecompressError::Exceeds(150_000))
+        );
+        assert!(small.output.len() <= 150_000);
+        assert_eq!(decompressor.decompress(&body), Ok(&raw[..]));
+    }
+
+    #[test]
+    fn lz4_limit_inside_a_block_is_exceeds_and_bad_blocks_are_corrupt() {
+        let raw = sample(300_000);
+        let body = lz4(&raw);
+        // The limit falls inside the third (linked) block: valid output past the limit.
+        let mut decompressor = Decompressor::new(Compression::Lz4, 150_000);
+        assert_eq!(
+            decompressor.decompress(&body),
+            Err(DecompressError::Exceeds(150_000))
+        );
+        assert!(decompressor.output.len() <= 150_000);
+        // The same frame with garbage in that third block is corrupt, not too large.
+        let mut bad = body.clone();
+        let mut pos = LZ4_MIN_HEADER;
+        for _ in 0..2 {
+            pos += 4 + read_u32(&body, pos).map_or(0, |len| len as usize);
+        }
+        let len = read_u32(&body, pos).map_or(0, |len| len as usize);
+        assert!(len > 0);
+        if let Some(block) = bad.get_mut(pos + 4..pos + 4 + len) {
+            block.fill(0xFF);
+        }
+        assert!(matches!(
+            decompressor.decompress(&bad),
+            Err(DecompressError::Corrupt(_))
+        ));
+        assert!(matches!(
+            Decompressor::new(Compression::Lz4, 1 << 20).decompress(&bad),
+            Err(DecompressError::Corrupt(_))
+        ));
     }
 
     #[test]

@@ -776,8 +776,50 @@ fn read_body(
     }
 }
 
+// DV's flatbuffer event struct and `Event` share one layout (little-endian i64 t, i16 x,
+// i16 y, bool polarity, 3 padding bytes), which lets `append_checked` copy checked packets.
+const _: () = {
+    assert!(size_of::<FbEvent>() == 16 && size_of::<Event>() == 16);
+    assert!(mem::offset_of!(Event, t) == 0 && mem::offset_of!(Event, x) == 8);
+    assert!(mem::offset_of!(Event, y) == 10 && mem::offset_of!(Event, polarity) == 12);
+};
+
+/// Appends flatbuffer events that [`push_events`] has checked: every polarity byte is 0 or 1
+/// and every coordinate non-negative (in range).
+fn append_checked(raw: &[FbEvent], out: &mut Vec<Event>) {
+    #[cfg(target_endian = "little")]
+    {
+        out.reserve(raw.len());
+        let len = out.len();
+        // SAFETY: `reserve` made room for `raw.len()` events after `len`. Both types are 16
+        // bytes with the same field offsets (asserted above), the wire integers are
+        // little-endian like this target, and the caller checked that every polarity byte
+        // is a valid `bool`; padding bytes may hold anything. Byte copies need no alignment,
+        // and the source (a decompressed buffer) cannot overlap the vector's spare capacity.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                raw.as_ptr().cast::<u8>(),
+                out.as_mut_ptr().add(len).cast::<u8>(),
+                size_of_val(raw),
+            );
+            out.set_len(len + raw.len());
+        }
+    }
+    #[cfg(not(target_endian = "little"))]
+    out.extend(raw.iter().map(|event| {
+        let [t0, t1, t2, t3, t4, t5, t6, t7, x0, x1, y0, y1, polarity, ..] = event.0;
+        Event::new(
+            i64::from_le_bytes([t0, t1, t2, t3, t4, t5, t6, t7]),
+            u16::from_le_bytes([x0, x1]),
+            u16::from_le_bytes([y0, y1]),
+            polarity == 1,
+        )
+    }));
+}
+
 /// Converts verified flatbuffer events. The fast path checks every event with branch-free
-/// arithmetic and only falls back to the checking loop when the packet holds a bad one.
+/// arithmetic, then copies the packet whole; it falls back to the checking loop only when the
+/// packet holds a bad one.
 fn push_events(
     raw: &[FbEvent],
     bounds: (u16, u16),
@@ -794,7 +836,7 @@ fn push_events(
     let mut previous = *last_t;
     let mut regressions = 0u64;
     let mut invalid = false;
-    out.extend(raw.iter().map(|event| {
+    for event in raw {
         let [t0, t1, t2, t3, t4, t5, t6, t7, x0, x1, y0, y1, polarity, ..] = event.0;
         let t = i64::from_le_bytes([t0, t1, t2, t3, t4, t5, t6, t7]);
         let x = u16::from_le_bytes([x0, x1]);
@@ -802,9 +844,9 @@ fn push_events(
         invalid |= (x >= width) | (y >= height) | (polarity > 1);
         regressions += u64::from(t < previous);
         previous = t;
-        Event::new(t, x, y, polarity == 1)
-    }));
+    }
     if !invalid {
+        append_checked(raw, out);
         stats.events += raw.len() as u64;
         stats.timestamp_regressions += regressions;
         *last_t = previous;
