@@ -57,7 +57,6 @@ const NO_ADDRESS: u32 = 0xFFFF_0000;
 #[derive(Debug, Clone, Copy)]
 struct State {
     clock: WrappingClock<TIME_HIGH_BITS>,
-    low: i64,
     t: i64,
     y: u32,
     base_x: u32,
@@ -106,7 +105,6 @@ impl Evt3Decoder {
             offset: 0,
             state: State {
                 clock: WrappingClock::default(),
-                low: 0,
                 t: 0,
                 y: NO_ADDRESS,
                 base_x: NO_ADDRESS,
@@ -170,6 +168,7 @@ impl Evt3Decoder {
         let dims = (self.width, self.height);
         let mut done = 0;
         let mut result = Ok(());
+        let mut counted = first_event;
         while let Some(rest) = words.get(done..).filter(|rest| !rest.is_empty()) {
             let block = rest.get(..BLOCK_WORDS * 2).unwrap_or(rest);
             out.reserve(block.len() / 2 * SLOTS_PER_WORD);
@@ -186,18 +185,31 @@ impl Evt3Decoder {
             done += used;
             if let Some(&[low, high]) = block.get(used..used + 2) {
                 let word = u32::from(u16::from_le_bytes([low, high]));
-                if let Err(e) = self.slow_word(word, base + done as u64, out) {
-                    result = Err(e);
-                    break;
-                }
+                result = self.slow_word(word, base + done as u64, out);
                 done += 2;
             }
+            // While the block's events are still in cache.
+            self.count_regressions(out.get(counted..).unwrap_or_default());
+            counted = out.len();
+            if result.is_err() {
+                break;
+            }
         }
-        self.stats.timestamp_regressions += tally.regressions;
         self.stats.triggers_skipped += tally.triggers;
         self.stats.other_skipped += tally.others;
         self.stats.events += (out.len() - first_event) as u64;
         result
+    }
+
+    /// Counts the events of `emitted` (the next ones in stream order) earlier than the event
+    /// before them, apart from the hot loop, which then carries less state.
+    fn count_regressions(&mut self, emitted: &[Event]) {
+        let (Some(first), Some(last)) = (emitted.first(), emitted.last()) else {
+            return;
+        };
+        let inside = emitted.windows(2).filter(|w| w[1].t < w[0].t).count();
+        self.stats.timestamp_regressions += u64::from(first.t < self.state.last_t) + inside as u64;
+        self.state.last_t = last.t;
     }
 
     /// A word the fast loop stopped at: an event outside the sensor or without time base or
@@ -217,7 +229,6 @@ impl Evt3Decoder {
             ADDR_X => {
                 let x = word & 0x7FF;
                 if synced && x < self.width && s.y < self.height {
-                    self.emitted(s.t);
                     out.push(Event::new(s.t, x as u16, s.y as u16, word & 0x800 != 0));
                     Ok(())
                 } else {
@@ -240,19 +251,10 @@ impl Evt3Decoder {
                     polarity: s.polarity,
                     synced,
                 };
-                if self.filter_vector(vector, out)? {
-                    self.emitted(s.t);
-                }
-                Ok(())
+                self.filter_vector(vector, out)
             }
             kind => self.reject_type(offset, kind, word),
         }
-    }
-
-    /// Tracks a timestamp regression for events emitted by the slow path.
-    fn emitted(&mut self, t: i64) {
-        self.stats.timestamp_regressions += u64::from(t < self.state.last_t);
-        self.state.last_t = t;
     }
 
     /// An `EVT_ADDR_X` event that is not emitted: no time base or no row yet (dropped and
@@ -274,28 +276,25 @@ impl Evt3Decoder {
     }
 
     /// A vector with at least one event that cannot be emitted: emits the others in column
-    /// order and handles each rejected one as [`Self::reject_single`] does. Returns whether
-    /// any event was emitted.
+    /// order and handles each rejected one as [`Self::reject_single`] does.
     #[cold]
     #[inline(never)]
-    fn filter_vector(&mut self, v: Vector, out: &mut Vec<Event>) -> Result<bool, DecodeError> {
+    fn filter_vector(&mut self, v: Vector, out: &mut Vec<Event>) -> Result<(), DecodeError> {
         if !v.synced || v.y == NO_ADDRESS || v.base_x >= NO_ADDRESS {
             self.stats.other_skipped += u64::from(v.mask.count_ones());
-            return Ok(false);
+            return Ok(());
         }
-        let mut pushed = false;
         let mut bits = v.mask;
         while bits != 0 {
             let x = v.base_x + bits.trailing_zeros();
             bits &= bits - 1;
             if x < self.width && v.y < self.height {
                 out.push(Event::new(v.t, x as u16, v.y as u16, v.polarity));
-                pushed = true;
             } else {
                 self.out_of_range(v.offset, x, v.y)?;
             }
         }
-        Ok(pushed)
+        Ok(())
     }
 
     fn out_of_range(&mut self, offset: u64, x: u32, y: u32) -> Result<(), DecodeError> {
@@ -386,15 +385,49 @@ const SLOTS_PER_WORD: usize = 16;
 /// Counts the fast loop keeps in registers.
 #[derive(Debug, Default)]
 struct Tally {
-    regressions: u64,
     triggers: u64,
     others: u64,
+}
+
+/// The word types [`fast_block`] handles without a branch between them (bit `kind` set).
+const PLAIN_KINDS: u32 = 1 << ADDR_Y | 1 << ADDR_X | 1 << TIME_LOW;
+
+/// Picks `a` if `cond`, else `b`, as a conditional move: the word types come in a data-driven
+/// order, so a branch on them would mispredict.
+#[inline(always)]
+fn pick<T: Copy>(cond: bool, a: T, b: T) -> T {
+    *std::hint::select_unpredictable(cond, &a, &b)
+}
+
+// `write_event` stores an event as two `u64`s; the layout it relies on.
+const _: () = {
+    assert!(size_of::<Event>() == 16);
+    assert!(std::mem::offset_of!(Event, t) == 0);
+    assert!(std::mem::offset_of!(Event, x) == 8);
+    assert!(std::mem::offset_of!(Event, y) == 10);
+    assert!(std::mem::offset_of!(Event, polarity) == 12);
+};
+
+/// Writes an event as two 8-byte stores, where a field-by-field write takes four (the store
+/// port is what the hot loop is short of).
+#[inline(always)]
+fn write_event(slot: &mut MaybeUninit<Event>, t: i64, x: u32, y: u32, polarity: bool) {
+    debug_assert!(x <= 0xFFFF && y <= 0xFFFF);
+    let [x0, x1] = (x as u16).to_ne_bytes();
+    let [y0, y1] = (y as u16).to_ne_bytes();
+    let rest = u64::from_ne_bytes([x0, x1, y0, y1, u8::from(polarity), 0, 0, 0]);
+    let words = slot.as_mut_ptr().cast::<[u64; 2]>();
+    // SAFETY: `slot` is 16 bytes aligned to 8 (`Event` is `repr(C)` with an `i64` first), so
+    // the write is in bounds and aligned; the bytes written are `t`, then `x`, `y` and
+    // `polarity` (0 or 1, a valid `bool`) at their offsets (checked above), then padding,
+    // so the slot holds a valid `Event::new(t, x, y, polarity)`.
+    unsafe { words.write([t as u64, rest]) };
 }
 
 /// The hot loop: decodes `words` into `spare` while every word is the common case, and
 /// returns the number of events written (the first slots of `spare`) and of bytes used; it
 /// stops early at a word that [`Evt3Decoder::slow_word`] must handle. No allocation, no
-/// error path, state in registers; vectors are emitted without a branch per bit.
+/// error path, little state, all in registers; vectors are emitted without a branch per bit.
 #[inline(never)]
 fn fast_block(
     words: &[u8],
@@ -406,46 +439,42 @@ fn fast_block(
     let mut s = *state;
     // Until the first TIME_HIGH the sensor is zero-sized, so every event stops the loop.
     let (mut width, mut height) = if s.clock.synced { dims } else { (0, 0) };
-    let mut regressions = 0u64;
+    // The columns an event may take on row `y`: none outside the sensor.
+    let row_width = |y: u32, width: u32, height: u32| if y < height { width } else { 0 };
+    let mut row_columns = row_width(s.y, width, height);
     let mut written = 0;
     let mut used = words.len();
     for (i, bytes) in words.chunks_exact(2).enumerate() {
         let word = u32::from(u16::from_le_bytes([bytes[0], bytes[1]]));
         let kind = word >> 12;
+        if PLAIN_KINDS >> kind & 1 != 0 {
+            // EVT_ADDR_Y, EVT_ADDR_X and EVT_TIME_LOW, most of a stream, in an order that is
+            // data, so without a branch between them: each updates its part of the state by a
+            // conditional move, and an event candidate is always written but kept only for an
+            // EVT_ADDR_X on the sensor.
+            let address = word & 0x7FF;
+            let is_y = kind == ADDR_Y;
+            s.y = pick(is_y, address, s.y);
+            row_columns = pick(is_y, row_width(address, width, height), row_columns);
+            // `t` keeps the high part in its upper bits and the low part in its low 12.
+            s.t = pick(kind == TIME_LOW, (s.t & !0xFFF) | i64::from(word & 0xFFF), s.t);
+            // The column for an EVT_ADDR_X, at least 0x1000 for the other types: one compare
+            // keeps an event on the sensor, one more finds an EVT_ADDR_X outside it (which
+            // stops the loop), with no branch on the type.
+            let column = (word ^ ADDR_X << 12) & 0xF7FF;
+            let outside = column.wrapping_sub(row_columns) < 0x800u32.wrapping_sub(row_columns);
+            let (Some(slot), false) = (spare.get_mut(written), outside) else {
+                used = 2 * i;
+                break;
+            };
+            write_event(slot, s.t, address, s.y, word & 0x800 != 0);
+            written += usize::from(column < row_columns);
+            continue;
+        }
         match kind {
-            // The words that make up most of a stream, handled without a branch between
-            // them (the sequence of types is data, so branches on it mispredict): each
-            // updates its part of the state by a conditional move, and an event candidate is
-            // always written but kept only for EVT_ADDR_X.
-            ADDR_Y | ADDR_X | VECT_BASE_X | TIME_LOW => {
-                let address = word & 0x7FF;
-                let bit11 = word & 0x800 != 0;
-                let is_x = kind == ADDR_X;
-                if kind == ADDR_Y {
-                    s.y = address;
-                }
-                if kind == VECT_BASE_X {
-                    s.base_x = address;
-                    s.polarity = bit11;
-                }
-                if kind == TIME_LOW {
-                    s.low = i64::from(word & 0xFFF);
-                    s.t = (s.clock.value << 12) | s.low;
-                }
-                let Some(slot) = spare.get_mut(written) else {
-                    used = 2 * i;
-                    break;
-                };
-                if is_x && !(address < width && s.y < height) {
-                    used = 2 * i;
-                    break;
-                }
-                slot.write(Event::new(s.t, address as u16, s.y as u16, bit11));
-                written += usize::from(is_x);
-                regressions += u64::from(is_x && s.t < s.last_t);
-                if is_x {
-                    s.last_t = s.t;
-                }
+            VECT_BASE_X => {
+                s.base_x = word & 0x7FF;
+                s.polarity = word & 0x800 != 0;
             }
             VECT_12 | VECT_8 => {
                 let (mask, span) = if kind == VECT_12 {
@@ -461,7 +490,7 @@ fn fast_block(
                         .and_then(|w| {
                             <&mut [MaybeUninit<Event>; SLOTS_PER_WORD]>::try_from(w).ok()
                         });
-                    let (Some(window), true) = (window, end <= width && s.y < height) else {
+                    let (Some(window), true) = (window, end <= row_columns) else {
                         used = 2 * i;
                         break;
                     };
@@ -469,17 +498,11 @@ fn fast_block(
                     // bit's candidate is overwritten by the next set bit or left past the end.
                     let mut kept = 0u32;
                     for bit in 0..12 {
-                        window[(kept & 15) as usize].write(Event::new(
-                            s.t,
-                            (s.base_x + bit) as u16,
-                            s.y as u16,
-                            s.polarity,
-                        ));
+                        let slot = &mut window[(kept & 15) as usize];
+                        write_event(slot, s.t, s.base_x + bit, s.y, s.polarity);
                         kept += (mask >> bit) & 1;
                     }
                     written += kept as usize;
-                    regressions += u64::from(s.t < s.last_t);
-                    s.last_t = s.t;
                 }
                 s.base_x = s.base_x.saturating_add(span);
             }
@@ -487,11 +510,10 @@ fn fast_block(
                 let previous = s.clock;
                 s.clock.advance(u64::from(word));
                 // A repeated TIME_HIGH keeps the low part (sensors resend it).
-                if s.clock != previous {
-                    s.low = 0;
-                }
-                s.t = (s.clock.value << 12) | s.low;
+                let low = if s.clock == previous { s.t & 0xFFF } else { 0 };
+                s.t = (s.clock.value << 12) | low;
                 (width, height) = dims;
+                row_columns = row_width(s.y, width, height);
             }
             // Rare: counted in memory, keeping registers for the common words.
             EXT_TRIGGER => tally.triggers += 1,
@@ -503,7 +525,6 @@ fn fast_block(
         }
     }
     *state = s;
-    tally.regressions += regressions;
     (written, used)
 }
 
