@@ -389,7 +389,7 @@ struct Tally {
     others: u64,
 }
 
-/// The word types [`fast_block`] handles without a branch between them (bit `kind` set).
+/// The word types the hot loop handles without a branch between them (bit `kind` set).
 const PLAIN_KINDS: u32 = 1 << ADDR_Y | 1 << ADDR_X | 1 << TIME_LOW;
 
 /// Picks `a` if `cond`, else `b`, as a conditional move: the word types come in a data-driven
@@ -408,26 +408,76 @@ const _: () = {
     assert!(std::mem::offset_of!(Event, polarity) == 12);
 };
 
-/// Writes an event as two 8-byte stores, where a field-by-field write takes four (the store
-/// port is what the hot loop is short of).
+/// In the hot loop the row is kept where an event's second 8 bytes hold it (bits 16..31), and
+/// a row not yet set as bit 40 (padding: an event on no row is never kept anyway).
+const NO_ROW_FIELD: u64 = 1 << 40;
+
+fn row_field(y: u32) -> u64 {
+    if y == NO_ADDRESS {
+        NO_ROW_FIELD
+    } else {
+        u64::from(y & 0xFFFF) << 16
+    }
+}
+
+fn row_of_field(field: u64) -> u32 {
+    if field & NO_ROW_FIELD != 0 {
+        NO_ADDRESS
+    } else {
+        (field >> 16) as u32 & 0xFFFF
+    }
+}
+
+/// An event's column and polarity where its second 8 bytes hold them (on little-endian).
 #[inline(always)]
-fn write_event(slot: &mut MaybeUninit<Event>, t: i64, x: u32, y: u32, polarity: bool) {
-    debug_assert!(x <= 0xFFFF && y <= 0xFFFF);
-    let [x0, x1] = (x as u16).to_ne_bytes();
-    let [y0, y1] = (y as u16).to_ne_bytes();
-    let rest = u64::from_ne_bytes([x0, x1, y0, y1, u8::from(polarity), 0, 0, 0]);
+fn column_field(x: u32, polarity: u32) -> u64 {
+    debug_assert!(polarity <= 1);
+    u64::from(x & 0xFFFF) | u64::from(polarity) << 32
+}
+
+/// Writes an event as two 8-byte stores, where a field-by-field write takes four (stores are
+/// what the hot loop is short of): `t`, then the fields of [`column_field`] and [`row_field`].
+#[inline(always)]
+fn write_event(slot: &mut MaybeUninit<Event>, t: i64, column: u64, row: u64) {
+    let rest = if cfg!(target_endian = "little") {
+        column | row
+    } else {
+        let [x0, x1] = (column as u16).to_ne_bytes();
+        let [y0, y1] = ((row >> 16) as u16).to_ne_bytes();
+        u64::from_ne_bytes([x0, x1, y0, y1, (column >> 32) as u8 & 1, 0, 0, 0])
+    };
     let words = slot.as_mut_ptr().cast::<[u64; 2]>();
     // SAFETY: `slot` is 16 bytes aligned to 8 (`Event` is `repr(C)` with an `i64` first), so
     // the write is in bounds and aligned; the bytes written are `t`, then `x`, `y` and
     // `polarity` (0 or 1, a valid `bool`) at their offsets (checked above), then padding,
-    // so the slot holds a valid `Event::new(t, x, y, polarity)`.
+    // so the slot holds a valid `Event`.
     unsafe { words.write([t as u64, rest]) };
+}
+
+/// The hot loop's state, in registers.
+#[derive(Clone, Copy)]
+struct Hot {
+    /// The time less its low 12 bits, and those bits.
+    t_high: i64,
+    t_low: i64,
+    /// The row, as [`row_field`] gives it.
+    row: u64,
+    /// The columns an event may take on the current row: none outside the sensor.
+    row_columns: u32,
+    written: usize,
+}
+
+impl Hot {
+    #[inline(always)]
+    fn set_row_columns(&mut self, columns: u32) {
+        self.row_columns = columns;
+    }
 }
 
 /// The hot loop: decodes `words` into `spare` while every word is the common case, and
 /// returns the number of events written (the first slots of `spare`) and of bytes used; it
 /// stops early at a word that [`Evt3Decoder::slow_word`] must handle. No allocation, no
-/// error path, little state, all in registers; vectors are emitted without a branch per bit.
+/// error path, little state, in registers; vectors are emitted without a branch per bit.
 #[inline(never)]
 fn fast_block(
     words: &[u8],
@@ -436,96 +486,164 @@ fn fast_block(
     dims: (u32, u32),
     tally: &mut Tally,
 ) -> (usize, usize) {
-    let mut s = *state;
     // Until the first TIME_HIGH the sensor is zero-sized, so every event stops the loop.
-    let (mut width, mut height) = if s.clock.synced { dims } else { (0, 0) };
-    // The columns an event may take on row `y`: none outside the sensor.
-    let row_width = |y: u32, width: u32, height: u32| if y < height { width } else { 0 };
-    let mut row_columns = row_width(s.y, width, height);
-    let mut written = 0;
+    let (mut width, mut height) = if state.clock.synced { dims } else { (0, 0) };
+    let row_width = |y: u32, width: u32, height: u32| pick(y < height, width, 0);
+    let mut h = Hot {
+        t_high: state.t & !0xFFF,
+        t_low: state.t & 0xFFF,
+        row: row_field(state.y),
+        row_columns: 0,
+        written: 0,
+    };
+    h.set_row_columns(row_width(state.y, width, height));
     let mut used = words.len();
-    for (i, bytes) in words.chunks_exact(2).enumerate() {
-        let word = u32::from(u16::from_le_bytes([bytes[0], bytes[1]]));
-        let kind = word >> 12;
-        if PLAIN_KINDS >> kind & 1 != 0 {
-            // EVT_ADDR_Y, EVT_ADDR_X and EVT_TIME_LOW, most of a stream, in an order that is
-            // data, so without a branch between them: each updates its part of the state by a
-            // conditional move, and an event candidate is always written but kept only for an
-            // EVT_ADDR_X on the sensor.
-            let address = word & 0x7FF;
-            let is_y = kind == ADDR_Y;
-            s.y = pick(is_y, address, s.y);
-            row_columns = pick(is_y, row_width(address, width, height), row_columns);
-            // `t` keeps the high part in its upper bits and the low part in its low 12.
-            s.t = pick(kind == TIME_LOW, (s.t & !0xFFF) | i64::from(word & 0xFFF), s.t);
-            // The column for an EVT_ADDR_X, at least 0x1000 for the other types: one compare
-            // keeps an event on the sensor, one more finds an EVT_ADDR_X outside it (which
-            // stops the loop), with no branch on the type.
-            let column = (word ^ ADDR_X << 12) & 0xF7FF;
-            let outside = column.wrapping_sub(row_columns) < 0x800u32.wrapping_sub(row_columns);
-            let (Some(slot), false) = (spare.get_mut(written), outside) else {
-                used = 2 * i;
-                break;
-            };
-            write_event(slot, s.t, address, s.y, word & 0x800 != 0);
-            written += usize::from(column < row_columns);
-            continue;
-        }
-        match kind {
-            VECT_BASE_X => {
-                s.base_x = word & 0x7FF;
-                s.polarity = word & 0x800 != 0;
-            }
-            VECT_12 | VECT_8 => {
-                let (mask, span) = if kind == VECT_12 {
-                    (word & 0xFFF, 12)
-                } else {
-                    (word & 0xFF, 8)
+    // A macro, not a closure, so that the loop's state stays in registers: one word; `false`
+    // to stop before it.
+    macro_rules! step {
+        ($word:expr) => {{
+            let word: u32 = $word;
+            let h = &mut h;
+            let kind = word >> 12;
+            if PLAIN_KINDS >> kind & 1 == 0 {
+                let mut s = State {
+                    t: h.t_high | h.t_low,
+                    y: row_of_field(h.row),
+                    ..*state
                 };
-                if mask != 0 {
-                    // One past the highest column this vector touches.
-                    let end = s.base_x.saturating_add(32 - mask.leading_zeros());
-                    let window = spare
-                        .get_mut(written..written + SLOTS_PER_WORD)
-                        .and_then(|w| {
-                            <&mut [MaybeUninit<Event>; SLOTS_PER_WORD]>::try_from(w).ok()
-                        });
-                    let (Some(window), true) = (window, end <= row_columns) else {
-                        used = 2 * i;
-                        break;
-                    };
-                    // Candidate `bit` goes to the slot after the set bits below it; a clear
-                    // bit's candidate is overwritten by the next set bit or left past the end.
-                    let mut kept = 0u32;
-                    for bit in 0..12 {
-                        let slot = &mut window[(kept & 15) as usize];
-                        write_event(slot, s.t, s.base_x + bit, s.y, s.polarity);
-                        kept += (mask >> bit) & 1;
-                    }
-                    written += kept as usize;
+                let go = rare_word(
+                    word,
+                    &mut s,
+                    h.row,
+                    h.written,
+                    spare,
+                    (width, height),
+                    tally,
+                );
+                if let Some(written) = go {
+                    h.written = written;
                 }
-                s.base_x = s.base_x.saturating_add(span);
+                if word >> 12 == TIME_HIGH {
+                    (width, height) = dims;
+                    h.set_row_columns(row_width(s.y, width, height));
+                }
+                (h.t_high, h.t_low) = (s.t & !0xFFF, s.t & 0xFFF);
+                *state = s;
+                go.is_some()
+            } else {
+                // EVT_ADDR_Y, EVT_ADDR_X and EVT_TIME_LOW, most of a stream, in an order that is
+                // data, so without a branch between them: each updates its part of the state by a
+                // conditional move, and an event candidate is always written but kept only for an
+                // EVT_ADDR_X on the sensor.
+                let address = word & 0x7FF;
+                let is_y = kind == ADDR_Y;
+                h.row = pick(is_y, u64::from(address) << 16, h.row);
+                let columns = row_width(address, width, height);
+                h.row_columns = pick(is_y, columns, h.row_columns);
+                h.t_low = pick(kind == TIME_LOW, i64::from(word & 0xFFF), h.t_low);
+                // The column for an EVT_ADDR_X, at least 0x1000 for the other types: one compare
+                // keeps an event on the sensor, one more finds an EVT_ADDR_X outside it (which
+                // stops the loop), with no branch on the type.
+                let column = (word ^ ADDR_X << 12) & 0xF7FF;
+                let outside =
+                    column.wrapping_sub(h.row_columns) < 0x800u32.wrapping_sub(h.row_columns);
+                match (spare.get_mut(h.written), outside) {
+                    (Some(slot), false) => {
+                        // Column bits 0..10 and polarity bit 11, as `column_field` puts them.
+                        let column_bits = u64::from(word & 0x7FF) | u64::from(word & 0x800) << 21;
+                        write_event(slot, h.t_high | h.t_low, column_bits, h.row);
+                        h.written += usize::from(column < h.row_columns);
+                        true
+                    }
+                    _ => false,
+                }
             }
-            TIME_HIGH => {
-                let previous = s.clock;
-                s.clock.advance(u64::from(word));
-                // A repeated TIME_HIGH keeps the low part (sensors resend it).
-                let low = if s.clock == previous { s.t & 0xFFF } else { 0 };
-                s.t = (s.clock.value << 12) | low;
-                (width, height) = dims;
-                row_columns = row_width(s.y, width, height);
+        }};
+    }
+    // Four words per load.
+    let (quads, tail) = words.as_chunks::<8>();
+    'quads: for (q, quad) in quads.iter().enumerate() {
+        let four = u64::from_le_bytes(*quad);
+        for k in 0..4 {
+            if !step!(u32::from((four >> (16 * k)) as u16)) {
+                used = 8 * q + 2 * k;
+                break 'quads;
             }
-            // Rare: counted in memory, keeping registers for the common words.
-            EXT_TRIGGER => tally.triggers += 1,
-            CONTINUED_4 | OTHERS | CONTINUED_12 => tally.others += 1,
-            _ => {
-                used = 2 * i;
+        }
+    }
+    if used == words.len() {
+        let (pairs, _) = tail.as_chunks::<2>();
+        for (k, pair) in pairs.iter().enumerate() {
+            if !step!(u32::from(u16::from_le_bytes(*pair))) {
+                used = 8 * quads.len() + 2 * k;
                 break;
             }
         }
     }
-    *state = s;
-    (written, used)
+    state.t = h.t_high | h.t_low;
+    state.y = row_of_field(h.row);
+    (h.written, used)
+}
+
+/// A word of the other types: vectors, TIME_HIGH, the skipped types; `false` to stop before
+/// it (a vector the hot loop cannot emit, a reserved type). Out of line, so that the hot
+/// loop keeps its registers.
+#[inline(never)]
+fn rare_word(
+    word: u32,
+    s: &mut State,
+    row: u64,
+    mut written: usize,
+    spare: &mut [MaybeUninit<Event>],
+    (width, height): (u32, u32),
+    tally: &mut Tally,
+) -> Option<usize> {
+    match word >> 12 {
+        VECT_BASE_X => {
+            s.base_x = word & 0x7FF;
+            s.polarity = word & 0x800 != 0;
+        }
+        kind @ (VECT_12 | VECT_8) => {
+            let (mask, span) = if kind == VECT_12 {
+                (word & 0xFFF, 12)
+            } else {
+                (word & 0xFF, 8)
+            };
+            if mask != 0 {
+                // One past the highest column this vector touches.
+                let end = s.base_x.saturating_add(32 - mask.leading_zeros());
+                let window = spare
+                    .get_mut(written..written + SLOTS_PER_WORD)
+                    .and_then(|w| <&mut [MaybeUninit<Event>; SLOTS_PER_WORD]>::try_from(w).ok());
+                let (Some(window), true) = (window, end <= width && s.y < height) else {
+                    return None;
+                };
+                // Candidate `bit` goes to the slot after the set bits below it; a clear bit's
+                // candidate is overwritten by the next set bit or left past the end.
+                let mut kept = 0u32;
+                for bit in 0..12 {
+                    let slot = &mut window[(kept & 15) as usize];
+                    let column = column_field(s.base_x + bit, u32::from(s.polarity));
+                    write_event(slot, s.t, column, row);
+                    kept += (mask >> bit) & 1;
+                }
+                written += kept as usize;
+            }
+            s.base_x = s.base_x.saturating_add(span);
+        }
+        TIME_HIGH => {
+            let previous = s.clock;
+            s.clock.advance(u64::from(word));
+            // A repeated TIME_HIGH keeps the low part (sensors resend it).
+            let low = if s.clock == previous { s.t & 0xFFF } else { 0 };
+            s.t = (s.clock.value << 12) | low;
+        }
+        // Rare: counted in memory, keeping registers for the common words.
+        EXT_TRIGGER => tally.triggers += 1,
+        CONTINUED_4 | OTHERS | CONTINUED_12 => tally.others += 1,
+        _ => return None,
+    }
+    Some(written)
 }
 
 /// Log2 of the largest timestamp the EVT 3.0 encoder accepts (2^40 µs, 12.7 days). The limit
