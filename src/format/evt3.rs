@@ -564,12 +564,20 @@ fn fast_block(
     let (quads, tail) = words.as_chunks::<8>();
     'quads: for (q, quad) in quads.iter().enumerate() {
         let four = u64::from_le_bytes(*quad);
-        for k in 0..4 {
-            if !step!(u32::from((four >> (16 * k)) as u16)) {
-                used = 8 * q + 2 * k;
-                break 'quads;
-            }
+        // Unrolled by hand: a loop over the four is not, and costs its counter and a shift
+        // by a variable.
+        macro_rules! word_of_four {
+            ($k:literal) => {
+                if !step!(u32::from((four >> (16 * $k)) as u16)) {
+                    used = 8 * q + 2 * $k;
+                    break 'quads;
+                }
+            };
         }
+        word_of_four!(0);
+        word_of_four!(1);
+        word_of_four!(2);
+        word_of_four!(3);
     }
     if used == words.len() {
         let (pairs, _) = tail.as_chunks::<2>();
