@@ -877,6 +877,47 @@ mod tests {
     }
 
     #[test]
+    fn regressions_are_counted_across_blocks_and_feeds() {
+        // A regression every 1000 words, so some fall on the hot loop's block boundaries
+        // (every BLOCK_WORDS words) and on feed boundaries; vectors among the singles.
+        let mut words = vec![0x8001u16, 0x0005];
+        let mut expected = 0u64;
+        let mut low = 0u16;
+        for i in 1..5000u16 {
+            if i % 1000 == 0 {
+                low -= 1;
+                expected += 1;
+            } else if i % 3 == 0 {
+                low += 1;
+            }
+            words.push(0x6000 | low);
+            if i % 7 == 0 {
+                words.extend([0x3010, 0x4005]);
+            } else {
+                words.push(0x2000 | (i % 1280));
+            }
+        }
+        let input = stream(&words);
+        let (whole, result, stats) = decode(&input, &DecodeOptions::default());
+        result.unwrap();
+        assert_eq!(stats.timestamp_regressions, expected);
+        for chunk in [1, 7, 4096, 4097] {
+            let mut decoder = Evt3Decoder::new(&DecodeOptions::default());
+            let mut events = Vec::new();
+            for piece in input.chunks(chunk) {
+                decoder.feed(piece, &mut events).unwrap();
+            }
+            decoder.finish(&mut events).unwrap();
+            assert_eq!(events, whole, "chunk {chunk}");
+            assert_eq!(
+                decoder.stats().timestamp_regressions,
+                expected,
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
     fn events_without_time_base_or_row_are_dropped_and_counted() {
         let input = stream(&[0x0001, 0x2001, 0x8000, 0x2002, 0x4003, 0x0003, 0x2004]);
         let (events, result, stats) = decode(&input, &DecodeOptions::default());
