@@ -412,6 +412,7 @@ const _: () = {
 /// a row not yet set as bit 40 (padding: an event on no row is never kept anyway).
 const NO_ROW_FIELD: u64 = 1 << 40;
 
+/// Row `y` (or none, [`NO_ADDRESS`]) as the hot loop keeps it.
 fn row_field(y: u32) -> u64 {
     if y == NO_ADDRESS {
         NO_ROW_FIELD
@@ -420,6 +421,7 @@ fn row_field(y: u32) -> u64 {
     }
 }
 
+/// The row that [`row_field`] gave `field` for.
 fn row_of_field(field: u64) -> u32 {
     if field & NO_ROW_FIELD != 0 {
         NO_ADDRESS
@@ -439,6 +441,8 @@ fn column_field(x: u32, polarity: u32) -> u64 {
 /// what the hot loop is short of): `t`, then the fields of [`column_field`] and [`row_field`].
 #[inline(always)]
 fn write_event(slot: &mut MaybeUninit<Event>, t: i64, column: u64, row: u64) {
+    // Byte 12 (the polarity) is bit 32: nothing else sets bits 32..39.
+    debug_assert!((column | row) >> 33 & 0x7F == 0);
     let rest = if cfg!(target_endian = "little") {
         column | row
     } else {
@@ -467,13 +471,6 @@ struct Hot {
     written: usize,
 }
 
-impl Hot {
-    #[inline(always)]
-    fn set_row_columns(&mut self, columns: u32) {
-        self.row_columns = columns;
-    }
-}
-
 /// The hot loop: decodes `words` into `spare` while every word is the common case, and
 /// returns the number of events written (the first slots of `spare`) and of bytes used; it
 /// stops early at a word that [`Evt3Decoder::slow_word`] must handle. No allocation, no
@@ -493,10 +490,9 @@ fn fast_block(
         t_high: state.t & !0xFFF,
         t_low: state.t & 0xFFF,
         row: row_field(state.y),
-        row_columns: 0,
+        row_columns: row_width(state.y, width, height),
         written: 0,
     };
-    h.set_row_columns(row_width(state.y, width, height));
     let mut used = words.len();
     // A macro, not a closure, so that the loop's state stays in registers: one word; `false`
     // to stop before it.
@@ -525,7 +521,7 @@ fn fast_block(
                 }
                 if word >> 12 == TIME_HIGH {
                     (width, height) = dims;
-                    h.set_row_columns(row_width(s.y, width, height));
+                    h.row_columns = row_width(s.y, width, height);
                 }
                 (h.t_high, h.t_low) = (s.t & !0xFFF, s.t & 0xFFF);
                 *state = s;
