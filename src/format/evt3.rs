@@ -57,7 +57,6 @@ const NO_ADDRESS: u32 = 0xFFFF_0000;
 #[derive(Debug, Clone, Copy)]
 struct State {
     clock: WrappingClock<TIME_HIGH_BITS>,
-    low: i64,
     t: i64,
     y: u32,
     base_x: u32,
@@ -106,7 +105,6 @@ impl Evt3Decoder {
             offset: 0,
             state: State {
                 clock: WrappingClock::default(),
-                low: 0,
                 t: 0,
                 y: NO_ADDRESS,
                 base_x: NO_ADDRESS,
@@ -170,6 +168,7 @@ impl Evt3Decoder {
         let dims = (self.width, self.height);
         let mut done = 0;
         let mut result = Ok(());
+        let mut counted = first_event;
         while let Some(rest) = words.get(done..).filter(|rest| !rest.is_empty()) {
             let block = rest.get(..BLOCK_WORDS * 2).unwrap_or(rest);
             out.reserve(block.len() / 2 * SLOTS_PER_WORD);
@@ -186,18 +185,31 @@ impl Evt3Decoder {
             done += used;
             if let Some(&[low, high]) = block.get(used..used + 2) {
                 let word = u32::from(u16::from_le_bytes([low, high]));
-                if let Err(e) = self.slow_word(word, base + done as u64, out) {
-                    result = Err(e);
-                    break;
-                }
+                result = self.slow_word(word, base + done as u64, out);
                 done += 2;
             }
+            // While the block's events are still in cache.
+            self.count_regressions(out.get(counted..).unwrap_or_default());
+            counted = out.len();
+            if result.is_err() {
+                break;
+            }
         }
-        self.stats.timestamp_regressions += tally.regressions;
         self.stats.triggers_skipped += tally.triggers;
         self.stats.other_skipped += tally.others;
         self.stats.events += (out.len() - first_event) as u64;
         result
+    }
+
+    /// Counts the events of `emitted` (the next ones in stream order) earlier than the event
+    /// before them, apart from the hot loop, which then carries less state.
+    fn count_regressions(&mut self, emitted: &[Event]) {
+        let (Some(first), Some(last)) = (emitted.first(), emitted.last()) else {
+            return;
+        };
+        let inside = emitted.windows(2).filter(|w| w[1].t < w[0].t).count();
+        self.stats.timestamp_regressions += u64::from(first.t < self.state.last_t) + inside as u64;
+        self.state.last_t = last.t;
     }
 
     /// A word the fast loop stopped at: an event outside the sensor or without time base or
@@ -217,7 +229,6 @@ impl Evt3Decoder {
             ADDR_X => {
                 let x = word & 0x7FF;
                 if synced && x < self.width && s.y < self.height {
-                    self.emitted(s.t);
                     out.push(Event::new(s.t, x as u16, s.y as u16, word & 0x800 != 0));
                     Ok(())
                 } else {
@@ -240,19 +251,10 @@ impl Evt3Decoder {
                     polarity: s.polarity,
                     synced,
                 };
-                if self.filter_vector(vector, out)? {
-                    self.emitted(s.t);
-                }
-                Ok(())
+                self.filter_vector(vector, out)
             }
             kind => self.reject_type(offset, kind, word),
         }
-    }
-
-    /// Tracks a timestamp regression for events emitted by the slow path.
-    fn emitted(&mut self, t: i64) {
-        self.stats.timestamp_regressions += u64::from(t < self.state.last_t);
-        self.state.last_t = t;
     }
 
     /// An `EVT_ADDR_X` event that is not emitted: no time base or no row yet (dropped and
@@ -274,28 +276,25 @@ impl Evt3Decoder {
     }
 
     /// A vector with at least one event that cannot be emitted: emits the others in column
-    /// order and handles each rejected one as [`Self::reject_single`] does. Returns whether
-    /// any event was emitted.
+    /// order and handles each rejected one as [`Self::reject_single`] does.
     #[cold]
     #[inline(never)]
-    fn filter_vector(&mut self, v: Vector, out: &mut Vec<Event>) -> Result<bool, DecodeError> {
+    fn filter_vector(&mut self, v: Vector, out: &mut Vec<Event>) -> Result<(), DecodeError> {
         if !v.synced || v.y == NO_ADDRESS || v.base_x >= NO_ADDRESS {
             self.stats.other_skipped += u64::from(v.mask.count_ones());
-            return Ok(false);
+            return Ok(());
         }
-        let mut pushed = false;
         let mut bits = v.mask;
         while bits != 0 {
             let x = v.base_x + bits.trailing_zeros();
             bits &= bits - 1;
             if x < self.width && v.y < self.height {
                 out.push(Event::new(v.t, x as u16, v.y as u16, v.polarity));
-                pushed = true;
             } else {
                 self.out_of_range(v.offset, x, v.y)?;
             }
         }
-        Ok(pushed)
+        Ok(())
     }
 
     fn out_of_range(&mut self, offset: u64, x: u32, y: u32) -> Result<(), DecodeError> {
@@ -386,15 +385,96 @@ const SLOTS_PER_WORD: usize = 16;
 /// Counts the fast loop keeps in registers.
 #[derive(Debug, Default)]
 struct Tally {
-    regressions: u64,
     triggers: u64,
     others: u64,
+}
+
+/// The word types the hot loop handles without a branch between them (bit `kind` set).
+const PLAIN_KINDS: u32 = 1 << ADDR_Y | 1 << ADDR_X | 1 << TIME_LOW;
+
+/// Picks `a` if `cond`, else `b`, as a conditional move: the word types come in a data-driven
+/// order, so a branch on them would mispredict.
+#[inline(always)]
+fn pick<T: Copy>(cond: bool, a: T, b: T) -> T {
+    *std::hint::select_unpredictable(cond, &a, &b)
+}
+
+// `write_event` stores an event as two `u64`s; the layout it relies on.
+const _: () = {
+    assert!(size_of::<Event>() == 16);
+    assert!(std::mem::offset_of!(Event, t) == 0);
+    assert!(std::mem::offset_of!(Event, x) == 8);
+    assert!(std::mem::offset_of!(Event, y) == 10);
+    assert!(std::mem::offset_of!(Event, polarity) == 12);
+};
+
+/// In the hot loop the row is kept where an event's second 8 bytes hold it (bits 16..31), and
+/// a row not yet set as bit 40 (padding: an event on no row is never kept anyway).
+const NO_ROW_FIELD: u64 = 1 << 40;
+
+/// Row `y` (or none, [`NO_ADDRESS`]) as the hot loop keeps it.
+fn row_field(y: u32) -> u64 {
+    if y == NO_ADDRESS {
+        NO_ROW_FIELD
+    } else {
+        u64::from(y & 0xFFFF) << 16
+    }
+}
+
+/// The row that [`row_field`] gave `field` for.
+fn row_of_field(field: u64) -> u32 {
+    if field & NO_ROW_FIELD != 0 {
+        NO_ADDRESS
+    } else {
+        (field >> 16) as u32 & 0xFFFF
+    }
+}
+
+/// An event's column and polarity where its second 8 bytes hold them (on little-endian).
+#[inline(always)]
+fn column_field(x: u32, polarity: u32) -> u64 {
+    debug_assert!(polarity <= 1);
+    u64::from(x & 0xFFFF) | u64::from(polarity) << 32
+}
+
+/// Writes an event as two 8-byte stores, where a field-by-field write takes four (stores are
+/// what the hot loop is short of): `t`, then the fields of [`column_field`] and [`row_field`].
+#[inline(always)]
+fn write_event(slot: &mut MaybeUninit<Event>, t: i64, column: u64, row: u64) {
+    // Byte 12 (the polarity) is bit 32: nothing else sets bits 32..39.
+    debug_assert!((column | row) >> 33 & 0x7F == 0);
+    let rest = if cfg!(target_endian = "little") {
+        column | row
+    } else {
+        let [x0, x1] = (column as u16).to_ne_bytes();
+        let [y0, y1] = ((row >> 16) as u16).to_ne_bytes();
+        u64::from_ne_bytes([x0, x1, y0, y1, (column >> 32) as u8 & 1, 0, 0, 0])
+    };
+    let words = slot.as_mut_ptr().cast::<[u64; 2]>();
+    // SAFETY: `slot` is 16 bytes aligned to 8 (`Event` is `repr(C)` with an `i64` first), so
+    // the write is in bounds and aligned; the bytes written are `t`, then `x`, `y` and
+    // `polarity` (0 or 1, a valid `bool`) at their offsets (checked above), then padding,
+    // so the slot holds a valid `Event`.
+    unsafe { words.write([t as u64, rest]) };
+}
+
+/// The hot loop's state, in registers.
+#[derive(Clone, Copy)]
+struct Hot {
+    /// The time less its low 12 bits, and those bits.
+    t_high: i64,
+    t_low: i64,
+    /// The row, as [`row_field`] gives it.
+    row: u64,
+    /// The columns an event may take on the current row: none outside the sensor.
+    row_columns: u32,
+    written: usize,
 }
 
 /// The hot loop: decodes `words` into `spare` while every word is the common case, and
 /// returns the number of events written (the first slots of `spare`) and of bytes used; it
 /// stops early at a word that [`Evt3Decoder::slow_word`] must handle. No allocation, no
-/// error path, state in registers; vectors are emitted without a branch per bit.
+/// error path, little state, in registers; vectors are emitted without a branch per bit.
 #[inline(never)]
 fn fast_block(
     words: &[u8],
@@ -403,108 +483,171 @@ fn fast_block(
     dims: (u32, u32),
     tally: &mut Tally,
 ) -> (usize, usize) {
-    let mut s = *state;
     // Until the first TIME_HIGH the sensor is zero-sized, so every event stops the loop.
-    let (mut width, mut height) = if s.clock.synced { dims } else { (0, 0) };
-    let mut regressions = 0u64;
-    let mut written = 0;
+    let (mut width, mut height) = if state.clock.synced { dims } else { (0, 0) };
+    let row_width = |y: u32, width: u32, height: u32| pick(y < height, width, 0);
+    let mut h = Hot {
+        t_high: state.t & !0xFFF,
+        t_low: state.t & 0xFFF,
+        row: row_field(state.y),
+        row_columns: row_width(state.y, width, height),
+        written: 0,
+    };
     let mut used = words.len();
-    for (i, bytes) in words.chunks_exact(2).enumerate() {
-        let word = u32::from(u16::from_le_bytes([bytes[0], bytes[1]]));
-        let kind = word >> 12;
-        match kind {
-            // The words that make up most of a stream, handled without a branch between
-            // them (the sequence of types is data, so branches on it mispredict): each
-            // updates its part of the state by a conditional move, and an event candidate is
-            // always written but kept only for EVT_ADDR_X.
-            ADDR_Y | ADDR_X | VECT_BASE_X | TIME_LOW => {
+    // A macro, not a closure, so that the loop's state stays in registers: one word; `false`
+    // to stop before it.
+    macro_rules! step {
+        ($word:expr) => {{
+            let word: u32 = $word;
+            let h = &mut h;
+            let kind = word >> 12;
+            if PLAIN_KINDS >> kind & 1 == 0 {
+                let mut s = State {
+                    t: h.t_high | h.t_low,
+                    y: row_of_field(h.row),
+                    ..*state
+                };
+                let go = rare_word(
+                    word,
+                    &mut s,
+                    h.row,
+                    h.written,
+                    spare,
+                    (width, height),
+                    tally,
+                );
+                if let Some(written) = go {
+                    h.written = written;
+                }
+                if word >> 12 == TIME_HIGH {
+                    (width, height) = dims;
+                    h.row_columns = row_width(s.y, width, height);
+                }
+                (h.t_high, h.t_low) = (s.t & !0xFFF, s.t & 0xFFF);
+                *state = s;
+                go.is_some()
+            } else {
+                // EVT_ADDR_Y, EVT_ADDR_X and EVT_TIME_LOW, most of a stream, in an order that is
+                // data, so without a branch between them: each updates its part of the state by a
+                // conditional move, and an event candidate is always written but kept only for an
+                // EVT_ADDR_X on the sensor.
                 let address = word & 0x7FF;
-                let bit11 = word & 0x800 != 0;
-                let is_x = kind == ADDR_X;
-                if kind == ADDR_Y {
-                    s.y = address;
-                }
-                if kind == VECT_BASE_X {
-                    s.base_x = address;
-                    s.polarity = bit11;
-                }
-                if kind == TIME_LOW {
-                    s.low = i64::from(word & 0xFFF);
-                    s.t = (s.clock.value << 12) | s.low;
-                }
-                let Some(slot) = spare.get_mut(written) else {
-                    used = 2 * i;
-                    break;
-                };
-                if is_x && !(address < width && s.y < height) {
-                    used = 2 * i;
-                    break;
-                }
-                slot.write(Event::new(s.t, address as u16, s.y as u16, bit11));
-                written += usize::from(is_x);
-                regressions += u64::from(is_x && s.t < s.last_t);
-                if is_x {
-                    s.last_t = s.t;
-                }
-            }
-            VECT_12 | VECT_8 => {
-                let (mask, span) = if kind == VECT_12 {
-                    (word & 0xFFF, 12)
-                } else {
-                    (word & 0xFF, 8)
-                };
-                if mask != 0 {
-                    // One past the highest column this vector touches.
-                    let end = s.base_x.saturating_add(32 - mask.leading_zeros());
-                    let window = spare
-                        .get_mut(written..written + SLOTS_PER_WORD)
-                        .and_then(|w| {
-                            <&mut [MaybeUninit<Event>; SLOTS_PER_WORD]>::try_from(w).ok()
-                        });
-                    let (Some(window), true) = (window, end <= width && s.y < height) else {
-                        used = 2 * i;
-                        break;
-                    };
-                    // Candidate `bit` goes to the slot after the set bits below it; a clear
-                    // bit's candidate is overwritten by the next set bit or left past the end.
-                    let mut kept = 0u32;
-                    for bit in 0..12 {
-                        window[(kept & 15) as usize].write(Event::new(
-                            s.t,
-                            (s.base_x + bit) as u16,
-                            s.y as u16,
-                            s.polarity,
-                        ));
-                        kept += (mask >> bit) & 1;
+                let is_y = kind == ADDR_Y;
+                h.row = pick(is_y, u64::from(address) << 16, h.row);
+                let columns = row_width(address, width, height);
+                h.row_columns = pick(is_y, columns, h.row_columns);
+                h.t_low = pick(kind == TIME_LOW, i64::from(word & 0xFFF), h.t_low);
+                // The column for an EVT_ADDR_X, at least 0x1000 for the other types: one compare
+                // keeps an event on the sensor, one more finds an EVT_ADDR_X outside it (which
+                // stops the loop), with no branch on the type.
+                let column = (word ^ ADDR_X << 12) & 0xF7FF;
+                let outside =
+                    column.wrapping_sub(h.row_columns) < 0x800u32.wrapping_sub(h.row_columns);
+                match (spare.get_mut(h.written), outside) {
+                    (Some(slot), false) => {
+                        // Column bits 0..10 and polarity bit 11, as `column_field` puts them.
+                        let column_bits = u64::from(word & 0x7FF) | u64::from(word & 0x800) << 21;
+                        write_event(slot, h.t_high | h.t_low, column_bits, h.row);
+                        h.written += usize::from(column < h.row_columns);
+                        true
                     }
-                    written += kept as usize;
-                    regressions += u64::from(s.t < s.last_t);
-                    s.last_t = s.t;
+                    _ => false,
                 }
-                s.base_x = s.base_x.saturating_add(span);
             }
-            TIME_HIGH => {
-                let previous = s.clock;
-                s.clock.advance(u64::from(word));
-                // A repeated TIME_HIGH keeps the low part (sensors resend it).
-                if s.clock != previous {
-                    s.low = 0;
+        }};
+    }
+    // Four words per load.
+    let (quads, tail) = words.as_chunks::<8>();
+    'quads: for (q, quad) in quads.iter().enumerate() {
+        let four = u64::from_le_bytes(*quad);
+        // Unrolled by hand: a loop over the four is not, and costs its counter and a shift
+        // by a variable.
+        macro_rules! word_of_four {
+            ($k:literal) => {
+                if !step!(u32::from((four >> (16 * $k)) as u16)) {
+                    used = 8 * q + 2 * $k;
+                    break 'quads;
                 }
-                s.t = (s.clock.value << 12) | s.low;
-                (width, height) = dims;
-            }
-            // Rare: counted in memory, keeping registers for the common words.
-            EXT_TRIGGER => tally.triggers += 1,
-            CONTINUED_4 | OTHERS | CONTINUED_12 => tally.others += 1,
-            _ => {
-                used = 2 * i;
+            };
+        }
+        word_of_four!(0);
+        word_of_four!(1);
+        word_of_four!(2);
+        word_of_four!(3);
+    }
+    if used == words.len() {
+        let (pairs, _) = tail.as_chunks::<2>();
+        for (k, pair) in pairs.iter().enumerate() {
+            if !step!(u32::from(u16::from_le_bytes(*pair))) {
+                used = 8 * quads.len() + 2 * k;
                 break;
             }
         }
     }
-    *state = s;
-    tally.regressions += regressions;
-    (written, used)
+    state.t = h.t_high | h.t_low;
+    state.y = row_of_field(h.row);
+    (h.written, used)
+}
+
+/// A word of the other types: vectors, TIME_HIGH, the skipped types; `false` to stop before
+/// it (a vector the hot loop cannot emit, a reserved type). Out of line, so that the hot
+/// loop keeps its registers.
+#[inline(never)]
+fn rare_word(
+    word: u32,
+    s: &mut State,
+    row: u64,
+    mut written: usize,
+    spare: &mut [MaybeUninit<Event>],
+    (width, height): (u32, u32),
+    tally: &mut Tally,
+) -> Option<usize> {
+    match word >> 12 {
+        VECT_BASE_X => {
+            s.base_x = word & 0x7FF;
+            s.polarity = word & 0x800 != 0;
+        }
+        kind @ (VECT_12 | VECT_8) => {
+            let (mask, span) = if kind == VECT_12 {
+                (word & 0xFFF, 12)
+            } else {
+                (word & 0xFF, 8)
+            };
+            if mask != 0 {
+                // One past the highest column this vector touches.
+                let end = s.base_x.saturating_add(32 - mask.leading_zeros());
+                let window = spare
+                    .get_mut(written..written + SLOTS_PER_WORD)
+                    .and_then(|w| <&mut [MaybeUninit<Event>; SLOTS_PER_WORD]>::try_from(w).ok());
+                let (Some(window), true) = (window, end <= width && s.y < height) else {
+                    return None;
+                };
+                // Candidate `bit` goes to the slot after the set bits below it; a clear bit's
+                // candidate is overwritten by the next set bit or left past the end.
+                let mut kept = 0u32;
+                for bit in 0..12 {
+                    let slot = &mut window[(kept & 15) as usize];
+                    let column = column_field(s.base_x + bit, u32::from(s.polarity));
+                    write_event(slot, s.t, column, row);
+                    kept += (mask >> bit) & 1;
+                }
+                written += kept as usize;
+            }
+            s.base_x = s.base_x.saturating_add(span);
+        }
+        TIME_HIGH => {
+            let previous = s.clock;
+            s.clock.advance(u64::from(word));
+            // A repeated TIME_HIGH keeps the low part (sensors resend it).
+            let low = if s.clock == previous { s.t & 0xFFF } else { 0 };
+            s.t = (s.clock.value << 12) | low;
+        }
+        // Rare: counted in memory, keeping registers for the common words.
+        EXT_TRIGGER => tally.triggers += 1,
+        CONTINUED_4 | OTHERS | CONTINUED_12 => tally.others += 1,
+        _ => return None,
+    }
+    Some(written)
 }
 
 /// Log2 of the largest timestamp the EVT 3.0 encoder accepts (2^40 µs, 12.7 days). The limit
@@ -727,6 +870,47 @@ mod tests {
         let ts: Vec<i64> = events.iter().map(|e| e.t).collect();
         assert_eq!(ts, vec![(1 << 24) - 1, 1 << 24, (1 << 24) + 1, 1 << 24]);
         assert_eq!(stats.timestamp_regressions, 1);
+    }
+
+    #[test]
+    fn regressions_are_counted_across_blocks_and_feeds() {
+        // A regression every 1000 words, so some fall on the hot loop's block boundaries
+        // (every BLOCK_WORDS words) and on feed boundaries; vectors among the singles.
+        let mut words = vec![0x8001u16, 0x0005];
+        let mut expected = 0u64;
+        let mut low = 0u16;
+        for i in 1..5000u16 {
+            if i % 1000 == 0 {
+                low -= 1;
+                expected += 1;
+            } else if i % 3 == 0 {
+                low += 1;
+            }
+            words.push(0x6000 | low);
+            if i % 7 == 0 {
+                words.extend([0x3010, 0x4005]);
+            } else {
+                words.push(0x2000 | (i % 1280));
+            }
+        }
+        let input = stream(&words);
+        let (whole, result, stats) = decode(&input, &DecodeOptions::default());
+        result.unwrap();
+        assert_eq!(stats.timestamp_regressions, expected);
+        for chunk in [1, 7, 4096, 4097] {
+            let mut decoder = Evt3Decoder::new(&DecodeOptions::default());
+            let mut events = Vec::new();
+            for piece in input.chunks(chunk) {
+                decoder.feed(piece, &mut events).unwrap();
+            }
+            decoder.finish(&mut events).unwrap();
+            assert_eq!(events, whole, "chunk {chunk}");
+            assert_eq!(
+                decoder.stats().timestamp_regressions,
+                expected,
+                "chunk {chunk}"
+            );
+        }
     }
 
     #[test]
