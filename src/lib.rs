@@ -12,4 +12,5 @@ pub mod dataset;
 pub mod event;
 pub mod exec;
 pub mod format;
+pub mod kernels;
 pub mod snn;

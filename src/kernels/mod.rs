@@ -1,0 +1,13 @@
+//! Numeric kernels shared by the executors and the trainer: GEMM wrappers with one contract
+//! ([`gemm`]), im2col / col2im over NHWC images ([`im2col`]). A leaf: imports nothing else
+//! from the crate.
+//!
+//! Layout conventions (the same as `exec`): images are `[H][W][C]`, channel contiguous;
+//! convolution weights are `[Cin][Kh][Kw][Cout]`, so one im2col row of an output pixel, in
+//! `(c, ky, kx)` order, times the `[K][Cout]` weight matrix gives that pixel's Cout outputs.
+
+pub mod gemm;
+pub mod im2col;
+
+pub use gemm::{Transpose, dgemm, sgemm};
+pub use im2col::{ConvGeometry, col2im_add, im2col};
