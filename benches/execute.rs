@@ -3,7 +3,7 @@
 //! input densities 2 %, 5 % and 10 %.
 //!
 //! The networks have seeded random weights whose batch norms are calibrated by
-//! `exec::dense::calibrate` so every hidden layer fires about 15 % of the time on 5 % input,
+//! `inflor::calibrate` so every hidden layer fires about 15 % of the time on 5 % input,
 //! like a trained network (cached as model files, see `calibrated`); the report prints the
 //! rates measured on each benchmark input.
 //!
@@ -31,16 +31,14 @@ use criterion::{BenchmarkId, Criterion, SamplingMode};
 use inflor::binner::{
     FrameBinner, FrameShape, FrameSpec, RecordingWindows, ResizeMode, SparseFrame,
 };
+use inflor::calibrate::{Calibration, calibrate};
 use inflor::exec::dense::DenseExecutor;
-use inflor::exec::dense::{Calibration, calibrate};
 use inflor::exec::sparse::kernels::{Isa, sum_rows};
 use inflor::exec::sparse::{SparseExecutor, SparseOptions};
 use inflor::exec::{Executor, RunOptions};
 use inflor::format::{DecodeOptions, read_file};
-use inflor::snn::{
-    ArchSpec, Architecture, BatchNormConfig, Blueprint, Metadata, Model, Network, NeuronKind, Node,
-    Op, Parameters, Shape, State,
-};
+use inflor::model::{ArchSpec, Architecture, Model};
+use inflor::snn::{Network, NeuronKind, Node, Op, Shape, State};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -76,7 +74,7 @@ fn frames(density: f64, t: usize, seed: u64) -> Vec<SparseFrame> {
 }
 
 /// The benchmark network of `arch`: seeded random weights with BN statistics calibrated by
-/// `exec::dense::calibrate` (15 % target rate on 5 % synthetic input), cached as a model file
+/// `inflor::calibrate` (15 % target rate on 5 % synthetic input), cached as a model file
 /// in `INFLOR_EXECUTE_MODELS` (default `target/execute-models`) because calibrating resnet19
 /// takes minutes.
 fn calibrated(arch: Architecture) -> Arc<Network> {
@@ -91,20 +89,10 @@ fn calibrated(arch: Architecture) -> Arc<Network> {
     }
     let started = Instant::now();
     let spec = spec(arch);
-    let blueprint = Blueprint::new(spec).expect("blueprint");
-    let mut params: Parameters = blueprint.random_parameters(0);
-    let report = calibrate(
-        &blueprint,
-        &mut params,
-        NeuronKind::Srif,
-        BatchNormConfig::default(),
-        &Calibration::default(),
-    )
-    .expect("calibration");
-    let mut metadata = Metadata::new(spec, T);
-    metadata.provenance.origin = "random, calibrated for the execute benchmark".into();
-    metadata.provenance.seed = Some(0);
-    let model = Model::new(metadata, params).expect("model");
+    let mut model = Model::random(spec, T, 0).expect("model");
+    let report =
+        calibrate(&mut model, &Calibration::default(), &mut |_, _, _| {}).expect("calibration");
+    model.metadata.provenance.origin = "random, calibrated for the execute benchmark".into();
     let _ = std::fs::create_dir_all(&dir);
     if let Err(e) = model.save(&path) {
         eprintln!("cannot cache {}: {e}", path.display());

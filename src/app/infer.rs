@@ -7,18 +7,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use inflor::binner::{
-    FrameBinner, FrameSpec, Normalization, RecordingWindows, ResizeMode, SparseFrame, StreamBinner,
-    StreamWindows,
-};
+use inflor::binner::{FrameBinner, InputSpec, SparseFrame, StreamBinner};
 use inflor::event::Event;
 use inflor::exec::dense::DenseExecutor;
 use inflor::exec::reference::ReferenceExecutor;
 use inflor::exec::sparse::SparseExecutor;
 use inflor::exec::{Executor, Output, RunOptions, input_frame_shape};
 use inflor::format::read_file;
-use inflor::snn::file::{InputSpec, Normalisation, ResizeMethod, SplitBy, WindowSpec};
-use inflor::snn::{Model, State};
+use inflor::model::Model;
+use inflor::snn::State;
 
 use crate::app::bad_input;
 use crate::app::decode_args::DecodeArgs;
@@ -71,9 +68,7 @@ struct Window {
 
 /// Runs the command.
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
-    let model = Model::load(&args.model)
-        .map_err(bad_input)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let model = crate::app::load_model(&args.model)?;
     let network = model.network.clone();
     let mut executor: Box<dyn Executor> = match args.executor {
         ExecutorArg::Dense => Box::new(DenseExecutor::new(&network)),
@@ -132,53 +127,22 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
 
 /// Bins a recording into classification windows per the model's input spec.
 fn bin(events: &[Event], sensor: (u16, u16), input: &InputSpec) -> anyhow::Result<Vec<Window>> {
-    if input.channels != inflor::binner::POLARITY_CHANNELS {
-        anyhow::bail!(
-            "the model expects {} input channels; the binner makes {} (OFF, ON)",
-            input.channels,
-            inflor::binner::POLARITY_CHANNELS
-        );
-    }
-    let to_u16 = |v: usize, what: &str| {
-        u16::try_from(v).map_err(|_| anyhow::anyhow!("model input {what} {v} is too large"))
-    };
-    let spec = FrameSpec {
-        sensor_width: sensor.0,
-        sensor_height: sensor.1,
-        width: to_u16(input.width, "width")?,
-        height: to_u16(input.height, "height")?,
-        resize: match input.resize {
-            ResizeMethod::Nearest => ResizeMode::Nearest,
-            ResizeMethod::Bilinear => ResizeMode::Bilinear,
-            ResizeMethod::Area => ResizeMode::Area,
-        },
-        normalization: match input.normalisation {
-            Normalisation::None => Normalization::None,
-            Normalisation::Binary => Normalization::Binary,
-            Normalisation::MaxPerFrame => Normalization::MaxPerFrame,
-            Normalisation::Log1p => Normalization::Log1p,
-        },
-    };
+    let spec = input.frame_spec(sensor.0, sensor.1)?;
     let t = input.timesteps;
     let (Some(first), Some(last)) = (events.first(), events.last()) else {
         return Ok(Vec::new());
     };
-    let stream = match input.window {
-        WindowSpec::Recording { split_by } => {
-            let windows = match split_by {
-                SplitBy::EqualCount => RecordingWindows::EqualCount { bins: t },
-                SplitBy::EqualDuration => RecordingWindows::EqualDuration { bins: t },
-            };
-            let frames = FrameBinner::new(&spec)?.bin_recording(events, windows)?;
-            return Ok(vec![Window {
-                frames,
-                start_us: first.t,
-                end_us: last.t.saturating_add(1),
-                events: events.len() as u64,
-            }]);
-        }
-        WindowSpec::Duration { bin_us } => StreamWindows::tumbling_duration(bin_us),
-        WindowSpec::Count { bin_events } => StreamWindows::tumbling_count(bin_events),
+    if let Some(windows) = input.window.recording_windows(t) {
+        let frames = FrameBinner::new(&spec)?.bin_recording(events, windows)?;
+        return Ok(vec![Window {
+            frames,
+            start_us: first.t,
+            end_us: last.t.saturating_add(1),
+            events: events.len() as u64,
+        }]);
+    }
+    let Some(stream) = input.window.stream_bins() else {
+        return Ok(Vec::new());
     };
     let mut binner = StreamBinner::new(&spec, stream)?;
     let mut bins = Vec::new();
@@ -340,15 +304,16 @@ mod tests {
         Event { t, x, y, polarity }
     }
 
+    use inflor::binner::{Normalization, ResizeMode, SplitBy, WindowPolicy as WindowSpec};
+
     fn spec(window: WindowSpec, timesteps: usize) -> InputSpec {
         InputSpec {
-            channels: 2,
             height: 2,
             width: 2,
             timesteps,
             window,
-            resize: ResizeMethod::Nearest,
-            normalisation: Normalisation::None,
+            resize: ResizeMode::Nearest,
+            normalization: Normalization::None,
         }
     }
 

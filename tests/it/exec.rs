@@ -15,9 +15,8 @@ use inflor::exec::reference::ReferenceExecutor;
 use inflor::exec::sparse::{SparseExecutor, SparseOptions};
 use inflor::exec::{ExecError, Executor, Output, RunOptions};
 use inflor::format::{DecodeOptions, read_file};
-use inflor::snn::{
-    ArchSpec, Architecture, BatchNormConfig, Blueprint, Network, NeuronKind, Parameters, State,
-};
+use inflor::model::{ArchSpec, Architecture, BatchNormConfig, NodeOp, Parameters};
+use inflor::snn::{Network, NeuronKind, State};
 use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -34,25 +33,24 @@ fn random_network(arch: Architecture, h: usize, w: usize, seed: u64, kind: Neuro
         width: w,
         classes: 10,
     };
-    let blueprint = Blueprint::new(spec).expect("blueprint");
-    let mut params: Parameters = blueprint.random_parameters(seed);
+    let graph = spec.graph(BatchNormConfig::default()).expect("graph");
+    let mut params: Parameters = graph.random_parameters(seed);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let (mut bn_biases, mut bn_weights) = (Vec::new(), Vec::new());
+    for node in &graph.nodes {
+        if let NodeOp::BatchNorm { weight, bias, .. } = &node.op {
+            bn_weights.push(weight.clone());
+            bn_biases.push(bias.clone());
+        }
+    }
     for (name, tensor) in params.iter_mut() {
         let range = if name.ends_with(".running_mean") {
             Some((-0.3, 0.3))
         } else if name.ends_with(".running_var") {
             Some((0.5, 2.0))
-        } else if blueprint
-            .batch_norms()
-            .iter()
-            .any(|(bn, _)| *name == format!("{bn}.bias"))
-        {
+        } else if bn_biases.contains(name) {
             Some((-0.2, 0.4))
-        } else if blueprint
-            .batch_norms()
-            .iter()
-            .any(|(bn, _)| *name == format!("{bn}.weight"))
-        {
+        } else if bn_weights.contains(name) {
             Some((0.6, 1.6))
         } else {
             None
@@ -63,9 +61,7 @@ fn random_network(arch: Architecture, h: usize, w: usize, seed: u64, kind: Neuro
             }
         }
     }
-    blueprint
-        .build(&params, kind, BatchNormConfig::default())
-        .expect("build")
+    graph.network(&params, kind).expect("build")
 }
 
 fn shape(h: usize, w: usize) -> FrameShape {

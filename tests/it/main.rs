@@ -8,5 +8,7 @@ mod formats_aedat4;
 mod formats_jaer;
 mod formats_prophesee;
 mod malformed;
+mod model;
+mod python;
 mod snn;
 mod support;
