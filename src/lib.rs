@@ -15,4 +15,5 @@ pub mod exec;
 pub mod format;
 pub mod kernels;
 pub mod model;
+pub mod session;
 pub mod snn;
