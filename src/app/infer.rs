@@ -12,13 +12,12 @@ use inflor::binner::{
     StreamWindows,
 };
 use inflor::event::Event;
-use inflor::exec::dense::DenseExecutor;
-use inflor::exec::reference::ReferenceExecutor;
-use inflor::exec::sparse::SparseExecutor;
-use inflor::exec::{Executor, Output, RunOptions, input_frame_shape};
+use inflor::exec::{
+    ExecutorKind, Plan, PlanOptions, RunOptions, RunOutput as Output, input_frame_shape,
+};
 use inflor::format::read_file;
+use inflor::snn::Model;
 use inflor::snn::file::{InputSpec, Normalisation, ResizeMethod, SplitBy, WindowSpec};
-use inflor::snn::{Model, State};
 
 use crate::app::bad_input;
 use crate::app::decode_args::DecodeArgs;
@@ -75,14 +74,19 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         .map_err(bad_input)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let network = model.network.clone();
-    let mut executor: Box<dyn Executor> = match args.executor {
-        ExecutorArg::Dense => Box::new(DenseExecutor::new(&network)),
-        ExecutorArg::Reference => Box::new(ReferenceExecutor::new()),
-        ExecutorArg::Event => Box::new(
-            SparseExecutor::new(network.clone()).context("preparing the event-driven executor")?,
-        ),
+    let kind = match args.executor {
+        ExecutorArg::Dense => ExecutorKind::Dense,
+        ExecutorArg::Reference => ExecutorKind::Reference,
+        ExecutorArg::Event => ExecutorKind::Event,
     };
-    let mut state = State::new(&network);
+    let options = PlanOptions {
+        background_steps: model.metadata.input.timesteps,
+        ..PlanOptions::default()
+    };
+    let plan = Plan::new(network.clone(), kind, options)
+        .with_context(|| format!("preparing the {kind} executor"))?;
+    let mut state = plan.new_state();
+    let mut scratch = plan.new_scratch();
     let shape = input_frame_shape(&network);
     let input = model.metadata.input;
     let mut dumped: Vec<f32> = Vec::new();
@@ -109,8 +113,13 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
                 }
                 dumped_windows += 1;
             }
-            let output =
-                executor.run(&network, &mut state, &window.frames, &RunOptions::default())?;
+            state.reset();
+            let output = plan.run(
+                &mut scratch,
+                &mut state,
+                &window.frames,
+                &RunOptions::default(),
+            )?;
             report(&mut out, &args, &model, file, index, window, &output)?;
         }
     }

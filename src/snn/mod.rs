@@ -1,7 +1,7 @@
 //! The spiking network: the single definition of the neuron dynamics, MPR and surrogates
 //! ([`neuron`]); built-in architectures and BN folding ([`arch`]); the immutable inference graph
-//! ([`network`]); per-stream state ([`state`]); the model file ([`file`](mod@file)). Imports nothing else
-//! from the crate.
+//! ([`network`]); the model file ([`file`](mod@file)). Imports nothing else from the crate.
+//! (Per-stream state belongs to the executor that runs it: `exec::State`.)
 //!
 //! # The inference representation (what executors consume)
 //!
@@ -19,7 +19,7 @@
 //! - [`Op::AvgPool`] / [`Op::SumPool`] (k×k windows, no padding), [`Op::GlobalAvgPool`].
 //! - [`Op::Neuron`]: the spiking nonlinearity applied to its input node's values, which are
 //!   the input current X of that many neurons; outputs spikes 0/1. Its membranes live in the
-//!   stream's [`State`] at [`Network::membrane_range`].
+//!   stream's state at [`Network::membrane_range`].
 //! - [`Op::Add`]: residual sum of two same-shaped inputs. [`Op::Flatten`]: a reinterpretation.
 //! - [`Op::Output`]: sums its input over timesteps; never spikes; logits = sum / T.
 //!
@@ -33,7 +33,6 @@ pub mod arch;
 pub mod file;
 pub mod network;
 pub mod neuron;
-pub mod state;
 
 pub use arch::{
     ArchSpec, Architecture, BatchNormConfig, BatchNormKind, Blueprint, BuildError, Parameters,
@@ -42,4 +41,3 @@ pub use arch::{
 pub use file::{InputSpec, LoadError, Metadata, Model, NeuronSpec};
 pub use network::{GraphError, Network, Node, Op, Shape};
 pub use neuron::{NeuronKind, Surrogate, VTH};
-pub use state::State;
