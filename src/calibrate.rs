@@ -5,14 +5,17 @@
 //! executor to observe layer outputs, so it sits above both `model` and `exec` (an executor
 //! does not edit batch-norm statistics).
 
+use std::sync::Arc;
+
 use crate::binner::SparseFrame;
-use crate::exec::dense::DenseExecutor;
-use crate::exec::{ExecError, RunOptions, input_frame_shape, synthetic_frames};
+use crate::exec::{
+    ExecError, ExecutorKind, Plan, PlanError, PlanOptions, RunOptions, Scratch, State,
+    input_frame_shape, synthetic_frames,
+};
 use crate::model::graph::Lowering;
 use crate::model::{BuildError, Graph, LoadError, Model, NodeOp, Parameters};
-use crate::snn::network::{Network, Op};
+use crate::snn::network::{Network, Node, Op};
 use crate::snn::neuron::NeuronKind;
-use crate::snn::state::State;
 
 /// Settings of [`calibrate`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,6 +56,9 @@ pub enum CalibrationError {
     /// A run failed.
     #[error(transparent)]
     Exec(#[from] ExecError),
+    /// The dense plan could not be built.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     /// Bad settings.
     #[error(
         "calibration needs samples ≥ 1, timesteps ≥ 1, a target rate in (0, 1) and a density in [0, 1]"
@@ -104,34 +110,24 @@ pub fn calibrate(
     let lowering = graph.lowering()?;
     let to_graph = graph_index_of(&lowering);
     let params = &mut model.parameters;
-    let mut network = graph.network(params, neuron)?;
-    let mut executor = DenseExecutor::new(&network);
-    let mut state = State::new(&network);
-    let shape = input_frame_shape(&network);
+    let mut runner = Runner::new(graph.network(params, neuron)?)?;
+    let shape = input_frame_shape(runner.network());
     let inputs: Vec<Vec<SparseFrame>> = (0..samples as u64)
         .map(|k| synthetic_frames(shape, timesteps, input_density, seed.wrapping_add(k)))
         .collect();
-    let neuron_nodes: Vec<usize> = network.neuron_nodes().collect();
-    let mut standardised = vec![false; network.nodes().len()];
+    let neuron_nodes: Vec<usize> = runner.network().neuron_nodes().collect();
+    let mut standardised = vec![false; runner.network().nodes().len()];
     let mut report = CalibrationReport { layers: Vec::new() };
-    let options = RunOptions::default();
     // Refolds one network node after its parameters changed, without rebuilding the rest.
-    let refresh = |network: Network,
-                   executor: &mut DenseExecutor,
-                   params: &Parameters,
-                   node: usize|
-     -> Result<Network, CalibrationError> {
-        let lowered = graph.lower_node(&lowering, to_graph[node], params, neuron)?;
-        let network = network
-            .replace_node(node, lowered)
-            .map_err(BuildError::from)?;
-        executor.refresh_node(&network, node);
-        Ok(network)
-    };
+    let refresh =
+        |runner: Runner, params: &Parameters, node: usize| -> Result<Runner, CalibrationError> {
+            let lowered = graph.lower_node(&lowering, to_graph[node], params, neuron)?;
+            runner.replace_node(node, lowered)
+        };
 
     for (done, &target) in neuron_nodes.iter().enumerate() {
         // 1. Standardise the BNs of convs feeding this layer.
-        let convs: Vec<usize> = upstream_convs(&network, target)
+        let convs: Vec<usize> = upstream_convs(runner.network(), target)
             .into_iter()
             .filter(|&c| !standardised[c])
             .filter(|&c| lowering.batch_norm_of[to_graph[c]].is_some())
@@ -141,7 +137,7 @@ pub fn calibrate(
             let mut moments: Vec<(Vec<f64>, Vec<f64>, u64)> = convs
                 .iter()
                 .map(|&c| {
-                    let ch = network.nodes()[c].shape.channels;
+                    let ch = runner.network().nodes()[c].shape.channels;
                     (vec![0.0; ch], vec![0.0; ch], 0)
                 })
                 .collect();
@@ -154,29 +150,22 @@ pub fn calibrate(
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             for frames in &inputs {
-                executor.run_observed(
-                    &network,
-                    &mut state,
-                    frames,
-                    &options,
-                    Some(last),
-                    &mut |node, _, values| {
-                        if let Some(j) = convs.iter().position(|&c| c == node) {
-                            let (scale, shift) = &folds[j];
-                            let (sum, sq, count) = &mut moments[j];
-                            let ch = scale.len();
-                            for pixel in values.chunks_exact(ch) {
-                                for (c, &y) in pixel.iter().enumerate() {
-                                    // Undo the current fold: raw = (y − b) / s.
-                                    let raw = (f64::from(y) - shift[c]) / scale[c];
-                                    sum[c] += raw;
-                                    sq[c] += raw * raw;
-                                }
+                runner.run(frames, Some(last), &mut |node, _, values| {
+                    if let Some(j) = convs.iter().position(|&c| c == node) {
+                        let (scale, shift) = &folds[j];
+                        let (sum, sq, count) = &mut moments[j];
+                        let ch = scale.len();
+                        for pixel in values.chunks_exact(ch) {
+                            for (c, &y) in pixel.iter().enumerate() {
+                                // Undo the current fold: raw = (y − b) / s.
+                                let raw = (f64::from(y) - shift[c]) / scale[c];
+                                sum[c] += raw;
+                                sq[c] += raw * raw;
                             }
-                            *count += (values.len() / ch.max(1)) as u64;
                         }
-                    },
-                )?;
+                        *count += (values.len() / ch.max(1)) as u64;
+                    }
+                })?;
             }
             for (j, &c) in convs.iter().enumerate() {
                 let (sum, sq, count) = &moments[j];
@@ -197,32 +186,25 @@ pub fn calibrate(
                     set(params, running_mean, mean);
                     set(params, running_var, var);
                 }
-                network = refresh(network, &mut executor, params, c)?;
+                runner = refresh(runner, params, c)?;
                 standardised[c] = true;
             }
         }
 
         // 2. Record the layer's input currents.
-        let source = network.nodes()[target].inputs[0];
+        let source = runner.network().nodes()[target].inputs[0];
         let mut currents: Vec<f32> = Vec::new();
         for frames in &inputs {
-            executor.run_observed(
-                &network,
-                &mut state,
-                frames,
-                &options,
-                Some(source),
-                &mut |node, _, values| {
-                    if node == source {
-                        currents.extend_from_slice(values);
-                    }
-                },
-            )?;
+            runner.run(frames, Some(source), &mut |node, _, values| {
+                if node == source {
+                    currents.extend_from_slice(values);
+                }
+            })?;
         }
-        let Op::Neuron(kind) = network.nodes()[target].op else {
+        let Op::Neuron(kind) = runner.network().nodes()[target].op else {
             continue;
         };
-        let per_step = network.nodes()[target].shape.len();
+        let per_step = runner.network().nodes()[target].shape.len();
         let rate = |delta: f32| simulated_rate(kind, &currents, per_step, timesteps, delta);
 
         // 3. Bisect the shift, then apply it.
@@ -237,17 +219,80 @@ pub fn calibrate(
         }
         let delta = 0.5 * (lo + hi);
         let shifted = apply_shift(
-            &graph, &lowering, &to_graph, params, &network, source, delta,
+            &graph,
+            &lowering,
+            &to_graph,
+            params,
+            runner.network(),
+            source,
+            delta,
         );
         if let Some(node) = shifted {
-            network = refresh(network, &mut executor, params, node)?;
+            runner = refresh(runner, params, node)?;
         }
-        let name = network.nodes()[target].name.clone();
+        let name = runner.network().nodes()[target].name.clone();
         report.layers.push((name.clone(), rate(delta)));
         progress(done + 1, neuron_nodes.len(), &name);
     }
     model.rebuild()?;
     Ok(report)
+}
+
+/// A dense plan with its scratch and state, rebuilt whenever calibration changes a node
+/// (plans are immutable).
+struct Runner {
+    plan: Arc<Plan>,
+    scratch: Scratch,
+    state: State,
+}
+
+impl Runner {
+    fn new(network: Network) -> Result<Self, CalibrationError> {
+        let plan = Plan::new(
+            Arc::new(network),
+            ExecutorKind::Dense,
+            PlanOptions::default(),
+        )?;
+        Ok(Self {
+            scratch: plan.new_scratch(),
+            state: plan.new_state(),
+            plan,
+        })
+    }
+
+    fn network(&self) -> &Network {
+        self.plan.network()
+    }
+
+    /// One recording from rest, observed up to node `stop_after`.
+    fn run(
+        &mut self,
+        frames: &[SparseFrame],
+        stop_after: Option<usize>,
+        observer: &mut dyn FnMut(usize, usize, &[f32]),
+    ) -> Result<(), ExecError> {
+        self.state.reset();
+        self.plan
+            .run_observed(
+                &mut self.scratch,
+                &mut self.state,
+                frames,
+                &RunOptions::default(),
+                stop_after,
+                observer,
+            )
+            .map(|_| ())
+    }
+
+    /// The same network with `node` replaced, and a plan for it.
+    fn replace_node(self, index: usize, node: Node) -> Result<Self, CalibrationError> {
+        let network = Arc::clone(self.plan.network());
+        drop(self);
+        let network = Arc::unwrap_or_clone(network)
+            .replace_node(index, node)
+            .map_err(BuildError::from)?;
+        Self::new(network)
+    }
 }
 
 /// For each network node, the graph node it was lowered from (not a batch norm).

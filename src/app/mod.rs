@@ -9,6 +9,8 @@ pub mod inspect;
 pub mod model;
 pub mod synth;
 
+use anyhow::Context;
+
 use crate::cli::Command;
 
 /// Marks an error as the user's input being wrong (exit code 2) rather than a runtime failure.
@@ -86,6 +88,32 @@ pub fn load_model(path: &std::path::Path) -> anyhow::Result<inflor::model::Model
     inflor::model::Model::load(path).map_err(|e| {
         bad_input(anyhow::Error::new(e).context(format!("loading model {}", path.display())))
     })
+}
+
+/// The error and its causes on one line, each cause once.
+pub fn chain(err: &anyhow::Error) -> String {
+    err.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// The process's one executor thread pool: none for one thread (work stays on the calling
+/// thread), else a pool of `threads`.
+pub fn pool(threads: u16) -> anyhow::Result<Option<inflor::exec::Pool>> {
+    if threads <= 1 {
+        return Ok(None);
+    }
+    Ok(Some(
+        inflor::exec::Pool::new(usize::from(threads)).context("starting executor threads")?,
+    ))
+}
+
+/// The model compiled into the binary, used when a command is given no `--model`.
+pub fn bundled_model() -> anyhow::Result<inflor::model::Model> {
+    Err(bad_input(anyhow::anyhow!(
+        "no --model given and this build bundles no trained model"
+    )))
 }
 
 /// A progress bar on stderr, drawn only when stderr is a terminal.

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::binner::SparseFrame;
-use crate::exec::{InferenceStats, NodeStats};
+use crate::exec::{InferenceStats, NodeStats, QuantizationError};
 
 /// One classified window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +39,10 @@ pub struct Output {
     pub complete: bool,
     /// The executor that ran it (`reference`, `dense`, `event`).
     pub executor: String,
+    /// The quantization error with and without MPR at one neuron layer (InfLoR Table 3),
+    /// when the session was asked to measure it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<QuantizationStats>,
     /// The true class name, when the source knows it (a labelled dataset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
@@ -46,6 +50,31 @@ pub struct Output {
     /// and the web view). Never serialised.
     #[serde(skip)]
     pub frames: Option<Vec<SparseFrame>>,
+}
+
+/// Mean (H − O)² without and with MPR over the neuron-timesteps of one layer in one window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct QuantizationStats {
+    /// The neuron node measured.
+    pub node: usize,
+    /// Neuron-timesteps observed.
+    pub samples: u64,
+    /// Mean (H − O)².
+    pub plain: f64,
+    /// Mean (φ(H) − O)².
+    pub mpr: f64,
+}
+
+impl QuantizationStats {
+    /// The summary of the executor's accumulator.
+    pub fn of(q: &QuantizationError) -> Self {
+        Self {
+            node: q.node,
+            samples: q.samples,
+            plain: q.mean_plain(),
+            mpr: q.mean_mpr(),
+        }
+    }
 }
 
 /// One class and its logit.

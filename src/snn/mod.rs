@@ -1,5 +1,5 @@
 //! The spiking network: the single definition of the neuron dynamics, MPR and surrogates
-//! ([`neuron`]); the immutable inference graph ([`network`]); per-stream state ([`state`]).
+//! ([`neuron`]); the immutable inference graph ([`network`]).
 //! Imports nothing else from the crate.
 //!
 //! # The inference representation (what executors consume)
@@ -18,7 +18,7 @@
 //! - [`Op::AvgPool`] / [`Op::SumPool`] (k×k windows, no padding), [`Op::GlobalAvgPool`].
 //! - [`Op::Neuron`]: the spiking nonlinearity applied to its input node's values, which are
 //!   the input current X of that many neurons; outputs spikes 0/1. Its membranes live in the
-//!   stream's [`State`] at [`Network::membrane_range`].
+//!   stream's state at [`Network::membrane_range`].
 //! - [`Op::Add`]: residual sum of two same-shaped inputs. [`Op::Flatten`]: a reinterpretation.
 //! - [`Op::Output`]: sums its input over timesteps; never spikes; logits = sum / T.
 //!
@@ -29,8 +29,6 @@
 
 pub mod network;
 pub mod neuron;
-pub mod state;
 
 pub use network::{GraphError, Network, Node, Op, Shape};
 pub use neuron::{NeuronKind, Surrogate, VTH};
-pub use state::State;

@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 
 use inflor::calibrate::{Calibration, calibrate};
-use inflor::exec::dense::DenseExecutor;
-use inflor::exec::{Executor, RunOptions, input_frame_shape, synthetic_frames};
+use inflor::exec::{
+    ExecutorKind, Plan, PlanOptions, RunOptions, input_frame_shape, synthetic_frames,
+};
 use inflor::model::file::{FORMAT_VERSION, METADATA_KEY, VERSION_KEY};
 use inflor::model::{ArchSpec, Architecture, BuildError, LoadError, Model, NodeOp};
-use inflor::snn::{NeuronKind, State};
+use inflor::snn::NeuronKind;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
@@ -41,14 +42,23 @@ pub fn calibrated_model(arch: Architecture, side: usize, seed: u64, neuron: Neur
 
 fn logits(model: &Model, seed: u64) -> Vec<u32> {
     let frames = synthetic_frames(input_frame_shape(&model.network), 3, 0.1, seed);
-    let mut state = State::new(&model.network);
-    DenseExecutor::new(&model.network)
-        .run(&model.network, &mut state, &frames, &RunOptions::default())
-        .unwrap()
-        .logits
-        .iter()
-        .map(|v| v.to_bits())
-        .collect()
+    let plan = Plan::new(
+        model.network.clone(),
+        ExecutorKind::Dense,
+        PlanOptions::default(),
+    )
+    .unwrap();
+    plan.run(
+        &mut plan.new_scratch(),
+        &mut plan.new_state(),
+        &frames,
+        &RunOptions::default(),
+    )
+    .unwrap()
+    .logits
+    .iter()
+    .map(|v| v.to_bits())
+    .collect()
 }
 
 #[test]
@@ -187,7 +197,14 @@ fn version_1_files_still_load_and_classify_the_same() {
     );
     let got: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
-    assert_eq!(got["logits"], expected["logits"]);
+    let f32s = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    assert_eq!(f32s(&got["logits"]), f32s(&expected["logits"]));
     assert_eq!(got["predicted"], expected["predicted"]);
     assert_eq!(got["stats"]["spikes"], expected["stats"]["spikes"]);
     // Written again, it becomes version 2 and stays the same model.
@@ -445,14 +462,24 @@ fn calibration_reaches_the_target_rate() {
         assert!((rate - 0.15).abs() < 0.03, "{name}: {rate}");
     }
     // The executor sees the same rates on the calibration inputs.
-    let mut state = State::new(&model.network);
-    let mut dense = DenseExecutor::new(&model.network);
+    let plan = Plan::new(
+        model.network.clone(),
+        ExecutorKind::Dense,
+        PlanOptions::default(),
+    )
+    .unwrap();
+    let mut scratch = plan.new_scratch();
     let mut spikes = 0u64;
     let mut total = 0u64;
     for k in 0..2 {
         let frames = synthetic_frames(input_frame_shape(&model.network), 4, 0.1, 7 + k);
-        let out = dense
-            .run(&model.network, &mut state, &frames, &RunOptions::default())
+        let out = plan
+            .run(
+                &mut scratch,
+                &mut plan.new_state(),
+                &frames,
+                &RunOptions::default(),
+            )
             .unwrap();
         spikes += out.stats.total_spikes();
         total += out.stats.total_neurons() * 4;

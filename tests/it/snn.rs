@@ -1,18 +1,34 @@
 //! Integration tests: the neuron (paper Figure 2) and the reference and dense executors
 //! agreeing bit for bit on every architecture; `infer` end to end on a real recording.
 
+use std::sync::Arc;
+
 use inflor::binner::SparseFrame;
-use inflor::exec::dense::DenseExecutor;
-use inflor::exec::reference::ReferenceExecutor;
-use inflor::exec::{Executor, Output, RunOptions, input_frame_shape, synthetic_frames};
+use inflor::exec::{
+    ExecError, ExecutorKind, Plan, PlanOptions, RunOptions, RunOutput as Output, input_frame_shape,
+    synthetic_frames,
+};
 use inflor::model::{Architecture, Model};
-use inflor::snn::{Network, NeuronKind, Node, Op, Shape, State, VTH};
+use inflor::snn::{Network, NeuronKind, Node, Op, Shape, VTH};
 use proptest::prelude::*;
 
 use crate::model::{calibrated_model, spec};
 
+/// One run from rest on a fresh plan of `kind`.
+fn run_on(
+    network: &Arc<Network>,
+    kind: ExecutorKind,
+    frames: &[SparseFrame],
+    options: &RunOptions,
+) -> Output {
+    let plan = Plan::new(Arc::clone(network), kind, PlanOptions::default()).unwrap();
+    let mut state = plan.new_state();
+    plan.run(&mut plan.new_scratch(), &mut state, frames, options)
+        .unwrap()
+}
+
 fn run_both(
-    network: &Network,
+    network: &Arc<Network>,
     frames: &[SparseFrame],
     quantization: Option<usize>,
 ) -> (Output, Output) {
@@ -20,13 +36,8 @@ fn run_both(
         record_spikes: true,
         quantization_node: quantization,
     };
-    let mut state = State::new(network);
-    let reference = ReferenceExecutor::new()
-        .run(network, &mut state, frames, &options)
-        .unwrap();
-    let dense = DenseExecutor::new(network)
-        .run(network, &mut state, frames, &options)
-        .unwrap();
+    let reference = run_on(network, ExecutorKind::Reference, frames, &options);
+    let dense = run_on(network, ExecutorKind::Dense, frames, &options);
     (reference, dense)
 }
 
@@ -162,7 +173,7 @@ fn reference_equals_dense_on_a_hand_made_graph_with_sum_pooling() {
         ),
         Node::new("out", Op::Output, vec![5], Shape::vector(3)),
     ];
-    let network = Network::new(nodes).unwrap();
+    let network = Arc::new(Network::new(nodes).unwrap());
     let frames = synthetic_frames(input_frame_shape(&network), 4, 0.3, 1);
     let (reference, dense) = run_both(&network, &frames, Some(2));
     assert_identical(&reference, &dense);
@@ -200,54 +211,76 @@ proptest! {
 }
 
 #[test]
-fn executors_reject_bad_frames_and_states() {
+fn executors_reject_bad_frames_and_foreign_states() {
     let model = Model::random(spec(Architecture::Tiny, 8, 2), 2, 0).unwrap();
     let network = &model.network;
-    let mut state = State::new(network);
-    let mut dense = DenseExecutor::new(network);
-    let options = RunOptions::default();
-    assert_eq!(
-        dense.run(network, &mut state, &[], &options).unwrap_err(),
-        inflor::exec::ExecError::NoFrames
-    );
-    let mut wrong = input_frame_shape(network);
-    wrong.width += 1;
-    let frames = vec![SparseFrame::empty(wrong)];
-    assert!(matches!(
-        dense.run(network, &mut state, &frames, &options),
-        Err(inflor::exec::ExecError::FrameShape { index: 0, .. })
-    ));
-    let mut frame = SparseFrame::empty(input_frame_shape(network));
-    frame.indices = vec![5, 3];
-    frame.values = vec![1.0, 1.0];
-    assert!(matches!(
-        ReferenceExecutor::new().run(network, &mut state, &[frame], &options),
-        Err(inflor::exec::ExecError::BadFrame { .. })
-    ));
     let other = Model::random(spec(Architecture::Tiny, 16, 2), 2, 0).unwrap();
-    let frames = synthetic_frames(input_frame_shape(network), 1, 0.1, 0);
-    assert_eq!(
-        dense
-            .run(&other.network, &mut state, &frames, &options)
-            .unwrap_err(),
-        inflor::exec::ExecError::NetworkMismatch
-    );
-    let mut small_state = State::new(&other.network);
-    assert_eq!(
-        dense
-            .run(network, &mut small_state, &frames, &options)
-            .unwrap_err(),
-        inflor::exec::ExecError::StateMismatch
-    );
+    let options = RunOptions::default();
+    for kind in ExecutorKind::ALL {
+        let plan = Plan::new(Arc::clone(network), kind, PlanOptions::default()).unwrap();
+        let mut state = plan.new_state();
+        let mut scratch = plan.new_scratch();
+        assert_eq!(
+            plan.run(&mut scratch, &mut state, &[], &options)
+                .unwrap_err(),
+            ExecError::NoFrames
+        );
+        let mut wrong = input_frame_shape(network);
+        wrong.width += 1;
+        let frames = vec![SparseFrame::empty(wrong)];
+        assert!(matches!(
+            plan.run(&mut scratch, &mut state, &frames, &options),
+            Err(ExecError::FrameShape { index: 0, .. })
+        ));
+        let mut frame = SparseFrame::empty(input_frame_shape(network));
+        frame.indices = vec![5, 3];
+        frame.values = vec![1.0, 1.0];
+        assert!(matches!(
+            plan.run(&mut scratch, &mut state, &[frame], &options),
+            Err(ExecError::BadFrame { .. })
+        ));
+        // States and scratches of any other plan are refused: another network, and another
+        // plan of the very same network.
+        let frames = synthetic_frames(input_frame_shape(network), 1, 0.1, 0);
+        let foreign = Plan::new(Arc::clone(&other.network), kind, PlanOptions::default()).unwrap();
+        let twin = Plan::new(Arc::clone(network), kind, PlanOptions::default()).unwrap();
+        for stranger in [&foreign, &twin] {
+            assert_eq!(
+                plan.run(&mut scratch, &mut stranger.new_state(), &frames, &options)
+                    .unwrap_err(),
+                ExecError::StateMismatch
+            );
+            assert_eq!(
+                plan.run(&mut stranger.new_scratch(), &mut state, &frames, &options)
+                    .unwrap_err(),
+                ExecError::ScratchMismatch
+            );
+        }
+        assert!(
+            plan.run(&mut scratch, &mut state, &frames, &options)
+                .is_ok()
+        );
+    }
 }
 
 #[test]
 fn state_memory_is_four_bytes_per_neuron() {
     let model = Model::random(spec(Architecture::Resnet19, 48, 10), 10, 0).unwrap();
-    let state = State::new(&model.network);
-    let neurons = model.network.neuron_count();
-    assert!(state.heap_bytes() <= 4 * neurons + (1 << 20));
-    assert!(std::mem::size_of::<State>() < 128);
+    let options = PlanOptions {
+        background_steps: 1,
+        ..PlanOptions::default()
+    };
+    for kind in ExecutorKind::ALL {
+        let plan = Plan::new(Arc::clone(&model.network), kind, options.clone()).unwrap();
+        let state = plan.new_state();
+        let neurons = model.network.neuron_count();
+        assert!(
+            state.heap_bytes() <= 4 * neurons + (1 << 20),
+            "{kind}: {} bytes for {neurons} neurons",
+            state.heap_bytes()
+        );
+        assert!(std::mem::size_of_val(&state) < 128);
+    }
 }
 
 /// `inflor infer` end to end on a real N-MNIST recording, with frames dumped.
