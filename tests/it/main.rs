@@ -10,5 +10,6 @@ mod formats_prophesee;
 mod malformed;
 mod model;
 mod python;
+mod session;
 mod snn;
 mod support;
