@@ -9,11 +9,15 @@
 
 pub mod binner;
 pub mod calibrate;
+pub mod config;
 pub mod dataset;
 pub mod event;
 pub mod exec;
 pub mod format;
 pub mod kernels;
 pub mod model;
+pub mod pipeline;
 pub mod session;
+pub mod sink;
 pub mod snn;
+pub mod telemetry;
