@@ -14,3 +14,5 @@ pub mod exec;
 pub mod format;
 pub mod kernels;
 pub mod snn;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;

@@ -16,9 +16,9 @@ use proptest::test_runner::RngSeed;
 use inflor::event::{Event, StreamInfo};
 use inflor::format::aedat4::{Aedat4Decoder, Aedat4Encoder, Aedat4EncoderOptions, Compression};
 use inflor::format::dv_network::{DvNetworkDecoder, DvNetworkEncoder, looks_like_dv_network};
-use inflor::format::{
-    DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Decoder, Encoder, Format,
-};
+use inflor::format::{DecodeError, DecodeErrorKind, DecodeOptions, Decoder, Encoder, Format};
+
+use inflor::testkit::{Decoded, decode, decode_split, drive};
 
 use crate::support::{shared_data, test_data};
 
@@ -28,47 +28,6 @@ const CAPTURE: &str = "dv_network/dvprocessing_network_lz4.bin";
 
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The outcome of decoding one input.
-#[derive(Debug, Clone, PartialEq)]
-struct Decoded {
-    events: Vec<Event>,
-    result: Result<(), DecodeError>,
-    stats: DecodeStats,
-    info: Option<StreamInfo>,
-}
-
-/// Feeds `input` in chunks of the given sizes (cycled), then finishes.
-fn decode_split(format: Format, options: &DecodeOptions, input: &[u8], sizes: &[usize]) -> Decoded {
-    let mut decoder = format.decoder(options);
-    let mut events = Vec::new();
-    let mut result = Ok(());
-    let mut position = 0;
-    for size in sizes.iter().cycle() {
-        if position >= input.len() {
-            break;
-        }
-        let end = (position + size.max(&1)).min(input.len());
-        result = decoder.feed(&input[position..end], &mut events);
-        if result.is_err() {
-            break;
-        }
-        position = end;
-    }
-    if result.is_ok() {
-        result = decoder.finish(&mut events);
-    }
-    Decoded {
-        events,
-        result,
-        stats: decoder.stats().clone(),
-        info: decoder.info().cloned(),
-    }
-}
-
-fn decode(format: Format, options: &DecodeOptions, input: &[u8]) -> Decoded {
-    decode_split(format, options, input, &[input.len().max(1)])
 }
 
 fn strict() -> DecodeOptions {
@@ -85,16 +44,7 @@ fn lenient() -> DecodeOptions {
 /// Decodes a file with the concrete decoder, to see the data-table check.
 fn decode_file(bytes: &[u8]) -> (Decoded, Option<u64>, Option<Compression>) {
     let mut decoder = Aedat4Decoder::new(&strict());
-    let mut events = Vec::new();
-    let result = decoder
-        .feed(bytes, &mut events)
-        .and_then(|()| decoder.finish(&mut events));
-    let decoded = Decoded {
-        events,
-        result,
-        stats: decoder.stats().clone(),
-        info: decoder.info().cloned(),
-    };
+    let decoded = drive(&mut decoder, bytes, &strict(), &[usize::MAX]);
     (decoded, decoder.data_table_packets(), decoder.compression())
 }
 
@@ -127,10 +77,8 @@ fn davis346_sample_matches_python_aedat() {
     assert_eq!(
         decoded.info,
         Some(StreamInfo {
-            width: 346,
-            height: 260,
             source: Some("DAVIS346_00000002".to_string()),
-            format: "AEDAT 4.0".to_string(),
+            ..StreamInfo::new(346, 260, "AEDAT 4.0")
         })
     );
     let stats = &decoded.stats;
@@ -231,7 +179,7 @@ fn resolution_option_overrides_the_header() {
         resolution: Some((400, 300)),
         ..strict()
     };
-    let decoded = decode(Format::Aedat4, &options, &read(&shared_data(DVXPLORER)));
+    let decoded = decode(Format::Aedat4, &read(&shared_data(DVXPLORER)), &options);
     assert_eq!(decoded.result, Ok(()));
     assert_eq!(decoded.info.map(|i| (i.width, i.height)), Some((400, 300)));
     // A smaller override turns events outside it into errors.
@@ -239,7 +187,7 @@ fn resolution_option_overrides_the_header() {
         resolution: Some((100, 100)),
         ..strict()
     };
-    let decoded = decode(Format::Aedat4, &options, &read(&shared_data(DVXPLORER)));
+    let decoded = decode(Format::Aedat4, &read(&shared_data(DVXPLORER)), &options);
     assert!(matches!(
         decoded.result,
         Err(DecodeError {
@@ -310,13 +258,13 @@ fn dv_processing_files_decode_in_every_compression() {
 fn unknown_stream_types_fail_strict_and_are_skipped_lenient() {
     // dv-processing wrote a bounding-box stream (type BBOX) beside the events.
     let bytes = read(&test_data("aedat4/dvp_bbox_lz4.aedat4"));
-    let decoded = decode(Format::Aedat4, &strict(), &bytes);
+    let decoded = decode(Format::Aedat4, &bytes, &strict());
     assert!(
         matches!(&decoded.result, Err(DecodeError { kind: DecodeErrorKind::UnknownStreamType(m), .. }) if m.contains("BBOX")),
         "{:?}",
         decoded.result
     );
-    let decoded = decode(Format::Aedat4, &lenient(), &bytes);
+    let decoded = decode(Format::Aedat4, &bytes, &lenient());
     assert_eq!(decoded.result, Ok(()));
     assert_eq!(decoded.events, fixture_events());
     assert_eq!(decoded.stats.other_skipped, 1);
@@ -368,7 +316,7 @@ fn packet_offsets(stream: &[u8]) -> (Vec<usize>, usize) {
 #[test]
 fn network_capture_matches_the_generating_loop() {
     let capture = read(&shared_data(CAPTURE));
-    let decoded = decode(Format::DvNetwork, &strict(), &capture);
+    let decoded = decode(Format::DvNetwork, &capture, &strict());
     // The capture happens to end exactly at a packet boundary: 187 complete packets.
     let (offsets, end) = packet_offsets(&capture);
     assert_eq!((offsets.len(), end), (187, capture.len()));
@@ -379,15 +327,13 @@ fn network_capture_matches_the_generating_loop() {
     assert_eq!(
         decoded.info,
         Some(StreamInfo {
-            width: 128,
-            height: 128,
             source: Some("DVS128_NET".to_string()),
-            format: "DV network stream".to_string(),
+            ..StreamInfo::new(128, 128, "DV network stream")
         })
     );
     let mut decoder = DvNetworkDecoder::new(&strict());
     let mut events = Vec::new();
-    assert_eq!(decoder.feed(&capture[..800], &mut events), Ok(()));
+    decoder.feed_all(&capture[..800], &mut events).unwrap();
     assert_eq!(decoder.compression(), Some(Compression::Lz4));
 }
 
@@ -407,7 +353,7 @@ fn network_capture_cut_mid_packet_reports_truncated_after_every_complete_packet(
         capture.len() - 1,
     ];
     for cut in cuts {
-        let decoded = decode(Format::DvNetwork, &strict(), &capture[..cut]);
+        let decoded = decode(Format::DvNetwork, &capture[..cut], &strict());
         let complete = offsets
             .iter()
             .filter(|&&o| o < cut)
@@ -456,7 +402,7 @@ fn network_capture_cut_mid_packet_reports_truncated_after_every_complete_packet(
 #[test]
 fn network_encoder_reproduces_the_capture() {
     let capture = read(&shared_data(CAPTURE));
-    let decoded = decode(Format::DvNetwork, &strict(), &capture);
+    let decoded = decode(Format::DvNetwork, &capture, &strict());
     let info = decoded.info.clone().unwrap_or_else(|| panic!("no info"));
     let mut encoder = DvNetworkEncoder::new(Aedat4EncoderOptions {
         events_per_packet: 100,
@@ -472,7 +418,7 @@ fn network_encoder_reproduces_the_capture() {
     encoder.end(&mut ours).unwrap_or_else(|e| panic!("{e}"));
 
     // Same events back.
-    let again = decode(Format::DvNetwork, &strict(), &ours);
+    let again = decode(Format::DvNetwork, &ours, &strict());
     assert_eq!(again.result, Ok(()));
     assert_eq!(again.events, decoded.events);
     assert_eq!(again.info, decoded.info);
@@ -549,10 +495,8 @@ fn dv_network_probe_accepts_streams_only() {
 
 fn sensor(width: u16, height: u16) -> StreamInfo {
     StreamInfo {
-        width,
-        height,
         source: Some("inflor test".to_string()),
-        format: String::new(),
+        ..StreamInfo::new(width, height, "")
     }
 }
 
@@ -650,7 +594,7 @@ proptest! {
         let options = Aedat4EncoderOptions { compression, events_per_packet, data_table: false };
         let (_, bytes) = encode_with(DvNetworkEncoder::new(options), &sensor(width, height), &batches);
         prop_assert!(looks_like_dv_network(&bytes));
-        let decoded = decode(Format::DvNetwork, &strict(), &bytes);
+        let decoded = decode(Format::DvNetwork, &bytes, &strict());
         prop_assert_eq!(&decoded.result, &Ok(()));
         prop_assert_eq!(&decoded.events, &events);
     }
@@ -716,7 +660,7 @@ fn encoders_reject_what_the_format_cannot_hold() {
         &sensor(10, 10),
         &[&events],
     );
-    assert_eq!(decode(Format::Aedat4, &strict(), &bytes).events, events);
+    assert_eq!(decode(Format::Aedat4, &bytes, &strict()).events, events);
     let mut encoder = DvNetworkEncoder::new(Aedat4EncoderOptions::default());
     assert!(
         encoder.encode(&[], &mut out).is_err(),
@@ -1284,7 +1228,7 @@ fn malformed_inputs_fail_strict_with_the_expected_error() {
             written.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }
         assert_eq!(read(&path), bytes, "{} is stale", path.display());
-        let decoded = decode(format, &strict(), &bytes);
+        let decoded = decode(format, &bytes, &strict());
         match &decoded.result {
             Err(error) if error.format == format && expect(&error.kind) => {}
             other => panic!("{format:?} {name}: {other:?}"),
@@ -1302,7 +1246,7 @@ fn every_committed_malformed_file_fails_strict() {
         let entries = std::fs::read_dir(&directory).unwrap_or_else(|e| panic!("{e}"));
         let mut count = 0;
         for entry in entries.flatten() {
-            let decoded = decode(format, &strict(), &read(&entry.path()));
+            let decoded = decode(format, &read(&entry.path()), &strict());
             assert!(decoded.result.is_err(), "{}", entry.path().display());
             count += 1;
         }
@@ -1325,7 +1269,7 @@ fn lenient_mode_skips_and_counts_bad_records() {
     );
     let input = concat(&[&file, &good, &mixed, &garbage, &undeclared, &good]);
 
-    let decoded = decode(Format::Aedat4, &lenient(), &input);
+    let decoded = decode(Format::Aedat4, &input, &lenient());
     assert_eq!(decoded.result, Ok(()));
     let valid = |e: &&(i64, i16, i16, u8)| e.3 <= 1 && e.1 >= 0;
     let to_event = |&(t, x, y, p): &(i64, i16, i16, u8)| Event::new(t, x as u16, y as u16, p == 1);
@@ -1358,7 +1302,7 @@ fn lenient_mode_skips_and_counts_bad_records() {
     );
 
     // Strict mode stops at the mixed packet, keeping only the first packet's events.
-    let decoded = decode(Format::Aedat4, &strict(), &input);
+    let decoded = decode(Format::Aedat4, &input, &strict());
     assert_eq!(decoded.events.len(), 50);
     assert!(
         matches!(decoded.result, Err(DecodeError { kind: DecodeErrorKind::BadPolarity(2), offset, .. }) if offset == (file.len() + good.len()) as u64)
@@ -1402,7 +1346,7 @@ fn decompression_bombs_stop_at_the_record_limit() {
         assert!(body.len() < 1 << 20, "{codec} bomb of {} bytes", body.len());
         for format in [Format::Aedat4, Format::DvNetwork] {
             let input = concat(&[&header(format, compression), &packet(0, &body)]);
-            let decoded = decode(format, &strict(), &input);
+            let decoded = decode(format, &input, &strict());
             let message = format!("output exceeds {limit} bytes");
             assert!(
                 matches!(&decoded.result, Err(DecodeError { kind: DecodeErrorKind::Decompress { codec: c, message: m }, .. }) if *c == codec && *m == message),
@@ -1420,20 +1364,22 @@ fn forged_sizes_fail_before_buffering() {
     let mut decoder = Aedat4Decoder::new(&strict());
     let mut events = Vec::new();
     let file = header(Format::Aedat4, Compression::Lz4);
-    assert_eq!(decoder.feed(&file, &mut events), Ok(()));
-    let error = decoder.feed(&[0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x7F], &mut events);
+    decoder.feed_all(&file, &mut events).unwrap();
+    let error = decoder
+        .feed(&[0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x7F], &mut events)
+        .map(|_| ());
     assert!(
         matches!(error, Err(DecodeError { kind: DecodeErrorKind::TooLarge { .. }, offset, .. }) if offset == file.len() as u64)
     );
     // The error sticks.
-    assert_eq!(decoder.feed(&[], &mut events), error);
+    assert_eq!(decoder.feed(&[], &mut events).map(|_| ()), error);
     assert_eq!(decoder.finish(&mut events), error);
 
     let options = DecodeOptions {
         max_record_bytes: 100,
         ..strict()
     };
-    let decoded = decode(Format::DvNetwork, &options, &read(&shared_data(CAPTURE)));
+    let decoded = decode(Format::DvNetwork, &read(&shared_data(CAPTURE)), &options);
     assert!(matches!(
         decoded.result,
         Err(DecodeError {
@@ -1496,8 +1442,8 @@ proptest! {
         let inputs = split_inputs();
         let (format, input) = &inputs[which.index(inputs.len())];
         let options = if lenient_mode { lenient() } else { strict() };
-        let whole = decode(*format, &options, input);
-        let split = decode_split(*format, &options, input, &sizes);
+        let whole = decode(*format, input, &options);
+        let split = decode_split(*format, input, &options, &sizes);
         prop_assert_eq!(split, whole);
     }
 }
@@ -1505,6 +1451,6 @@ proptest! {
 #[test]
 fn one_byte_chunks_decode_the_real_file() {
     let input = read(&shared_data(DVXPLORER));
-    let whole = decode(Format::Aedat4, &strict(), &input);
-    assert_eq!(decode_split(Format::Aedat4, &strict(), &input, &[1]), whole);
+    let whole = decode(Format::Aedat4, &input, &strict());
+    assert_eq!(decode_split(Format::Aedat4, &input, &strict(), &[1]), whole);
 }

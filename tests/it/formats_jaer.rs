@@ -8,10 +8,12 @@ use inflor::format::aedat2::{Aedat2Encoder, encode_dvs128};
 use inflor::format::aedat3::Aedat3Encoder;
 use inflor::format::atis::AtisEncoder;
 use inflor::format::{
-    Aedat2Layout, DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Encoder, Format,
-    JaerOrientation, Recording, decode_bytes, read_file,
+    Aedat2Layout, DecodeErrorKind, DecodeOptions, Encoder, Format, JaerOrientation, Recording,
+    decode_bytes, read_file,
 };
 use proptest::prelude::*;
+
+use inflor::testkit::{decode, decode_split};
 
 use crate::support::{shared_data, test_data};
 
@@ -29,44 +31,32 @@ fn bytes_of(rel: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Decodes `input` fed in chunks of the given sizes (cycled; 0 counts as 1).
-fn decode_split(
-    format: Format,
-    options: &DecodeOptions,
-    input: &[u8],
-    sizes: &[usize],
-) -> (Vec<Event>, Result<(), DecodeError>, DecodeStats) {
-    let mut decoder = format.decoder(options);
-    let mut events = Vec::new();
-    let mut rest = input;
-    let mut k = 0;
-    while !rest.is_empty() {
-        let n = sizes[k % sizes.len()].clamp(1, rest.len());
-        k += 1;
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
-        if let Err(e) = decoder.feed(chunk, &mut events) {
-            return (events, Err(e), decoder.stats().clone());
-        }
-    }
-    let result = decoder.finish(&mut events);
-    (events, result, decoder.stats().clone())
-}
-
-/// Asserts that every split gives the same events, outcome and statistics as one call.
+/// Asserts that every split gives the same events, outcome, statistics and stream info as
+/// one call.
 fn assert_split_invariant(format: Format, options: &DecodeOptions, input: &[u8], sizes: &[usize]) {
-    let whole = decode_split(format, options, input, &[input.len().max(1)]);
-    let split = decode_split(format, options, input, sizes);
-    assert_eq!(whole.1, split.1, "outcome differs (sizes {sizes:?})");
+    let whole = decode(format, input, options);
+    let split = decode_split(format, input, options, sizes);
     assert_eq!(
-        whole.0.len(),
-        split.0.len(),
+        whole.result, split.result,
+        "outcome differs (sizes {sizes:?})"
+    );
+    assert_eq!(
+        whole.events.len(),
+        split.events.len(),
         "event count differs (sizes {sizes:?})"
     );
-    assert!(whole.0 == split.0, "events differ (sizes {sizes:?})");
-    if whole.1.is_ok() {
-        assert_eq!(whole.2, split.2, "statistics differ (sizes {sizes:?})");
-    }
+    assert!(
+        whole.events == split.events,
+        "events differ (sizes {sizes:?})"
+    );
+    assert_eq!(
+        whole.stats, split.stats,
+        "statistics differ (sizes {sizes:?})"
+    );
+    assert_eq!(
+        whole.info, split.info,
+        "stream info differs (sizes {sizes:?})"
+    );
 }
 
 /// What the independent decode found in a real file.
@@ -424,7 +414,7 @@ fn aedat2_truncated_record_is_reported_by_finish() {
     for cut in [1, 3, 7] {
         let input = &bytes[..bytes.len() - cut];
         let (events, result, _) =
-            decode_split(Format::Aedat2, &DecodeOptions::default(), input, &[4096]);
+            decode_split(Format::Aedat2, input, &DecodeOptions::default(), &[4096]).into_parts();
         assert_eq!(events.len(), 1_781);
         let error = result.unwrap_err();
         assert_eq!(
@@ -567,7 +557,7 @@ proptest! {
         let orientation = if raw { JaerOrientation::Raw } else { JaerOrientation::Spikingjelly };
         let bytes = encode_dvs128(&events, orientation).unwrap();
         let options = DecodeOptions { jaer_orientation: orientation, ..DecodeOptions::default() };
-        let (decoded, result, _) = decode_split(Format::Aedat2, &options, &bytes, &sizes);
+        let (decoded, result, _) = decode_split(Format::Aedat2, &bytes, &options, &sizes).into_parts();
         prop_assert!(result.is_ok());
         prop_assert_eq!(decoded, events);
     }
@@ -578,15 +568,15 @@ proptest! {
             .prop_flat_map(|(w, h)| (Just(w), Just(h), arb_events(w, h, 300))),
         sizes in arb_sizes(),
     ) {
-        let mut encoder = Aedat2Encoder::davis(width, height);
+        let mut encoder = Aedat2Encoder::davis(width, height, JaerOrientation::default());
         let mut bytes = Vec::new();
-        let info = StreamInfo { width, height, source: None, format: "AEDAT 2.0".into() };
+        let info = StreamInfo::new(width, height, "AEDAT 2.0");
         encoder.begin(&info, &mut bytes).unwrap();
         for chunk in events.chunks(7) {
             encoder.encode(chunk, &mut bytes).unwrap();
         }
         encoder.end(&mut bytes).unwrap();
-        let (decoded, result, _) = decode_split(Format::Aedat2, &DecodeOptions::default(), &bytes, &sizes);
+        let (decoded, result, _) = decode_split(Format::Aedat2, &bytes, &DecodeOptions::default(), &sizes).into_parts();
         prop_assert!(result.is_ok(), "{:?}", result);
         prop_assert_eq!(decoded, events);
     }
@@ -606,7 +596,8 @@ fn check_malformed_dir(dir: &str, format: Format) {
         let file = entry.unwrap().path();
         let bytes = std::fs::read(&file).unwrap();
         let options = DecodeOptions::default();
-        let (_, result, _) = decode_split(format, &options, &bytes, &[bytes.len().max(1)]);
+        let (_, result, _) =
+            decode_split(format, &bytes, &options, &[bytes.len().max(1)]).into_parts();
         assert!(result.is_err(), "{} decoded without error", file.display());
         assert_split_invariant(format, &options, &bytes, &[1]);
         seen += 1;
@@ -728,10 +719,11 @@ fn atis_truncated_record_is_reported_by_finish() {
     let bytes = bytes_of("nmnist/sample_nmnist.bin");
     let (events, result, _) = decode_split(
         Format::Atis,
-        &DecodeOptions::default(),
         &bytes[..bytes.len() - 2],
+        &DecodeOptions::default(),
         &[1000],
-    );
+    )
+    .into_parts();
     assert_eq!(events.len(), 4_324);
     let error = result.unwrap_err();
     assert_eq!(error.offset, 4_324 * 5);
@@ -754,7 +746,7 @@ fn aedat31_fixture_decodes_every_packet_kind() {
     let bytes = std::fs::read(test_data("jaer/aedat31_mixed_packets.aedat")).unwrap();
     for sizes in [vec![bytes.len()], vec![1], vec![3, 29, 7]] {
         let (events, result, stats) =
-            decode_split(Format::Aedat3, &DecodeOptions::default(), &bytes, &sizes);
+            decode_split(Format::Aedat3, &bytes, &DecodeOptions::default(), &sizes).into_parts();
         result.unwrap();
         assert_eq!(
             events,
@@ -876,7 +868,7 @@ proptest! {
         let mut encoder = AtisEncoder::new();
         encoder.encode(&events, &mut bytes).unwrap();
         encoder.end(&mut bytes).unwrap();
-        let (decoded, result, _) = decode_split(Format::Atis, &DecodeOptions::default(), &bytes, &sizes);
+        let (decoded, result, _) = decode_split(Format::Atis, &bytes, &DecodeOptions::default(), &sizes).into_parts();
         prop_assert!(result.is_ok(), "{:?}", result);
         prop_assert_eq!(decoded, events);
     }
@@ -897,13 +889,13 @@ proptest! {
             .collect();
         let mut encoder = Aedat3Encoder::new(width, height);
         let mut bytes = Vec::new();
-        let info = StreamInfo { width, height, source: None, format: "AEDAT 3.1".into() };
+        let info = StreamInfo::new(width, height, "AEDAT 3.1");
         encoder.begin(&info, &mut bytes).unwrap();
         for chunk in events.chunks(50) {
             encoder.encode(chunk, &mut bytes).unwrap();
         }
         encoder.end(&mut bytes).unwrap();
-        let (decoded, result, _) = decode_split(Format::Aedat3, &DecodeOptions::default(), &bytes, &sizes);
+        let (decoded, result, _) = decode_split(Format::Aedat3, &bytes, &DecodeOptions::default(), &sizes).into_parts();
         prop_assert!(result.is_ok(), "{:?}", result);
         prop_assert_eq!(decoded, events);
     }

@@ -17,11 +17,12 @@ use inflor::format::es::EsEncoder;
 use inflor::format::evt2::Evt2Encoder;
 use inflor::format::evt3::Evt3Encoder;
 use inflor::format::{
-    DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Encoder, Format, decode_bytes,
-    detect, prophesee_header,
+    DecodeErrorKind, DecodeOptions, Encoder, Format, decode_bytes, detect, prophesee_header,
 };
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
+
+use inflor::testkit::decode_split;
 
 use crate::support::{shared_data, test_data};
 
@@ -147,31 +148,6 @@ fn read(rel: &str) -> Vec<u8> {
     std::fs::read(shared_data(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-/// Feeds `input` in chunks of the given sizes (cycled, each at least 1); returns the events,
-/// the outcome and the final stats.
-fn decode_chunked(
-    format: Format,
-    options: &DecodeOptions,
-    input: &[u8],
-    sizes: &[usize],
-) -> (Vec<Event>, Result<(), DecodeError>, DecodeStats) {
-    let mut decoder = format.decoder(options);
-    let mut events = Vec::new();
-    let mut pos = 0;
-    for &size in sizes.iter().cycle() {
-        let Some(rest) = input.get(pos..).filter(|r| !r.is_empty()) else {
-            break;
-        };
-        let chunk = &rest[..size.clamp(1, rest.len())];
-        if let Err(e) = decoder.feed(chunk, &mut events) {
-            return (events, Err(e), decoder.stats().clone());
-        }
-        pos += chunk.len();
-    }
-    let result = decoder.finish(&mut events);
-    (events, result, decoder.stats().clone())
-}
-
 /// Property tests here are deterministic: a fixed seed, and no regression files to carry.
 fn seeded(cases: u32) -> ProptestConfig {
     ProptestConfig {
@@ -256,8 +232,8 @@ fn one_byte_chunks_equal_whole_decode_on_real_prefixes() {
         let input = read(r.file);
         // Long enough to cross the fast loops' block boundaries and to end mid-record.
         let prefix = &input[..input.len().min(40_001)];
-        let whole = decode_chunked(r.format, &strict(), prefix, &[prefix.len()]);
-        let bytes = decode_chunked(r.format, &strict(), prefix, &[1]);
+        let whole = decode_split(r.format, prefix, &strict(), &[prefix.len()]).into_parts();
+        let bytes = decode_split(r.format, prefix, &strict(), &[1]).into_parts();
         assert_eq!(whole.0, bytes.0, "{}", r.file);
         assert_eq!(whole.1, bytes.1, "{}", r.file);
         assert_eq!(whole.2, bytes.2, "{}", r.file);
@@ -450,8 +426,8 @@ fn every_committed_malformed_file_fails_strictly_with_its_defect() {
     }
     for &(file, format, expected) in cases {
         let input = std::fs::read(test_data("malformed").join(file)).unwrap();
-        let (_, whole, _) = decode_chunked(format, &strict(), &input, &[input.len()]);
-        let (_, split, _) = decode_chunked(format, &strict(), &input, &[3, 1, 64]);
+        let (_, whole, _) = decode_split(format, &input, &strict(), &[input.len()]).into_parts();
+        let (_, split, _) = decode_split(format, &input, &strict(), &[3, 1, 64]).into_parts();
         let error = whole.unwrap_err();
         assert!(expected(&error.kind), "{file}: {error}");
         assert_eq!(Err(error), split, "{file}");
@@ -467,8 +443,8 @@ fn an_oversized_header_is_rejected_before_it_is_buffered() {
         ..strict()
     };
     for format in [Format::Evt2, Format::Evt3, Format::Dat] {
-        let (_, whole, _) = decode_chunked(format, &options, &input, &[input.len()]);
-        let (_, split, _) = decode_chunked(format, &options, &input, &[7]);
+        let (_, whole, _) = decode_split(format, &input, &options, &[input.len()]).into_parts();
+        let (_, split, _) = decode_split(format, &input, &options, &[7]).into_parts();
         let error = whole.unwrap_err();
         assert!(
             matches!(error.kind, DecodeErrorKind::TooLarge { max: 4096, .. }),
@@ -494,22 +470,18 @@ fn lenient_mode_counts_each_injected_bad_record() {
     }
     corrupt.extend_from_slice(&0x5000_0000u32.to_le_bytes());
     let clean = decode_bytes(Format::Evt2, &input[..header_len + 4000], &strict()).unwrap();
-    let (events, result, stats) = decode_chunked(Format::Evt2, &lenient(), &corrupt, &[333]);
+    let (events, result, stats) =
+        decode_split(Format::Evt2, &corrupt, &lenient(), &[333]).into_parts();
     result.unwrap();
     assert_eq!(stats.bad_records_skipped, 4);
     assert_eq!(events.len(), clean.events.len() - 3);
     assert!(stats.first_bad_record.unwrap().contains("x=2000"));
-    let (_, result, _) = decode_chunked(Format::Evt2, &strict(), &corrupt, &[333]);
+    let (_, result, _) = decode_split(Format::Evt2, &corrupt, &strict(), &[333]).into_parts();
     assert_eq!(result.unwrap_err().offset, (header_len + 40) as u64);
 }
 
 fn info(width: u16, height: u16) -> StreamInfo {
-    StreamInfo {
-        width,
-        height,
-        source: None,
-        format: String::new(),
-    }
+    StreamInfo::new(width, height, "")
 }
 
 fn encode(encoder: &mut dyn Encoder, info: &StreamInfo, batches: &[&[Event]]) -> Vec<u8> {
@@ -596,7 +568,7 @@ proptest! {
     ) {
         let (a, b) = events.split_at(cut.index(events.len() + 1));
         let bytes = encode(&mut Evt2Encoder::new(), &info(width, height), &[a, b]);
-        let (decoded, result, _) = decode_chunked(Format::Evt2, &strict(), &bytes, &sizes);
+        let (decoded, result, _) = decode_split(Format::Evt2, &bytes, &strict(), &sizes).into_parts();
         prop_assert_eq!(result, Ok(()));
         prop_assert_eq!(decoded, events);
     }
@@ -609,7 +581,7 @@ proptest! {
     ) {
         let (a, b) = events.split_at(cut.index(events.len() + 1));
         let bytes = encode(&mut Evt3Encoder::new(), &info(width, height), &[a, b]);
-        let (decoded, result, stats) = decode_chunked(Format::Evt3, &strict(), &bytes, &sizes);
+        let (decoded, result, stats) = decode_split(Format::Evt3, &bytes, &strict(), &sizes).into_parts();
         prop_assert_eq!(result, Ok(()));
         let regressions = events.windows(2).filter(|w| w[1].t < w[0].t).count() as u64;
         prop_assert_eq!(decoded, events);
@@ -622,7 +594,7 @@ proptest! {
         sizes in proptest::collection::vec(1usize..300, 1..8),
     ) {
         let bytes = encode(&mut DatEncoder::new(), &info(width, height), &[&events]);
-        let (decoded, result, _) = decode_chunked(Format::Dat, &strict(), &bytes, &sizes);
+        let (decoded, result, _) = decode_split(Format::Dat, &bytes, &strict(), &sizes).into_parts();
         prop_assert_eq!(result, Ok(()));
         prop_assert_eq!(decoded, events);
     }
@@ -638,7 +610,7 @@ proptest! {
             e.t = (e.t - start) / 64;
         }
         let bytes = encode(&mut EsEncoder::new(), &info(width, height), &[&events]);
-        let (decoded, result, _) = decode_chunked(Format::Es, &strict(), &bytes, &sizes);
+        let (decoded, result, _) = decode_split(Format::Es, &bytes, &strict(), &sizes).into_parts();
         prop_assert_eq!(result, Ok(()));
         prop_assert_eq!(decoded, events);
     }
@@ -669,8 +641,8 @@ proptest! {
         let r = &REFERENCES[which];
         let mut input = read(r.file);
         input.truncate(cut);
-        let whole = decode_chunked(r.format, &strict(), &input, &[input.len()]);
-        let split = decode_chunked(r.format, &strict(), &input, &sizes);
+        let whole = decode_split(r.format, &input, &strict(), &[input.len()]).into_parts();
+        let split = decode_split(r.format, &input, &strict(), &sizes).into_parts();
         prop_assert_eq!(&whole.0, &split.0);
         prop_assert_eq!(&whole.1, &split.1);
         prop_assert_eq!(&whole.2, &split.2);
@@ -693,8 +665,8 @@ proptest! {
             }
         }
         let options = if lenient_mode { lenient() } else { strict() };
-        let whole = decode_chunked(format, &options, &input, &[input.len()]);
-        let split = decode_chunked(format, &options, &input, &sizes);
+        let whole = decode_split(format, &input, &options, &[input.len()]).into_parts();
+        let split = decode_split(format, &input, &options, &sizes).into_parts();
         prop_assert_eq!(&whole.0, &split.0);
         prop_assert_eq!(&whole.1, &split.1);
         prop_assert_eq!(&whole.2, &split.2);
@@ -717,8 +689,8 @@ proptest! {
         let mut input = real_prefix(format, header_len);
         input.extend_from_slice(&body);
         let options = if lenient_mode { lenient() } else { strict() };
-        let whole = decode_chunked(format, &options, &input, &[input.len()]);
-        let split = decode_chunked(format, &options, &input, &sizes);
+        let whole = decode_split(format, &input, &options, &[input.len()]).into_parts();
+        let split = decode_split(format, &input, &options, &sizes).into_parts();
         prop_assert_eq!(&whole.0, &split.0);
         prop_assert_eq!(&whole.1, &split.1);
         prop_assert_eq!(&whole.2, &split.2);
