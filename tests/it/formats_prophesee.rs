@@ -18,6 +18,7 @@ use inflor::format::evt2::Evt2Encoder;
 use inflor::format::evt3::Evt3Encoder;
 use inflor::format::{
     DecodeErrorKind, DecodeOptions, Encoder, Format, decode_bytes, detect, prophesee_header,
+    read_file,
 };
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
@@ -699,5 +700,71 @@ proptest! {
         if !lenient_mode {
             prop_assert_eq!(stats.bad_records_skipped, 0);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files written by faery (tests/data/faery): the same events faery reads, `% t0` included.
+
+#[test]
+fn faery_files_decode_to_the_events_faery_reads() {
+    let dir = test_data("faery");
+    let text = std::fs::read_to_string(dir.join("expected.json")).unwrap_or_else(|e| panic!("{e}"));
+    let expected: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let as_event = |v: &serde_json::Value| {
+        Event::new(
+            v[0].as_i64().unwrap_or_default(),
+            v[1].as_u64().unwrap_or_default() as u16,
+            v[2].as_u64().unwrap_or_default() as u16,
+            v[3].as_bool().unwrap_or_default(),
+        )
+    };
+    let files = expected.as_object().map(|o| o.len()).unwrap_or_default();
+    assert_eq!(files, 5);
+    for (name, want) in expected.as_object().into_iter().flatten() {
+        let rec =
+            read_file(&dir.join(name), None, &strict()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let events = &rec.events;
+        assert_eq!(
+            events.len() as u64,
+            want["events"].as_u64().unwrap_or_default(),
+            "{name}"
+        );
+        let on = events.iter().filter(|e| e.polarity).count() as u64;
+        assert_eq!(on, want["on"].as_u64().unwrap_or_default(), "{name}");
+        let first: Vec<Event> = want["first"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(as_event)
+            .collect();
+        let last: Vec<Event> = want["last"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(as_event)
+            .collect();
+        assert_eq!(events[..3], first[..], "{name}");
+        assert_eq!(events[events.len() - 3..], last[..], "{name}");
+        assert_eq!(
+            format!("{:#018x}", checksum(events, true)),
+            want["checksum"].as_str().unwrap_or_default(),
+            "{name}"
+        );
+        let size = (
+            want["width"].as_u64().unwrap_or_default(),
+            want["height"].as_u64().unwrap_or_default(),
+        );
+        assert_eq!(
+            (u64::from(rec.info.width), u64::from(rec.info.height)),
+            size,
+            "{name}"
+        );
+        let t0 = if name.contains("no_t0") {
+            None
+        } else {
+            Some(1_700_000_123_456_789)
+        };
+        assert_eq!(rec.info.t0, t0, "{name}");
     }
 }
