@@ -1469,20 +1469,24 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// Any chunking gives the same events, the same outcome (error included) and the same
-    /// counts as one call on the whole input, strict and lenient.
+    /// Any chunking, and any event bound per call, gives the same events, the same outcome
+    /// (error included) and the same counts as one call on the whole input, strict and
+    /// lenient.
     #[test]
     fn any_chunking_decodes_like_the_whole_input(
         which in any::<prop::sample::Index>(),
         sizes in chunk_sizes(),
         lenient_mode in any::<bool>(),
+        bound in prop_oneof![Just(usize::MAX), 12usize..3000],
     ) {
         if !has_shared_data() { return Ok(()); }
         let inputs = split_inputs();
         let (format, input) = &inputs[which.index(inputs.len())];
         let options = if lenient_mode { lenient() } else { strict() };
         let whole = decode(*format, input, &options);
-        let split = decode_split(*format, input, &options, &sizes);
+        // Any event bound too: `decode_split` checks every call against it.
+        let bounded = DecodeOptions { max_events_per_feed: bound, ..options };
+        let split = decode_split(*format, input, &bounded, &sizes);
         prop_assert_eq!(split, whole);
     }
 }

@@ -656,13 +656,15 @@ proptest! {
         which in 0usize..REFERENCES.len(),
         cut in 0usize..30_000,
         sizes in proptest::collection::vec(1usize..2000, 1..10),
+        bound in prop_oneof![Just(usize::MAX), 12usize..500],
     ) {
         if !has_shared_data() { return Ok(()); }
         let r = &REFERENCES[which];
         let mut input = read(r.file);
         input.truncate(cut);
         let whole = decode_split(r.format, &input, &strict(), &[input.len()]).into_parts();
-        let split = decode_split(r.format, &input, &strict(), &sizes).into_parts();
+        let bounded = DecodeOptions { max_events_per_feed: bound, ..strict() };
+        let split = decode_split(r.format, &input, &bounded, &sizes).into_parts();
         prop_assert_eq!(&whole.0, &split.0);
         prop_assert_eq!(&whole.1, &split.1);
         prop_assert_eq!(&whole.2, &split.2);
