@@ -213,7 +213,7 @@ impl<R: RecordDecoder> Sticky<R> {
 
     /// One `decode` call on `input` (the carry or the caller's input), with the replayed
     /// bytes moved to the front of the carry. Returns the bytes used and whether anything
-    /// happened (bytes used, events appended, bytes handed back).
+    /// happened (bytes used, events appended, bytes handed back, held events taken).
     fn step(
         &mut self,
         input: &[u8],
@@ -221,6 +221,8 @@ impl<R: RecordDecoder> Sticky<R> {
         limit: usize,
     ) -> Result<(usize, bool), DecodeError> {
         let before = out.len();
+        // Held events are consumed even when lenient mode skips them all.
+        let had_pending = self.records.has_pending();
         let mut cx = Cx {
             out,
             limit,
@@ -237,7 +239,7 @@ impl<R: RecordDecoder> Sticky<R> {
             self.replay.append(&mut self.carry);
             mem::swap(&mut self.carry, &mut self.replay);
         }
-        Ok((used, used > 0 || emitted || replayed))
+        Ok((used, used > 0 || emitted || replayed || had_pending))
     }
 
     fn no_progress(&self) -> DecodeError {

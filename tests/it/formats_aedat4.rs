@@ -1664,3 +1664,23 @@ fn time_extremes_give_exact_durations_and_a_clean_rebase_error() {
         events
     );
 }
+
+#[test]
+fn lenient_mode_resumes_through_held_events_that_are_all_bad() {
+    // A packet larger than the bound whose held-back events are all skipped (bad polarity):
+    // a call that emits none of them must still count as progress.
+    let mut events = vec![(5, 1, 2, 1); 20];
+    events.extend(std::iter::repeat_n((6, 1, 2, 9), 80));
+    events.push((7, 3, 4, 0));
+    let body = packet(0, &compress(Compression::Zstd, &event_buffer(&events)));
+    let file = concat(&[&header(Format::Aedat4, Compression::Zstd), &body]);
+    let options = DecodeOptions {
+        max_events_per_feed: 12,
+        ..lenient()
+    };
+    let decoded = decode_split(Format::Aedat4, &file, &options, &[1, 7, 4096]);
+    assert_eq!(decoded.result, Ok(()));
+    assert_eq!(decoded.events.len(), 21);
+    assert_eq!(decoded.stats.bad_records_skipped, 80);
+    assert_eq!(decoded, decode(Format::Aedat4, &file, &lenient()));
+}
