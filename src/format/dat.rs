@@ -364,9 +364,15 @@ impl Encoder for DatEncoder {
                     None if !(0..1 << 32).contains(&event.t) => {
                         Some("the first timestamp must lie in 0..2^32 µs".to_string())
                     }
-                    Some(last) if !(-(1 << 31)..1 << 31).contains(&(event.t - last)) => Some(
-                        "a step of 2^31 µs (35.8 min) or more from the previous event".to_string(),
-                    ),
+                    Some(last)
+                        if !(-(1i128 << 31)..1 << 31)
+                            .contains(&(i128::from(event.t) - i128::from(last))) =>
+                    {
+                        Some(
+                            "a step of 2^31 µs (35.8 min) or more from the previous event"
+                                .to_string(),
+                        )
+                    }
                     _ => None,
                 }
             };
@@ -568,6 +574,7 @@ mod tests {
         encoder.begin(&info, &mut bytes).unwrap();
         encoder.encode(&events[..2], &mut bytes).unwrap();
         assert!(encoder.encode(&events[2..], &mut bytes).is_err());
+        assert!(encoder.encode(&[Event::new(i64::MIN, 0, 0, true)], &mut bytes).is_err());
         let (decoded, result, _) =
             decode(Format::Dat, &bytes, &DecodeOptions::default()).into_parts();
         result.unwrap();

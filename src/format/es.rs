@@ -273,7 +273,8 @@ impl Encoder for EsEncoder {
     fn encode(&mut self, events: &[Event], out: &mut Vec<u8>) -> Result<(), EncodeError> {
         out.reserve(events.len() * EVENT);
         for event in events {
-            let step = event.t - self.t;
+            // Measured in 128 bits: any two i64 timestamps are apart by less than 2^64.
+            let step = i128::from(event.t) - i128::from(self.t);
             let reason = if event.x >= self.width || event.y >= self.height {
                 format!("outside the {}x{} sensor", self.width, self.height)
             } else if step < 0 {
@@ -281,7 +282,7 @@ impl Encoder for EsEncoder {
                     "timestamp before the previous one ({} µs); Event Stream cannot go back",
                     self.t
                 )
-            } else if step >= MAX_ENCODED_STEP {
+            } else if step >= i128::from(MAX_ENCODED_STEP) {
                 "a step of 2^32 µs or more from the previous event".to_string()
             } else {
                 String::new()
@@ -295,9 +296,9 @@ impl Encoder for EsEncoder {
             }
             self.index += 1;
             self.t = event.t;
-            let overflows = (step / OVERFLOW_US) as usize;
+            let overflows = (step / i128::from(OVERFLOW_US)) as usize;
             out.resize(out.len() + overflows, OVERFLOW);
-            let first = (((step % OVERFLOW_US) as u8) << 1) | u8::from(event.polarity);
+            let first = (((step % i128::from(OVERFLOW_US)) as u8) << 1) | u8::from(event.polarity);
             out.push(first);
             out.extend_from_slice(&event.x.to_le_bytes());
             out.extend_from_slice(&(self.height - 1 - event.y).to_le_bytes());
@@ -416,5 +417,11 @@ mod tests {
                 .encode(&[Event::new(99, 0, 0, true)], &mut bytes)
                 .is_err()
         );
+        for t in [i64::MIN, i64::MAX] {
+            let mut encoder = EsEncoder::new();
+            encoder.begin(&info, &mut Vec::new()).unwrap();
+            let far = [Event::new(t, 0, 0, true)];
+            assert!(encoder.encode(&far, &mut Vec::new()).is_err(), "{t}");
+        }
     }
 }

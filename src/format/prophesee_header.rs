@@ -673,6 +673,39 @@ mod tests {
     }
 
     #[test]
+    fn time_origin_lines_are_read_and_checked() {
+        let (_, _, header) = read_all(b"% evt 2.0\n% t0 1700000123456789\n").unwrap();
+        assert_eq!(header.t0, Some(1_700_000_123_456_789));
+        let (_, _, header) = read_all(b"% Version 2\n% T0 5\n").unwrap();
+        assert_eq!((header.t0, header.version.as_deref()), (Some(5), Some("2")));
+        assert!(matches!(
+            read_all(b"% t0 soon\n"),
+            Err(HeaderError::Bad { offset: 0, .. })
+        ));
+        let (_, _, header) = read_all(b"% evt 3.0\n").unwrap();
+        assert_eq!(header.t0, None);
+    }
+
+    #[test]
+    fn the_writers_headers_read_back() {
+        let info = StreamInfo::new(1280, 720, "EVT 3.0");
+        let mut raw = Vec::new();
+        write_raw_header(&info, "3.0", "EVT3", &mut raw);
+        let (used, done, header) = read_all(&raw).unwrap();
+        assert!(done && used == raw.len());
+        assert_eq!(header.encoding, Some(RawEncoding::Evt3));
+        assert_eq!(header.geometry, Some((1280, 720)));
+        let mut dat = Vec::new();
+        write_dat_header(&StreamInfo::new(304, 240, "DAT"), &mut dat);
+        dat.extend_from_slice(&[0x0C, 8]);
+        let (used, done, header) = read_all(&dat).unwrap();
+        assert!(done && header.looks_like_dat());
+        assert_eq!(header.geometry, Some((304, 240)));
+        assert_eq!(&dat[used..], &[0x0C, 8]);
+        assert_eq!(sniff(&dat), Some(Format::Dat));
+    }
+
+    #[test]
     fn sniffs_real_header_shapes() {
         assert_eq!(sniff(b"% evt 2.0\n\x00"), Some(Format::Evt2));
         assert_eq!(
