@@ -21,3 +21,5 @@ pub mod session;
 pub mod sink;
 pub mod snn;
 pub mod telemetry;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
