@@ -33,4 +33,10 @@ pub enum Command {
     Model(app::model::ModelCommand),
     /// Classify recordings with a model.
     Infer(app::infer::InferArgs),
+    /// The streaming daemon: sources in; classifications, spike statistics and metrics out.
+    Run(app::run::RunArgs),
+    /// Check a daemon config and report every error with its key path.
+    Validate(app::run::ValidateArgs),
+    /// Serve a recording as a DV network stream (a simulated camera), paced by its timestamps.
+    ServeEvents(app::serve_events::ServeEventsArgs),
 }

@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod session;
 pub mod sink;
 pub mod snn;
+pub mod source;
 pub mod telemetry;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -10,7 +10,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    app::init_logging(cli.verbose);
+    // The daemon sets up its own logging from its config (text or JSON).
+    if !matches!(cli.command, cli::Command::Run(_)) {
+        app::init_logging(cli.verbose);
+    }
     match app::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -7,6 +7,8 @@ pub mod decode_args;
 pub mod infer;
 pub mod inspect;
 pub mod model;
+pub mod run;
+pub mod serve_events;
 pub mod synth;
 
 use anyhow::Context;
@@ -32,6 +34,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Synth(args) => synth::run(args),
         Command::Model(cmd) => model::run(cmd),
         Command::Infer(args) => infer::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Validate(args) => run::validate(args),
+        Command::ServeEvents(args) => serve_events::run(args),
     }
 }
 

@@ -384,6 +384,46 @@ impl Errors {
 /// at once. Each top-level key and each stream and sink is read on its own, so one bad entry
 /// does not hide the others.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let (config, errors) = parse_partial(text)?;
+    if errors.0.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors.0))
+    }
+}
+
+/// Parses and compiles a configuration, with `overrides` applied in between, and reports the
+/// errors of both steps together: a key that does not parse does not hide a value that is
+/// wrong elsewhere.
+pub fn load(text: &str, overrides: &Overrides) -> Result<Compiled, ConfigErrors> {
+    let (mut config, mut errors) = parse_partial(text)?;
+    overrides.apply(&mut config);
+    match compile(&config) {
+        Ok(compiled) if errors.0.is_empty() => Ok(compiled),
+        Ok(_) => Err(ConfigErrors(errors.0)),
+        Err(more) => {
+            // An entry that did not parse is missing from the partial config; do not also
+            // report its section as empty.
+            let parse_failed = |section: &str| {
+                errors
+                    .0
+                    .iter()
+                    .any(|e| e.path.starts_with(&format!("{section}[")))
+            };
+            let keep: Vec<ConfigError> = more
+                .0
+                .into_iter()
+                .filter(|e| !(e.path == "streams" && parse_failed("streams")))
+                .collect();
+            errors.0.extend(keep);
+            Err(ConfigErrors(errors.0))
+        }
+    }
+}
+
+/// The config with every entry that parsed, and the errors of those that did not; fails
+/// outright only when the text is not TOML.
+fn parse_partial(text: &str) -> Result<(Config, Errors), ConfigErrors> {
     let table: toml::Table = toml::from_str(text).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             path: "(file)".into(),
@@ -442,11 +482,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             ),
         }
     }
-    if errors.0.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(errors.0))
-    }
+    Ok((config, errors))
 }
 
 fn set<T: DeserializeOwned>(slot: &mut T, value: toml::Value, path: &str, errors: &mut Errors) {
@@ -683,6 +719,10 @@ pub fn compile(config: &Config) -> Result<Compiled, ConfigErrors> {
         listeners.insert(a, "admin.listen".into());
     }
     let mut claim = |addr: SocketAddr, path: String, errors: &mut Errors| {
+        // Port 0 asks the system for a free port: never a clash.
+        if addr.port() == 0 {
+            return;
+        }
         if let Some(first) = listeners.get(&addr) {
             errors.add(&path, format!("{addr} is already used by {first}"));
         } else {

@@ -401,7 +401,7 @@ pub enum DecodeErrorKind {
 }
 
 /// Writes events in a container format.
-pub trait Encoder {
+pub trait Encoder: Send {
     /// Writes the header for a stream described by `info`.
     fn begin(&mut self, info: &StreamInfo, out: &mut Vec<u8>) -> Result<(), EncodeError>;
     /// Appends events.

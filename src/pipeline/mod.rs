@@ -118,6 +118,27 @@ pub struct StreamCounters {
     pub decode_errors: AtomicU64,
 }
 
+/// Counts over every stream the pipeline has run, for the summary at shutdown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Streams opened.
+    pub streams: u64,
+    /// Events sources handed in.
+    pub events_received: u64,
+    /// Events removed by rate limiters.
+    pub events_rate_limited: u64,
+    /// Events of windows dropped under `drop_oldest`.
+    pub events_dropped: u64,
+    /// Windows binned and queued.
+    pub windows: u64,
+    /// Windows dropped under `drop_oldest`.
+    pub windows_dropped: u64,
+    /// Windows classified.
+    pub inferences: u64,
+    /// Outputs handed to the sinks.
+    pub published: u64,
+}
+
 /// What `/streams` shows of the last output.
 #[derive(Debug, Clone, Serialize)]
 struct LastOutput {
@@ -170,7 +191,7 @@ struct StreamMetrics {
     end_to_end_latency: metrics::Histogram,
     queue_depth: metrics::Gauge,
     synaptic_ops: metrics::Counter,
-    energy: metrics::Counter,
+    energy: metrics::Gauge,
     reconnects: metrics::Counter,
 }
 
@@ -188,7 +209,7 @@ impl StreamMetrics {
             end_to_end_latency: metrics::histogram!(t::END_TO_END_LATENCY, &l),
             queue_depth: metrics::gauge!(t::QUEUE_DEPTH, &l),
             synaptic_ops: metrics::counter!(t::SYNAPTIC_OPS, &l),
-            energy: metrics::counter!(t::ENERGY, &l),
+            energy: metrics::gauge!(t::ENERGY, &l),
             reconnects: metrics::counter!(t::RECONNECTS, &l),
         }
     }
@@ -207,6 +228,8 @@ enum WorkerMsg {
     Ready(Arc<StreamEntry>),
     Gap(Arc<StreamEntry>),
     Close(Arc<StreamEntry>),
+    /// Run what is queued, then end (at shutdown, once every source has finished).
+    Stop,
 }
 
 /// What the pipeline shares with its writers.
@@ -221,6 +244,9 @@ struct Shared {
     max_streams: usize,
     open: AtomicBool,
     streams_gauge: metrics::Gauge,
+    /// The counters of streams that have ended.
+    ended: Arc<Mutex<Totals>>,
+    published: Arc<AtomicU64>,
 }
 
 /// The running pipeline.
@@ -268,6 +294,8 @@ impl Pipeline {
             senders.push(tx);
         }
         drop(out_tx);
+        let published_total = Arc::new(AtomicU64::new(0));
+        let published_count = Arc::clone(&published_total);
         let publisher = std::thread::Builder::new()
             .name("inflor-publisher".into())
             .spawn(move || {
@@ -297,6 +325,7 @@ impl Pipeline {
                         s.publish(&output, &line);
                     }
                     published += 1;
+                    published_count.fetch_add(1, Ordering::Relaxed);
                 }
                 for s in &mut sinks {
                     s.flush();
@@ -315,6 +344,8 @@ impl Pipeline {
                 max_streams,
                 open: AtomicBool::new(true),
                 streams_gauge: metrics::gauge!(t::STREAMS),
+                ended: Arc::new(Mutex::new(Totals::default())),
+                published: published_total,
             }),
             workers: handles,
             publisher: Some(publisher),
@@ -328,12 +359,23 @@ impl Pipeline {
         }
     }
 
+    /// Counts over every stream so far (live ones included).
+    pub fn totals(&self) -> Totals {
+        self.handle().totals()
+    }
+
     /// Stops accepting streams, waits for the workers to run everything queued and for the
-    /// publisher to flush every sink. Call after every source has finished its streams.
-    pub fn shutdown(mut self) {
+    /// publisher to flush every sink, and returns the final counts. Call after every source
+    /// has finished its streams.
+    pub fn shutdown(mut self) -> Totals {
+        let ended = Arc::clone(&self.shared.ended);
+        let published = Arc::clone(&self.shared.published);
         self.shared.open.store(false, Ordering::Release);
-        // The workers' channels close when the last handle and writer are gone; every source
-        // has finished by now, so this is the last.
+        // Handles may outlive the pipeline (the admin server holds one), so the workers are
+        // told to stop rather than waiting for their channels to close.
+        for w in &self.shared.workers {
+            let _ = w.send(WorkerMsg::Stop);
+        }
         drop(self.shared);
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -341,6 +383,9 @@ impl Pipeline {
         if let Some(p) = self.publisher.take() {
             let _ = p.join();
         }
+        let mut totals = ended.lock().map(|t| *t).unwrap_or_default();
+        totals.published = published.load(Ordering::Relaxed);
+        totals
     }
 }
 
@@ -406,6 +451,17 @@ impl PipelineHandle {
             windows: Vec::new(),
             kept: Vec::new(),
         })
+    }
+
+    /// Counts over every stream so far (live ones included).
+    pub fn totals(&self) -> Totals {
+        let s = &self.shared;
+        let mut totals = s.ended.lock().map(|t| *t).unwrap_or_default();
+        for e in s.registry.iter() {
+            add_counters(&mut totals, &e.counters);
+        }
+        totals.published = s.published.load(Ordering::Relaxed);
+        totals
     }
 
     /// The `/streams` document: every live stream with its counters and last output.
@@ -609,7 +665,10 @@ impl StreamWriter {
 
     fn deregister(&self) {
         let s = &self.shared;
-        if s.registry.remove(&self.entry.key).is_some() {
+        if let Some((_, entry)) = s.registry.remove(&self.entry.key) {
+            if let Ok(mut ended) = s.ended.lock() {
+                add_counters(&mut ended, &entry.counters);
+            }
             s.load[self.entry.worker].fetch_sub(1, Ordering::Relaxed);
             s.streams_gauge.set(s.registry.len() as f64);
         }
@@ -680,6 +739,17 @@ impl Drop for StreamWriter {
     }
 }
 
+fn add_counters(totals: &mut Totals, c: &StreamCounters) {
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    totals.streams += 1;
+    totals.events_received += get(&c.events_received);
+    totals.events_rate_limited += get(&c.events_rate_limited);
+    totals.events_dropped += get(&c.events_dropped);
+    totals.windows += get(&c.windows);
+    totals.windows_dropped += get(&c.windows_dropped);
+    totals.inferences += get(&c.inferences);
+}
+
 /// A worker thread: classifies windows of the streams assigned to it, one window per turn,
 /// taking turns between the streams that have windows queued.
 fn worker(plan: Arc<Plan>, rx: Receiver<WorkerMsg>, out: Sender<Output>) {
@@ -734,6 +804,7 @@ fn worker(plan: Arc<Plan>, rx: Receiver<WorkerMsg>, out: Sender<Output>) {
                     entry.done.store(true, Ordering::Release);
                     entry.closed.notify_waiters();
                 }
+                WorkerMsg::Stop => connected = false,
             }
             continue;
         }
@@ -775,7 +846,7 @@ fn classify_one(
             m.end_to_end_latency
                 .record(item.received.elapsed().as_secs_f64());
             m.synaptic_ops.increment(output.stats.synaptic_ops);
-            m.energy.increment(output.stats.energy_pj as u64);
+            m.energy.increment(output.stats.energy_pj * 1e-12);
             m.queue_depth.set(entry.queue_rx.len() as f64);
             for layer in output.stats.layers.iter().filter(|l| l.neurons > 0) {
                 metrics::gauge!(t::LAYER_FIRING_RATE, "stream" => entry.id.clone(), "layer" => layer.name.clone())

@@ -41,8 +41,9 @@ pub const QUEUE_DEPTH: &str = "inflor_queue_depth_windows";
 pub const LAYER_FIRING_RATE: &str = "inflor_layer_firing_rate";
 /// Synaptic operations performed. Label: `stream`.
 pub const SYNAPTIC_OPS: &str = "inflor_synaptic_operations_total";
-/// Estimated energy of the synaptic operations, picojoules. Label: `stream`.
-pub const ENERGY: &str = "inflor_energy_picojoules_total";
+/// Estimated energy of the synaptic operations so far, joules (a gauge that only grows: the
+/// exporter's counters are integers, and picojoules are not a base unit). Label: `stream`.
+pub const ENERGY: &str = "inflor_energy_joules";
 /// Reconnections of a client source. Label: `stream`.
 pub const RECONNECTS: &str = "inflor_reconnects_total";
 /// Decode errors that ended a connection or a file. Labels: `stream`, `kind`.
@@ -88,7 +89,7 @@ pub const METRICS: [(&str, &str); 21] = [
     (SYNAPTIC_OPS, "Synaptic operations performed"),
     (
         ENERGY,
-        "Estimated energy of the synaptic operations (45 nm figures)",
+        "Estimated energy of the synaptic operations so far (45 nm figures), joules",
     ),
     (RECONNECTS, "Reconnections of a client source"),
     (

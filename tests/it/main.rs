@@ -2,6 +2,7 @@
 
 mod binner;
 mod cli;
+mod daemon;
 mod dataset;
 mod exec;
 mod formats_aedat4;

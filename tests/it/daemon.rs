@@ -1,0 +1,543 @@
+//! Integration tests of the daemon (`inflor run`, `validate`, `serve-events`), on loopback only,
+//! each bounded in time: every example config validates; a file replay publishes what `infer`
+//! prints; a DV TCP client reads `serve-events` and SIGTERM loses no binned window; the push
+//! listener survives garbage, forged packet lengths and clients that vanish mid-packet; overload
+//! under `drop_oldest` is counted exactly and flagged; `/metrics` passes `promtool`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use inflor::format::{FileReader, Format, JaerOrientation};
+
+use crate::support::{repo_file, run_inflor};
+
+/// Longest any step of these tests waits before failing.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A small, fast stream model: tiny on 16×16, 4 bins of 500 events per window.
+fn stream_model(dir: &Path) -> PathBuf {
+    let path = dir.join("tiny-stream.safetensors");
+    let out = run_inflor(&[
+        "model",
+        "init",
+        "--arch",
+        "tiny",
+        "--classes",
+        "10",
+        "--input",
+        "2x16x16",
+        "--timesteps",
+        "4",
+        "--window",
+        "count:500",
+        "--seed",
+        "3",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+/// A running `inflor` process whose stderr lines arrive on a channel.
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Process {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_inflor"))
+            .args(args)
+            .current_dir(repo_file(""))
+            .env("INFLOR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("inflor starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle` and returns it.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {needle:?} within {PATIENCE:?}; stderr so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The address printed after `prefix` (e.g. "admin on http://").
+    fn address(&mut self, prefix: &str) -> String {
+        let line = self.wait_for(prefix);
+        let rest = &line[line.find(prefix).unwrap() + prefix.len()..];
+        rest.split_whitespace().next().unwrap().to_owned()
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {signal}");
+    }
+
+    /// Waits for the exit; returns the exit code and the whole stderr.
+    fn wait(mut self) -> (i32, String) {
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "inflor did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        (status.code().unwrap_or(-1), self.seen.join("\n"))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The JSON lines of a file sink, once it has at least `n` (or at the end, all of them).
+fn outputs(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn wait_for_outputs(path: &Path, n: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    while outputs(path).len() < n {
+        assert!(Instant::now() < deadline, "fewer than {n} outputs in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The final summary's counts, by name (`inflor: stopped: key=value ...`).
+fn summary(stderr: &str) -> std::collections::HashMap<String, u64> {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("inflor: stopped:"))
+        .unwrap_or_else(|| panic!("no summary line in:\n{stderr}"));
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
+        .collect()
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut s, &mut body).unwrap();
+    body.split_once("\r\n\r\n")
+        .map_or(body.clone(), |(_, b)| b.to_owned())
+}
+
+/// The bundled recording as a DV network stream.
+fn dv_stream() -> Vec<u8> {
+    let path = repo_file("assets/dvs-digits-0.aedat");
+    let mut reader = FileReader::open(&path, None, &Default::default()).unwrap();
+    let mut events = Vec::new();
+    let mut batch = Vec::new();
+    while reader.next_batch(&mut batch).unwrap() {
+        events.append(&mut batch);
+    }
+    events.append(&mut batch);
+    let info = reader.info_or_default();
+    let mut encoder = Format::DvNetwork.encoder(&info, JaerOrientation::default());
+    let mut bytes = Vec::new();
+    encoder.begin(&info, &mut bytes).unwrap();
+    encoder.encode(&events, &mut bytes).unwrap();
+    encoder.end(&mut bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn every_example_config_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = stream_model(dir.path());
+    let mut seen = 0;
+    for entry in std::fs::read_dir(repo_file("config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        seen += 1;
+        let out = Command::new(env!("CARGO_BIN_EXE_inflor"))
+            .arg("validate")
+            .arg(&path)
+            .current_dir(repo_file(""))
+            .env("INFLOR_MODEL", &model)
+            .env("INFLOR_TOKEN", "example-token")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(seen >= 5, "only {seen} example configs");
+}
+
+#[test]
+fn validate_reports_every_error_with_its_path_and_binds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        r#"
+workers = 0
+colour = "blue"
+[admin]
+listen = "localhost"
+[[streams]]
+id = "a b"
+source = { kind = "file", path = "/nonexistent/rec.aedat", speed = -1.0 }
+"#,
+    )
+    .unwrap();
+    let out = run_inflor(&[OsStrLike::from("validate"), config.as_os_str().into()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for path in [
+        "colour",
+        "workers",
+        "admin.listen",
+        "streams[0].id",
+        "streams[0].source.path",
+        "streams[0].source.speed",
+    ] {
+        assert!(err.contains(path), "{path} missing from:\n{err}");
+    }
+}
+
+type OsStrLike = std::ffi::OsString;
+
+#[test]
+fn a_file_replay_publishes_what_infer_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = stream_model(dir.path());
+    let sink = dir.path().join("out.jsonl");
+    let config = dir.path().join("replay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+model = {model:?}
+[admin]
+listen = "127.0.0.1:0"
+[[streams]]
+id = "digits"
+source = {{ kind = "file", path = "assets/dvs-digits-0.aedat" }}
+[[sinks]]
+kind = "file"
+path = {sink:?}
+"#
+        ),
+    )
+    .unwrap();
+    let daemon = Process::start(&["run", config.to_str().unwrap()]);
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+    let ours = outputs(&sink);
+    let infer = run_inflor(&[
+        "infer",
+        "--json",
+        "--model",
+        model.to_str().unwrap(),
+        repo_file("assets/dvs-digits-0.aedat").to_str().unwrap(),
+    ]);
+    assert!(infer.status.success());
+    let theirs: Vec<serde_json::Value> = String::from_utf8_lossy(&infer.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(ours.len() > 10, "{} windows", ours.len());
+    assert_eq!(ours.len(), theirs.len());
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert_eq!(a["stream"], "digits");
+        for key in [
+            "window",
+            "start_us",
+            "end_us",
+            "events",
+            "predicted",
+            "logits",
+        ] {
+            assert_eq!(a[key], b[key], "{key}");
+        }
+        assert_eq!(a["gap"], false);
+    }
+    let s = summary(&stderr);
+    assert_eq!(s["windows"], ours.len() as u64, "{s:?}");
+    assert_eq!(s["published"], ours.len() as u64);
+}
+
+#[test]
+fn a_dv_client_reads_serve_events_and_sigterm_loses_no_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = stream_model(dir.path());
+    let mut server = Process::start(&[
+        "serve-events",
+        "--listen",
+        "127.0.0.1:0",
+        "--speed",
+        "20",
+        "--loop",
+    ]);
+    let camera = server.address("serving events on ");
+    let sink = dir.path().join("out.jsonl");
+    let config = dir.path().join("dv.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+model = {model:?}
+[admin]
+listen = "127.0.0.1:0"
+[[streams]]
+id = "cam"
+source = {{ kind = "dv_tcp", address = "{camera}", reconnect_min_ms = 10, reconnect_max_ms = 200 }}
+backpressure = "drop_oldest"
+[[sinks]]
+kind = "file"
+path = {sink:?}
+"#
+        ),
+    )
+    .unwrap();
+    let mut daemon = Process::start(&["run", config.to_str().unwrap()]);
+    let admin = daemon.address("admin on http://");
+    daemon.wait_for("connected");
+    wait_for_outputs(&sink, 20);
+    let streams: serde_json::Value = serde_json::from_str(&http_get(&admin, "/streams")).unwrap();
+    assert_eq!(streams[0]["id"], "cam");
+    assert_eq!(streams[0]["sensor"], "128x128");
+    assert!(http_get(&admin, "/readyz").contains("ready"));
+    daemon.signal("-TERM");
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+    let s = summary(&stderr);
+    let published = outputs(&sink).len() as u64;
+    assert_eq!(s["published"], published, "{s:?}");
+    assert_eq!(s["inferences"], published);
+    assert_eq!(
+        s["windows"],
+        s["inferences"] + s["windows_dropped"],
+        "a binned window was lost: {s:?}"
+    );
+    drop(server);
+}
+
+#[test]
+fn the_push_listener_survives_bad_clients_and_metrics_pass_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = stream_model(dir.path());
+    let sink = dir.path().join("out.jsonl");
+    let config = dir.path().join("listen.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+model = {model:?}
+[admin]
+listen = "127.0.0.1:0"
+[limits]
+max_packet_mib = 1
+[[streams]]
+id = "push"
+source = {{ kind = "listen", listen = "127.0.0.1:0" }}
+[[sinks]]
+kind = "file"
+path = {sink:?}
+"#
+        ),
+    )
+    .unwrap();
+    let mut daemon = Process::start(&["run", config.to_str().unwrap()]);
+    let admin = daemon.address("admin on http://");
+    let listen = daemon.address("listening on ");
+    let good = dv_stream();
+
+    // Garbage: closed with a counted error.
+    let mut garbage = TcpStream::connect(&listen).unwrap();
+    garbage.write_all(&[0xA5; 4096]).unwrap();
+    drop(garbage);
+    daemon.wait_for("stream closed");
+    // A forged length (an IOHeader claiming 4 GiB): refused without allocating it.
+    let forged = std::fs::read(crate::support::test_data(
+        "malformed/dv_network/forged_header_length.bin",
+    ))
+    .unwrap();
+    let mut f = TcpStream::connect(&listen).unwrap();
+    f.write_all(&forged).unwrap();
+    drop(f);
+    daemon.wait_for("stream closed");
+    // A client that vanishes mid-packet: what it completed is still classified.
+    let mut half = TcpStream::connect(&listen).unwrap();
+    half.write_all(&good[..good.len() / 2]).unwrap();
+    drop(half);
+    daemon.wait_for("stream closed");
+    // A good client, after all that, is served in full.
+    let mut ok = TcpStream::connect(&listen).unwrap();
+    ok.write_all(&good).unwrap();
+    drop(ok);
+    daemon.wait_for("stream ended");
+
+    let metrics = http_get(&admin, "/metrics");
+    assert!(metrics.contains("inflor_decode_errors_total"), "{metrics}");
+    assert!(
+        metrics.contains("inflor_inference_latency_seconds_bucket"),
+        "{metrics}"
+    );
+    promtool(&metrics);
+    daemon.signal("-INT");
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+    let published = outputs(&sink);
+    let full: Vec<_> = published
+        .iter()
+        .filter(|o| o["stream"].as_str().unwrap().starts_with("push/127.0.0.1:"))
+        .collect();
+    assert_eq!(full.len(), published.len());
+    let s = summary(&stderr);
+    assert_eq!(s["windows"], s["inferences"], "{s:?}");
+    assert_eq!(s["published"], published.len() as u64);
+    assert!(s["streams"] >= 4, "{s:?}");
+}
+
+/// Checks a scrape with `promtool check metrics`, which CI installs (Debian's `prometheus`).
+fn promtool(scrape: &str) {
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is missing and CI is set: .ci/run installs it"
+        );
+        eprintln!("skipped: promtool check (needs promtool, from Debian's prometheus package)");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn overload_under_drop_oldest_is_counted_exactly_and_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = stream_model(dir.path());
+    let sink = dir.path().join("out.jsonl");
+    let config = dir.path().join("overload.toml");
+    // The reference executor is orders of magnitude slower than decoding, and the queue holds
+    // one window: most windows must be dropped.
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+model = {model:?}
+executor = "reference"
+[admin]
+listen = "127.0.0.1:0"
+[limits]
+queue_windows = 1
+[[streams]]
+id = "burst"
+source = {{ kind = "file", path = "assets/dvs-digits-0.aedat" }}
+window = "count:50"
+backpressure = "drop_oldest"
+[[sinks]]
+kind = "file"
+path = {sink:?}
+"#
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = Process::start(&["run", config.to_str().unwrap()]).wait();
+    assert_eq!(code, 0, "{stderr}");
+    let s = summary(&stderr);
+    let published = outputs(&sink);
+    assert!(s["windows_dropped"] > 0, "{s:?}");
+    assert_eq!(
+        s["windows"],
+        s["inferences"] + s["windows_dropped"],
+        "{s:?}"
+    );
+    assert_eq!(s["published"], published.len() as u64);
+    let events: u64 = published
+        .iter()
+        .map(|o| o["events"].as_u64().unwrap())
+        .sum();
+    assert_eq!(s["events_received"], 32481);
+    assert!(
+        events + s["events_dropped"] <= s["events_received"],
+        "{s:?}"
+    );
+    assert!(published.iter().any(|o| o["gap"] == true));
+}
