@@ -541,3 +541,40 @@ path = {sink:?}
     );
     assert!(published.iter().any(|o| o["gap"] == true));
 }
+
+#[test]
+fn every_metric_the_dashboard_queries_is_exported() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_file("deploy/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let exported: std::collections::HashSet<&str> = inflor::telemetry::METRICS
+        .iter()
+        .map(|(name, _)| *name)
+        .collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("inflor_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name);
+                assert!(
+                    exported.contains(base),
+                    "panel {:?} queries {name}, which the daemon does not export",
+                    panel["title"]
+                );
+                queried += 1;
+                rest = &rest[at + name.len()..];
+            }
+        }
+    }
+    assert!(queried >= 15, "{queried}");
+}
