@@ -150,6 +150,8 @@ struct Subscriber {
 pub struct Hub {
     subscribers: Arc<Mutex<Vec<Subscriber>>>,
     buffer: usize,
+    /// Subscribers disconnected for falling behind, exactly (the metric is per sink kind).
+    dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Hub {
@@ -158,6 +160,7 @@ impl Hub {
         Self {
             subscribers: Arc::new(Mutex::new(Vec::new())),
             buffer: buffer.max(1),
+            dropped: Arc::default(),
         }
     }
 
@@ -179,6 +182,11 @@ impl Hub {
     /// Subscribers connected now.
     pub fn len(&self) -> usize {
         self.subscribers.lock().map_or(0, |s| s.len())
+    }
+
+    /// Subscribers disconnected so far because their buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether nobody is subscribed.
@@ -232,6 +240,8 @@ impl Publish for Hub {
                         "a subscriber fell behind and was disconnected"
                     );
                     metrics::counter!(t::SUBSCRIBERS_DROPPED, "sink" => s.sink).increment(1);
+                    self.dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     changed.push(s.sink);
                     false
                 }

@@ -578,3 +578,44 @@ fn every_metric_the_dashboard_queries_is_exported() {
     }
     assert!(queried >= 15, "{queried}");
 }
+
+#[test]
+fn a_slow_subscriber_is_dropped_and_counted_and_filters_hold() {
+    use inflor::pipeline::Publish;
+    let dir = tempfile::tempdir().unwrap();
+    let model = stream_model(dir.path());
+    let infer = run_inflor(&[
+        "infer",
+        "--json",
+        "--model",
+        model.to_str().unwrap(),
+        repo_file("assets/dvs-digits-0.aedat").to_str().unwrap(),
+    ]);
+    let line = String::from_utf8_lossy(&infer.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut output: inflor::session::Output = serde_json::from_str(&line).unwrap();
+    output.stream = "a".into();
+    let mut hub = inflor::sink::Hub::new(2);
+    let mut fast = hub.subscribe("test", None);
+    let mut slow = hub.subscribe("test", None);
+    let mut only_b = hub.subscribe("test", Some("b".into()));
+    for i in 0..5 {
+        output.window = i;
+        hub.publish(&output, &line);
+        assert_eq!(fast.try_recv().unwrap().output.window, i);
+    }
+    // The slow one held two, the third found its buffer full: disconnected, counted once.
+    assert_eq!(hub.dropped(), 1);
+    assert_eq!(hub.len(), 2);
+    assert_eq!(slow.try_recv().unwrap().output.window, 0);
+    assert_eq!(slow.try_recv().unwrap().output.window, 1);
+    assert!(slow.try_recv().is_err());
+    // A filtered subscriber saw none of stream "a" and is not dropped for it.
+    assert!(only_b.try_recv().is_err());
+    output.stream = "b".into();
+    hub.publish(&output, &line);
+    assert_eq!(only_b.try_recv().unwrap().output.stream, "b");
+}
