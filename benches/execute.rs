@@ -258,7 +258,19 @@ fn report() {
         if let Some(dir) = &export {
             export_network(dir, name, &network);
         }
+        let (built, cpu_built) = (Instant::now(), cpu_time());
         let dense = plan(&network, ExecutorKind::Dense, 1, EventOptions::default());
+        let dense_build = (built.elapsed(), cpu_time().saturating_sub(cpu_built));
+        let (built, cpu_built) = (Instant::now(), cpu_time());
+        plan(&network, ExecutorKind::Event, 1, EventOptions::default());
+        let event_build = (built.elapsed(), cpu_time().saturating_sub(cpu_built));
+        println!(
+            "{name} plan build (1 thread): event wall {:.1} ms cpu {:.1} ms (background of {T} steps) | dense wall {:.1} ms cpu {:.1} ms",
+            event_build.0.as_secs_f64() * 1e3,
+            event_build.1.as_secs_f64() * 1e3,
+            dense_build.0.as_secs_f64() * 1e3,
+            dense_build.1.as_secs_f64() * 1e3,
+        );
         let events: Vec<(usize, Arc<Plan>)> = threads()
             .into_iter()
             .map(|t| {
