@@ -23,6 +23,14 @@
 //! - `INFLOR_EXECUTE_REAL=1`: a real MNIST-DVS recording through each network, with and
 //!   without region tracking, and how many spikes differ from the background.
 //!
+//!   Each architecture also gets a plan-build line (CPU time of building the event plan,
+//!   background included, and the dense plan), and each density a line adding the build to
+//!   1, 10 and 50 windows' runs: what a file costs end to end with either executor.
+//!
+//! The comparison of the default executor with the dense one, all four architectures, plan
+//! build included: `INFLOR_EXECUTE_REPORT=1 INFLOR_EXECUTE_THREADS=1 nice -n 19 cargo bench
+//! --bench execute` (the first run calibrates and caches the models, about two minutes).
+//!
 //! `INFLOR_EXECUTE_ARCHS=tiny,resnet19`, `INFLOR_EXECUTE_THREADS=1,2` and
 //! `INFLOR_EXECUTE_DENSITIES=0.05` narrow the runs; `INFLOR_EXECUTE_NO_DENSE=1` skips timing
 //! the dense executor in the report; `INFLOR_EXECUTE_MODELS=dir` moves the model cache.
@@ -258,7 +266,19 @@ fn report() {
         if let Some(dir) = &export {
             export_network(dir, name, &network);
         }
+        let (built, cpu_built) = (Instant::now(), cpu_time());
         let dense = plan(&network, ExecutorKind::Dense, 1, EventOptions::default());
+        let dense_build = (built.elapsed(), cpu_time().saturating_sub(cpu_built));
+        let (built, cpu_built) = (Instant::now(), cpu_time());
+        plan(&network, ExecutorKind::Event, 1, EventOptions::default());
+        let event_build = (built.elapsed(), cpu_time().saturating_sub(cpu_built));
+        println!(
+            "{name} plan build (1 thread): event wall {:.1} ms cpu {:.1} ms (background of {T} steps) | dense wall {:.1} ms cpu {:.1} ms",
+            event_build.0.as_secs_f64() * 1e3,
+            event_build.1.as_secs_f64() * 1e3,
+            dense_build.0.as_secs_f64() * 1e3,
+            dense_build.1.as_secs_f64() * 1e3,
+        );
         let events: Vec<(usize, Arc<Plan>)> = threads()
             .into_iter()
             .map(|t| {
@@ -334,6 +354,24 @@ fn report() {
                         .filter(|&i| info.tracks(i))
                         .count(),
                 );
+                if threads == 1 && dense_cpu > Duration::ZERO {
+                    // What a user sees end to end: one plan build, then a file's windows.
+                    let mut line = String::new();
+                    for windows in [1u32, 10, 50] {
+                        let event_total = event_build.1 + cpu * windows;
+                        let dense_total = dense_build.1 + dense_cpu * windows;
+                        line.push_str(&format!(
+                            " | {windows} windows: event {:.1} ms dense {:.1} ms ({:.2}x)",
+                            event_total.as_secs_f64() * 1e3,
+                            dense_total.as_secs_f64() * 1e3,
+                            dense_total.as_secs_f64() / event_total.as_secs_f64(),
+                        ));
+                    }
+                    println!(
+                        "    file cpu, plan build + runs (default is {}){line}",
+                        ExecutorKind::default()
+                    );
+                }
                 let runs = (reps + 1) as f64;
                 let total: f64 = scratch.node_times().iter().map(|d| d.as_secs_f64()).sum();
                 let mut line = String::new();

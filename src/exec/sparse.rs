@@ -513,6 +513,7 @@ impl EventPlan {
                 threads,
                 &mut stats,
                 spikes.as_deref_mut(),
+                None,
             );
             state.steps += 1;
             state.output_steps += 1;
@@ -556,13 +557,38 @@ impl EventPlan {
             .collect();
         let mut snapshots: Vec<Vec<Snapshot>> = vec![Vec::new(); nodes.len()];
         let mut compact = eligible.clone();
+        // Only nodes that can still end up tracked are computed: a node whose table grew too
+        // large, and everything that reads it, is computed everywhere during runs and needs
+        // no background. In deep networks that leaves the first layers, so building the
+        // background costs a fraction of a run.
+        let mut alive = vec![false; nodes.len()];
         for t in 0..steps {
+            for i in 1..nodes.len() {
+                let reads_alive = self.nodes[i]
+                    .reads
+                    .iter()
+                    .all(|r| (r.node == 0 || alive[r.node]) && r.footprint != Footprint::All);
+                alive[i] = compact[i] && reads_alive;
+                if compact[i] && !alive[i] {
+                    compact[i] = false;
+                    snapshots[i] = Vec::new();
+                }
+            }
             s.next_stamp();
             self.step(
-                network, &mut s, &mut state, &empty, t, false, threads, &mut stats, None,
+                network,
+                &mut s,
+                &mut state,
+                &empty,
+                t,
+                false,
+                threads,
+                &mut stats,
+                None,
+                Some(&alive),
             );
             for (i, n) in nodes.iter().enumerate() {
-                if !compact[i] {
+                if !alive[i] {
                     continue;
                 }
                 let shape = n.shape;
@@ -612,7 +638,8 @@ impl EventPlan {
         background
     }
 
-    /// One timestep through every node; `t` is the stream's timestep since its reset.
+    /// One timestep through every node (or, with `only`, the nodes it marks); `t` is the
+    /// stream's timestep since its reset.
     #[allow(clippy::too_many_arguments)]
     fn step(
         &self,
@@ -625,6 +652,7 @@ impl EventPlan {
         threads: usize,
         stats: &mut InferenceStats,
         mut spikes: Option<&mut [LayerSpikes]>,
+        only: Option<&[bool]>,
     ) {
         let nodes = network.nodes();
         let ctx = ops::Ctx {
@@ -636,6 +664,9 @@ impl EventPlan {
         for (i, node) in nodes.iter().enumerate() {
             let plan = &self.nodes[i];
             if plan.fused_into.is_some() || plan.source != i {
+                continue;
+            }
+            if i > 0 && only.is_some_and(|only| !only[i]) {
                 continue;
             }
             let started = self.options.profile.then(Instant::now);

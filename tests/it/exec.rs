@@ -18,7 +18,7 @@ use inflor::exec::{
 };
 use inflor::format::{DecodeOptions, read_file};
 use inflor::model::{ArchSpec, Architecture, BatchNormConfig, NodeOp, Parameters};
-use inflor::snn::{Network, NeuronKind};
+use inflor::snn::{Network, NeuronKind, Op};
 use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -450,6 +450,46 @@ fn each_plan_runs_its_own_weights_and_biases() {
         })
         .collect();
     assert_ne!(expect[0], expect[1], "the two models must differ");
+    // Every weighted layer differs in both weights and biases, and a's weights with b's
+    // biases give logits of neither model: a plan mixing the two caches would fail below.
+    let params = |op: &Op| match op {
+        Op::Conv2d { weight, bias, .. } | Op::Linear { weight, bias, .. } => {
+            Some((weight.clone(), bias.clone()))
+        }
+        _ => None,
+    };
+    let mut mixed = a.nodes().to_vec();
+    let mut weighted = 0;
+    for (node, other) in mixed.iter_mut().zip(b.nodes()) {
+        let (Some((wa, ba)), Some((wb, bb))) = (params(&node.op), params(&other.op)) else {
+            continue;
+        };
+        assert!(
+            wa != wb && ba != bb,
+            "{}: weights and biases must differ",
+            node.name
+        );
+        if let Op::Conv2d { bias, .. } | Op::Linear { bias, .. } = &mut node.op {
+            *bias = bb;
+        }
+        weighted += 1;
+    }
+    assert!(weighted >= 2);
+    let mixed = Arc::new(Network::new(mixed).expect("mixed network"));
+    let mixed_logits = run_fresh(
+        &plan(
+            &mixed,
+            ExecutorKind::Reference,
+            EventOptions::default(),
+            0,
+            None,
+        ),
+        &frames,
+        &options,
+    )
+    .0
+    .logits;
+    assert!(mixed_logits != expect[0] && mixed_logits != expect[1]);
     for kind in ExecutorKind::ALL {
         let plans = [
             plan(&a, kind, EventOptions::default(), 3, None),
