@@ -14,3 +14,4 @@ pub mod exec;
 pub mod format;
 pub mod kernels;
 pub mod snn;
+pub mod train;
