@@ -77,7 +77,11 @@ mod tests {
         let frame: Vec<f32> = (0..12).map(|v| v as f32).collect();
         let mut out = vec![0.0; 12];
         // torch.roll(x, shifts=(1, -1), dims=(1, 2)) of torch.flip(x, dims=(2,)).
-        let tr = Transform { flip: true, dy: 1, dx: -1 };
+        let tr = Transform {
+            flip: true,
+            dy: 1,
+            dx: -1,
+        };
         to_nhwc(&frame, (1, 1, 1, 3, 4), &[tr], &mut out);
         // flip: rows [3 2 1 0] [7 6 5 4] [11 10 9 8]; roll rows +1: [11 10 9 8] [3 2 1 0] [7 6 5 4];
         // roll columns −1: [10 9 8 11] [2 1 0 3] [6 5 4 7].

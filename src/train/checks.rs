@@ -241,7 +241,11 @@ fn plain_neuron(cfg: &SpikingConfig, x: &[f64], grad_o: &[f64]) -> (Vec<f64>, Ve
     for t in 0..t_len {
         h[t] = leak * u + x[t];
         o[t] = if h[t] >= 0.5 { 1.0 } else { 0.0 };
-        u = if hard { h[t] * (1.0 - o[t]) } else { h[t] - o[t] };
+        u = if hard {
+            h[t] * (1.0 - o[t])
+        } else {
+            h[t] - o[t]
+        };
     }
     let Surrogate::Dspike { b, r } = cfg.surrogate else {
         unreachable!("the plain loop knows Dspike only")
@@ -299,8 +303,11 @@ fn neuron_bptt_matches_a_plain_per_neuron_loop() {
                     // The same in f32, through the fast surrogate kernel.
                     let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
                     let go32: Vec<f32> = go.iter().map(|&v| v as f32).collect();
-                    let (mut h32, mut o32, mut gx32) =
-                        (vec![0.0f32; t * l], vec![0.0f32; t * l], vec![0.0f32; t * l]);
+                    let (mut h32, mut o32, mut gx32) = (
+                        vec![0.0f32; t * l],
+                        vec![0.0f32; t * l],
+                        vec![0.0f32; t * l],
+                    );
                     layers::neuron_forward(&cfg, Firing::Spike, t, &x32, &mut h32, &mut o32);
                     layers::neuron_backward(&cfg, t, &h32, &o32, &go32, &mut gx32);
                     for n in 0..l {
@@ -417,13 +424,19 @@ fn small_params(graph: &TrainGraph, seed: u64) -> Parameters {
     for (name, t) in p.iter_mut() {
         if name.ends_with("b1.weight") || name.ends_with("b2.weight") || name.ends_with("b3.weight")
         {
-            t.data.iter_mut().for_each(|v| *v = r.random_range(1.0..2.0));
+            t.data
+                .iter_mut()
+                .for_each(|v| *v = r.random_range(1.0..2.0));
         }
         if name.ends_with("b1.bias") || name.ends_with("b2.bias") || name.ends_with("b3.bias") {
-            t.data.iter_mut().for_each(|v| *v = r.random_range(0.2..0.6));
+            t.data
+                .iter_mut()
+                .for_each(|v| *v = r.random_range(0.2..0.6));
         }
         if name.ends_with("c1.bias") {
-            t.data.iter_mut().for_each(|v| *v = r.random_range(-0.5..0.5));
+            t.data
+                .iter_mut()
+                .for_each(|v| *v = r.random_range(-0.5..0.5));
         }
     }
     p
@@ -436,7 +449,14 @@ fn loss_of(net: &mut Net<f64>, input: &[f64], t: usize, labels: &[usize], loss: 
 
 /// The gradient of every parameter of `net` against finite differences of the loss;
 /// `only` restricts the check to parameters whose name starts with it.
-fn check_net(net: &mut Net<f64>, input: &[f64], t: usize, labels: &[usize], loss: Loss, only: &str) {
+fn check_net(
+    net: &mut Net<f64>,
+    input: &[f64],
+    t: usize,
+    labels: &[usize],
+    loss: Loss,
+    only: &str,
+) {
     let tape = net.forward(input, t, labels.len(), Mode::Train);
     let out = loss.evaluate(tape.outputs(), t, labels);
     net.zero_grad();
@@ -465,9 +485,19 @@ fn a_training_step_matches_finite_differences_of_the_loss() {
     let (t, b) = (3, 2);
     for (kind, mpr, global, loss) in [
         (NeuronKind::Srif, true, false, Loss::Ce),
-        (NeuronKind::Srif, false, true, Loss::Tet { lambda: TET_LAMBDA }),
+        (
+            NeuronKind::Srif,
+            false,
+            true,
+            Loss::Tet { lambda: TET_LAMBDA },
+        ),
         (NeuronKind::IfHard, true, true, Loss::Ce),
-        (NeuronKind::LifHard { tau: 0.25 }, false, false, Loss::Tet { lambda: 0.1 }),
+        (
+            NeuronKind::LifHard { tau: 0.25 },
+            false,
+            false,
+            Loss::Tet { lambda: 0.1 },
+        ),
     ] {
         let cfg = SpikingConfig {
             kind,
@@ -500,7 +530,10 @@ fn a_training_step_matches_finite_differences_of_the_loss() {
                 assert!((v - (o - 1e-3 * g)).abs() < 1e-15);
             }
         }
-        assert!(loss_of(&mut net, &input, t, &[0, 2], loss) < l0, "the step lowered the loss");
+        assert!(
+            loss_of(&mut net, &input, t, &[0, 2], loss) < l0,
+            "the step lowered the loss"
+        );
     }
 }
 
@@ -526,7 +559,13 @@ fn f32_training_matches_f64() {
     let mut n32 = Net::<f32>::from_parameters(graph, &params).unwrap();
     let mut r = rng(16);
     let input: Vec<f32> = (0..t * b * 72)
-        .map(|_| if r.random_bool(0.3) { r.random_range(0..3) as f32 } else { 0.0 })
+        .map(|_| {
+            if r.random_bool(0.3) {
+                r.random_range(0..3) as f32
+            } else {
+                0.0
+            }
+        })
         .collect();
     let input64: Vec<f64> = input.iter().map(|&v| f64::from(v)).collect();
     let labels = [0, 1, 2];
@@ -540,9 +579,17 @@ fn f32_training_matches_f64() {
     n64.backward(tape64, l64.grad);
     n32.backward(tape32, l32.grad.iter().map(|&v| v as f32).collect());
     for (p64, p32) in n64.params.iter().zip(&n32.params) {
-        let scale = p64.grad.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-3);
+        let scale = p64
+            .grad
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()))
+            .max(1e-3);
         for (a, b) in p64.grad.iter().zip(&p32.grad) {
-            assert!((a - f64::from(*b)).abs() < 1e-4 * scale, "{}: {a} vs {b}", p64.name);
+            assert!(
+                (a - f64::from(*b)).abs() < 1e-4 * scale,
+                "{}: {a} vs {b}",
+                p64.name
+            );
         }
     }
 }
@@ -574,7 +621,11 @@ fn running_statistics_follow_pytorch() {
     let x = tape.value(1);
     let n = (t * b * 36) as f64;
     let mean0: f64 = x.chunks_exact(4).map(|p| p[0]).sum::<f64>() / n;
-    let var0: f64 = x.chunks_exact(4).map(|p| (p[0] - mean0).powi(2)).sum::<f64>() / (n - 1.0);
+    let var0: f64 = x
+        .chunks_exact(4)
+        .map(|p| (p[0] - mean0).powi(2))
+        .sum::<f64>()
+        / (n - 1.0);
     let s = &net.stats[0];
     assert!((s.mean[0] - 0.1 * mean0).abs() < 1e-12);
     assert!((s.var[0] - (0.9 + 0.1 * var0)).abs() < 1e-12);

@@ -695,9 +695,9 @@ pub fn neuron_forward<R: Real>(
                                 R::ZERO
                             }
                         }
-                        Firing::Surrogate => R::of_f64(
-                            cfg.surrogate.soft_spike_f64(pot.to_f64(), cfg.mpr),
-                        ),
+                        Firing::Surrogate => {
+                            R::of_f64(cfg.surrogate.soft_spike_f64(pot.to_f64(), cfg.mpr))
+                        }
                     };
                     *h = pot;
                     *o = out;

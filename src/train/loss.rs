@@ -63,7 +63,12 @@ impl Loss {
                 let mut g = vec![0.0; b * c];
                 let mut loss = 0.0;
                 for (i, &y) in labels.iter().enumerate() {
-                    loss += ce_row(&logits[i * c..][..c], y, 1.0 / b as f64, &mut g[i * c..][..c]);
+                    loss += ce_row(
+                        &logits[i * c..][..c],
+                        y,
+                        1.0 / b as f64,
+                        &mut g[i * c..][..c],
+                    );
                 }
                 for t in 0..timesteps {
                     for (dst, src) in grad[t * b * c..][..b * c].iter_mut().zip(&g) {
@@ -78,12 +83,7 @@ impl Loss {
                 for t in 0..timesteps {
                     for (i, &y) in labels.iter().enumerate() {
                         let at = (t * b + i) * c;
-                        ce += ce_row(
-                            &out[at..][..c],
-                            y,
-                            (1.0 - lambda) / n,
-                            &mut grad[at..][..c],
-                        );
+                        ce += ce_row(&out[at..][..c], y, (1.0 - lambda) / n, &mut grad[at..][..c]);
                     }
                 }
                 let m = out.len() as f64;
@@ -120,7 +120,9 @@ mod tests {
 
     fn check(loss: Loss) {
         let (t, b, c) = (3, 2, 4);
-        let out: Vec<f64> = (0..t * b * c).map(|i| ((i * 7 % 11) as f64 - 5.0) * 0.3).collect();
+        let out: Vec<f64> = (0..t * b * c)
+            .map(|i| ((i * 7 % 11) as f64 - 5.0) * 0.3)
+            .collect();
         let labels = [1, 3];
         let base = loss.evaluate(&out, t, &labels);
         for i in 0..out.len() {
@@ -131,7 +133,11 @@ mod tests {
             m[i] -= eps;
             let fd = (loss.evaluate(&p, t, &labels).loss - loss.evaluate(&m, t, &labels).loss)
                 / (2.0 * eps);
-            assert!((fd - base.grad[i]).abs() < 1e-8, "{loss:?} {i}: {fd} vs {}", base.grad[i]);
+            assert!(
+                (fd - base.grad[i]).abs() < 1e-8,
+                "{loss:?} {i}: {fd} vs {}",
+                base.grad[i]
+            );
         }
     }
 

@@ -213,7 +213,10 @@ impl Layout {
                 let (ci, tap) = (row / (kh * kw), row % (kh * kw));
                 (co * cin + ci) * kh * kw + tap
             }
-            Layout::Linear { out, from: (h, w, c) } => {
+            Layout::Linear {
+                out,
+                from: (h, w, c),
+            } => {
                 let (input, o) = (i / out, i % out);
                 let (p, ch) = (input / c, input % c);
                 o * (h * w * c) + ch * (h * w) + p
@@ -515,7 +518,8 @@ impl<R: Real> Net<R> {
                     let eps = f64::from(*eps);
                     match mode {
                         Mode::Train => {
-                            let s = layers::bn_forward_train(x, c, g, b, scale.factor(), eps, &mut y);
+                            let s =
+                                layers::bn_forward_train(x, c, g, b, scale.factor(), eps, &mut y);
                             let m = (x.len() / c) as f64;
                             let st = &mut self.stats[*stats];
                             let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
@@ -622,7 +626,11 @@ impl<R: Real> Net<R> {
     /// tape, adding into each parameter's gradient. Consumes the tape, freeing each node's
     /// record as soon as nothing below needs it.
     pub fn backward(&mut self, mut tape: Tape<R>, grad_outputs: Vec<R>) {
-        assert_eq!(tape.mode, Mode::Train, "backward needs a training-mode tape");
+        assert_eq!(
+            tape.mode,
+            Mode::Train,
+            "backward needs a training-mode tape"
+        );
         let n = self.graph.nodes().len();
         let frames = tape.timesteps * tape.batch;
         let mut grads: Vec<Option<Vec<R>>> = vec![None; n];

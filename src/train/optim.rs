@@ -186,7 +186,10 @@ mod tests {
         let mut opt = Optimizer::new(OptimizerKind::ADAM, 0.0, 1);
         let mut p = vec![0.5f64, -0.5];
         opt.step(0.01, std::iter::once((&mut p[..], &[3.0, -0.2][..], true)));
-        assert!((p[0] - 0.49).abs() < 1e-6 && (p[1] + 0.49).abs() < 1e-6, "{p:?}");
+        assert!(
+            (p[0] - 0.49).abs() < 1e-6 && (p[1] + 0.49).abs() < 1e-6,
+            "{p:?}"
+        );
     }
 
     #[test]

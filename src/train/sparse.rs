@@ -182,7 +182,10 @@ mod tests {
         for n in [1usize, 7, 16, 40, 64, 100, 128, 200, 512] {
             let k = 9;
             let weight: Vec<f32> = (0..k * n).map(|i| ((i * 37 % 101) as f32) * 0.01).collect();
-            let rows: Vec<u32> = [0usize, 3, 3, 8, 5].iter().map(|&r| (r * n) as u32).collect();
+            let rows: Vec<u32> = [0usize, 3, 3, 8, 5]
+                .iter()
+                .map(|&r| (r * n) as u32)
+                .collect();
             let mut out = vec![f32::NAN; n];
             sum_rows(&weight, &rows, &mut out);
             for j in 0..n {

@@ -185,7 +185,13 @@ impl Trainer {
         let stats = self.measure(&tape, labels);
         let out: Vec<f64> = tape.outputs().iter().map(|&v| f64::from(v)).collect();
         let loss = self.config.loss.evaluate(&out, self.timesteps, labels);
-        (tape.logits(), StepStats { loss: loss.loss, ..stats })
+        (
+            tape.logits(),
+            StepStats {
+                loss: loss.loss,
+                ..stats
+            },
+        )
     }
 
     fn measure(&self, tape: &Tape<f32>, labels: &[usize]) -> StepStats {
@@ -203,7 +209,12 @@ impl Trainer {
             .iter()
             .enumerate()
             .filter(|(_, n)| matches!(n.op, TrainOp::Neuron(_)))
-            .map(|(i, _)| (i, tape.spikes[i] as f64 / (frames * graph.shape(i).len()) as f64))
+            .map(|(i, _)| {
+                (
+                    i,
+                    tape.spikes[i] as f64 / (frames * graph.shape(i).len()) as f64,
+                )
+            })
             .collect();
         StepStats {
             loss: 0.0,
