@@ -175,6 +175,9 @@ pub struct Net<R: Real> {
     pub stats: Vec<RunningStats<R>>,
     /// How neurons fire in the forward pass ([`Firing::Spike`] except in gradient checks).
     pub firing: Firing,
+    /// Whether layers fed by 0/1 spikes use the row-sum kernels when the input is sparse
+    /// enough (on by default; off measures what they save).
+    pub binary_kernels: bool,
 }
 
 /// A tensor's PyTorch shape and how our flat layout maps to it.
@@ -235,6 +238,7 @@ impl<R: Real> Net<R> {
             params: Vec::new(),
             stats: Vec::new(),
             firing: Firing::Spike,
+            binary_kernels: true,
             graph,
         };
         let get = |name: String, layout: &Layout| -> Result<Vec<R>, ParamError> {
@@ -472,7 +476,7 @@ impl<R: Real> Net<R> {
             index: vec![None; n],
             spikes: vec![0; n],
         };
-        let sparse_ok = self.firing == Firing::Spike;
+        let sparse_ok = self.firing == Firing::Spike && self.binary_kernels;
         for i in 0..n {
             let node = &self.graph.nodes()[i];
             let shape = self.graph.shape(i);
