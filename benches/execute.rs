@@ -1,27 +1,31 @@
 //! Execute stage: latency per sample (batch 1, T = 10, 2×48×48 binary input frames) of the
-//! event-driven executor versus the dense executor, for `tiny`, `resnet20` and `resnet19`, at
-//! input densities 2 %, 5 % and 10 %.
+//! event-driven executor beside the dense executor, for all four built-in architectures
+//! (`tiny`, `vgg-snn`, `resnet20`, `resnet19`), at input densities 2 %, 5 % and 10 %.
 //!
-//! The networks have seeded random weights whose batch norms are calibrated by
-//! `exec::dense::calibrate` so every hidden layer fires about 15 % of the time on 5 % input,
-//! like a trained network (cached as model files, see `calibrated`); the report prints the
-//! rates measured on each benchmark input.
+//! The networks have seeded random weights (`Model::random(spec, T, 0)`) whose batch
+//! norms are calibrated by `inflor::calibrate`, as `inflor model init` does, so every
+//! hidden layer fires about 15 % of the time on 5 % input, like a trained network (cached as
+//! model files, see `calibrated`); the report prints the rates measured on each input. Every
+//! sample is one classification: `State::reset`, then `Plan::run` on T frames.
 //!
 //! Modes (environment variables):
-//! - none: the criterion groups `execute/{arch}` (event-driven at 1 and 2 threads, dense).
+//! - none: the criterion groups `execute/{arch}`: `event/{1,2}t/{density}` (the event-driven
+//!   plan without a pool, and with a 2-thread `exec::Pool`) and `dense/1t/{density}`.
 //! - `INFLOR_EXECUTE_REPORT=1`: a table per architecture and density with wall and CPU time
-//!   of both executors, firing rates, synaptic ops, neuron updates, the floor and per-node
-//!   times; then the State memory. `INFLOR_EXECUTE_EXPORT=dir` also writes each network and
-//!   input for the PyTorch peer (`scripts/bench_torch_execute.py`).
-//! - `INFLOR_EXECUTE_CROSSOVER=1`: one conv layer at input densities 5–100 %, gather versus
-//!   im2col + GEMM (where `SparseOptions::dense_above` comes from).
+//!   of both executors side by side, firing rates, synaptic ops, neuron updates, the floor,
+//!   per-node times and which convs took the GEMM path; then the memory lines.
+//!   `INFLOR_EXECUTE_EXPORT=dir` also writes each network and input for the PyTorch peer
+//!   (`scripts/bench_torch_execute.py`).
+//! - `INFLOR_EXECUTE_CROSSOVER=1`: one conv layer at input densities 5–100 %, binary and
+//!   quarter-valued, gather versus im2col + GEMM (where `EventOptions`'s GEMM thresholds
+//!   come from).
 //! - `INFLOR_EXECUTE_MEMORY=1`: only the memory lines (per stream, per worker, per network).
 //! - `INFLOR_EXECUTE_REAL=1`: a real MNIST-DVS recording through each network, with and
 //!   without region tracking, and how many spikes differ from the background.
 //!
 //! `INFLOR_EXECUTE_ARCHS=tiny,resnet19`, `INFLOR_EXECUTE_THREADS=1,2` and
 //! `INFLOR_EXECUTE_DENSITIES=0.05` narrow the runs; `INFLOR_EXECUTE_NO_DENSE=1` skips timing
-//! the dense executor in the report.
+//! the dense executor in the report; `INFLOR_EXECUTE_MODELS=dir` moves the model cache.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,16 +35,14 @@ use criterion::{BenchmarkId, Criterion, SamplingMode};
 use inflor::binner::{
     FrameBinner, FrameShape, FrameSpec, RecordingWindows, ResizeMode, SparseFrame,
 };
-use inflor::exec::dense::DenseExecutor;
-use inflor::exec::dense::{Calibration, calibrate};
-use inflor::exec::sparse::kernels::{Isa, sum_rows};
-use inflor::exec::sparse::{SparseExecutor, SparseOptions};
-use inflor::exec::{Executor, RunOptions};
-use inflor::format::{DecodeOptions, read_file};
-use inflor::snn::{
-    ArchSpec, Architecture, BatchNormConfig, Blueprint, Metadata, Model, Network, NeuronKind, Node,
-    Op, Parameters, Shape, State,
+use inflor::calibrate::{Calibration, calibrate};
+use inflor::exec::{
+    EventOptions, ExecutorKind, Plan, PlanOptions, Pool, RunOptions, RunOutput, Scratch, State,
 };
+use inflor::format::{DecodeOptions, read_file};
+use inflor::kernels::{Isa, sum_rows};
+use inflor::model::{ArchSpec, Architecture, Model};
+use inflor::snn::{Network, NeuronKind, Node, Op, Shape};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -76,7 +78,7 @@ fn frames(density: f64, t: usize, seed: u64) -> Vec<SparseFrame> {
 }
 
 /// The benchmark network of `arch`: seeded random weights with BN statistics calibrated by
-/// `exec::dense::calibrate` (15 % target rate on 5 % synthetic input), cached as a model file
+/// `inflor::calibrate` (15 % target rate on 5 % synthetic input), cached as a model file
 /// in `INFLOR_EXECUTE_MODELS` (default `target/execute-models`) because calibrating resnet19
 /// takes minutes.
 fn calibrated(arch: Architecture) -> Arc<Network> {
@@ -91,20 +93,10 @@ fn calibrated(arch: Architecture) -> Arc<Network> {
     }
     let started = Instant::now();
     let spec = spec(arch);
-    let blueprint = Blueprint::new(spec).expect("blueprint");
-    let mut params: Parameters = blueprint.random_parameters(0);
-    let report = calibrate(
-        &blueprint,
-        &mut params,
-        NeuronKind::Srif,
-        BatchNormConfig::default(),
-        &Calibration::default(),
-    )
-    .expect("calibration");
-    let mut metadata = Metadata::new(spec, T);
-    metadata.provenance.origin = "random, calibrated for the execute benchmark".into();
-    metadata.provenance.seed = Some(0);
-    let model = Model::new(metadata, params).expect("model");
+    let mut model = Model::random(spec, T, 0).expect("model");
+    let report =
+        calibrate(&mut model, &Calibration::default(), &mut |_, _, _| {}).expect("calibration");
+    model.metadata.provenance.origin = "random, calibrated for the execute benchmark".into();
     let _ = std::fs::create_dir_all(&dir);
     if let Err(e) = model.save(&path) {
         eprintln!("cannot cache {}: {e}", path.display());
@@ -179,7 +171,7 @@ fn env_list(name: &str, default: &str) -> Vec<String> {
 }
 
 fn archs() -> Vec<Architecture> {
-    env_list("INFLOR_EXECUTE_ARCHS", "tiny,resnet20,resnet19")
+    env_list("INFLOR_EXECUTE_ARCHS", "tiny,vgg-snn,resnet20,resnet19")
         .iter()
         .map(|a| a.parse().expect("architecture name"))
         .collect()
@@ -199,12 +191,32 @@ fn threads() -> Vec<usize> {
         .collect()
 }
 
-fn event_options(threads: usize, profile: bool) -> SparseOptions {
-    SparseOptions {
-        threads,
-        profile,
-        ..SparseOptions::default()
-    }
+/// A plan of `kind` for `network` with a background of T steps: `threads` > 1 gets a pool of
+/// that many threads, 1 runs on the caller's thread.
+fn plan(
+    network: &Arc<Network>,
+    kind: ExecutorKind,
+    threads: usize,
+    event: EventOptions,
+) -> Arc<Plan> {
+    let options = PlanOptions {
+        pool: (threads > 1).then(|| Pool::new(threads).expect("pool")),
+        background_steps: T,
+        event,
+    };
+    Plan::new(Arc::clone(network), kind, options).expect("plan")
+}
+
+/// One classification: from rest, T frames.
+fn classify(
+    plan: &Plan,
+    scratch: &mut Scratch,
+    state: &mut State,
+    frames: &[SparseFrame],
+) -> RunOutput {
+    state.reset();
+    plan.run(scratch, state, frames, &RunOptions::default())
+        .expect("run")
 }
 
 /// The kernel's add rate with its rows in L1 (128 channels, 64 rows): the practical peak.
@@ -231,10 +243,11 @@ fn kernel_peak() -> f64 {
 fn report() {
     let peak = kernel_peak();
     println!(
-        "# machine: {} logical CPUs, kernel ISA {}, kernel peak (L1) {:.1} G f64 adds/s per core",
+        "# machine: {} logical CPUs, kernel ISA {}, kernel peak (L1) {:.1} G f64 adds/s per core, load {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         Isa::detect().name(),
-        peak / 1e9
+        peak / 1e9,
+        load_average()
     );
     let export = std::env::var("INFLOR_EXECUTE_EXPORT")
         .ok()
@@ -245,14 +258,23 @@ fn report() {
         if let Some(dir) = &export {
             export_network(dir, name, &network);
         }
+        let dense = plan(&network, ExecutorKind::Dense, 1, EventOptions::default());
+        let events: Vec<(usize, Arc<Plan>)> = threads()
+            .into_iter()
+            .map(|t| {
+                let options = EventOptions {
+                    profile: true,
+                    ..EventOptions::default()
+                };
+                (t, plan(&network, ExecutorKind::Event, t, options))
+            })
+            .collect();
         for density in densities() {
             let input = frames(density, T, 1234);
             let reps = if arch == Architecture::Resnet19 { 3 } else { 9 };
-            let mut state = State::new(&network);
-            let mut dense = DenseExecutor::new(&network);
-            let reference = dense
-                .run(&network, &mut state, &input, &RunOptions::default())
-                .expect("dense");
+            let mut state = dense.new_state();
+            let mut scratch = dense.new_scratch();
+            let reference = classify(&dense, &mut scratch, &mut state, &input);
             if let Some(dir) = &export {
                 export_frames(dir, name, density, &input, &reference.logits);
             }
@@ -261,31 +283,24 @@ fn report() {
             } else {
                 time(
                     || {
-                        dense
-                            .run(&network, &mut state, &input, &RunOptions::default())
-                            .expect("dense");
+                        classify(&dense, &mut scratch, &mut state, &input);
                     },
                     reps.min(3),
                 )
             };
-            for &threads in &threads() {
-                let mut ex = SparseExecutor::with_options(
-                    Arc::clone(&network),
-                    event_options(threads, true),
-                )
-                .expect("prepare");
-                let out = ex
-                    .run(&network, &mut state, &input, &RunOptions::default())
-                    .expect("run");
+            for (threads, event) in &events {
+                let threads = *threads;
+                let mut state = event.new_state();
+                let mut scratch = event.new_scratch();
+                let out = classify(event, &mut scratch, &mut state, &input);
                 assert_eq!(
                     out.logits, reference.logits,
                     "event and dense logits differ"
                 );
-                ex.reset_node_times();
+                scratch.reset_counters();
                 let (wall, cpu) = time(
                     || {
-                        ex.run(&network, &mut state, &input, &RunOptions::default())
-                            .expect("run");
+                        classify(event, &mut scratch, &mut state, &input);
                     },
                     reps,
                 );
@@ -296,8 +311,9 @@ fn report() {
                     .iter()
                     .fold((f64::MAX, 0.0f64), |(a, b), &r| (a.min(r), b.max(r)));
                 let floor = s.total_synaptic_ops() as f64 / (peak * threads as f64);
+                let info = event.event().expect("event plan");
                 println!(
-                    "{name} density={density:.2} threads={threads} load={}: event wall {:.2} ms cpu {:.2} ms | dense (1 thread) wall {:.2} ms cpu {:.2} ms | dense/event cpu {:.1}x | hidden rate mean {:.3} (layers {:.3}..{:.3}) | synaptic ops {:.3} G, performed {:.3} G, dense MACs {:.3} G | neuron updates {:.1} % | floor {:.2} ms | {:.1} G adds per cpu-s | background {:.1} MiB, {} nodes tracked",
+                    "{name} density={density:.2} threads={threads} load={}: event wall {:.2} ms cpu {:.2} ms | dense (1 thread) wall {:.2} ms cpu {:.2} ms | dense/event cpu {:.2}x | hidden rate mean {:.3} (layers {:.3}..{:.3}) | synaptic ops {:.3} G, performed {:.3} G, dense MACs {:.3} G | neuron updates {:.1} % | floor {:.2} ms | {:.1} G adds per cpu-s | background {:.1} MiB, {} nodes tracked",
                     load_average(),
                     wall.as_secs_f64() * 1e3,
                     cpu.as_secs_f64() * 1e3,
@@ -313,13 +329,15 @@ fn report() {
                     100.0 * nu as f64 / nt.max(1) as f64,
                     floor * 1e3,
                     s.total_performed_ops() as f64 / cpu.as_secs_f64() / 1e9,
-                    ex.background().bytes() as f64 / (1 << 20) as f64,
-                    (0..network.nodes().len()).filter(|&i| ex.tracks(i)).count(),
+                    info.background().bytes() as f64 / (1 << 20) as f64,
+                    (0..network.nodes().len())
+                        .filter(|&i| info.tracks(i))
+                        .count(),
                 );
                 let runs = (reps + 1) as f64;
-                let total: f64 = ex.node_times().iter().map(|d| d.as_secs_f64()).sum();
+                let total: f64 = scratch.node_times().iter().map(|d| d.as_secs_f64()).sum();
                 let mut line = String::new();
-                for (i, d) in ex.node_times().iter().enumerate() {
+                for (i, d) in scratch.node_times().iter().enumerate() {
                     if d.as_secs_f64() > 0.03 * total {
                         line.push_str(&format!(
                             " {}:{:.2}",
@@ -329,37 +347,41 @@ fn report() {
                     }
                 }
                 println!("    wall ms per node (>3 %):{line}");
+                let gemm: Vec<String> = scratch
+                    .gemm_steps()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(i, n)| format!("{}:{:.1}", network.nodes()[i].name, *n as f64 / runs))
+                    .collect();
+                println!("    GEMM timesteps per run: {}", gemm.join(" "));
             }
         }
     }
     memory_report();
 }
 
-/// Memory per stream (the `State`), per worker (the executor's buffers) and per network
-/// (background and reordered weights), after one 5 % run.
+/// Memory per stream (the event plan's `State`), per worker (its `Scratch`) and per network
+/// (the plan's caches), after one 5 % run.
 fn memory_report() {
-    let state_bytes: Vec<String> = archs()
-        .into_iter()
-        .map(|arch| {
-            let network = calibrated(arch);
-            let mut state = State::new(&network);
-            let state_total = state.heap_bytes() + std::mem::size_of::<State>();
-            let mut ex = SparseExecutor::new(Arc::clone(&network)).expect("prepare");
-            ex.run(&network, &mut state, &frames(0.05, T, 1), &RunOptions::default())
-                .expect("run");
-            format!(
-                "{arch}: {} neurons, State {} bytes ({:.3} bytes/neuron); event executor scratch {:.1} MiB per worker; network cache {:.1} MiB (background {:.1} MiB)",
-                network.neuron_count(),
-                state_total,
-                state_total as f64 / network.neuron_count() as f64,
-                ex.scratch_bytes() as f64 / (1 << 20) as f64,
-                ex.cache_bytes() as f64 / (1 << 20) as f64,
-                ex.background().bytes() as f64 / (1 << 20) as f64,
-            )
-        })
-        .collect();
-    for line in state_bytes {
-        println!("# memory: {line}");
+    for arch in archs() {
+        let network = calibrated(arch);
+        let event = plan(&network, ExecutorKind::Event, 1, EventOptions::default());
+        let mut state = event.new_state();
+        let mut scratch = event.new_scratch();
+        classify(&event, &mut scratch, &mut state, &frames(0.05, T, 1));
+        let state_total = state.heap_bytes() + std::mem::size_of::<State>();
+        let info = event.event().expect("event plan");
+        println!(
+            "# memory: {arch}: {} neurons, State {} bytes ({:.3} bytes/neuron); event scratch {:.1} MiB per worker; plan cache {:.1} MiB (background {:.1} MiB); network {:.1} MiB",
+            network.neuron_count(),
+            state_total,
+            state_total as f64 / network.neuron_count() as f64,
+            scratch.heap_bytes() as f64 / (1 << 20) as f64,
+            event.cache_bytes() as f64 / (1 << 20) as f64,
+            info.background().bytes() as f64 / (1 << 20) as f64,
+            (network.parameter_count() * 4) as f64 / (1 << 20) as f64,
+        );
     }
 }
 
@@ -451,33 +473,31 @@ fn benches(c: &mut Criterion) {
             group.sample_size(20);
             group.measurement_time(Duration::from_secs(5));
         }
+        let events: Vec<(usize, Arc<Plan>)> = threads()
+            .into_iter()
+            .map(|t| {
+                (
+                    t,
+                    plan(&network, ExecutorKind::Event, t, EventOptions::default()),
+                )
+            })
+            .collect();
+        let dense = plan(&network, ExecutorKind::Dense, 1, EventOptions::default());
         for density in densities() {
             let input = frames(density, T, 1234);
-            let mut state = State::new(&network);
-            for threads in threads() {
-                let mut ex = SparseExecutor::with_options(
-                    Arc::clone(&network),
-                    event_options(threads, false),
-                )
-                .expect("prepare");
+            for (threads, event) in &events {
+                let mut state = event.new_state();
+                let mut scratch = event.new_scratch();
                 group.bench_with_input(
                     BenchmarkId::new(format!("event/{threads}t"), density),
                     &input,
-                    |b, input| {
-                        b.iter(|| {
-                            ex.run(&network, &mut state, input, &RunOptions::default())
-                                .expect("run")
-                        })
-                    },
+                    |b, input| b.iter(|| classify(event, &mut scratch, &mut state, input)),
                 );
             }
-            let mut dense = DenseExecutor::new(&network);
+            let mut state = dense.new_state();
+            let mut scratch = dense.new_scratch();
             group.bench_with_input(BenchmarkId::new("dense/1t", density), &input, |b, input| {
-                b.iter(|| {
-                    dense
-                        .run(&network, &mut state, input, &RunOptions::default())
-                        .expect("run")
-                })
+                b.iter(|| classify(&dense, &mut scratch, &mut state, input))
             });
         }
         group.finish();
@@ -485,95 +505,100 @@ fn benches(c: &mut Criterion) {
 }
 
 /// One conv layer (C→C, 3×3, padding 1) on H×W×C inputs of a given density, then a neuron,
-/// a global pool and a classifier: the event-driven gather against the dense executor's
-/// im2col + GEMM, to find the density where one overtakes the other.
+/// a global pool and a classifier: the event-driven gather against im2col + GEMM inside the
+/// event-driven executor and the dense executor, on binary inputs and on quarter-valued ones
+/// (what a 2×2 average pool of spikes gives), to find the density where one overtakes the
+/// other.
 fn crossover() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    for (side, c) in [(48usize, 64usize), (48, 128), (24, 256), (12, 512)] {
-        let conv = Op::Conv2d {
-            in_ch: c,
-            out_ch: c,
-            kernel: (3, 3),
-            stride: 1,
-            padding: 1,
-            weight: (0..c * 9 * c)
-                .map(|_| rng.random_range(-0.05f32..0.05))
-                .collect(),
-            bias: (0..c).map(|_| rng.random_range(-0.1f32..0.3)).collect(),
-        };
-        let linear = Op::Linear {
-            in_features: c,
-            out_features: 10,
-            weight: (0..c * 10)
-                .map(|_| rng.random_range(-0.1f32..0.1))
-                .collect(),
-            bias: vec![0.0; 10],
-        };
-        let s = Shape::new(side, side, c);
-        let network = Arc::new(
-            Network::new(vec![
-                Node::new("input", Op::Input, vec![], s),
-                Node::new("conv", conv, vec![0], s),
-                Node::new("sn", Op::Neuron(NeuronKind::Srif), vec![1], s),
-                Node::new("pool", Op::GlobalAvgPool, vec![2], Shape::vector(c)),
-                Node::new("fc", linear, vec![3], Shape::vector(10)),
-                Node::new("out", Op::Output, vec![4], Shape::vector(10)),
-            ])
-            .expect("network"),
-        );
-        let shape = FrameShape {
-            channels: c,
-            height: side,
-            width: side,
-        };
-        let mut line =
-            format!("crossover {side}x{side}x{c} (ms cpu per timestep, gather/event/dense):");
-        for density in [0.05, 0.1, 0.2, 0.4, 0.7, 1.0] {
-            let frames: Vec<SparseFrame> = (0..4)
-                .map(|_| {
-                    let dense: Vec<f32> = (0..shape.len())
-                        .map(|_| if rng.random_bool(density) { 1.0 } else { 0.0 })
-                        .collect();
-                    SparseFrame::from_dense(shape, &dense)
-                })
-                .collect();
-            let mut state = State::new(&network);
-            let mut timed = Vec::new();
-            // The gather alone, the event executor as configured (switching to the GEMM path
-            // above `dense_above`), and the dense executor.
-            for dense_above in [f64::INFINITY, SparseOptions::default().dense_above] {
-                let options = SparseOptions {
-                    dense_above,
-                    ..SparseOptions::default()
-                };
-                let mut ex =
-                    SparseExecutor::with_options(Arc::clone(&network), options).expect("prepare");
-                let (_, cpu) = time(
-                    || {
-                        ex.run(&network, &mut state, &frames, &RunOptions::default())
-                            .expect("run");
-                    },
-                    5,
-                );
-                timed.push(cpu);
-            }
-            let mut dense = DenseExecutor::new(&network);
-            let (_, gemm) = time(
-                || {
-                    dense
-                        .run(&network, &mut state, &frames, &RunOptions::default())
-                        .expect("run");
-                },
-                3,
+    for valued in [false, true] {
+        for (side, c) in [(48usize, 64usize), (48, 128), (24, 256), (12, 512)] {
+            let conv = Op::Conv2d {
+                in_ch: c,
+                out_ch: c,
+                kernel: (3, 3),
+                stride: 1,
+                padding: 1,
+                weight: (0..c * 9 * c)
+                    .map(|_| rng.random_range(-0.05f32..0.05))
+                    .collect(),
+                bias: (0..c).map(|_| rng.random_range(-0.1f32..0.3)).collect(),
+            };
+            let linear = Op::Linear {
+                in_features: c,
+                out_features: 10,
+                weight: (0..c * 10)
+                    .map(|_| rng.random_range(-0.1f32..0.1))
+                    .collect(),
+                bias: vec![0.0; 10],
+            };
+            let s = Shape::new(side, side, c);
+            let network = Arc::new(
+                Network::new(vec![
+                    Node::new("input", Op::Input, vec![], s),
+                    Node::new("conv", conv, vec![0], s),
+                    Node::new("sn", Op::Neuron(NeuronKind::Srif), vec![1], s),
+                    Node::new("pool", Op::GlobalAvgPool, vec![2], Shape::vector(c)),
+                    Node::new("fc", linear, vec![3], Shape::vector(10)),
+                    Node::new("out", Op::Output, vec![4], Shape::vector(10)),
+                ])
+                .expect("network"),
             );
-            timed.push(gemm);
-            let ms: Vec<String> = timed
-                .iter()
-                .map(|d| format!("{:.2}", d.as_secs_f64() * 1e3 / 4.0))
-                .collect();
-            line.push_str(&format!(" d={density}: {}", ms.join("/")));
+            let shape = FrameShape {
+                channels: c,
+                height: side,
+                width: side,
+            };
+            let mut line = format!(
+                "crossover {} {side}x{side}x{c} (ms cpu per timestep, gather/GEMM/event as shipped/dense):",
+                if valued { "valued" } else { "binary" }
+            );
+            let always = |gemm: bool| EventOptions {
+                gemm_above_binary: if gemm { -1.0 } else { f64::INFINITY },
+                gemm_above_valued: if gemm { -1.0 } else { f64::INFINITY },
+                ..EventOptions::default()
+            };
+            let plans = [
+                plan(&network, ExecutorKind::Event, 1, always(false)),
+                plan(&network, ExecutorKind::Event, 1, always(true)),
+                plan(&network, ExecutorKind::Event, 1, EventOptions::default()),
+                plan(&network, ExecutorKind::Dense, 1, EventOptions::default()),
+            ];
+            for density in [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0] {
+                let frames: Vec<SparseFrame> = (0..4)
+                    .map(|_| {
+                        let dense: Vec<f32> = (0..shape.len())
+                            .map(|_| match rng.random_bool(density) {
+                                false => 0.0,
+                                true if valued => rng.random_range(1..5) as f32 * 0.25,
+                                true => 1.0,
+                            })
+                            .collect();
+                        SparseFrame::from_dense(shape, &dense)
+                    })
+                    .collect();
+                let ms: Vec<String> = plans
+                    .iter()
+                    .map(|p| {
+                        let mut state = p.new_state();
+                        let mut scratch = p.new_scratch();
+                        let (_, cpu) = time(
+                            || {
+                                classify(p, &mut scratch, &mut state, &frames);
+                            },
+                            if p.kind() == ExecutorKind::Dense {
+                                3
+                            } else {
+                                5
+                            },
+                        );
+                        format!("{:.2}", cpu.as_secs_f64() * 1e3 / 4.0)
+                    })
+                    .collect();
+                line.push_str(&format!(" d={density}: {}", ms.join("/")));
+            }
+            println!("{line}");
         }
-        println!("{line}");
     }
 }
 
@@ -587,11 +612,17 @@ fn deviation(network: &Arc<Network>, frames: &[SparseFrame]) -> (u64, u64, u64) 
         record_spikes: true,
         quantization_node: None,
     };
-    let mut ex = SparseExecutor::new(Arc::clone(network)).expect("prepare");
-    let mut state = State::new(network);
-    let run = ex.run(network, &mut state, frames, &options).expect("run");
+    let event = plan(network, ExecutorKind::Event, 1, EventOptions::default());
+    let mut scratch = event.new_scratch();
+    let mut state = event.new_state();
+    let run = event
+        .run(&mut scratch, &mut state, frames, &options)
+        .expect("run");
     let empty = vec![SparseFrame::empty(frames[0].shape); frames.len()];
-    let background = ex.run(network, &mut state, &empty, &options).expect("run");
+    state.reset();
+    let background = event
+        .run(&mut scratch, &mut state, &empty, &options)
+        .expect("run");
     let (Some(s), Some(s0)) = (run.spikes, background.spikes) else {
         return (0, 0, 0);
     };
@@ -606,7 +637,6 @@ fn deviation(network: &Arc<Network>, frames: &[SparseFrame]) -> (u64, u64, u64) 
     }
     (n, n0, differ)
 }
-
 /// A real recording (MNIST-DVS, DVS128, 2.2 s of a digit "0") binned into T frames of 2×48×48
 /// with bilinear resizing: the digit covers the middle of the frame, the rest stays empty.
 fn mnist_dvs_frames() -> Option<Vec<SparseFrame>> {
@@ -645,23 +675,18 @@ fn report_real() {
         };
         let (n, n0, differ) = deviation(&network, frames);
         let density: f64 = frames.iter().map(|f| f.density()).sum::<f64>() / frames.len() as f64;
-        let mut state = State::new(&network);
         for tracking in [true, false] {
-            let mut ex = SparseExecutor::with_options(
-                Arc::clone(&network),
-                SparseOptions {
-                    tracking,
-                    ..SparseOptions::default()
-                },
-            )
-            .expect("prepare");
-            let out = ex
-                .run(&network, &mut state, frames, &RunOptions::default())
-                .expect("run");
+            let options = EventOptions {
+                tracking,
+                ..EventOptions::default()
+            };
+            let event = plan(&network, ExecutorKind::Event, 1, options);
+            let mut state = event.new_state();
+            let mut scratch = event.new_scratch();
+            let out = classify(&event, &mut scratch, &mut state, frames);
             let (_, cpu) = time(
                 || {
-                    ex.run(&network, &mut state, frames, &RunOptions::default())
-                        .expect("run");
+                    classify(&event, &mut scratch, &mut state, frames);
                 },
                 5,
             );

@@ -8,10 +8,13 @@
 //! DVS from images. See `ARCHITECTURE.md` for the whole map.
 
 pub mod binner;
+pub mod calibrate;
 pub mod dataset;
 pub mod event;
 pub mod exec;
 pub mod format;
 pub mod kernels;
+pub mod model;
+pub mod session;
 pub mod snn;
 pub mod train;

@@ -81,6 +81,14 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
         write_text(&mut out, &result)?;
     }
     out.flush()?;
+    // As `inspect`: every recording is reported, and any failure makes the exit code 2.
+    if !result.failures.is_empty() {
+        return Err(bad_input(anyhow::anyhow!(
+            "{} of {} recordings could not be decoded (listed above)",
+            result.failures.len(),
+            result.train + result.test
+        )));
+    }
     Ok(())
 }
 

@@ -1,292 +1,307 @@
-//! `inflor infer`: classify recordings with a model. Reads each file, bins it with the binner
-//! exactly as the model's input spec says (window policy, resize, normalisation), runs an
-//! executor on each classification window of T frames, and prints the class, the top-k scores
-//! and the spike statistics (text, or one JSON object per window).
+//! `inflor infer`: classify recordings with a model. Each file streams through a `Session`
+//! (decoder → windowing → executor) in bounded batches, so memory is bounded by the window,
+//! not the recording; each window's `Output` goes to a text or JSON-lines sink on stdout.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use inflor::binner::{
-    FrameBinner, FrameSpec, Normalization, RecordingWindows, ResizeMode, SparseFrame, StreamBinner,
-    StreamWindows,
-};
-use inflor::event::Event;
-use inflor::exec::dense::DenseExecutor;
-use inflor::exec::reference::ReferenceExecutor;
-use inflor::exec::sparse::SparseExecutor;
-use inflor::exec::{Executor, Output, RunOptions, input_frame_shape};
-use inflor::format::read_file;
-use inflor::snn::file::{InputSpec, Normalisation, ResizeMethod, SplitBy, WindowSpec};
-use inflor::snn::{Model, State};
+use inflor::exec::{ExecutorKind, Plan, PlanOptions};
+use inflor::format::FileReader;
+use inflor::model::Model;
+use inflor::session::{Membranes, Output, Session, SessionOptions};
 
-use crate::app::bad_input;
 use crate::app::decode_args::DecodeArgs;
-
-/// Which executor runs the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExecutorArg {
-    /// The event-driven executor (only touches neurons that receive spikes).
-    Event,
-    /// im2col + GEMM over every neuron and weight.
-    Dense,
-    /// Plain loops; slow, for checking.
-    Reference,
-}
+use crate::app::{bad_input, check_output};
 
 /// `inflor infer` arguments.
 #[derive(Debug, clap::Args)]
 pub struct InferArgs {
-    /// The model file (.safetensors).
+    /// The model file (.safetensors); the bundled DVS-Digits model when omitted.
     #[arg(long)]
-    pub model: PathBuf,
-    /// Recordings to classify (any supported event format).
+    pub model: Option<PathBuf>,
+    /// Recordings to classify (any supported event format), or folders of them.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Executor.
-    #[arg(long, value_enum, default_value_t = ExecutorArg::Event)]
-    pub executor: ExecutorArg,
-    /// How many classes to list per window.
-    #[arg(long, default_value_t = 5)]
-    pub top_k: usize,
+    /// Executor: event (only touches neurons that receive spikes), dense (im2col + GEMM) or
+    /// reference (plain loops, for checking). All give identical spikes and logits.
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Event)]
+    pub executor: ExecutorKind,
+    /// Worker threads for the executor (1 runs on the main thread).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: u16,
+    /// How many classes to list per window (at least 1).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    pub top_k: u16,
+    /// Stream window policies: a classification every HOP bins (default T, tumbling).
+    #[arg(long)]
+    pub hop: Option<usize>,
+    /// Reset membranes at each window (as in training) or carry them across windows.
+    #[arg(long, value_enum, default_value_t = Membranes::Reset)]
+    pub membranes: Membranes,
     /// One JSON object per window instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Also write every window's frames to this .npy file, shape [windows, T, C, H, W] (f32).
+    /// Also write every window's frames to this .npy file, shape [windows, T, 2, H, W] (f32).
     #[arg(long)]
     pub dump_frames: Option<PathBuf>,
+    /// Overwrite the --dump-frames file if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// How to read the files.
     #[command(flatten)]
     pub decode: DecodeArgs,
 }
 
-/// One classification: T frames and where they came from.
-#[derive(Debug, Clone, PartialEq)]
-struct Window {
-    frames: Vec<SparseFrame>,
-    start_us: i64,
-    end_us: i64,
-    events: u64,
-}
+/// File extensions taken from folders (files named on the command line are always read).
+const EVENT_EXTENSIONS: [&str; 6] = ["aedat", "aedat4", "raw", "dat", "bin", "es"];
 
-/// Runs the command.
-pub fn run(args: InferArgs) -> anyhow::Result<()> {
-    let model = Model::load(&args.model)
-        .map_err(bad_input)
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    let network = model.network.clone();
-    let mut executor: Box<dyn Executor> = match args.executor {
-        ExecutorArg::Dense => Box::new(DenseExecutor::new(&network)),
-        ExecutorArg::Reference => Box::new(ReferenceExecutor::new()),
-        ExecutorArg::Event => Box::new(
-            SparseExecutor::new(network.clone()).context("preparing the event-driven executor")?,
-        ),
-    };
-    let mut state = State::new(&network);
-    let shape = input_frame_shape(&network);
-    let input = model.metadata.input;
-    let mut dumped: Vec<f32> = Vec::new();
-    let mut dumped_windows = 0usize;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-
-    for file in &args.files {
-        let recording = read_file(file, args.decode.format, &args.decode.options())?;
-        let sensor = sensor_size(
-            recording.info.width,
-            recording.info.height,
-            &recording.events,
-        );
-        let windows = bin(&recording.events, sensor, &input).map_err(bad_input)?;
-        if windows.is_empty() {
-            tracing::warn!(file = %file.display(), "no events, nothing to classify");
-        }
-        for (index, window) in windows.iter().enumerate() {
-            if args.dump_frames.is_some() {
-                for f in &window.frames {
-                    debug_assert_eq!(f.shape, shape);
-                    dumped.extend(f.to_dense());
-                }
-                dumped_windows += 1;
+/// The files named, with each folder replaced by the event files under it (sorted, hidden
+/// entries skipped).
+pub fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found = Vec::new();
+            walk(input, &mut found)
+                .with_context(|| format!("listing {}", input.display()))
+                .map_err(bad_input)?;
+            found.sort();
+            if found.is_empty() {
+                return Err(bad_input(anyhow::anyhow!(
+                    "{} holds no event files ({})",
+                    input.display(),
+                    EVENT_EXTENSIONS.join(", ")
+                )));
             }
-            let output =
-                executor.run(&network, &mut state, &window.frames, &RunOptions::default())?;
-            report(&mut out, &args, &model, file, index, window, &output)?;
+            files.extend(found);
+        } else {
+            files.push(input.clone());
         }
     }
-    if let Some(path) = &args.dump_frames {
-        let dims = [
-            dumped_windows,
-            input.timesteps,
-            shape.channels,
-            shape.height,
-            shape.width,
-        ];
-        let file =
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        inflor::binner::npy::write_f32(std::io::BufWriter::new(file), &dims, &dumped)
-            .with_context(|| format!("writing {}", path.display()))?;
+    Ok(files)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'))
+        {
+            continue;
+        }
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| EVENT_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            out.push(path);
+        }
     }
     Ok(())
 }
 
-/// Bins a recording into classification windows per the model's input spec.
-fn bin(events: &[Event], sensor: (u16, u16), input: &InputSpec) -> anyhow::Result<Vec<Window>> {
-    if input.channels != inflor::binner::POLARITY_CHANNELS {
-        anyhow::bail!(
-            "the model expects {} input channels; the binner makes {} (OFF, ON)",
-            input.channels,
-            inflor::binner::POLARITY_CHANNELS
-        );
+/// Runs the command.
+pub fn run(args: InferArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.dump_frames {
+        check_output(path, args.force)?;
     }
-    let to_u16 = |v: usize, what: &str| {
-        u16::try_from(v).map_err(|_| anyhow::anyhow!("model input {what} {v} is too large"))
+    let model = match &args.model {
+        Some(path) => crate::app::load_model(path)?,
+        None => crate::app::bundled_model()?,
     };
-    let spec = FrameSpec {
-        sensor_width: sensor.0,
-        sensor_height: sensor.1,
-        width: to_u16(input.width, "width")?,
-        height: to_u16(input.height, "height")?,
-        resize: match input.resize {
-            ResizeMethod::Nearest => ResizeMode::Nearest,
-            ResizeMethod::Bilinear => ResizeMode::Bilinear,
-            ResizeMethod::Area => ResizeMode::Area,
+    let files = expand_inputs(&args.files)?;
+    let pool = crate::app::pool(args.threads)?;
+    let plan = Plan::new(
+        model.network.clone(),
+        args.executor,
+        PlanOptions {
+            pool,
+            background_steps: model.metadata.input.timesteps,
+            ..PlanOptions::default()
         },
-        normalization: match input.normalisation {
-            Normalisation::None => Normalization::None,
-            Normalisation::Binary => Normalization::Binary,
-            Normalisation::MaxPerFrame => Normalization::MaxPerFrame,
-            Normalisation::Log1p => Normalization::Log1p,
-        },
-    };
-    let t = input.timesteps;
-    let (Some(first), Some(last)) = (events.first(), events.last()) else {
-        return Ok(Vec::new());
-    };
-    let stream = match input.window {
-        WindowSpec::Recording { split_by } => {
-            let windows = match split_by {
-                SplitBy::EqualCount => RecordingWindows::EqualCount { bins: t },
-                SplitBy::EqualDuration => RecordingWindows::EqualDuration { bins: t },
-            };
-            let frames = FrameBinner::new(&spec)?.bin_recording(events, windows)?;
-            return Ok(vec![Window {
-                frames,
-                start_us: first.t,
-                end_us: last.t.saturating_add(1),
-                events: events.len() as u64,
-            }]);
+    )
+    .context("preparing the executor")?;
+    let mut dump = args.dump_frames.as_ref().map(|_| FrameDump::default());
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut failed = 0usize;
+    for file in &files {
+        match classify(&args, &model, &plan, file, &mut out, dump.as_mut()) {
+            Ok(()) => {}
+            // A closed stdout ends the command quietly; it is not the file's fault.
+            Err(e) if crate::app::is_broken_pipe(&e) => return Err(e),
+            Err(e) => {
+                failed += 1;
+                out.flush()?;
+                eprintln!("{}: {}", file.display(), crate::app::chain(&e));
+            }
         }
-        WindowSpec::Duration { bin_us } => StreamWindows::tumbling_duration(bin_us),
-        WindowSpec::Count { bin_events } => StreamWindows::tumbling_count(bin_events),
-    };
-    let mut binner = StreamBinner::new(&spec, stream)?;
-    let mut bins = Vec::new();
-    binner.push(events, &mut bins);
-    binner.finish(&mut bins);
-    // Every T consecutive bins are one classification; a trailing partial group is kept only
-    // when it is the only one (a recording shorter than one classification).
-    let groups = bins.len() / t.max(1);
-    let take = if groups == 0 {
-        usize::from(!bins.is_empty())
-    } else {
-        groups
-    };
-    Ok(bins
-        .chunks(t.max(1))
-        .take(take)
-        .map(|group| Window {
-            start_us: group.first().map_or(0, |b| b.start_us),
-            end_us: group.last().map_or(0, |b| b.end_us),
-            events: group.iter().map(|b| b.events).sum(),
-            frames: group.iter().map(|b| b.frame.clone()).collect(),
-        })
-        .collect())
+    }
+    out.flush()?;
+    if let (Some(path), Some(dump)) = (&args.dump_frames, dump) {
+        let input = &model.metadata.input;
+        let dims = [
+            dump.windows,
+            input.timesteps,
+            inflor::binner::POLARITY_CHANNELS,
+            usize::from(input.height),
+            usize::from(input.width),
+        ];
+        let file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        inflor::binner::npy::write_f32(std::io::BufWriter::new(file), &dims, &dump.values)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if failed > 0 {
+        return Err(bad_input(anyhow::anyhow!(
+            "{failed} of {} inputs could not be classified (see above)",
+            files.len()
+        )));
+    }
+    Ok(())
 }
 
-fn report(
-    out: &mut impl Write,
+/// Frames of every window, for `--dump-frames` (windows shorter than T are padded with empty
+/// frames so the array stays rectangular).
+#[derive(Default)]
+struct FrameDump {
+    windows: usize,
+    values: Vec<f32>,
+}
+
+/// Streams one file through a session and writes its outputs.
+fn classify(
     args: &InferArgs,
     model: &Model,
+    plan: &std::sync::Arc<Plan>,
     file: &Path,
-    index: usize,
-    window: &Window,
-    output: &Output,
+    out: &mut impl Write,
+    mut dump: Option<&mut FrameDump>,
 ) -> anyhow::Result<()> {
-    let names = &model.metadata.class_names;
-    let name = |c: usize| names.get(c).map_or("?", String::as_str);
-    let top = output.top_k(args.top_k.max(1));
-    let stats = &output.stats;
-    let (updates, updates_total) = stats.neuron_updates();
-    if args.json {
-        let doc = serde_json::json!({
-            "file": file.display().to_string(),
-            "window": index,
-            "start_us": window.start_us,
-            "end_us": window.end_us,
-            "events": window.events,
-            "predicted": output.predicted(),
-            "class": name(output.predicted()),
-            "top_k": top.iter().map(|&(c, l)| serde_json::json!({"class": c, "name": name(c), "logit": l})).collect::<Vec<_>>(),
-            "logits": output.logits,
-            "executor": args.executor.to_possible_value_name(),
-            "stats": {
-                "timesteps": stats.timesteps,
-                "spikes": stats.total_spikes(),
-                "firing_rate": stats.mean_firing_rate(),
-                "synaptic_ops": stats.total_synaptic_ops(),
-                "dense_macs": stats.total_dense_macs(),
-                "performed_ops": stats.total_performed_ops(),
-                "neuron_updates": updates,
-                "neuron_updates_total": updates_total,
-                "energy_pj": stats.energy_pj(),
-                "dense_energy_pj": stats.dense_energy_pj(),
-                "layers": stats.nodes.iter().filter(|n| n.neurons > 0 || n.dense_macs > 0).collect::<Vec<_>>(),
-            },
-        });
-        writeln!(out, "{doc}")?;
+    let mut reader = FileReader::open(file, args.decode.format, &args.decode.options())?;
+    let mut events = Vec::new();
+    let mut outputs = Vec::new();
+    let mut session: Option<Session> = None;
+    let stream = file.display().to_string();
+    loop {
+        events.clear();
+        let more = reader.next_batch(&mut events)?;
+        if session.is_none() && (reader.info().is_some() || !more) {
+            let info = reader.info_or_default();
+            if info.width == 0 || info.height == 0 {
+                return Err(bad_input(anyhow::anyhow!(
+                    "the {} stream does not say its sensor size; pass --resolution WxH",
+                    reader.format()
+                )));
+            }
+            let options = SessionOptions {
+                stream: stream.clone(),
+                top_k: usize::from(args.top_k),
+                hop: args.hop,
+                membranes: args.membranes,
+                keep_frames: dump.is_some(),
+                ..SessionOptions::default()
+            };
+            session = Some(
+                Session::new(plan.clone(), model, (info.width, info.height), options)
+                    .map_err(bad_input)?,
+            );
+        }
+        if let Some(session) = session.as_mut() {
+            outputs.clear();
+            if more {
+                session.push(&events, &mut outputs).map_err(bad_input)?;
+            } else {
+                session.push(&events, &mut outputs).map_err(bad_input)?;
+                session.finish(&mut outputs).map_err(bad_input)?;
+            }
+            for output in &outputs {
+                if let Some(dump) = dump.as_deref_mut() {
+                    add_frames(dump, output, model);
+                }
+                report(out, args.json, output)?;
+            }
+        }
+        if !more {
+            break;
+        }
+    }
+    if session.as_ref().is_some_and(|s| s.windows_out() == 0) {
+        tracing::warn!(file = %file.display(), "no events, nothing to classify");
+    }
+    Ok(())
+}
+
+fn add_frames(dump: &mut FrameDump, output: &Output, model: &Model) {
+    let Some(frames) = &output.frames else {
+        return;
+    };
+    let t = model.metadata.input.timesteps;
+    let len = model.metadata.input.shape().len();
+    for frame in frames {
+        dump.values.extend(frame.to_dense());
+    }
+    dump.values.resize(
+        dump.values.len() + len * t.saturating_sub(frames.len()),
+        0.0,
+    );
+    dump.windows += 1;
+}
+
+fn report(out: &mut impl Write, json: bool, o: &Output) -> anyhow::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, o)?;
+        writeln!(out)?;
         return Ok(());
     }
+    let s = &o.stats;
     writeln!(
         out,
-        "{} window {index} [{}..{} µs, {} events]: {} ({:.4})",
-        file.display(),
-        window.start_us,
-        window.end_us,
-        window.events,
-        name(output.predicted()),
-        top.first().map_or(0.0, |t| t.1)
+        "{} window {} [{}..{} µs, {} events]: {} ({:.4}){}",
+        o.stream,
+        o.window,
+        o.start_us,
+        o.end_us,
+        o.events,
+        o.class,
+        o.top_k.first().map_or(0.0, |t| t.logit),
+        if o.complete { "" } else { " (partial window)" }
     )?;
-    let ranked: Vec<String> = top
+    let ranked: Vec<String> = o
+        .top_k
         .iter()
-        .map(|&(c, l)| format!("{} {:.4}", name(c), l))
+        .map(|t| format!("{} {:.4}", t.name, t.logit))
         .collect();
-    writeln!(out, "  top-{}: {}", top.len(), ranked.join(", "))?;
+    writeln!(out, "  top-{}: {}", o.top_k.len(), ranked.join(", "))?;
     writeln!(
         out,
-        "  spikes {} (rate {:.3}), synaptic ops {} vs {} dense MACs, energy {:.2} µJ vs {:.2} µJ dense",
-        stats.total_spikes(),
-        stats.mean_firing_rate(),
-        stats.total_synaptic_ops(),
-        stats.total_dense_macs(),
-        stats.energy_pj() / 1e6,
-        stats.dense_energy_pj() / 1e6
+        "  spikes {} (rate {:.3}), synaptic ops {} vs {} dense MACs; compute {:.2} ms",
+        s.spikes,
+        s.firing_rate,
+        s.synaptic_ops,
+        s.dense_macs,
+        o.latency.compute_us / 1e3
+    )?;
+    writeln!(
+        out,
+        "  energy estimate {:.2} µJ vs {:.2} µJ run densely (45 nm: 0.9 pJ per accumulate, \
+         4.6 pJ per multiply-accumulate)",
+        s.energy_pj / 1e6,
+        s.dense_energy_pj / 1e6
     )?;
     writeln!(
         out,
         "  {:<24} {:>9} {:>7} {:>12} {:>12} {:>21}",
         "layer", "spikes", "rate", "syn. ops", "dense MACs", "neuron updates"
     )?;
-    for n in stats
-        .nodes
-        .iter()
-        .filter(|n| n.neurons > 0 || n.dense_macs > 0)
-    {
-        let rate = if n.neurons > 0 && stats.timesteps > 0 {
-            format!(
-                "{:.3}",
-                n.spikes as f64 / (n.neurons as f64 * stats.timesteps as f64)
-            )
+    for n in &s.layers {
+        let rate = if n.neurons > 0 {
+            format!("{:.3}", n.firing_rate)
         } else {
             "-".to_string()
         };
@@ -302,115 +317,4 @@ fn report(
         )?;
     }
     Ok(())
-}
-
-impl ExecutorArg {
-    fn to_possible_value_name(self) -> &'static str {
-        match self {
-            Self::Event => "event",
-            Self::Dense => "dense",
-            Self::Reference => "reference",
-        }
-    }
-}
-
-/// The sensor size: from the stream header, else from the largest coordinates seen.
-fn sensor_size(width: u16, height: u16, events: &[Event]) -> (u16, u16) {
-    if width > 0 && height > 0 {
-        return (width, height);
-    }
-    let w = events
-        .iter()
-        .map(|e| e.x.saturating_add(1))
-        .max()
-        .unwrap_or(1);
-    let h = events
-        .iter()
-        .map(|e| e.y.saturating_add(1))
-        .max()
-        .unwrap_or(1);
-    (w, h)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ev(t: i64, x: u16, y: u16, polarity: bool) -> Event {
-        Event { t, x, y, polarity }
-    }
-
-    fn spec(window: WindowSpec, timesteps: usize) -> InputSpec {
-        InputSpec {
-            channels: 2,
-            height: 2,
-            width: 2,
-            timesteps,
-            window,
-            resize: ResizeMethod::Nearest,
-            normalisation: Normalisation::None,
-        }
-    }
-
-    #[test]
-    fn recording_window_bins_by_count_and_polarity() {
-        let events = vec![
-            ev(0, 0, 0, true),
-            ev(50, 1, 0, false),
-            ev(99, 1, 1, true),
-            ev(100, 0, 1, true),
-        ];
-        let split_by = SplitBy::EqualCount;
-        let w = bin(
-            &events,
-            (2, 2),
-            &spec(WindowSpec::Recording { split_by }, 2),
-        )
-        .unwrap();
-        assert_eq!(w.len(), 1);
-        assert_eq!((w[0].start_us, w[0].end_us, w[0].events), (0, 101, 4));
-        // Channel 0 = OFF, 1 = ON: ON (0, 0) is index 4; OFF (x 1, y 0) is index 1.
-        assert_eq!(w[0].frames[0].indices, vec![1, 4]);
-        assert_eq!(w[0].frames[1].indices, vec![6, 7]);
-    }
-
-    #[test]
-    fn stream_windows_group_t_bins() {
-        let events: Vec<Event> = (0..10).map(|i| ev(i * 10, 0, 0, true)).collect();
-        let w = bin(
-            &events,
-            (2, 2),
-            &spec(WindowSpec::Duration { bin_us: 20 }, 2),
-        )
-        .unwrap();
-        // Bins of 20 µs: 5 bins, 2 full classifications of 2 bins.
-        assert_eq!(w.len(), 2);
-        assert_eq!(w.iter().map(|w| w.events).collect::<Vec<_>>(), vec![4, 4]);
-        assert_eq!((w[1].start_us, w[1].end_us), (40, 80));
-        let w = bin(
-            &events,
-            (2, 2),
-            &spec(WindowSpec::Count { bin_events: 3 }, 2),
-        )
-        .unwrap();
-        // 3 + 3 + 3 + 1 (the last bin cut short by the end of the recording).
-        assert_eq!(w.iter().map(|w| w.events).collect::<Vec<_>>(), vec![6, 4]);
-        let w = bin(
-            &events,
-            (2, 2),
-            &spec(WindowSpec::Count { bin_events: 30 }, 4),
-        )
-        .unwrap();
-        assert_eq!(
-            w.len(),
-            1,
-            "a short recording still gives one classification"
-        );
-    }
-
-    #[test]
-    fn sensor_size_falls_back_to_coordinates() {
-        assert_eq!(sensor_size(128, 128, &[]), (128, 128));
-        assert_eq!(sensor_size(0, 0, &[ev(0, 9, 3, true)]), (10, 4));
-    }
 }

@@ -9,6 +9,8 @@ pub mod inspect;
 pub mod model;
 pub mod synth;
 
+use anyhow::Context;
+
 use crate::cli::Command;
 
 /// Marks an error as the user's input being wrong (exit code 2) rather than a runtime failure.
@@ -52,6 +54,87 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// Checks an output path before any work is done: it must not exist unless `force`, and its
+/// folder must exist. Failing here costs the user nothing; failing after an hour of work would.
+pub fn check_output(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    if path.is_dir() {
+        return Err(bad_input(anyhow::anyhow!(
+            "output {} is a folder, not a file",
+            path.display()
+        )));
+    }
+    if path.exists() && !force {
+        return Err(bad_input(anyhow::anyhow!(
+            "output {} already exists (pass --force to overwrite it)",
+            path.display()
+        )));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(bad_input(anyhow::anyhow!(
+            "cannot write {}: the folder {} does not exist",
+            path.display(),
+            parent.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Loads a model file; a bad file is bad input (exit code 2).
+pub fn load_model(path: &std::path::Path) -> anyhow::Result<inflor::model::Model> {
+    inflor::model::Model::load(path).map_err(|e| {
+        bad_input(anyhow::Error::new(e).context(format!("loading model {}", path.display())))
+    })
+}
+
+/// The error and its causes on one line, each cause once.
+pub fn chain(err: &anyhow::Error) -> String {
+    err.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// The process's one executor thread pool: none for one thread (work stays on the calling
+/// thread), else a pool of `threads`.
+pub fn pool(threads: u16) -> anyhow::Result<Option<inflor::exec::Pool>> {
+    if threads <= 1 {
+        return Ok(None);
+    }
+    Ok(Some(
+        inflor::exec::Pool::new(usize::from(threads)).context("starting executor threads")?,
+    ))
+}
+
+/// The model compiled into the binary, used when a command is given no `--model`.
+pub fn bundled_model() -> anyhow::Result<inflor::model::Model> {
+    Err(bad_input(anyhow::anyhow!(
+        "no --model given and this build bundles no trained model"
+    )))
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+pub fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, ETA {eta})",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(what.to_owned());
+    bar
+}
+
+/// Whether output on stderr may carry colour: a terminal, and `NO_COLOR` unset or empty.
+pub fn colour_allowed() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
 /// Logs go to stderr; `INFLOR_LOG` (an env-filter directive) overrides `-v`.
 pub fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
@@ -64,5 +147,6 @@ pub fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour_allowed())
         .try_init();
 }

@@ -4,11 +4,14 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use inflor::exec::dense::{Calibration, calibrate};
-use inflor::snn::file::Provenance;
-use inflor::snn::{ArchSpec, Architecture, Blueprint, Metadata, Model, NeuronKind, Op};
+use inflor::binner::{InputSpec, Normalization, POLARITY_CHANNELS, ResizeMode, WindowPolicy};
+use inflor::calibrate::{Calibration, CalibrationError, calibrate};
+use inflor::model::{
+    ArchSpec, Architecture, BatchNormConfig, BatchNormKind, Metadata, Model, NodeOp, Provenance,
+};
+use inflor::snn::{NeuronKind, Op};
 
-use crate::app::bad_input;
+use crate::app::{bad_input, check_output};
 
 /// `inflor model` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -41,6 +44,56 @@ pub enum NeuronArg {
     LifHard,
 }
 
+impl NeuronArg {
+    /// The neuron kind, with `tau` for LIF.
+    pub fn kind(self, tau: f32) -> NeuronKind {
+        match self {
+            NeuronArg::Srif => NeuronKind::Srif,
+            NeuronArg::IfHard => NeuronKind::IfHard,
+            NeuronArg::LifHard => NeuronKind::LifHard { tau },
+        }
+    }
+}
+
+/// How events become frames, as a model's input spec (shared by commands that create models).
+#[derive(Debug, Clone, clap::Args)]
+pub struct InputArgs {
+    /// Input as CxHxW (channels x height x width); C must be 2 (OFF and ON event counts).
+    #[arg(long, default_value = "2x48x48", value_parser = parse_input)]
+    pub input: (usize, u16, u16),
+    /// Frames per classification (T).
+    #[arg(long, default_value_t = 10)]
+    pub timesteps: usize,
+    /// How events are grouped into the T frames: `equal-count` or `equal-duration` (a whole
+    /// recording in T bins, as CIFAR10-DVS is trained), or `duration:US` / `count:N` (a stream
+    /// in bins of US microseconds or N events, T bins per classification).
+    #[arg(long, default_value = "equal-count")]
+    pub window: WindowPolicy,
+    /// How the sensor's count frame is resized to the input (torch `interpolate` modes).
+    #[arg(long, value_enum, default_value_t = ResizeMode::Bilinear)]
+    pub resize: ResizeMode,
+    /// How each frame's values are normalised after resizing.
+    #[arg(long, value_enum, default_value_t = Normalization::None)]
+    pub normalization: Normalization,
+}
+
+impl InputArgs {
+    /// The input spec these arguments describe.
+    pub fn spec(&self) -> anyhow::Result<InputSpec> {
+        let (_, height, width) = self.input;
+        let spec = InputSpec {
+            height,
+            width,
+            timesteps: self.timesteps,
+            window: self.window,
+            resize: self.resize,
+            normalization: self.normalization,
+        };
+        spec.validate().map_err(bad_input)?;
+        Ok(spec)
+    }
+}
+
 /// `inflor model init` arguments.
 #[derive(Debug, clap::Args)]
 pub struct InitArgs {
@@ -48,23 +101,23 @@ pub struct InitArgs {
     #[arg(long, value_parser = parse_arch)]
     pub arch: Architecture,
     /// Number of classes.
-    #[arg(long)]
-    pub classes: usize,
-    /// Input as CxHxW (channels x height x width).
-    #[arg(long, default_value = "2x48x48", value_parser = parse_input)]
-    pub input: (usize, usize, usize),
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub classes: u64,
+    /// The input spec.
+    #[command(flatten)]
+    pub input: InputArgs,
     /// Seed of the weights and of the calibration inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Frames per classification (T).
-    #[arg(long, default_value_t = 10)]
-    pub timesteps: usize,
     /// Neuron model.
     #[arg(long, value_enum, default_value_t = NeuronArg::Srif)]
     pub neuron: NeuronArg,
-    /// Membrane decay of lif-hard.
+    /// Membrane decay of lif-hard, in (0, 1].
     #[arg(long, default_value_t = inflor::snn::neuron::DEFAULT_LIF_TAU)]
     pub tau: f32,
+    /// Ordinary batch norm instead of tdBN (threshold-dependent, scaled by α·Vth).
+    #[arg(long)]
+    pub plain_bn: bool,
     /// Comma-separated class names (default class0, class1, ...).
     #[arg(long, value_delimiter = ',')]
     pub class_names: Option<Vec<String>>,
@@ -80,28 +133,38 @@ pub struct InitArgs {
     /// Skip calibration (BN mean 0, variance 1: most layers then stay silent).
     #[arg(long)]
     pub no_calibrate: bool,
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// Output file (.safetensors).
     pub out: PathBuf,
 }
 
 fn parse_arch(s: &str) -> Result<Architecture, String> {
     s.parse()
-        .map_err(|e: inflor::snn::arch::UnknownArchitecture| e.to_string())
+        .map_err(|e: inflor::model::arch::UnknownArchitecture| e.to_string())
 }
 
-fn parse_input(s: &str) -> Result<(usize, usize, usize), String> {
+/// `CxHxW` with C = 2 (the binner's OFF and ON channels) and H, W in 1..=65535.
+fn parse_input(s: &str) -> Result<(usize, u16, u16), String> {
     let parts: Vec<&str> = s.split(['x', 'X']).collect();
     let [c, h, w] = parts.as_slice() else {
         return Err(format!("expected CxHxW such as 2x48x48, found {s:?}"));
     };
     let num = |p: &str| {
         p.trim()
-            .parse::<usize>()
+            .parse::<u16>()
             .ok()
             .filter(|&n| n > 0)
-            .ok_or_else(|| format!("{p:?} in {s:?} is not a positive integer"))
+            .ok_or_else(|| format!("{p:?} in {s:?} is not an integer in 1..=65535"))
     };
-    Ok((num(c)?, num(h)?, num(w)?))
+    let c = usize::from(num(c)?);
+    if c != POLARITY_CHANNELS {
+        return Err(format!(
+            "{c} input channels: event frames have {POLARITY_CHANNELS} (OFF and ON counts), so C must be 2"
+        ));
+    }
+    Ok((c, num(h)?, num(w)?))
 }
 
 /// Runs the command.
@@ -112,15 +175,19 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
     }
 }
 
+/// `[C, H, W]` of a network shape (which is NHWC internally), as users give inputs.
+fn chw(s: inflor::snn::Shape) -> String {
+    format!("{}x{}x{}", s.channels, s.height, s.width)
+}
+
 fn info(args: &InfoArgs) -> anyhow::Result<()> {
-    let model = Model::load(&args.model)
-        .map_err(bad_input)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let model = crate::app::load_model(&args.model)?;
     let network = &model.network;
     let macs: u64 = (0..network.nodes().len())
         .map(|i| network.dense_macs(i))
         .sum();
     let m = &model.metadata;
+    let state_bytes = 4 * (network.neuron_count() + network.classes());
     if args.json {
         let layers: Vec<serde_json::Value> = network
             .nodes()
@@ -132,7 +199,7 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
                     "name": n.name,
                     "op": n.op.name(),
                     "inputs": n.inputs,
-                    "shape": [n.shape.height, n.shape.width, n.shape.channels],
+                    "shape_chw": [n.shape.channels, n.shape.height, n.shape.width],
                     "parameters": n.op.parameter_count(),
                     "dense_macs_per_timestep": network.dense_macs(i),
                     "binary_input": n.inputs.first().is_some_and(|&j| network.is_binary(j)),
@@ -145,21 +212,45 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
             "stored_parameters": model.stored_parameter_count(),
             "folded_parameters": network.parameter_count(),
             "neurons": network.neuron_count(),
-            "state_bytes_per_stream": 4 * (network.neuron_count() + network.classes()),
+            "state_bytes_per_stream": state_bytes,
             "dense_macs_per_timestep": macs,
             "layers": layers,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    let a = &m.architecture;
     let n = &m.neuron;
     let i = &m.input;
+    let bn_nodes: Vec<(f32, bool, f32)> = m
+        .graph
+        .nodes
+        .iter()
+        .filter_map(|node| match node.op {
+            NodeOp::BatchNorm {
+                alpha,
+                threshold_scaled,
+                eps,
+                ..
+            } => Some((alpha, threshold_scaled, eps)),
+            _ => None,
+        })
+        .collect();
     println!("model:            {}", args.model.display());
     println!("format version:   {}", m.format_version);
     println!(
-        "architecture:     {} (input {}x{}x{}, {} classes)",
-        a.arch, a.channels, a.height, a.width, a.classes
+        "graph:            {} nodes{}, input {}, {} {}",
+        m.graph.nodes.len(),
+        m.provenance
+            .architecture
+            .as_deref()
+            .map_or(String::new(), |a| format!(" (made as {a})")),
+        chw(network.input_shape()),
+        network.classes(),
+        if network.classes() == 1 {
+            "class"
+        } else {
+            "classes"
+        }
     );
     println!(
         "neuron:           {} (Vth {}, surrogate {}, MPR {})",
@@ -168,20 +259,24 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
         serde_json::to_string(&n.surrogate)?,
         if n.mpr { "on" } else { "off" }
     );
+    if !bn_nodes.is_empty() {
+        let td = bn_nodes.iter().filter(|b| b.1).count();
+        let residual = bn_nodes.iter().filter(|b| b.0 != 1.0).count();
+        println!(
+            "batch norm:       {} ({} tdBN, {} with α ≠ 1), folded into the convs at load",
+            bn_nodes.len(),
+            td,
+            residual
+        );
+    }
     println!(
-        "batch norm:       {} (eps {})",
-        serde_json::to_string(&m.batch_norm.kind)?.trim_matches('"'),
-        m.batch_norm.eps
-    );
-    println!(
-        "input:            {}x{}x{}, T = {}, window {}, resize {}, normalisation {}",
-        i.channels,
+        "input:            2x{}x{} (OFF, ON), T = {}, window {}, resize {}, normalization {}",
         i.height,
         i.width,
         i.timesteps,
-        serde_json::to_string(&i.window)?,
+        i.window,
         serde_json::to_string(&i.resize)?.trim_matches('"'),
-        serde_json::to_string(&i.normalisation)?
+        serde_json::to_string(&i.normalization)?.trim_matches('"')
     );
     println!("classes:          {}", m.class_names.join(", "));
     println!(
@@ -196,13 +291,13 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
     println!(
         "neurons:          {} (state {} KiB per stream)",
         network.neuron_count(),
-        4 * (network.neuron_count() + network.classes()) / 1024
+        state_bytes / 1024
     );
     println!("dense MACs/step:  {macs}");
     println!();
     println!(
         "{:>4}  {:<24} {:<15} {:>13} {:>11} {:>14}  input",
-        "node", "name", "op", "shape", "params", "MACs/step"
+        "node", "name", "op", "shape (CxHxW)", "params", "MACs/step"
     );
     for (idx, node) in network.nodes().iter().enumerate() {
         let input = match &node.op {
@@ -228,7 +323,7 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
             idx,
             node.name,
             node.op.name(),
-            node.shape.to_string(),
+            chw(node.shape),
             node.op.parameter_count(),
             network.dense_macs(idx),
             input
@@ -245,80 +340,85 @@ fn describe_neuron(kind: NeuronKind) -> String {
 }
 
 fn init(args: &InitArgs) -> anyhow::Result<()> {
-    let (channels, height, width) = args.input;
+    check_output(&args.out, args.force)?;
+    let (channels, height, width) = args.input.input;
+    let input = args.input.spec()?;
+    let classes = usize::try_from(args.classes).map_err(bad_input)?;
     let spec = ArchSpec {
         arch: args.arch,
         channels,
-        height,
-        width,
-        classes: args.classes,
+        height: usize::from(height),
+        width: usize::from(width),
+        classes,
     };
-    if args.timesteps == 0 {
-        return Err(bad_input(anyhow::anyhow!("--timesteps must be at least 1")));
+    let neuron = args.neuron.kind(args.tau);
+    if !neuron.is_valid() {
+        return Err(bad_input(anyhow::anyhow!(
+            "--tau {} is not in (0, 1]",
+            args.tau
+        )));
     }
-    let blueprint = Blueprint::new(spec).map_err(bad_input)?;
-    let mut metadata = Metadata::new(spec, args.timesteps);
-    metadata.neuron.model = match args.neuron {
-        NeuronArg::Srif => NeuronKind::Srif,
-        NeuronArg::IfHard => NeuronKind::IfHard,
-        NeuronArg::LifHard => NeuronKind::LifHard { tau: args.tau },
+    let bn = BatchNormConfig {
+        kind: if args.plain_bn {
+            BatchNormKind::Plain
+        } else {
+            BatchNormKind::Td
+        },
+        ..BatchNormConfig::default()
     };
-    if !metadata.neuron.model.is_valid() {
-        return Err(bad_input(anyhow::anyhow!("--tau must be in (0, 1]")));
-    }
+    let graph = spec.graph(bn).map_err(bad_input)?;
+    let mut metadata = Metadata::new(graph, input)?;
+    metadata.neuron.model = neuron;
     if let Some(names) = &args.class_names {
-        if names.len() != args.classes {
+        if names.len() != classes {
             return Err(bad_input(anyhow::anyhow!(
                 "{} class names given for {} classes",
                 names.len(),
-                args.classes
+                classes
             )));
         }
         metadata.class_names = names.clone();
     }
-    let mut params = blueprint.random_parameters(args.seed);
-    let mut provenance = Provenance {
+    let params = metadata.graph.random_parameters(args.seed);
+    metadata.provenance = Provenance {
         created_by: format!("inflor {} model init", env!("CARGO_PKG_VERSION")),
         origin: "random".into(),
+        architecture: Some(args.arch.name().to_owned()),
         seed: Some(args.seed),
         ..Provenance::default()
     };
+    let mut model = Model::new(metadata, params)?;
     if !args.no_calibrate {
         let settings = Calibration {
             target_rate: args.target_rate,
             samples: args.calibration_samples,
-            timesteps: args.timesteps,
+            timesteps: input.timesteps,
             input_density: args.calibration_density,
             seed: args.seed,
         };
         let started = std::time::Instant::now();
-        let report = calibrate(
-            &blueprint,
-            &mut params,
-            metadata.neuron.model,
-            metadata.batch_norm,
-            &settings,
-        )
+        let layers = model.network.neuron_nodes().count() as u64;
+        let bar = crate::app::progress_bar(layers, "calibrating");
+        let report = calibrate(&mut model, &settings, &mut |done, _, layer| {
+            bar.set_position(done as u64);
+            bar.set_message(layer.to_owned());
+        })
         .map_err(|e| match e {
-            inflor::exec::dense::CalibrationError::Settings => bad_input(e),
+            CalibrationError::Settings => bad_input(e),
             other => anyhow::Error::new(other),
         })?;
-        tracing::info!(
-            layers = report.layers.len(),
-            seconds = started.elapsed().as_secs_f64(),
-            "calibrated"
-        );
+        bar.finish_and_clear();
         let rates: serde_json::Map<String, serde_json::Value> = report
             .layers
             .iter()
             .map(|(name, rate)| (name.clone(), serde_json::json!(rate)))
             .collect();
-        provenance.extra.insert(
+        model.metadata.provenance.extra.insert(
             "calibration".into(),
             serde_json::json!({
                 "target_rate": args.target_rate,
                 "samples": args.calibration_samples,
-                "timesteps": args.timesteps,
+                "timesteps": input.timesteps,
                 "input_density": args.calibration_density,
                 "inputs": "seeded synthetic sparse frames (not sensor data)",
                 "rates": rates,
@@ -327,25 +427,25 @@ fn init(args: &InitArgs) -> anyhow::Result<()> {
         let mean =
             report.layers.iter().map(|(_, r)| r).sum::<f64>() / report.layers.len().max(1) as f64;
         eprintln!(
-            "calibrated {} neuron layers to a mean firing rate of {:.3} (target {})",
+            "calibrated {} neuron layers in {:.1} s to a mean firing rate of {:.3} (target {})",
             report.layers.len(),
+            started.elapsed().as_secs_f64(),
             mean,
             args.target_rate
         );
     }
-    metadata.provenance = provenance;
-    let model = Model::new(metadata, params)?;
     model
         .save(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!(
-        "wrote {} ({} {}x{}x{}, {} classes, {} parameters)",
+        "wrote {} ({} {}x{}x{}, {} {}, {} parameters)",
         args.out.display(),
         spec.arch,
         channels,
         height,
         width,
-        args.classes,
+        classes,
+        if classes == 1 { "class" } else { "classes" },
         model.stored_parameter_count()
     );
     Ok(())
@@ -362,6 +462,9 @@ mod tests {
         assert!(parse_input("2x48").is_err());
         assert!(parse_input("0x48x48").is_err());
         assert!(parse_input("ax48x48").is_err());
+        let three = parse_input("3x48x48").unwrap_err();
+        assert!(three.contains("C must be 2"), "{three}");
+        assert!(parse_input("2x70000x48").is_err());
         assert_eq!(parse_arch("vgg-snn"), Ok(Architecture::VggSnn));
         assert!(parse_arch("lenet").is_err());
     }

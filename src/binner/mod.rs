@@ -28,6 +28,7 @@
 
 mod counts;
 pub mod frame;
+mod input;
 pub mod normalize;
 pub mod npy;
 mod recording;
@@ -38,6 +39,7 @@ pub mod window;
 use serde::{Deserialize, Serialize};
 
 pub use frame::{FrameShape, SparseFrame};
+pub use input::{InputSpec, SplitBy, WindowPolicy};
 pub use normalize::Normalization;
 pub use recording::{BinStats, FrameBinner};
 pub use resize::{ResizeMode, SplatTable};

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 /// How each frame's values are normalised after binning and resizing. All of these map zero to
 /// zero, so a sparse frame stays sparse. Serialised by name: `"none"`, `"binary"`,
 /// `"max_per_frame"`, `"log1p"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Normalization {
     /// Raw (resized) event counts, as SpikingJelly's frames.

@@ -30,7 +30,7 @@ use super::{BinnerError, FrameSpec, POLARITY_CHANNELS};
 
 /// How a count frame is resized from sensor resolution to model input, named as in
 /// `torch.nn.functional.interpolate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ResizeMode {
     /// `mode='nearest'`: each output takes the sensor pixel at `floor(o · in / out)`.

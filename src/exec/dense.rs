@@ -1,68 +1,82 @@
-//! The dense executor: every conv as im2col + f64 GEMM (`matrixmultiply::dgemm`), every
-//! linear as a GEMM over timesteps, then the neuron scan. It touches every neuron and every
-//! weight, so its cost does not depend on the input; it is the fast path for dense activity and
-//! the baseline the event-driven executor is measured against.
+//! The dense executor: every conv as im2col + f64 GEMM ([`crate::kernels`]), every linear as
+//! a GEMM over timesteps, then the neuron scan. It touches every neuron and every weight, so
+//! its cost does not depend on the input; it is the fast path for dense activity and the
+//! baseline the event-driven executor is measured against.
 //!
-//! It runs **layer-major**: each node is computed for all T timesteps before the next node.
-//! That is valid because layers only feed forward (the recurrence is inside each neuron, whose
-//! scan over t runs in order), and it lets one GEMM cover T×P rows, so the weight matrix is
-//! packed once per layer instead of once per timestep; the im2col rows are processed in chunks
-//! to bound scratch memory. Each node's T×len output is freed (to a pool) after its last
-//! consumer, so peak memory is a few layers × T, not the whole network × T.
+//! It runs **layer-major**: each node is computed for all the call's timesteps before the
+//! next node. That is valid because layers only feed forward (the recurrence is inside each
+//! neuron, whose scan over t runs in order from the state's membranes), and it lets one GEMM
+//! cover T×P rows, so the weight matrix is packed once per layer instead of once per
+//! timestep; the im2col rows are processed in chunks to bound scratch memory, and each chunk's
+//! rows in bands across the pool's threads. Each node's T×len output is freed (for reuse)
+//! after its last consumer, so peak memory is a few layers × T, not the whole network × T.
 //!
 //! Exactness: the GEMM sums in its own blocked order, but in f64 the sums are exact (see the
 //! contract in `exec`), so its spikes and logits equal the reference executor's bit for bit.
-//! Weights are converted to f64 once, when the executor is prepared for a network.
+//! Weights are converted to f64 once, when the plan is built, and weights and biases are read
+//! from the plan's own network only.
+
+use rayon::prelude::*;
 
 use crate::binner::SparseFrame;
+use crate::exec::pool::{Pool, within};
 use crate::exec::stats::{FanOut, InferenceStats, QuantizationError};
-use crate::exec::{
-    ExecError, Executor, LayerSpikes, Output, RunOptions, frame_to_nhwc, validate_run,
-};
-use crate::snn::arch::{
-    BatchNormConfig, BatchNormKind, Blueprint, BuildError, LayerOp, Parameters,
-};
+use crate::exec::{ConvNode, LayerSpikes, RunOptions, RunOutput, State, frame_to_nhwc};
+use crate::kernels::{ConvGeometry, Transpose, dgemm, im2col};
 use crate::snn::network::{Network, Op, Shape};
-use crate::snn::neuron::{NeuronKind, fire};
-use crate::snn::state::State;
+use crate::snn::neuron::fire;
 
 /// Target size of one im2col chunk, in f64 values (8 MiB).
 const CHUNK_VALUES: usize = 1 << 20;
 
-/// Identifies the network an executor was prepared for (shapes, ops and parameter count).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Fingerprint(Vec<(&'static str, Shape, usize)>);
+/// Fewest im2col rows per band when a chunk is split across threads: smaller GEMMs lose more
+/// to packing than a thread gains.
+const BAND_ROWS: usize = 64;
 
-impl Fingerprint {
-    fn of(network: &Network) -> Self {
-        Self(
-            network
-                .nodes()
-                .iter()
-                .map(|n| (n.op.name(), n.shape, n.op.parameter_count()))
-                .collect(),
-        )
-    }
-}
-
-/// The dense executor, prepared for one network. Owns all scratch; reuse it across runs.
+/// What the dense executor computes once per network: f64 weights and fan-out tables.
 #[derive(Debug)]
-pub struct DenseExecutor {
-    fingerprint: Fingerprint,
+pub struct DensePlan {
     /// Per node: f64 weights of Conv2d ([Cin·Kh·Kw][Cout]) and Linear ([In][Out]).
     weights: Vec<Vec<f64>>,
     /// Per node: fan-out tables for counting synaptic ops.
     fan_outs: Vec<Option<FanOut>>,
     /// Per node: the last node that reads its output.
     last_use: Vec<usize>,
+}
+
+/// The dense executor's per-worker buffers.
+#[derive(Debug, Default)]
+pub struct DenseScratch {
     /// Per node: its output for all timesteps, `[T][len]`, while still needed.
     values: Vec<Vec<f32>>,
     /// Buffers of freed node outputs, reused.
-    pool: Vec<Vec<f32>>,
+    free: Vec<Vec<f32>>,
     /// im2col chunk [rows][K] (also a linear's f64 input).
     cols: Vec<f64>,
     /// GEMM result chunk [rows][Cout].
     acc: Vec<f64>,
+}
+
+impl DenseScratch {
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        let f32s: usize = self
+            .values
+            .iter()
+            .chain(&self.free)
+            .map(Vec::capacity)
+            .sum();
+        f32s * std::mem::size_of::<f32>()
+            + (self.cols.capacity() + self.acc.capacity()) * std::mem::size_of::<f64>()
+    }
+
+    /// A zeroed buffer of `len` values, from the freed ones when possible.
+    fn buffer(&mut self, len: usize) -> Vec<f32> {
+        let mut b = self.free.pop().unwrap_or_default();
+        b.clear();
+        b.resize(len, 0.0);
+        b
+    }
 }
 
 fn f64_weights(op: &Op) -> Vec<f64> {
@@ -74,9 +88,29 @@ fn f64_weights(op: &Op) -> Vec<f64> {
     }
 }
 
-impl DenseExecutor {
-    /// Prepares an executor for `network` (converts weights to f64, builds fan-out tables).
-    pub fn new(network: &Network) -> Self {
+/// The im2col rows `first..first + rows` of a layer-major input `x` (`[T][in_len]`), whose
+/// row r is timestep r / P, output pixel r % P.
+fn im2col_rows(g: &ConvGeometry, x: &[f32], first: usize, rows: usize, cols: &mut [f64]) {
+    let (p, k, in_len) = (g.out_pixels(), g.columns(), g.in_len());
+    let mut r = 0;
+    while r < rows {
+        let (t, pos) = ((first + r) / p, (first + r) % p);
+        let n = (p - pos).min(rows - r);
+        im2col(
+            g,
+            &x[t * in_len..][..in_len],
+            pos,
+            n,
+            &mut cols[r * k..][..n * k],
+            f64::from,
+        );
+        r += n;
+    }
+}
+
+impl DensePlan {
+    /// Prepares `network`: f64 weights and fan-out tables.
+    pub(crate) fn new(network: &Network) -> Self {
         let nodes = network.nodes();
         let mut last_use: Vec<usize> = (0..nodes.len()).collect();
         for (i, n) in nodes.iter().enumerate() {
@@ -85,114 +119,55 @@ impl DenseExecutor {
             }
         }
         Self {
-            fingerprint: Fingerprint::of(network),
             weights: nodes.iter().map(|n| f64_weights(&n.op)).collect(),
             fan_outs: (0..nodes.len()).map(|i| FanOut::of(network, i)).collect(),
             last_use,
-            values: vec![Vec::new(); nodes.len()],
-            pool: Vec::new(),
-            cols: Vec::new(),
-            acc: Vec::new(),
         }
     }
 
-    /// Re-prepares node `node` after its weights changed in an otherwise identical network
-    /// (calibration adjusts one layer at a time).
-    pub fn refresh_node(&mut self, network: &Network, node: usize) {
-        if let (Some(slot), Some(n)) = (self.weights.get_mut(node), network.nodes().get(node)) {
-            *slot = f64_weights(&n.op);
-        }
-        self.fingerprint = Fingerprint::of(network);
+    /// Bytes of the f64 weights.
+    pub fn cache_bytes(&self) -> usize {
+        self.weights
+            .iter()
+            .map(|w| w.len() * std::mem::size_of::<f64>())
+            .sum()
     }
 
-    /// A zeroed buffer of `len` values, from the pool when possible.
-    fn buffer(&mut self, len: usize) -> Vec<f32> {
-        let mut b = self.pool.pop().unwrap_or_default();
-        b.clear();
-        b.resize(len, 0.0);
-        b
-    }
-}
-
-/// C[m×n] (row-major, preloaded) += A[m×k] · B[k×n], all row-major f64.
-fn gemm_acc(m: usize, k: usize, n: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    if m == 0 || n == 0 || k == 0 {
-        return;
-    }
-    // SAFETY: the assert above guarantees each matrix lies within its slice for the given
-    // row-major strides; `c` is uniquely borrowed and does not alias `a` or `b`.
-    unsafe {
-        matrixmultiply::dgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            1.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
-}
-
-impl Executor for DenseExecutor {
-    fn name(&self) -> &'static str {
-        "dense"
-    }
-
-    fn run(
-        &mut self,
+    /// Runs `frames` from `state` (validated by the caller), calling `observer(node, t,
+    /// values)` with every node's output at every timestep (node by node, then t), and
+    /// computing only nodes up to `stop_after` when given (the logits are then meaningless).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run(
+        &self,
         network: &Network,
-        state: &mut State,
-        frames: &[SparseFrame],
-        options: &RunOptions,
-    ) -> Result<Output, ExecError> {
-        self.run_observed(network, state, frames, options, None, &mut |_, _, _| {})
-    }
-}
-
-impl DenseExecutor {
-    /// [`Executor::run`], calling `observer(node, t, values)` with every node's output at every
-    /// timestep (node by node, then t), and computing only nodes up to `stop_after` when given
-    /// (the logits are then meaningless). Used by calibration and inspection.
-    pub fn run_observed(
-        &mut self,
-        network: &Network,
+        scratch: &mut DenseScratch,
         state: &mut State,
         frames: &[SparseFrame],
         options: &RunOptions,
         stop_after: Option<usize>,
         observer: &mut dyn FnMut(usize, usize, &[f32]),
-    ) -> Result<Output, ExecError> {
-        if Fingerprint::of(network) != self.fingerprint {
-            return Err(ExecError::NetworkMismatch);
-        }
-        validate_run(network, state, frames, options)?;
-        state.reset();
+        pool: Option<&Pool>,
+    ) -> RunOutput {
         let nodes = network.nodes();
         let steps = frames.len();
         let last = stop_after.unwrap_or(nodes.len() - 1).min(nodes.len() - 1);
+        let threads = pool.map_or(1, Pool::threads);
         let mut stats = InferenceStats::new(network);
         stats.timesteps = steps as u64;
         stats.quantization = options.quantization_node.map(QuantizationError::new);
         let mut spikes: Option<Vec<LayerSpikes>> = options.record_spikes.then(Vec::new);
-        for v in self.values.iter_mut() {
-            if !v.is_empty() {
-                self.pool.push(std::mem::take(v));
+        scratch.values.resize_with(nodes.len(), Vec::new);
+        for i in 0..scratch.values.len() {
+            if !scratch.values[i].is_empty() {
+                let freed = std::mem::take(&mut scratch.values[i]);
+                scratch.free.push(freed);
             }
         }
 
         for (i, node) in nodes.iter().enumerate().take(last + 1) {
             let s = node.shape;
             let len = s.len();
-            let mut out = self.buffer(steps * len);
+            let mut out = scratch.buffer(steps * len);
             let in_shape = node.inputs.first().map_or(s, |&j| nodes[j].shape);
             let in_len = in_shape.len();
             let row = &mut stats.nodes[i];
@@ -202,63 +177,56 @@ impl DenseExecutor {
                         frame_to_nhwc(frame, dst);
                     }
                 }
-                Op::Conv2d {
-                    in_ch,
-                    out_ch,
-                    kernel,
-                    stride,
-                    padding,
-                    bias,
-                    ..
-                } => {
-                    let x = &self.values[node.inputs[0]];
-                    let (kh, kw) = *kernel;
-                    let p = s.height * s.width;
-                    let k = in_ch * kh * kw;
-                    let total = steps * p;
+                Op::Conv2d { .. } => {
+                    // Always a conv view: the network validated this node.
+                    let Some(conv) = ConvNode::of(network, i) else {
+                        scratch.values[i] = out;
+                        continue;
+                    };
+                    let g = conv.geometry;
+                    let x = &scratch.values[node.inputs[0]];
+                    let k = g.columns();
+                    let cout = conv.out_channels;
+                    let weights = &self.weights[i];
+                    let total = steps * g.out_pixels();
                     let chunk = (CHUNK_VALUES / k.max(1)).clamp(1, total.max(1));
                     let mut start = 0;
                     while start < total {
                         let rows = chunk.min(total - start);
-                        self.cols.clear();
-                        self.cols.resize(rows * k, 0.0);
-                        for r in 0..rows {
-                            let (t, pos) = ((start + r) / p, (start + r) % p);
-                            let (oy, ox) = (pos / s.width, pos % s.width);
-                            let xt = &x[t * in_len..][..in_len];
-                            let col = &mut self.cols[r * k..][..k];
-                            for ky in 0..kh {
-                                let iy = (oy * stride + ky) as isize - *padding as isize;
-                                if iy < 0 || iy as usize >= in_shape.height {
-                                    continue;
-                                }
-                                for kx in 0..kw {
-                                    let ix = (ox * stride + kx) as isize - *padding as isize;
-                                    if ix < 0 || ix as usize >= in_shape.width {
-                                        continue;
-                                    }
-                                    let src = &xt[in_shape.index(iy as usize, ix as usize, 0)..]
-                                        [..*in_ch];
-                                    for (ci, &v) in src.iter().enumerate() {
-                                        col[(ci * kh + ky) * kw + kx] = f64::from(v);
-                                    }
-                                }
-                            }
-                        }
-                        self.acc.clear();
+                        scratch.cols.resize(rows * k, 0.0);
+                        scratch.acc.clear();
                         for _ in 0..rows {
-                            self.acc.extend(bias.iter().map(|&b| f64::from(b)));
+                            scratch.acc.extend(conv.bias.iter().map(|&b| f64::from(b)));
                         }
-                        gemm_acc(
-                            rows,
-                            k,
-                            *out_ch,
-                            &self.cols,
-                            &self.weights[i],
-                            &mut self.acc,
-                        );
-                        let dst = &mut out[start * out_ch..][..rows * out_ch];
-                        for (o, &a) in dst.iter_mut().zip(&self.acc) {
+                        let band = |first: usize, cols: &mut [f64], acc: &mut [f64]| {
+                            let n = acc.len() / cout.max(1);
+                            im2col_rows(&g, x, start + first, n, cols);
+                            dgemm(
+                                n,
+                                k,
+                                cout,
+                                cols,
+                                Transpose::No,
+                                weights,
+                                Transpose::No,
+                                1.0,
+                                acc,
+                            );
+                        };
+                        let per_band = rows.div_ceil(threads).max(BAND_ROWS);
+                        if threads > 1 && rows > per_band {
+                            let (cols, acc) = (&mut scratch.cols, &mut scratch.acc);
+                            within(pool, || {
+                                cols.par_chunks_mut(per_band * k)
+                                    .zip(acc.par_chunks_mut(per_band * cout))
+                                    .enumerate()
+                                    .for_each(|(b, (c, a))| band(b * per_band, c, a));
+                            });
+                        } else {
+                            band(0, &mut scratch.cols, &mut scratch.acc);
+                        }
+                        let dst = &mut out[start * cout..][..rows * cout];
+                        for (o, &a) in dst.iter_mut().zip(&scratch.acc) {
                             *o = a as f32;
                         }
                         start += rows;
@@ -269,7 +237,7 @@ impl DenseExecutor {
                         }
                     }
                     row.dense_macs += network.dense_macs(i) * steps as u64;
-                    row.performed_ops += (total * k * out_ch) as u64;
+                    row.performed_ops += (total * k * cout) as u64;
                 }
                 Op::Linear {
                     in_features,
@@ -277,22 +245,25 @@ impl DenseExecutor {
                     bias,
                     ..
                 } => {
-                    let x = &self.values[node.inputs[0]];
-                    self.cols.clear();
-                    self.cols.extend(x.iter().map(|&v| f64::from(v)));
-                    self.acc.clear();
+                    let x = &scratch.values[node.inputs[0]];
+                    scratch.cols.clear();
+                    scratch.cols.extend(x.iter().map(|&v| f64::from(v)));
+                    scratch.acc.clear();
                     for _ in 0..steps {
-                        self.acc.extend(bias.iter().map(|&b| f64::from(b)));
+                        scratch.acc.extend(bias.iter().map(|&b| f64::from(b)));
                     }
-                    gemm_acc(
+                    dgemm(
                         steps,
                         *in_features,
                         *out_features,
-                        &self.cols,
+                        &scratch.cols,
+                        Transpose::No,
                         &self.weights[i],
-                        &mut self.acc,
+                        Transpose::No,
+                        1.0,
+                        &mut scratch.acc,
                     );
-                    for (o, &a) in out.iter_mut().zip(&self.acc) {
+                    for (o, &a) in out.iter_mut().zip(&scratch.acc) {
                         *o = a as f32;
                     }
                     if let Some(f) = &self.fan_outs[i] {
@@ -304,33 +275,34 @@ impl DenseExecutor {
                     row.performed_ops += (steps * in_features * out_features) as u64;
                 }
                 Op::AvgPool { k, stride } | Op::SumPool { k, stride } => {
-                    let x = &self.values[node.inputs[0]];
+                    let x = &scratch.values[node.inputs[0]];
                     let divisor = match node.op {
                         Op::AvgPool { .. } => (k * k) as f64,
                         _ => 1.0,
                     };
                     for (xt, ot) in x.chunks_exact(in_len).zip(out.chunks_exact_mut(len)) {
-                        pool(xt, in_shape, s, *k, *stride, divisor, &mut self.acc, ot);
+                        pool_step(xt, in_shape, s, *k, *stride, divisor, &mut scratch.acc, ot);
                     }
                 }
                 Op::GlobalAvgPool => {
-                    let x = &self.values[node.inputs[0]];
+                    let x = &scratch.values[node.inputs[0]];
                     let count = (in_shape.height * in_shape.width) as f64;
+                    let acc = &mut scratch.acc;
                     for (xt, ot) in x.chunks_exact(in_len).zip(out.chunks_exact_mut(len)) {
-                        self.acc.clear();
-                        self.acc.resize(s.channels, 0.0);
+                        acc.clear();
+                        acc.resize(s.channels, 0.0);
                         for pixel in xt.chunks_exact(in_shape.channels) {
-                            for (a, &v) in self.acc.iter_mut().zip(pixel) {
+                            for (a, &v) in acc.iter_mut().zip(pixel) {
                                 *a += f64::from(v);
                             }
                         }
-                        for (o, &a) in ot.iter_mut().zip(&self.acc) {
+                        for (o, &a) in ot.iter_mut().zip(acc.iter()) {
                             *o = (a / count) as f32;
                         }
                     }
                 }
                 Op::Neuron(kind) => {
-                    let x = &self.values[node.inputs[0]];
+                    let x = &scratch.values[node.inputs[0]];
                     let membranes = &mut state.membranes[network.membrane_range(i)];
                     let mut layer = LayerSpikes {
                         node: i,
@@ -354,6 +326,7 @@ impl DenseExecutor {
                             }
                             _ => kind.step_all(membranes, xt, ot) as u64,
                         };
+                        let row = &mut stats.nodes[i];
                         row.spikes += fired;
                         row.neuron_updates += len as u64;
                         row.neuron_updates_total += len as u64;
@@ -372,14 +345,17 @@ impl DenseExecutor {
                     }
                 }
                 Op::Add => {
-                    let (a, b) = (&self.values[node.inputs[0]], &self.values[node.inputs[1]]);
+                    let (a, b) = (
+                        &scratch.values[node.inputs[0]],
+                        &scratch.values[node.inputs[1]],
+                    );
                     for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
                         *o = (f64::from(a) + f64::from(b)) as f32;
                     }
                 }
-                Op::Flatten => out.copy_from_slice(&self.values[node.inputs[0]]),
+                Op::Flatten => out.copy_from_slice(&scratch.values[node.inputs[0]]),
                 Op::Output => {
-                    let x = &self.values[node.inputs[0]];
+                    let x = &scratch.values[node.inputs[0]];
                     for xt in x.chunks_exact(len) {
                         for (sum, &v) in state.output_sum.iter_mut().zip(xt) {
                             *sum += v;
@@ -391,29 +367,30 @@ impl DenseExecutor {
             for (t, ot) in out.chunks_exact(len).enumerate() {
                 observer(i, t, ot);
             }
-            self.values[i] = out;
+            scratch.values[i] = out;
             // Free inputs nobody reads after this node.
             for &j in &node.inputs {
-                if self.last_use[j] == i && !self.values[j].is_empty() {
-                    let freed = std::mem::take(&mut self.values[j]);
-                    self.pool.push(freed);
+                if self.last_use[j] == i && !scratch.values[j].is_empty() {
+                    let freed = std::mem::take(&mut scratch.values[j]);
+                    scratch.free.push(freed);
                 }
             }
         }
-        state.timesteps = steps as u32;
-        Ok(Output {
+        state.steps += steps as u64;
+        state.output_steps += steps as u32;
+        RunOutput {
             logits: state.logits(),
             timesteps: steps,
             spikes,
             stats,
-        })
+        }
     }
 }
 
 /// k×k pooling of one timestep with the window sum in f64, divided by `divisor` (k² for
 /// average, 1 for sum).
 #[allow(clippy::too_many_arguments)]
-fn pool(
+fn pool_step(
     x: &[f32],
     in_shape: Shape,
     s: Shape,
@@ -443,345 +420,4 @@ fn pool(
             }
         }
     }
-}
-
-/// Settings of [`calibrate`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Calibration {
-    /// Firing rate to aim for in every hidden neuron layer.
-    pub target_rate: f64,
-    /// Synthetic recordings to measure on.
-    pub samples: usize,
-    /// Frames per recording.
-    pub timesteps: usize,
-    /// Fraction of nonzero input values per frame.
-    pub input_density: f64,
-    /// Seed of the synthetic inputs.
-    pub seed: u64,
-}
-
-impl Default for Calibration {
-    fn default() -> Self {
-        Self {
-            target_rate: 0.15,
-            samples: 2,
-            timesteps: 10,
-            input_density: 0.05,
-            seed: 0,
-        }
-    }
-}
-
-/// Why calibration failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CalibrationError {
-    /// The parameters do not build a network.
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    /// A run failed.
-    #[error(transparent)]
-    Exec(#[from] ExecError),
-    /// Bad settings.
-    #[error(
-        "calibration needs samples ≥ 1, timesteps ≥ 1, a target rate in (0, 1) and a density in [0, 1]"
-    )]
-    Settings,
-}
-
-/// The firing rate each neuron layer reached after calibration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CalibrationReport {
-    /// (neuron node name, firing rate on the calibration inputs), in order.
-    pub layers: Vec<(String, f64)>,
-}
-
-/// Sets BN statistics (and FC biases that feed neurons) so that every hidden neuron layer fires
-/// at about `target_rate` on seeded synthetic inputs, layer by layer in topological order:
-///
-/// 1. every BN upstream of the next neuron layer gets the running mean and variance of its
-///    conv's raw output, measured on the inputs (so BN normalises them as in training);
-/// 2. the neuron layer's input currents are recorded, and one shift δ is found by bisection
-///    such that simulating the neurons on `current + δ` gives the target rate;
-/// 3. δ is added to the BN bias β (or the FC bias) on the main path into that layer; a shift
-///    passes unchanged through average pools, flattening and the first input of a residual sum.
-///
-/// Later layers are measured with earlier ones already calibrated.
-pub fn calibrate(
-    blueprint: &Blueprint,
-    params: &mut Parameters,
-    neuron: NeuronKind,
-    bn: BatchNormConfig,
-    settings: &Calibration,
-) -> Result<CalibrationReport, CalibrationError> {
-    let Calibration {
-        target_rate,
-        samples,
-        timesteps,
-        input_density,
-        seed,
-    } = *settings;
-    if samples == 0
-        || timesteps == 0
-        || !(target_rate > 0.0 && target_rate < 1.0)
-        || !(0.0..=1.0).contains(&input_density)
-    {
-        return Err(CalibrationError::Settings);
-    }
-    let mut network = blueprint.build(params, neuron, bn)?;
-    let mut executor = DenseExecutor::new(&network);
-    let mut state = State::new(&network);
-    let shape = crate::exec::input_frame_shape(&network);
-    let inputs: Vec<Vec<SparseFrame>> = (0..samples as u64)
-        .map(|k| {
-            crate::exec::synthetic_frames(shape, timesteps, input_density, seed.wrapping_add(k))
-        })
-        .collect();
-    let neuron_nodes: Vec<usize> = network.neuron_nodes().collect();
-    let mut standardised = vec![false; network.nodes().len()];
-    let mut report = CalibrationReport { layers: Vec::new() };
-    let options = RunOptions::default();
-    // Refolds one layer after its parameters changed, without rebuilding the rest.
-    let refresh = |network: Network,
-                   executor: &mut DenseExecutor,
-                   params: &Parameters,
-                   layer: usize|
-     -> Result<Network, CalibrationError> {
-        let node = blueprint.build_node(layer, params, neuron, bn)?;
-        let network = network
-            .replace_node(layer, node)
-            .map_err(BuildError::from)?;
-        executor.refresh_node(&network, layer);
-        Ok(network)
-    };
-
-    for &target in &neuron_nodes {
-        // 1. Standardise the BNs of convs feeding this layer.
-        let convs: Vec<usize> = upstream_convs(&network, target)
-            .into_iter()
-            .filter(|&c| !standardised[c])
-            .collect();
-        if let Some(&last) = convs.iter().max() {
-            // Per conv, per channel: Σ raw, Σ raw², count.
-            let mut moments: Vec<(Vec<f64>, Vec<f64>, u64)> = convs
-                .iter()
-                .map(|&c| {
-                    let ch = network.nodes()[c].shape.channels;
-                    (vec![0.0; ch], vec![0.0; ch], 0)
-                })
-                .collect();
-            let folds: Vec<(Vec<f64>, Vec<f64>)> = convs
-                .iter()
-                .map(|&c| fold_of(blueprint, params, c, bn))
-                .collect();
-            for frames in &inputs {
-                executor.run_observed(
-                    &network,
-                    &mut state,
-                    frames,
-                    &options,
-                    Some(last),
-                    &mut |node, _, values| {
-                        if let Some(j) = convs.iter().position(|&c| c == node) {
-                            let (scale, shift) = &folds[j];
-                            let (sum, sq, count) = &mut moments[j];
-                            let ch = scale.len();
-                            for pixel in values.chunks_exact(ch) {
-                                for (c, &y) in pixel.iter().enumerate() {
-                                    // Undo the current fold: raw = (y − b) / s.
-                                    let raw = (f64::from(y) - shift[c]) / scale[c];
-                                    sum[c] += raw;
-                                    sq[c] += raw * raw;
-                                }
-                            }
-                            *count += (values.len() / ch.max(1)) as u64;
-                        }
-                    },
-                )?;
-            }
-            for (j, &c) in convs.iter().enumerate() {
-                let (sum, sq, count) = &moments[j];
-                let n = (*count).max(1) as f64;
-                let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
-                let var: Vec<f32> = sum
-                    .iter()
-                    .zip(sq)
-                    .map(|(s, q)| ((q / n - (s / n) * (s / n)).max(1e-6)) as f32)
-                    .collect();
-                if let LayerOp::Conv { bn: name, .. } = &blueprint.layers[c].op {
-                    set(params, &format!("{name}.running_mean"), mean);
-                    set(params, &format!("{name}.running_var"), var);
-                }
-                network = refresh(network, &mut executor, params, c)?;
-                standardised[c] = true;
-            }
-        }
-
-        // 2. Record the layer's input currents.
-        let source = network.nodes()[target].inputs[0];
-        let mut currents: Vec<f32> = Vec::new();
-        for frames in &inputs {
-            executor.run_observed(
-                &network,
-                &mut state,
-                frames,
-                &options,
-                Some(source),
-                &mut |node, _, values| {
-                    if node == source {
-                        currents.extend_from_slice(values);
-                    }
-                },
-            )?;
-        }
-        let Op::Neuron(kind) = network.nodes()[target].op else {
-            continue;
-        };
-        let per_step = network.nodes()[target].shape.len();
-        let rate = |delta: f32| simulated_rate(kind, &currents, per_step, timesteps, delta);
-
-        // 3. Bisect the shift, then apply it.
-        let (mut lo, mut hi) = (-8.0f32, 8.0f32);
-        for _ in 0..30 {
-            let mid = 0.5 * (lo + hi);
-            if rate(mid) < target_rate {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        let delta = 0.5 * (lo + hi);
-        let shifted = apply_shift(blueprint, params, &network, source, delta);
-        if let Some(layer) = shifted {
-            network = refresh(network, &mut executor, params, layer)?;
-        }
-        report
-            .layers
-            .push((network.nodes()[target].name.clone(), rate(delta)));
-    }
-    Ok(report)
-}
-
-/// Convs reachable backwards from `node` through non-spiking nodes.
-fn upstream_convs(network: &Network, node: usize) -> Vec<usize> {
-    let mut found = Vec::new();
-    let mut stack: Vec<usize> = network.nodes()[node].inputs.clone();
-    while let Some(i) = stack.pop() {
-        match network.nodes()[i].op {
-            Op::Conv2d { .. } => found.push(i),
-            Op::Neuron(_) | Op::Input | Op::Linear { .. } => {}
-            _ => stack.extend(network.nodes()[i].inputs.iter().copied()),
-        }
-    }
-    found.sort_unstable();
-    found.dedup();
-    found
-}
-
-/// The folded per-channel (scale, shift) of conv layer `layer` under the current parameters.
-fn fold_of(
-    blueprint: &Blueprint,
-    params: &Parameters,
-    layer: usize,
-    bn: BatchNormConfig,
-) -> (Vec<f64>, Vec<f64>) {
-    let LayerOp::Conv {
-        bn: name, alpha, ..
-    } = &blueprint.layers[layer].op
-    else {
-        return (Vec::new(), Vec::new());
-    };
-    let get = |p: &str| {
-        params
-            .get(&format!("{name}.{p}"))
-            .map(|t| t.data.clone())
-            .unwrap_or_default()
-    };
-    let (gamma, beta, mean, var) = (
-        get("weight"),
-        get("bias"),
-        get("running_mean"),
-        get("running_var"),
-    );
-    let factor = match bn.kind {
-        BatchNormKind::Td => f64::from(*alpha) * f64::from(crate::snn::neuron::VTH),
-        BatchNormKind::Plain => 1.0,
-    };
-    let scale: Vec<f64> = gamma
-        .iter()
-        .zip(&var)
-        .map(|(&g, &v)| f64::from(g) * factor / (f64::from(v) + f64::from(bn.eps)).sqrt())
-        .collect();
-    let shift = beta
-        .iter()
-        .zip(&mean)
-        .zip(&scale)
-        .map(|((&b, &m), &s)| f64::from(b) - f64::from(m) * s)
-        .collect();
-    (scale, shift)
-}
-
-/// Adds `delta` to every output of the weighted node on the main path into `node`; returns
-/// that node.
-fn apply_shift(
-    blueprint: &Blueprint,
-    params: &mut Parameters,
-    network: &Network,
-    mut node: usize,
-    delta: f32,
-) -> Option<usize> {
-    loop {
-        match &network.nodes()[node].op {
-            Op::AvgPool { .. } | Op::Flatten | Op::GlobalAvgPool | Op::Add => {
-                node = network.nodes()[node].inputs[0];
-            }
-            Op::Conv2d { .. } => {
-                if let LayerOp::Conv { bn: name, .. } = &blueprint.layers[node].op
-                    && let Some(t) = params.get_mut(&format!("{name}.bias"))
-                {
-                    t.data.iter_mut().for_each(|b| *b += delta);
-                }
-                return Some(node);
-            }
-            Op::Linear { .. } => {
-                if let Some(t) = params.get_mut(&format!("{}.bias", blueprint.layers[node].name)) {
-                    t.data.iter_mut().for_each(|b| *b += delta);
-                }
-                return Some(node);
-            }
-            _ => return None,
-        }
-    }
-}
-
-fn set(params: &mut Parameters, name: &str, data: Vec<f32>) {
-    if let Some(t) = params.get_mut(name) {
-        t.data = data;
-    }
-}
-
-/// Firing rate of neurons driven by recorded currents (`[sample][t][neuron]`) plus `delta`.
-fn simulated_rate(
-    kind: NeuronKind,
-    currents: &[f32],
-    per_step: usize,
-    timesteps: usize,
-    delta: f32,
-) -> f64 {
-    let per_sample = per_step * timesteps;
-    if per_sample == 0 {
-        return 0.0;
-    }
-    let mut membranes = vec![0.0f32; per_step];
-    let mut spikes = 0u64;
-    for sample in currents.chunks_exact(per_sample) {
-        membranes.fill(0.0);
-        for step in sample.chunks_exact(per_step) {
-            for (u, &x) in membranes.iter_mut().zip(step) {
-                let (o, next) = kind.step(*u, x + delta);
-                *u = next;
-                spikes += o as u64;
-            }
-        }
-    }
-    spikes as f64 / currents.len().max(1) as f64
 }

@@ -1,6 +1,7 @@
-//! Executors: the plain reference ([`reference`](mod@reference)), the dense im2col + GEMM executor
-//! ([`dense`]), the event-driven executor (`sparse`), and spike statistics ([`stats`]).
-//! Imports `snn` and the frame type from `binner`.
+//! Executors: the plain reference ([`reference`](mod@reference)), the dense im2col + GEMM
+//! executor ([`dense`]), the event-driven executor ([`sparse`]), each run through one
+//! [`Plan`] API; and spike statistics ([`stats`]). Imports `snn`, `kernels` and the frame
+//! type from `binner`.
 //!
 //! # The exactness contract (all executors)
 //!
@@ -33,21 +34,55 @@
 //! MPR (φ) is never evaluated at inference (it cannot change a spike); only the quantization
 //! statistic evaluates it.
 //!
-//! # Running
+//! # Plan, State, Scratch
 //!
-//! [`Executor::run`] performs one classification: it resets the stream's [`State`], runs one
-//! timestep per frame, and returns the logits (mean of the output over T), optionally the
-//! spikes of every neuron layer, and [`stats::InferenceStats`].
+//! A [`Plan`] is built once per network and executor kind ([`ExecutorKind`]) and shared
+//! through an `Arc`: it holds every per-network cache (f64 and reordered weights, fan-out
+//! tables, the event-driven executor's background) and the handle of the process's one
+//! thread [`Pool`]. Nothing in it changes after [`Plan::new`].
+//!
+//! The plan makes the two mutable parts of a run, and refuses those made by another plan
+//! (each carries its plan's id; a shape that happens to fit is not enough):
+//! - a [`State`] per **stream**: the membranes, the output accumulator and how many
+//!   timesteps each covers (plus, for the event-driven executor, which neurons the stream's
+//!   input has reached). About 4 bytes per neuron.
+//! - a [`Scratch`] per **worker thread**: every node's activations and the executor's work
+//!   areas. Nothing in it outlives a timestep, so one worker runs any number of streams
+//!   through one scratch, interleaved as it likes.
+//!
+//! # Running and the live-stream semantics
+//!
+//! [`Plan::run`] runs frames as consecutive timesteps continuing from the state; it never
+//! resets. [`Plan::step`] is `run` with one frame, so a stream fed timestep by timestep gives
+//! exactly the spikes and logits of one `run` over the same frames. The logits are the
+//! output accumulator divided by the timesteps since the last [`State::reset_output`]. The
+//! caller chooses between:
+//! - **reset at each window** ([`State::reset`] before each window of T frames): every window
+//!   is classified from rest, as in training. The default everywhere.
+//! - **continuous membranes** ([`State::reset_output`] only): membranes carry across windows
+//!   and each window's logits average that window's outputs. The event-driven executor's
+//!   background covers the first `background_steps` timesteps after a reset; later timesteps
+//!   are computed everywhere.
+//!
+//! Each call returns a [`RunOutput`]: the logits so far, optionally every spike of the call,
+//! and [`stats::InferenceStats`] of the call.
 
 pub mod dense;
+mod plan;
+mod pool;
 pub mod reference;
 pub mod sparse;
+mod state;
 pub mod stats;
 
 use crate::binner::{FrameShape, SparseFrame};
+use crate::kernels::ConvGeometry;
 use crate::snn::network::{Network, Op};
-use crate::snn::state::State;
 
+pub use plan::{ExecutorKind, Plan, PlanError, PlanOptions, Scratch, UnknownExecutor};
+pub use pool::{Pool, PoolError};
+pub use sparse::EventOptions;
+pub use state::State;
 pub use stats::{InferenceStats, NodeStats, QuantizationError};
 
 /// What to record besides the logits.
@@ -60,7 +95,7 @@ pub struct RunOptions {
     pub quantization_node: Option<usize>,
 }
 
-/// The spikes of one neuron node over a run.
+/// The spikes of one neuron node over a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerSpikes {
     /// The `Neuron` node.
@@ -69,20 +104,21 @@ pub struct LayerSpikes {
     pub steps: Vec<Vec<u32>>,
 }
 
-/// The result of one classification.
+/// The result of one [`Plan::run`] or [`Plan::step`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct Output {
-    /// Mean over timesteps of the output layer, one per class.
+pub struct RunOutput {
+    /// The state's output accumulator divided by its timesteps since the last
+    /// [`State::reset_output`], one per class.
     pub logits: Vec<f32>,
-    /// Timesteps run (frames given).
+    /// Timesteps run by this call (frames given).
     pub timesteps: usize,
-    /// Spikes per neuron node, when requested.
+    /// Spikes per neuron node during this call, when requested.
     pub spikes: Option<Vec<LayerSpikes>>,
-    /// Work and activity counters.
+    /// Work and activity counters of this call.
     pub stats: InferenceStats,
 }
 
-impl Output {
+impl RunOutput {
     /// The class with the largest logit (the first on ties).
     pub fn predicted(&self) -> usize {
         self.top_k(1).first().map_or(0, |&(c, _)| c)
@@ -100,7 +136,7 @@ impl Output {
 /// Why a run could not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExecError {
-    /// No frames: a classification needs at least one timestep.
+    /// No frames: a call needs at least one timestep.
     #[error("no frames to run")]
     NoFrames,
     /// A frame's shape differs from the network's input.
@@ -126,31 +162,63 @@ pub enum ExecError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// The state was made for a different network.
-    #[error("the state does not fit this network")]
+    /// The state was made by another plan.
+    #[error("the state was made by another plan")]
     StateMismatch,
-    /// The executor was prepared for a different network.
-    #[error("the executor was prepared for a different network")]
-    NetworkMismatch,
+    /// The scratch was made by another plan.
+    #[error("the scratch was made by another plan")]
+    ScratchMismatch,
     /// The quantization node is not a `Neuron` node.
     #[error("node {0} is not a neuron node")]
     NotANeuron(usize),
+    /// Per-node observation needs a dense plan.
+    #[error("the {0} executor cannot observe every node; use a dense plan")]
+    NotObservable(ExecutorKind),
 }
 
-/// Runs a network on frames. Implementations own their scratch buffers, so one executor per
-/// worker thread, many streams (states) per executor.
-pub trait Executor {
-    /// Short name (`reference`, `dense`, `event`).
-    fn name(&self) -> &'static str;
+/// A conv node's geometry and parameters: the one place `exec` reads [`Op::Conv2d`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConvNode<'a> {
+    /// Input and output sizes, kernel, stride and padding.
+    pub geometry: ConvGeometry,
+    /// Output channels (Cout).
+    pub out_channels: usize,
+    /// `[Cin][Kh][Kw][Cout]`.
+    pub weight: &'a [f32],
+    /// `[Cout]`.
+    pub bias: &'a [f32],
+}
 
-    /// One classification: resets `state`, runs one timestep per frame, returns the output.
-    fn run(
-        &mut self,
-        network: &Network,
-        state: &mut State,
-        frames: &[SparseFrame],
-        options: &RunOptions,
-    ) -> Result<Output, ExecError>;
+impl<'a> ConvNode<'a> {
+    /// Node `node` of `network`, if it is a conv.
+    pub fn of(network: &'a Network, node: usize) -> Option<Self> {
+        let n = network.nodes().get(node)?;
+        let Op::Conv2d {
+            out_ch,
+            kernel,
+            stride,
+            padding,
+            weight,
+            bias,
+            ..
+        } = &n.op
+        else {
+            return None;
+        };
+        let input = network.nodes().get(*n.inputs.first()?)?.shape;
+        let geometry = ConvGeometry::new(
+            (input.height, input.width, input.channels),
+            *kernel,
+            *stride,
+            *padding,
+        )?;
+        Some(Self {
+            geometry,
+            out_channels: *out_ch,
+            weight,
+            bias,
+        })
+    }
 }
 
 /// The network's input as the binner's frame shape (C, H, W).
@@ -163,18 +231,15 @@ pub fn input_frame_shape(network: &Network) -> FrameShape {
     }
 }
 
-/// Checks everything a run relies on, so the hot loops can index without further checks.
+/// Checks everything a run relies on besides the plan's own objects, so the hot loops can
+/// index without further checks.
 pub fn validate_run(
     network: &Network,
-    state: &State,
     frames: &[SparseFrame],
     options: &RunOptions,
 ) -> Result<(), ExecError> {
     if frames.is_empty() {
         return Err(ExecError::NoFrames);
-    }
-    if !state.fits(network) {
-        return Err(ExecError::StateMismatch);
     }
     if let Some(q) = options.quantization_node
         && !matches!(network.nodes().get(q).map(|n| &n.op), Some(Op::Neuron(_)))

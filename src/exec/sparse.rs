@@ -6,36 +6,44 @@
 //! Activations that feed a weighted layer are kept as per-pixel lists of their nonzero
 //! channels ([`lists::PixelLists`]). A convolution computes each output pixel by summing, in
 //! f64 registers, the contiguous Cout-long weight rows `W[c][ky][kx][..]` of the nonzero
-//! inputs in its window, then rounds each sum to f32 once ([`kernels`]). For binary spikes the
-//! rows are added, never multiplied. The sum is, term for term, the event-driven scatter
-//! "every input (c, y, x, v) adds v·W[c, ky, kx, :] to its output neighbourhood"; it is
-//! evaluated output-stationary because that keeps the accumulators in registers (see
-//! [`kernels`] for the measurements). The gather reads a tap-major copy of the weights so that
-//! a window's rows lie at ascending addresses ([`ops::tap_major`]). A conv whose only consumer is a neuron (directly or
-//! through a residual add) is computed inside that neuron's loop, pixel by pixel, so its
+//! inputs in its window, then rounds each sum to f32 once ([`crate::kernels::rows`]). For
+//! binary spikes the rows are added, never multiplied. The sum is, term for term, the
+//! event-driven scatter "every input (c, y, x, v) adds v·W[c, ky, kx, :] to its output
+//! neighbourhood"; it is evaluated output-stationary because that keeps the accumulators in
+//! registers. The gather reads a tap-major copy of the weights so that a window's rows lie at
+//! ascending addresses ([`ops::tap_major`]). A conv whose only consumer is a neuron (directly
+//! or through a residual add) is computed inside that neuron's loop, pixel by pixel, so its
 //! currents never go to memory ([`plan`]). Pools, adds and the output sum work on dense f32
 //! buffers and follow the contract in [`crate::exec`] literally.
 //!
-//! Per layer and timestep the conv path is chosen from the measured density of its input: a
-//! fully active conv whose input has more than `dense_above` (default 0.5) nonzero values runs
-//! as im2col + one f64 GEMM instead. On this machine the gather is faster up to 50–70 %
-//! input density (the crossover bench in `benches/execute.rs`), far above the 10–20 % firing
-//! of trained networks, so the switch exists for saturated layers. Both sum the same terms
-//! exactly in f64, so the switch never changes a bit.
+//! # Gather or GEMM, per layer and timestep
+//!
+//! The gather's cost grows with the nonzero inputs; im2col + one f64 GEMM costs the same at
+//! any density but runs at several times the gather's rate per accumulate. So a fully active
+//! conv whose input density exceeds its threshold runs as the GEMM instead. The threshold is
+//! per layer ([`EventOptions::gemm_threshold`]): it is lower for real-valued inputs (each
+//! row is a multiply-add with a broadcast value) and for weights that do not fit in the core's
+//! cache (each output pixel then streams its rows from further away). Binary spikes at the
+//! 10–20 % rates of trained networks stay on the gather; the quarter-valued inputs after
+//! VGG-SNN's pools (about half nonzero) go to the GEMM. Both sum the same terms exactly in
+//! f64, so the switch never changes a bit. The GEMM's f64 weights are made the first time a
+//! conv takes that path, once per plan.
 //!
 //! # Touching only what receives spikes
 //!
 //! Folded batch norms give every neuron a bias, so even an empty input makes some channels
-//! fire. That response (the [`background`]) is computed once per network by running on
-//! all-zero frames. During a run each node keeps its active [`region`]: the pixels an input
-//! event has reached through the windows of the layers before (a neuron stays active once
-//! reached, since its membrane keeps the difference). Only active pixels are computed; the
-//! others hold the background, which is copied in only where an active pixel's window reads
-//! it. A region that grows past `max_active_fraction` of its layer switches to computing the
-//! whole layer, as does every node whose background table is not small (near the borders the
-//! background differs pixel by pixel; in the interior it is uniform). Active pixels are
-//! computed directly (bias plus every nonzero input in the window, the background's spikes
-//! included), so the switch never changes a value.
+//! fire. That response (the [`background`]) is computed when the plan is built, by running
+//! on `background_steps` all-zero frames. During a run each node keeps its active [`region`]:
+//! the pixels an input event has reached through the windows of the layers before (a neuron
+//! stays active once reached, since its membrane keeps the difference; that region belongs to
+//! the stream's `State`). Only active pixels are computed; the others hold the background,
+//! which is copied in only where an active pixel's window reads it. A region that grows past
+//! `max_active_fraction` of its layer switches to computing the whole layer, as does every
+//! node whose background table is not small (near the borders the background differs pixel by
+//! pixel; in the interior it is uniform), and every node once the stream is older than the
+//! background (`background_steps` timesteps since its last reset). Active pixels are computed
+//! directly (bias plus every nonzero input in the window, the background's spikes included),
+//! so the switch never changes a value.
 //!
 //! EXECUTOR.md's alternative, X = X₀ + W ⊛ (S − S₀) (one row per spike that differs from the
 //! background), was measured by counting instead of built: on uniformly random input 1.5–1.6
@@ -54,105 +62,104 @@
 //!
 //! # Threads
 //!
-//! With `threads > 1` each layer's active pixels are cut into bands of equal work and run on
-//! a private rayon pool (see [`bands`]). With one thread nothing is spawned.
+//! With a pool of more than one thread, each layer's active pixels are cut into bands of
+//! equal work and run on the pool (see [`bands`]). Without one, nothing is spawned.
 //!
 //! # Memory
 //!
-//! Nothing per stream beyond the `State` (4 bytes per neuron). Per executor (one per worker
-//! thread): each node's activation and lists. Per network (shareable between executors with
-//! [`SparseExecutor::share_cache`]): the background and the tap-major weights.
+//! Per stream (the `State`): 4 bytes per neuron, plus the regions of the tracked neuron nodes
+//! (about 5 bytes per pixel). Per worker ([`EventScratch`]): each node's activation and lists,
+//! the stamps, and the GEMM path's im2col buffers. Per network (the plan): the background,
+//! the tap-major weights, and the f64 weights of convs that took the GEMM path.
 
 pub mod background;
 pub mod bands;
-pub mod kernels;
 pub mod lists;
 pub mod ops;
 pub mod plan;
 pub mod region;
 
-use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::binner::SparseFrame;
+use crate::exec::pool::{Pool, within};
 use crate::exec::stats::{FanOut, InferenceStats, QuantizationError};
 use crate::exec::{
-    ExecError, Executor, LayerSpikes, Output, RunOptions, input_frame_shape, validate_run,
+    ConvNode, LayerSpikes, PlanError, RunOptions, RunOutput, State, input_frame_shape,
 };
+use crate::kernels::Isa;
 use crate::snn::network::{Network, Op};
-use crate::snn::state::State;
 
 use background::{Background, Snapshot};
-use kernels::Isa;
 use lists::PixelLists;
 use ops::{Conv, CurrentIn, NeuronOut};
 use plan::{Current, Footprint, NodePlan};
-use region::{Geometry, Region};
+use region::{Geometry, Region, Stamps};
 
-/// How the event-driven executor runs.
+/// How the event-driven executor runs (part of [`crate::exec::PlanOptions`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SparseOptions {
-    /// Worker threads for the layers (1: run on the caller's thread only).
-    pub threads: usize,
+pub struct EventOptions {
     /// Instruction set for the kernels (None: the best this CPU has).
     pub isa: Option<Isa>,
     /// Compute only the pixels input events reach, holding the background elsewhere.
     pub tracking: bool,
     /// A tracked node whose active pixels exceed this fraction of its layer is computed
-    /// everywhere for the rest of the run (its region would cost more than it saves).
+    /// everywhere until the stream's next reset (its region would cost more than it saves).
     pub max_active_fraction: f64,
     /// A node is tracked only if its background table has at most this fraction of the
     /// layer's pixels (otherwise the cache would approach the layer's size).
     pub max_background_fraction: f64,
-    /// A fully active conv whose input has more than this fraction of nonzero values runs as
-    /// im2col + GEMM instead of the gather (measured crossover: 0.5–0.7, see BENCHMARKS.md).
-    /// Both paths give the same bits.
-    pub dense_above: f64,
-    /// Timesteps the background covers at most. Its size grows with the timesteps, so it is
-    /// bounded; a run longer than this computes every node from then on.
-    pub max_background_steps: usize,
-    /// Measure the wall time of every node (see [`SparseExecutor::node_times`]).
+    /// A fully active conv on binary spikes whose weights fit in `cache_bytes` runs as
+    /// im2col + GEMM when more than this fraction of its input is nonzero.
+    pub gemm_above_binary: f64,
+    /// The same for real-valued inputs (event counts, pooled spikes), where each term is a
+    /// multiply-add.
+    pub gemm_above_valued: f64,
+    /// Weights larger than this (tap-major, f32) no longer stay in the core's cache while the
+    /// gather walks the output pixels; the thresholds are then scaled by
+    /// `large_weights_factor`.
+    pub cache_bytes: usize,
+    /// Scales the GEMM thresholds of convs whose weights exceed `cache_bytes`.
+    pub large_weights_factor: f64,
+    /// Measure the wall time of every node (see [`crate::exec::Scratch::node_times`]).
     pub profile: bool,
 }
 
-impl Default for SparseOptions {
+impl Default for EventOptions {
     fn default() -> Self {
         Self {
-            threads: 1,
             isa: None,
             tracking: true,
             max_active_fraction: 0.5,
             max_background_fraction: 0.25,
-            dense_above: 0.5,
-            max_background_steps: 64,
+            gemm_above_binary: 0.5,
+            gemm_above_valued: 0.5,
+            cache_bytes: 1 << 20,
+            large_weights_factor: 1.0,
             profile: false,
         }
     }
 }
 
-/// Why the event-driven executor cannot be prepared for a network.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SparseError {
-    /// A weight tensor is too large for 32-bit row offsets.
-    #[error(
-        "node {node} ({name}) has {weights} weights; the event-driven executor handles fewer than 2^32"
-    )]
-    TooLarge {
-        /// Node index.
-        node: usize,
-        /// Node name.
-        name: String,
-        /// Its weight count.
-        weights: usize,
-    },
-    /// The worker pool could not be started.
-    #[error("cannot start {threads} worker threads: {reason}")]
-    Threads {
-        /// Threads asked for.
-        threads: usize,
-        /// The pool builder's message.
-        reason: String,
-    },
+impl EventOptions {
+    /// The input density above which conv node `conv` of `network` runs as im2col + GEMM
+    /// (see the module header); `binary` says whether its input is spikes.
+    pub fn gemm_threshold(&self, network: &Network, conv: usize, binary: bool) -> f64 {
+        let Some(c) = ConvNode::of(network, conv) else {
+            return f64::INFINITY;
+        };
+        let base = if binary {
+            self.gemm_above_binary
+        } else {
+            self.gemm_above_valued
+        };
+        if std::mem::size_of_val(c.weight) > self.cache_bytes {
+            base * self.large_weights_factor
+        } else {
+            base
+        }
+    }
 }
 
 /// Per-node buffers for the current timestep.
@@ -162,40 +169,28 @@ struct NodeBuffers {
     lists: PixelLists,
 }
 
-/// The event-driven executor, prepared for one network. Holds its scratch buffers and the
-/// network's background; use one per worker thread and run many streams' states through it.
-pub struct SparseExecutor {
-    network: Arc<Network>,
-    options: SparseOptions,
+/// The event-driven executor's part of a plan: everything computed once per network.
+pub struct EventPlan {
+    options: EventOptions,
     isa: Isa,
-    pool: Option<rayon::ThreadPool>,
-    plans: Vec<NodePlan>,
-    buffers: Vec<NodeBuffers>,
-    regions: Vec<Region>,
+    nodes: Vec<NodePlan>,
     fan_outs: Vec<Option<FanOut>>,
-    background: Arc<Background>,
-    /// Per conv node, its weights tap-major for the gather (see [`ops::tap_major`]), shared
-    /// like the background.
-    by_tap: Arc<Vec<Option<Vec<f32>>>>,
+    background: Background,
+    /// Per conv node, its weights tap-major for the gather (see [`ops::tap_major`]).
+    by_tap: Vec<Option<Vec<f32>>>,
+    /// Per conv node, the input density above which it runs as im2col + GEMM.
+    gemm_above: Vec<f64>,
+    /// Per conv node, its weights in f64 once the GEMM path first ran it.
+    gemm_weights: Vec<OnceLock<Vec<f64>>>,
     /// 0..pixels of the largest node: the active list of a fully active node.
     all_pixels: Vec<u32>,
-    /// Stamp of the current timestep (see [`Region::is_current`]).
-    now: u32,
-    /// Scratch: pixels of a neuron node that became active this timestep.
-    newly: Vec<u32>,
-    /// Per conv node, its weights in f64 once the dense path first ran it.
-    dense_weights: Vec<Option<Vec<f64>>>,
-    /// Per conv node, the timesteps it ran on the dense path.
-    dense_steps: Vec<u64>,
-    dense_scratch: ops::DenseScratch,
-    /// Currents of a fused conv that ran on the dense path.
-    currents: Vec<f32>,
-    times: Vec<Duration>,
+    /// Per node: its region belongs to the stream (a tracked neuron node).
+    stream_region: Vec<bool>,
 }
 
-impl std::fmt::Debug for SparseExecutor {
+impl std::fmt::Debug for EventPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SparseExecutor")
+        f.debug_struct("EventPlan")
             .field("options", &self.options)
             .field("isa", &self.isa)
             .field("background_bytes", &self.background.bytes())
@@ -203,49 +198,201 @@ impl std::fmt::Debug for SparseExecutor {
     }
 }
 
-impl SparseExecutor {
-    /// Prepares an executor for `network` with default options.
-    pub fn new(network: Arc<Network>) -> Result<Self, SparseError> {
-        Self::with_options(network, SparseOptions::default())
+/// The event-driven executor's per-worker buffers (inside a [`crate::exec::Scratch`]).
+#[derive(Debug)]
+pub struct EventScratch {
+    buffers: Vec<NodeBuffers>,
+    /// Per node, this timestep's active pixels (a tracked neuron node's slot holds the
+    /// stream's region during a call, and nothing in between).
+    regions: Vec<Region>,
+    stamps: Vec<Stamps>,
+    /// Stamp of the current timestep (see [`Stamps::is_current`]).
+    now: u32,
+    /// Pixels of a neuron node that became active this timestep.
+    newly: Vec<u32>,
+    dense_scratch: ops::DenseScratch,
+    /// Currents of a fused conv that ran on the GEMM path.
+    currents: Vec<f32>,
+    /// Per conv node, the timesteps it ran on the GEMM path.
+    gemm_steps: Vec<u64>,
+    times: Vec<Duration>,
+}
+
+impl EventScratch {
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        let f32s = std::mem::size_of::<f32>();
+        let buffers: usize = self
+            .buffers
+            .iter()
+            .map(|b| b.values.capacity() * f32s + b.lists.heap_bytes())
+            .sum();
+        let regions: usize = self.regions.iter().map(Region::heap_bytes).sum::<usize>()
+            + self.stamps.iter().map(Stamps::heap_bytes).sum::<usize>();
+        buffers
+            + regions
+            + self.dense_scratch.heap_bytes()
+            + (self.currents.capacity() + self.newly.capacity()) * f32s
     }
 
-    /// Prepares an executor for `network`. The background is computed at the first run that
-    /// tracks regions, for as many timesteps as it has frames (and again if a later run is
-    /// longer).
-    pub fn with_options(
-        network: Arc<Network>,
-        options: SparseOptions,
-    ) -> Result<Self, SparseError> {
+    /// Wall time spent in each node since the last reset (zeros unless
+    /// [`EventOptions::profile`]). A conv or add computed inside a neuron counts towards that
+    /// neuron.
+    pub fn node_times(&self) -> &[Duration] {
+        &self.times
+    }
+
+    /// Per node, the timesteps its conv ran as im2col + GEMM since the last reset.
+    pub fn gemm_steps(&self) -> &[u64] {
+        &self.gemm_steps
+    }
+
+    /// Forgets the node times and GEMM counts.
+    pub fn reset_counters(&mut self) {
+        self.times.fill(Duration::ZERO);
+        self.gemm_steps.fill(0);
+    }
+
+    /// Advances the timestep stamp, clearing every stamp when it wraps.
+    fn next_stamp(&mut self) {
+        if self.now == u32::MAX {
+            for s in &mut self.stamps {
+                s.clear();
+            }
+            self.now = 0;
+        }
+        self.now += 1;
+    }
+}
+
+impl EventPlan {
+    /// Prepares `network`: the node plans, reordered weights, fan-out tables, and the
+    /// background over `background_steps` timesteps (computed here, on `pool` if given).
+    pub(crate) fn new(
+        network: &Network,
+        options: EventOptions,
+        background_steps: usize,
+        pool: Option<&Pool>,
+    ) -> Result<Self, PlanError> {
         let nodes = network.nodes();
         for (i, node) in nodes.iter().enumerate() {
             if let Op::Conv2d { weight, .. } | Op::Linear { weight, .. } = &node.op
                 && u32::try_from(weight.len()).is_err()
             {
-                return Err(SparseError::TooLarge {
+                return Err(PlanError::TooLarge {
                     node: i,
                     name: node.name.clone(),
                     weights: weight.len(),
                 });
             }
         }
-        let pool = if options.threads > 1 {
-            Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(options.threads)
-                    .thread_name(|i| format!("inflor-event-{i}"))
-                    .build()
-                    .map_err(|e| SparseError::Threads {
-                        threads: options.threads,
-                        reason: e.to_string(),
-                    })?,
-            )
-        } else {
-            None
+        let plans = plan::plan(network);
+        let gemm_above = (0..nodes.len())
+            .map(|i| {
+                let binary = nodes[i]
+                    .inputs
+                    .first()
+                    .is_some_and(|&src| network.is_binary(src));
+                options.gemm_threshold(network, i, binary)
+            })
+            .collect();
+        let max_pixels = nodes
+            .iter()
+            .map(|n| n.shape.height * n.shape.width)
+            .max()
+            .unwrap_or(0);
+        let mut plan = Self {
+            fan_outs: (0..nodes.len()).map(|i| FanOut::of(network, i)).collect(),
+            isa: options.isa.unwrap_or_else(Isa::detect),
+            background: Background::new(nodes.len(), 0),
+            by_tap: (0..nodes.len())
+                .map(|i| ConvNode::of(network, i).and_then(|c| ops::tap_major(&c)))
+                .collect(),
+            gemm_above,
+            gemm_weights: (0..nodes.len()).map(|_| OnceLock::new()).collect(),
+            all_pixels: (0..max_pixels as u32).collect(),
+            stream_region: vec![false; nodes.len()],
+            nodes: plans,
+            options,
         };
-        let plans = plan::plan(&network);
+        if options.tracking && background_steps > 0 {
+            let threads = pool.map_or(1, Pool::threads);
+            let background = within(pool, || {
+                plan.compute_background(network, background_steps, threads)
+            });
+            plan.stream_region = nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| matches!(n.op, Op::Neuron(_)) && background.tracks(i))
+                .collect();
+            plan.background = background;
+        }
+        Ok(plan)
+    }
+
+    /// The instruction set the kernels use.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// The background.
+    pub fn background(&self) -> &Background {
+        &self.background
+    }
+
+    /// Whether node `node` is tracked (computed only where input events reach it).
+    pub fn tracks(&self, node: usize) -> bool {
+        self.background.tracks(node)
+    }
+
+    /// The input density above which conv node `node` runs as im2col + GEMM.
+    pub fn gemm_above(&self, node: usize) -> f64 {
+        self.gemm_above.get(node).copied().unwrap_or(f64::INFINITY)
+    }
+
+    /// Bytes of the per-network cache: background, reordered weights and the GEMM path's
+    /// f64 weights made so far.
+    pub fn cache_bytes(&self) -> usize {
+        self.background.bytes()
+            + self
+                .by_tap
+                .iter()
+                .flatten()
+                .map(|w| w.len() * std::mem::size_of::<f32>())
+                .sum::<usize>()
+            + self
+                .gemm_weights
+                .iter()
+                .filter_map(OnceLock::get)
+                .map(|w| w.len() * std::mem::size_of::<f64>())
+                .sum::<usize>()
+    }
+
+    /// A stream's regions: one per tracked neuron node, empty elsewhere.
+    pub(crate) fn new_regions(&self, network: &Network) -> Vec<Region> {
+        if !self.stream_region.contains(&true) {
+            return Vec::new();
+        }
+        network
+            .nodes()
+            .iter()
+            .zip(&self.stream_region)
+            .map(|(n, &own)| {
+                if own {
+                    Region::new(n.shape.height * n.shape.width)
+                } else {
+                    Region::default()
+                }
+            })
+            .collect()
+    }
+
+    /// Buffers for one worker.
+    pub(crate) fn new_scratch(&self, network: &Network) -> EventScratch {
+        let nodes = network.nodes();
         let buffers = nodes
             .iter()
-            .zip(&plans)
+            .zip(&self.nodes)
             .map(|(node, plan)| {
                 let pixels = node.shape.height * node.shape.width;
                 NodeBuffers {
@@ -262,162 +409,84 @@ impl SparseExecutor {
                 }
             })
             .collect();
-        let regions = nodes
-            .iter()
-            .map(|n| Region::new(n.shape.height * n.shape.width))
-            .collect();
-        let max_pixels = nodes
-            .iter()
-            .map(|n| n.shape.height * n.shape.width)
-            .max()
-            .unwrap_or(0);
-        Ok(Self {
-            fan_outs: (0..nodes.len()).map(|i| FanOut::of(&network, i)).collect(),
-            times: vec![Duration::ZERO; nodes.len()],
-            isa: options.isa.unwrap_or_else(Isa::detect),
-            all_pixels: (0..max_pixels as u32).collect(),
-            background: Arc::new(Background::new(nodes.len(), 0)),
-            by_tap: Arc::new(nodes.iter().map(ops::tap_major).collect()),
+        let pixels = |n: &crate::snn::network::Node| n.shape.height * n.shape.width;
+        EventScratch {
+            buffers,
+            regions: nodes
+                .iter()
+                .zip(&self.stream_region)
+                .map(|(n, &own)| {
+                    if own {
+                        Region::default()
+                    } else {
+                        Region::new(pixels(n))
+                    }
+                })
+                .collect(),
+            stamps: nodes.iter().map(|n| Stamps::new(pixels(n))).collect(),
             now: 0,
             newly: Vec::new(),
-            dense_weights: vec![None; nodes.len()],
-            dense_steps: vec![0; nodes.len()],
             dense_scratch: ops::DenseScratch::default(),
             currents: Vec::new(),
-            network,
-            options,
-            pool,
-            plans,
-            buffers,
-            regions,
-        })
-    }
-
-    /// The network this executor was prepared for.
-    pub fn network(&self) -> &Arc<Network> {
-        &self.network
-    }
-
-    /// The instruction set the kernels use.
-    pub fn isa(&self) -> Isa {
-        self.isa
-    }
-
-    /// The background computed so far (shareable with other executors of the same network
-    /// through [`SparseExecutor::share_cache`]).
-    pub fn background(&self) -> &Arc<Background> {
-        &self.background
-    }
-
-    /// Uses the per-network cache (background and reordered weights) of another executor
-    /// prepared for the same network (the same `Arc`) instead of holding a second copy.
-    pub fn share_cache(&mut self, from: &SparseExecutor) -> Result<(), ExecError> {
-        if !Arc::ptr_eq(&self.network, &from.network) {
-            return Err(ExecError::NetworkMismatch);
-        }
-        self.background = Arc::clone(&from.background);
-        self.by_tap = Arc::clone(&from.by_tap);
-        Ok(())
-    }
-
-    /// Bytes of this executor's own buffers (per worker thread, shared by the streams it
-    /// runs): activations, lists, regions and the dense path's scratch.
-    pub fn scratch_bytes(&self) -> usize {
-        let f32s = std::mem::size_of::<f32>();
-        let buffers: usize = self
-            .buffers
-            .iter()
-            .map(|b| b.values.capacity() * f32s + b.lists.heap_bytes())
-            .sum();
-        let regions: usize = self.regions.iter().map(Region::heap_bytes).sum();
-        let dense: usize = self
-            .dense_weights
-            .iter()
-            .flatten()
-            .map(|w| w.capacity() * std::mem::size_of::<f64>())
-            .sum::<usize>()
-            + self.dense_scratch.heap_bytes()
-            + self.currents.capacity() * f32s;
-        buffers + regions + dense + self.all_pixels.capacity() * std::mem::size_of::<u32>()
-    }
-
-    /// Bytes of the per-network cache: the background and the reordered conv weights.
-    pub fn cache_bytes(&self) -> usize {
-        self.background.bytes()
-            + self
-                .by_tap
-                .iter()
-                .flatten()
-                .map(|w| w.len() * std::mem::size_of::<f32>())
-                .sum::<usize>()
-    }
-
-    /// Whether node `node` is tracked (computed only where input events reach it).
-    pub fn tracks(&self, node: usize) -> bool {
-        self.background.tracks(node)
-    }
-
-    /// Wall time spent in each node since the last reset (zeros unless `options.profile`).
-    /// A conv or add computed inside a neuron counts towards that neuron.
-    pub fn node_times(&self) -> &[Duration] {
-        &self.times
-    }
-
-    /// Forgets the node times and dense-path counts.
-    pub fn reset_node_times(&mut self) {
-        self.times.fill(Duration::ZERO);
-        self.dense_steps.fill(0);
-    }
-
-    /// Per node, the timesteps its conv ran as im2col + GEMM (see `dense_above`) since the
-    /// last reset.
-    pub fn dense_steps(&self) -> &[u64] {
-        &self.dense_steps
-    }
-
-    fn check_network(&self, network: &Network) -> Result<(), ExecError> {
-        // The Arc keeps the prepared network alive, so an equal address is the same network;
-        // anything else must be equal in every weight.
-        if std::ptr::eq(network, &*self.network) || *network == *self.network {
-            Ok(())
-        } else {
-            Err(ExecError::NetworkMismatch)
+            gemm_steps: vec![0; nodes.len()],
+            times: vec![Duration::ZERO; nodes.len()],
         }
     }
 
-    /// Advances the timestep stamp, clearing every stamp when it wraps.
-    fn next_stamp(&mut self) {
-        if self.now == u32::MAX {
-            for r in &mut self.regions {
-                r.reset_stamps();
+    /// The exact membranes of `state`: its own where the stream has reached, the
+    /// background's elsewhere.
+    pub(crate) fn membranes(&self, network: &Network, state: &State) -> Vec<f32> {
+        let mut membranes = state.membranes.clone();
+        let Some(last) = state.steps.checked_sub(1) else {
+            return membranes;
+        };
+        for (i, region) in state.regions.iter().enumerate() {
+            if !self.stream_region[i] || region.all {
+                continue;
             }
-            self.now = 0;
+            let Some(bg) = usize::try_from(last)
+                .ok()
+                .and_then(|t| self.background.at(i, t))
+            else {
+                continue;
+            };
+            let c = network.nodes()[i].shape.channels;
+            let m = &mut membranes[network.membrane_range(i)];
+            for p in (0..region.pixels()).filter(|&p| !region.contains(p)) {
+                m[p * c..][..c].copy_from_slice(bg.membranes_at(p));
+            }
         }
-        self.now += 1;
+        membranes
     }
 
-    fn start_run(&mut self) {
-        for r in &mut self.regions {
-            r.reset();
-        }
-    }
-
-    fn run_inner(
-        &mut self,
+    /// Runs `frames` from `state` (validated by the caller), inside `pool` when given.
+    pub(crate) fn run(
+        &self,
+        network: &Network,
+        scratch: &mut EventScratch,
         state: &mut State,
         frames: &[SparseFrame],
         options: &RunOptions,
-    ) -> Output {
-        let network = Arc::clone(&self.network);
-        // The quantization statistic observes every neuron, so such runs compute everything.
+        pool: Option<&Pool>,
+    ) -> RunOutput {
+        let threads = pool.map_or(1, Pool::threads);
+        within(pool, || {
+            self.run_inner(network, scratch, state, frames, options, threads)
+        })
+    }
+
+    fn run_inner(
+        &self,
+        network: &Network,
+        s: &mut EventScratch,
+        state: &mut State,
+        frames: &[SparseFrame],
+        options: &RunOptions,
+        threads: usize,
+    ) -> RunOutput {
+        // The quantization statistic observes every neuron, so such calls compute everything.
         let tracking = self.options.tracking && options.quantization_node.is_none();
-        let wanted = frames.len().min(self.options.max_background_steps);
-        if tracking && self.background.steps() < wanted {
-            self.background = Arc::new(self.compute_background(wanted));
-        }
-        state.reset();
-        self.start_run();
-        let mut stats = InferenceStats::new(&network);
+        let mut stats = InferenceStats::new(network);
         stats.quantization = options.quantization_node.map(QuantizationError::new);
         let mut spikes: Option<Vec<LayerSpikes>> = options.record_spikes.then(|| {
             network
@@ -428,24 +497,29 @@ impl SparseExecutor {
                 })
                 .collect()
         });
-        for (t, frame) in frames.iter().enumerate() {
-            self.next_stamp();
+        // The stream's regions work in the scratch's slots for the call (a swap of vector
+        // headers), and go back with the state afterwards.
+        self.swap_regions(s, state);
+        for frame in frames {
+            let t = usize::try_from(state.steps).unwrap_or(usize::MAX);
+            s.next_stamp();
             self.step(
-                &network,
+                network,
+                s,
                 state,
                 frame,
                 t,
                 tracking && t < self.background.steps(),
+                threads,
                 &mut stats,
                 spikes.as_deref_mut(),
             );
-            state.timesteps += 1;
+            state.steps += 1;
+            state.output_steps += 1;
             stats.timesteps += 1;
         }
-        if tracking && let Some(last) = frames.len().checked_sub(1) {
-            self.settle_membranes(&network, state, last);
-        }
-        Output {
+        self.swap_regions(s, state);
+        RunOutput {
             logits: state.logits(),
             timesteps: frames.len(),
             spikes,
@@ -453,41 +527,27 @@ impl SparseExecutor {
         }
     }
 
-    /// Writes the background membranes into the pixels that stayed inactive, so the state
-    /// after a run is complete.
-    fn settle_membranes(&self, network: &Network, state: &mut State, last: usize) {
-        for i in network.neuron_nodes() {
-            let region = &self.regions[i];
-            let Some(bg) = self.background.at(i, last) else {
-                continue;
-            };
-            if region.all {
-                continue;
-            }
-            let c = network.nodes()[i].shape.channels;
-            let membranes = &mut state.membranes[network.membrane_range(i)];
-            for p in 0..region.pixels() {
-                if !region.contains(p) {
-                    membranes[p * c..][..c].copy_from_slice(bg.membranes_at(p));
-                }
+    fn swap_regions(&self, s: &mut EventScratch, state: &mut State) {
+        for (i, r) in state.regions.iter_mut().enumerate() {
+            if self.stream_region[i] {
+                std::mem::swap(&mut s.regions[i], r);
             }
         }
     }
 
     /// Runs the network on `steps` empty frames, everything computed, and keeps each node's
     /// maps; nodes whose tables are small (and whose inputs are tracked) become tracked.
-    fn compute_background(&mut self, steps: usize) -> Background {
-        let network = Arc::clone(&self.network);
+    fn compute_background(&self, network: &Network, steps: usize, threads: usize) -> Background {
         let nodes = network.nodes();
-        let empty = SparseFrame::empty(input_frame_shape(&network));
-        let mut state = State::new(&network);
-        let mut stats = InferenceStats::new(&network);
-        self.start_run();
+        let empty = SparseFrame::empty(input_frame_shape(network));
+        let mut s = self.new_scratch(network);
+        let mut state = State::new(0, network.neuron_count(), network.classes(), Vec::new());
+        let mut stats = InferenceStats::new(network);
         let eligible: Vec<bool> = nodes
             .iter()
             .enumerate()
             .map(|(i, n)| {
-                let plan = &self.plans[i];
+                let plan = &self.nodes[i];
                 n.shape.height * n.shape.width > 1
                     && plan.fused_into.is_none()
                     && plan.source == i
@@ -497,29 +557,31 @@ impl SparseExecutor {
         let mut snapshots: Vec<Vec<Snapshot>> = vec![Vec::new(); nodes.len()];
         let mut compact = eligible.clone();
         for t in 0..steps {
-            self.next_stamp();
-            self.step(&network, &mut state, &empty, t, false, &mut stats, None);
+            s.next_stamp();
+            self.step(
+                network, &mut s, &mut state, &empty, t, false, threads, &mut stats, None,
+            );
             for (i, n) in nodes.iter().enumerate() {
                 if !compact[i] {
                     continue;
                 }
-                let s = n.shape;
-                let plan = &self.plans[i];
+                let shape = n.shape;
+                let plan = &self.nodes[i];
                 let membranes: &[f32] = if matches!(n.op, Op::Neuron(_)) {
                     &state.membranes[network.membrane_range(i)]
                 } else {
                     &[]
                 };
                 let snap = Snapshot::compress(
-                    s.height,
-                    s.width,
-                    s.channels,
-                    &self.buffers[i].values,
+                    shape.height,
+                    shape.width,
+                    shape.channels,
+                    &s.buffers[i].values,
                     membranes,
                     plan.lists,
                     plan.binary,
                 );
-                let pixels = (s.height * s.width) as f64;
+                let pixels = (shape.height * shape.width) as f64;
                 if snap.cells() as f64 > self.options.max_background_fraction * pixels {
                     compact[i] = false;
                     snapshots[i] = Vec::new();
@@ -532,7 +594,7 @@ impl SparseExecutor {
         let mut tracked = vec![false; nodes.len()];
         tracked[0] = true;
         for (i, snaps) in snapshots.into_iter().enumerate() {
-            let reads_tracked = self.plans[i]
+            let reads_tracked = self.nodes[i]
                 .reads
                 .iter()
                 .all(|r| tracked[r.node] && r.footprint != Footprint::All);
@@ -550,36 +612,38 @@ impl SparseExecutor {
         background
     }
 
-    /// One timestep through every node.
+    /// One timestep through every node; `t` is the stream's timestep since its reset.
     #[allow(clippy::too_many_arguments)]
     fn step(
-        &mut self,
+        &self,
         network: &Network,
+        s: &mut EventScratch,
         state: &mut State,
         frame: &SparseFrame,
         t: usize,
         tracking: bool,
+        threads: usize,
         stats: &mut InferenceStats,
         mut spikes: Option<&mut [LayerSpikes]>,
     ) {
         let nodes = network.nodes();
         let ctx = ops::Ctx {
             isa: self.isa,
-            parallel: self.options.threads > 1,
-            threads: self.options.threads,
+            parallel: threads > 1,
+            threads,
         };
-        let now = self.now;
+        let now = s.now;
         for (i, node) in nodes.iter().enumerate() {
-            if self.plans[i].fused_into.is_some() || self.plans[i].source != i {
+            let plan = &self.nodes[i];
+            if plan.fused_into.is_some() || plan.source != i {
                 continue;
             }
             let started = self.options.profile.then(Instant::now);
             let tracked = tracking && self.background.tracks(i);
             if let Op::Input = node.op {
-                let plan = &self.plans[i];
-                let region = &mut self.regions[i];
+                let region = &mut s.regions[i];
                 region.reset();
-                let buffers = &mut self.buffers[i];
+                let buffers = &mut s.buffers[i];
                 ops::input(
                     frame,
                     plan.dense.then_some(buffers.values.as_mut_slice()),
@@ -591,59 +655,61 @@ impl SparseExecutor {
                 region.finish(f64::INFINITY);
                 continue;
             }
-            self.update_region(i, tracked, t, state, network);
-            self.fill_reads(i, t);
-            let plan = &self.plans[i];
-            let (before, rest) = self.buffers.split_at_mut(i);
+            self.update_region(network, s, i, tracked, t, state);
+            self.fill_reads(network, s, i, t);
+            let (before, rest) = s.buffers.split_at_mut(i);
             let out = &mut rest[0];
-            let region = &self.regions[i];
+            let region = &s.regions[i];
             let active = region.active(&self.all_pixels);
-            let row = &mut stats.nodes[i];
             match &node.op {
                 Op::Input | Op::Flatten => {}
                 Op::Conv2d { .. } => {
-                    let src = self.plans[node.inputs[0]].source;
-                    if let Some(conv) = Conv::of(node, nodes[src].shape, self.by_tap[i].as_deref())
-                    {
-                        let input = &before[src].lists;
-                        let ops = if region.all && density(input) > self.options.dense_above {
-                            let weights =
-                                self.dense_weights[i].get_or_insert_with(|| conv.weights_f64());
-                            ops::conv_dense(
-                                ctx,
-                                &conv,
-                                weights,
-                                input,
-                                active,
-                                &mut self.dense_scratch,
-                                &mut out.values,
-                            );
-                            self.dense_steps[i] += 1;
-                            network.dense_macs(i)
-                        } else {
-                            let pixels = node.shape.height * node.shape.width;
-                            ops::conv(ctx, &conv, input, active, pixels, &mut out.values)
-                        };
-                        stats.nodes[i].performed_ops += ops;
-                        stats.nodes[i].dense_macs += network.dense_macs(i);
-                        stats.nodes[i].synaptic_ops += synaptic_ops(
-                            self.fan_outs[i].as_ref(),
-                            &self.regions[src],
-                            source_background(&self.regions, &self.background, src, t),
-                            now,
+                    let src = self.nodes[node.inputs[0]].source;
+                    let Some(k) =
+                        ConvNode::of(network, i).map(|c| Conv::of(&c, self.by_tap[i].as_deref()))
+                    else {
+                        continue;
+                    };
+                    let input = &before[src].lists;
+                    let ops = if region.all && density(input) > self.gemm_above[i] {
+                        let weights = self.gemm_weights[i].get_or_init(|| k.weights_f64());
+                        ops::conv_dense(
+                            ctx,
+                            &k,
+                            weights,
                             input,
+                            active,
+                            &mut s.dense_scratch,
+                            &mut out.values,
                         );
-                    }
+                        s.gemm_steps[i] += 1;
+                        network.dense_macs(i)
+                    } else {
+                        let pixels = node.shape.height * node.shape.width;
+                        ops::conv(ctx, &k, input, active, pixels, &mut out.values)
+                    };
+                    let row = &mut stats.nodes[i];
+                    row.performed_ops += ops;
+                    row.dense_macs += network.dense_macs(i);
+                    row.synaptic_ops += synaptic_ops(
+                        self.fan_outs[i].as_ref(),
+                        &s.regions[src],
+                        &s.stamps[src],
+                        self.source_background(&s.regions, src, t),
+                        now,
+                        input,
+                    );
                 }
                 Op::Linear { .. } => {
-                    let src = self.plans[node.inputs[0]].source;
+                    let src = self.nodes[node.inputs[0]].source;
                     let ops = ops::linear(ctx, node, &before[src].lists, &mut out.values);
+                    let row = &mut stats.nodes[i];
                     row.performed_ops += ops;
                     row.dense_macs += network.dense_macs(i);
                     row.synaptic_ops += ops;
                 }
                 Op::AvgPool { k, stride } | Op::SumPool { k, stride } => {
-                    let src = self.plans[node.inputs[0]].source;
+                    let src = self.nodes[node.inputs[0]].source;
                     let divisor = match node.op {
                         Op::AvgPool { .. } => (k * k) as f64,
                         _ => 1.0,
@@ -660,12 +726,12 @@ impl SparseExecutor {
                     );
                 }
                 Op::GlobalAvgPool => {
-                    let src = self.plans[node.inputs[0]].source;
+                    let src = self.nodes[node.inputs[0]].source;
                     ops::global_pool(&before[src].values, nodes[src].shape, &mut out.values);
                 }
                 Op::Add => {
-                    let a = self.plans[node.inputs[0]].source;
-                    let b = self.plans[node.inputs[1]].source;
+                    let a = self.nodes[node.inputs[0]].source;
+                    let b = self.nodes[node.inputs[1]].source;
                     ops::add(
                         &before[a].values,
                         &before[b].values,
@@ -675,17 +741,17 @@ impl SparseExecutor {
                     );
                 }
                 Op::Output => {
-                    let src = self.plans[node.inputs[0]].source;
+                    let src = self.nodes[node.inputs[0]].source;
                     for (sum, &v) in state.output_sum.iter_mut().zip(&before[src].values) {
                         *sum += v;
                     }
                 }
                 Op::Neuron(kind) => {
                     let c = node.shape.channels;
-                    let mut dense_ops = None;
+                    let mut gemm_ops = None;
                     let (current, conv_node) = match plan.current {
                         Some(Current::Conv { conv }) | Some(Current::ConvAdd { conv, .. }) => {
-                            let src = self.plans[nodes[conv].inputs[0]].source;
+                            let src = self.nodes[nodes[conv].inputs[0]].source;
                             let add = match plan.current {
                                 Some(Current::ConvAdd { other, .. }) => {
                                     Some(before[other].values.as_slice())
@@ -693,32 +759,30 @@ impl SparseExecutor {
                                 _ => None,
                             };
                             let input = &before[src].lists;
-                            let Some(k) = Conv::of(
-                                &nodes[conv],
-                                nodes[src].shape,
-                                self.by_tap[conv].as_deref(),
-                            ) else {
+                            let Some(k) = ConvNode::of(network, conv)
+                                .map(|c| Conv::of(&c, self.by_tap[conv].as_deref()))
+                            else {
                                 continue;
                             };
-                            if region.all && density(input) > self.options.dense_above {
+                            if region.all && density(input) > self.gemm_above[conv] {
                                 // Too dense for the gather: the whole layer as one GEMM.
                                 let weights =
-                                    self.dense_weights[conv].get_or_insert_with(|| k.weights_f64());
-                                self.currents.resize(node.shape.len(), 0.0);
+                                    self.gemm_weights[conv].get_or_init(|| k.weights_f64());
+                                s.currents.resize(node.shape.len(), 0.0);
                                 ops::conv_dense(
                                     ctx,
                                     &k,
                                     weights,
                                     input,
                                     active,
-                                    &mut self.dense_scratch,
-                                    &mut self.currents,
+                                    &mut s.dense_scratch,
+                                    &mut s.currents,
                                 );
-                                self.dense_steps[conv] += 1;
-                                dense_ops = Some(network.dense_macs(conv));
+                                s.gemm_steps[conv] += 1;
+                                gemm_ops = Some(network.dense_macs(conv));
                                 (
                                     CurrentIn::Dense {
-                                        values: &self.currents,
+                                        values: &s.currents,
                                         add,
                                     },
                                     Some((conv, src)),
@@ -775,12 +839,14 @@ impl SparseExecutor {
                     row.neuron_updates += (active.len() * c) as u64;
                     row.neuron_updates_total += (pixels * c) as u64;
                     if let Some((conv, src)) = conv_node {
-                        stats.nodes[conv].performed_ops += dense_ops.unwrap_or(ops);
-                        stats.nodes[conv].dense_macs += network.dense_macs(conv);
-                        stats.nodes[conv].synaptic_ops += synaptic_ops(
+                        let row = &mut stats.nodes[conv];
+                        row.performed_ops += gemm_ops.unwrap_or(ops);
+                        row.dense_macs += network.dense_macs(conv);
+                        row.synaptic_ops += synaptic_ops(
                             self.fan_outs[conv].as_ref(),
-                            &self.regions[src],
-                            source_background(&self.regions, &self.background, src, t),
+                            &s.regions[src],
+                            &s.stamps[src],
+                            self.source_background(&s.regions, src, t),
                             now,
                             &before[src].lists,
                         );
@@ -801,9 +867,9 @@ impl SparseExecutor {
                     out.lists.set_from_dense(p, &out.values[p * c..][..c]);
                 }
             }
-            self.regions[i].stamp_active(now);
+            s.stamps[i].stamp_active(&s.regions[i], now);
             if let Some(started) = started {
-                self.times[i] += started.elapsed();
+                s.times[i] += started.elapsed();
             }
         }
     }
@@ -811,39 +877,42 @@ impl SparseExecutor {
     /// Sets node `i`'s active region for timestep `t` from its inputs' regions, and gives
     /// neurons that become active the background membranes they would have had.
     fn update_region(
-        &mut self,
+        &self,
+        network: &Network,
+        s: &mut EventScratch,
         i: usize,
         tracked: bool,
         t: usize,
         state: &mut State,
-        network: &Network,
     ) {
         let nodes = network.nodes();
         let is_neuron = matches!(nodes[i].op, Op::Neuron(_));
-        let (before, rest) = self.regions.split_at_mut(i);
+        let (before, rest) = s.regions.split_at_mut(i);
         let region = &mut rest[0];
+        if !is_neuron {
+            // Recomputed at every timestep: it depends only on this timestep's inputs.
+            region.reset();
+        }
         if region.all {
             return;
         }
         let old = region.len();
         if !tracked {
             // Untracked from the start, or past the background's last timestep: compute
-            // everything from now on (a neuron's never-reached pixels get their background
-            // membranes below).
+            // everything (a neuron's never-reached pixels get their background membranes
+            // below).
             region.all = true;
-        } else if !is_neuron {
-            region.reset();
         }
         let out = nodes[i].shape;
-        for read in &self.plans[i].reads {
+        for read in &self.nodes[i].reads {
             let src = &before[read.node];
             if region.all || src.all {
                 region.all = true;
                 break;
             }
-            let s = nodes[read.node].shape;
+            let shape = nodes[read.node].shape;
             let geometry = Geometry {
-                input: (s.height, s.width),
+                input: (shape.height, shape.width),
                 output: (out.height, out.width),
                 footprint: read.footprint,
             };
@@ -856,13 +925,13 @@ impl SparseExecutor {
             return;
         }
         // Neurons becoming active now start from the background membrane of t − 1 (at t = 0
-        // that is the rest state the run began with): the pixels added to the list, and when
-        // the region saturates, every pixel never listed.
-        self.newly.clear();
-        self.newly.extend_from_slice(region.tail(old));
+        // that is the rest state the stream began with): the pixels added to the list, and
+        // when the region saturates, every pixel never listed.
+        s.newly.clear();
+        s.newly.extend_from_slice(region.tail(old));
         region.finish(self.options.max_active_fraction);
         if region.all {
-            self.newly
+            s.newly
                 .extend((0..region.pixels() as u32).filter(|&p| !region.listed(p as usize)));
         }
         let Some(prev) = t.checked_sub(1).and_then(|tp| self.background.at(i, tp)) else {
@@ -870,7 +939,7 @@ impl SparseExecutor {
         };
         let c = nodes[i].shape.channels;
         let membranes = &mut state.membranes[network.membrane_range(i)];
-        for &p in &self.newly {
+        for &p in &s.newly {
             let p = p as usize;
             membranes[p * c..][..c].copy_from_slice(prev.membranes_at(p));
         }
@@ -878,27 +947,27 @@ impl SparseExecutor {
 
     /// Copies the background into every pixel that node `i`'s active pixels read but whose
     /// source has not computed this timestep.
-    fn fill_reads(&mut self, i: usize, t: usize) {
-        let nodes = self.network.nodes();
-        let now = self.now;
-        let (before, rest) = self.regions.split_at_mut(i);
-        let region = &rest[0];
+    fn fill_reads(&self, network: &Network, s: &mut EventScratch, i: usize, t: usize) {
+        let nodes = network.nodes();
+        let now = s.now;
+        let region = &s.regions[i];
         let out = nodes[i].shape;
-        for read in &self.plans[i].reads {
+        for read in &self.nodes[i].reads {
             let src = read.node;
-            if src == 0 || before[src].all {
+            let src_region = &s.regions[src];
+            if src == 0 || src_region.all {
                 continue;
             }
             let Some(bg) = self.background.at(src, t) else {
                 continue;
             };
-            let s = nodes[src].shape;
-            let c = s.channels;
-            let plan = &self.plans[src];
-            let buffers = &mut self.buffers[src];
-            let src_region = &mut before[src];
+            let shape = nodes[src].shape;
+            let c = shape.channels;
+            let plan = &self.nodes[src];
+            let buffers = &mut s.buffers[src];
+            let stamps = &mut s.stamps[src];
             let mut fill = |q: usize| {
-                if src_region.is_current(q, now) {
+                if stamps.is_current(false, q, now) {
                     return;
                 }
                 if plan.dense {
@@ -907,13 +976,13 @@ impl SparseExecutor {
                 if plan.lists {
                     buffers.lists.copy_pixel(q, bg.lists(), bg.cell(q));
                 }
-                src_region.set_current(q, now);
+                stamps.set_current(q, now);
             };
             if region.all || read.footprint == Footprint::All {
-                (0..s.height * s.width).for_each(&mut fill);
+                (0..shape.height * shape.width).for_each(&mut fill);
             } else {
                 let geometry = Geometry {
-                    input: (s.height, s.width),
+                    input: (shape.height, shape.width),
                     output: (out.height, out.width),
                     footprint: read.footprint,
                 };
@@ -921,6 +990,15 @@ impl SparseExecutor {
                     geometry.for_each_read(o as usize, &mut fill);
                 }
             }
+        }
+    }
+
+    /// The background of a source node where some of its pixels may be inactive.
+    fn source_background(&self, regions: &[Region], src: usize, t: usize) -> Option<&Snapshot> {
+        if src == 0 || regions[src].all {
+            None
+        } else {
+            self.background.at(src, t)
         }
     }
 }
@@ -935,25 +1013,12 @@ fn density(lists: &PixelLists) -> f64 {
     }
 }
 
-/// The background of a source node where some of its pixels may be inactive.
-fn source_background<'a>(
-    regions: &[Region],
-    background: &'a Background,
-    src: usize,
-    t: usize,
-) -> Option<&'a Snapshot> {
-    if src == 0 || regions[src].all {
-        None
-    } else {
-        background.at(src, t)
-    }
-}
-
 /// Activity-defined synaptic ops of a weighted node: every nonzero input (computed where the
 /// source is current, its background elsewhere) times its fan-out.
 fn synaptic_ops(
     fan_out: Option<&FanOut>,
     region: &Region,
+    stamps: &Stamps,
     bg: Option<&Snapshot>,
     now: u32,
     lists: &PixelLists,
@@ -967,7 +1032,7 @@ fn synaptic_ops(
         for (x, &rx) in fan_out.cols.iter().enumerate() {
             let p = y * width + x;
             let nnz = match bg {
-                Some(bg) if !region.is_current(p, now) => bg.nnz_at(p),
+                Some(bg) if !stamps.is_current(region.all, p, now) => bg.nnz_at(p),
                 _ => lists.channels_at(p).len(),
             };
             ops += nnz as u64 * ry * rx;
@@ -993,30 +1058,4 @@ fn fired_indices(spikes: &[f32], c: usize, region: &Region, bg: Option<&Snapshot
         );
     }
     fired
-}
-
-impl Executor for SparseExecutor {
-    fn name(&self) -> &'static str {
-        "event"
-    }
-
-    fn run(
-        &mut self,
-        network: &Network,
-        state: &mut State,
-        frames: &[SparseFrame],
-        options: &RunOptions,
-    ) -> Result<Output, ExecError> {
-        self.check_network(network)?;
-        validate_run(network, state, frames, options)?;
-        // The whole run executes inside the private pool, so the bands' `rayon::join`s use its
-        // threads (and never the global pool).
-        let pool = self.pool.take();
-        let output = match &pool {
-            Some(pool) => pool.install(|| self.run_inner(state, frames, options)),
-            None => self.run_inner(state, frames, options),
-        };
-        self.pool = pool;
-        Ok(output)
-    }
 }

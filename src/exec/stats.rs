@@ -16,6 +16,7 @@
 //!   the SNN literature). The first weighted layer sees real-valued event counts, so its
 //!   synaptic ops are priced as MACs; every later layer's as accumulates.
 
+use crate::exec::ConvNode;
 use crate::snn::network::{Network, Op};
 use crate::snn::neuron::phi;
 
@@ -227,21 +228,19 @@ pub struct FanOut {
 impl FanOut {
     /// The fan-out table of weighted node `node` (None for other nodes).
     pub fn of(network: &Network, node: usize) -> Option<Self> {
+        if let Some(c) = ConvNode::of(network, node) {
+            let g = &c.geometry;
+            let cover = |len, out, k| cover(len, out, k, g.stride, g.padding);
+            return Some(Self {
+                rows: cover(g.in_height, g.out_height, g.kernel_height),
+                cols: cover(g.in_width, g.out_width, g.kernel_width),
+                in_channels: g.in_channels,
+                per_position: c.out_channels as u64,
+            });
+        }
         let n = network.nodes().get(node)?;
         let input = network.nodes().get(*n.inputs.first()?)?.shape;
         match &n.op {
-            Op::Conv2d {
-                out_ch,
-                kernel,
-                stride,
-                padding,
-                ..
-            } => Some(Self {
-                rows: cover(input.height, n.shape.height, kernel.0, *stride, *padding),
-                cols: cover(input.width, n.shape.width, kernel.1, *stride, *padding),
-                in_channels: input.channels,
-                per_position: *out_ch as u64,
-            }),
             Op::Linear { out_features, .. } => Some(Self {
                 rows: vec![1],
                 cols: vec![1; input.len()],

@@ -1,6 +1,7 @@
 //! Numeric kernels shared by the executors and the trainer: GEMM wrappers with one contract
-//! ([`gemm`]), im2col / col2im over NHWC images ([`im2col`]). A leaf: imports nothing else
-//! from the crate.
+//! ([`gemm`]), im2col / col2im over NHWC images ([`im2col`]), and sums of selected weight rows
+//! in f64, one generic SIMD body per instruction set with a scalar twin ([`rows`]). A leaf:
+//! imports nothing else from the crate.
 //!
 //! Layout conventions (the same as `exec`): images are `[H][W][C]`, channel contiguous;
 //! convolution weights are `[Cin][Kh][Kw][Cout]`, so one im2col row of an output pixel, in
@@ -8,6 +9,8 @@
 
 pub mod gemm;
 pub mod im2col;
+pub mod rows;
 
 pub use gemm::{Transpose, dgemm, sgemm};
 pub use im2col::{ConvGeometry, col2im_add, im2col};
+pub use rows::{Isa, sum_rows, sum_rows_scalar, sum_rows_scaled};

@@ -17,7 +17,7 @@ use inflor::dataset::{Dataset, Layout, Split, SplitRule, SplitSpec};
 use inflor::event::Event;
 use inflor::format::{DecodeOptions, read_file};
 
-use crate::support::{shared_data, test_data};
+use crate::support::{shared_data_or_skip, test_data};
 
 fn touch(path: &Path) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -566,6 +566,16 @@ fn dataset_info_reports_everything_and_names_the_bad_file() {
         "{}",
         r.failures[1].error
     );
+    // The command reports everything, then exits 2 as `inspect` does.
+    let cli = inflor()
+        .args(["dataset", "info", "--split", "test-below:1"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(cli.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(text.contains("failures      2"), "{text}");
+    assert!(String::from_utf8_lossy(&cli.stderr).contains("2 of 7 recordings"));
 }
 
 #[test]
@@ -577,7 +587,14 @@ fn image_fixtures_load() {
     let png = load_image(&test_data("dataset/images/ring/ring.png")).unwrap();
     assert_eq!((png.width, png.height), (12, 12));
     assert!(png.pixels.iter().any(|&v| v > 0.9) && png.pixels.iter().any(|&v| v < 0.1));
-    let digits = load_digits_csv(&shared_data("digits/digits.csv.gz")).unwrap();
+}
+
+#[test]
+fn digits_csv_loads() {
+    let Some(csv) = shared_data_or_skip("digits/digits.csv.gz") else {
+        return;
+    };
+    let digits = load_digits_csv(&csv).unwrap();
     assert_eq!(digits.len(), 1797);
     let mut per_class = [0usize; 10];
     for d in &digits {
@@ -594,7 +611,10 @@ fn image_fixtures_load() {
 /// must then be regenerated (see assets/README.md).
 #[test]
 fn bundled_dvs_digits_recording_is_what_the_emulator_writes() {
-    let digits = load_digits_csv(&shared_data("digits/digits.csv.gz")).unwrap();
+    let Some(csv) = shared_data_or_skip("digits/digits.csv.gz") else {
+        return;
+    };
+    let digits = load_digits_csv(&csv).unwrap();
     let inputs = inflor::dataset::digits::inputs(&digits[..1]).unwrap();
     assert_eq!(inputs[0].label, 0);
     let params = SynthParams::default();
@@ -624,11 +644,14 @@ fn inflor() -> Command {
 
 #[test]
 fn synth_and_dataset_info_commands() {
+    let Some(csv) = shared_data_or_skip("digits/digits.csv.gz") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("digits");
-    let status = inflor()
+    let synth = inflor()
         .args(["synth", "--digits"])
-        .arg(shared_data("digits/digits.csv.gz"))
+        .arg(csv)
         .arg("--out")
         .arg(&out)
         .args([
@@ -641,9 +664,14 @@ fn synth_and_dataset_info_commands() {
             "--threads",
             "2",
         ])
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    assert!(
+        synth.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synth.stderr)
+    );
+    assert!(String::from_utf8_lossy(&synth.stderr).contains("wrote 40 recordings"));
     assert!(out.join("0/dvsdigits_0_0.aedat").is_file());
     let output = inflor()
         .args(["dataset", "info", "--json"])
@@ -670,9 +698,13 @@ fn synth_and_dataset_info_commands() {
         .arg("--out")
         .arg(&out2)
         .args(["--duration-ms", "40", "--seed", "3"])
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let output = inflor()
         .args(["dataset", "info"])
         .arg(&out2)

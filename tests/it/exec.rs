@@ -1,23 +1,24 @@
-//! Integration tests: the event-driven executor (`exec::sparse`) against the reference
-//! executor. "Same" means identical spikes at every neuron layer and timestep, bit-identical
-//! logits (the contract; the 1e-5 relative bound is checked first so a failure says how far
-//! off it is), identical activity counters and an identical final state — on every built-in
-//! architecture with random weights and random sparse inputs, with inputs confined to a patch
-//! (so most neurons keep the background), and on real DVS recordings.
+//! Integration tests: the executors through `exec::Plan`. The event-driven executor
+//! (`exec::sparse`) against the reference executor: "same" means identical spikes at every
+//! neuron layer and timestep, bit-identical logits (the contract; the 1e-5 relative bound is
+//! checked first so a failure says how far off it is), identical activity counters and an
+//! identical final state — on every built-in architecture with random weights and random
+//! sparse inputs, with inputs confined to a patch (so most neurons keep the background), and
+//! on real DVS recordings. Then the stream semantics of every executor: `step` against `run`,
+//! streams interleaved on one scratch against each alone, windows reset or continuous against
+//! the reference's one long run; and that each plan runs its own model's weights and biases.
 
 use std::sync::Arc;
 
 use inflor::binner::{
     FrameBinner, FrameShape, FrameSpec, RecordingWindows, ResizeMode, SparseFrame,
 };
-use inflor::exec::dense::DenseExecutor;
-use inflor::exec::reference::ReferenceExecutor;
-use inflor::exec::sparse::{SparseExecutor, SparseOptions};
-use inflor::exec::{ExecError, Executor, Output, RunOptions};
-use inflor::format::{DecodeOptions, read_file};
-use inflor::snn::{
-    ArchSpec, Architecture, BatchNormConfig, Blueprint, Network, NeuronKind, Parameters, State,
+use inflor::exec::{
+    EventOptions, ExecutorKind, Plan, PlanOptions, Pool, RunOptions, RunOutput, State,
 };
+use inflor::format::{DecodeOptions, read_file};
+use inflor::model::{ArchSpec, Architecture, BatchNormConfig, NodeOp, Parameters};
+use inflor::snn::{Network, NeuronKind};
 use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -34,25 +35,24 @@ fn random_network(arch: Architecture, h: usize, w: usize, seed: u64, kind: Neuro
         width: w,
         classes: 10,
     };
-    let blueprint = Blueprint::new(spec).expect("blueprint");
-    let mut params: Parameters = blueprint.random_parameters(seed);
+    let graph = spec.graph(BatchNormConfig::default()).expect("graph");
+    let mut params: Parameters = graph.random_parameters(seed);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let (mut bn_biases, mut bn_weights) = (Vec::new(), Vec::new());
+    for node in &graph.nodes {
+        if let NodeOp::BatchNorm { weight, bias, .. } = &node.op {
+            bn_weights.push(weight.clone());
+            bn_biases.push(bias.clone());
+        }
+    }
     for (name, tensor) in params.iter_mut() {
         let range = if name.ends_with(".running_mean") {
             Some((-0.3, 0.3))
         } else if name.ends_with(".running_var") {
             Some((0.5, 2.0))
-        } else if blueprint
-            .batch_norms()
-            .iter()
-            .any(|(bn, _)| *name == format!("{bn}.bias"))
-        {
+        } else if bn_biases.contains(name) {
             Some((-0.2, 0.4))
-        } else if blueprint
-            .batch_norms()
-            .iter()
-            .any(|(bn, _)| *name == format!("{bn}.weight"))
-        {
+        } else if bn_weights.contains(name) {
             Some((0.6, 1.6))
         } else {
             None
@@ -63,9 +63,7 @@ fn random_network(arch: Architecture, h: usize, w: usize, seed: u64, kind: Neuro
             }
         }
     }
-    blueprint
-        .build(&params, kind, BatchNormConfig::default())
-        .expect("build")
+    graph.network(&params, kind).expect("build")
 }
 
 fn shape(h: usize, w: usize) -> FrameShape {
@@ -128,13 +126,37 @@ fn recording() -> RunOptions {
     }
 }
 
-/// Checks that `got` (event-driven, final state `got_state`) is the same run as `expect`.
+/// A plan of `kind` for `network` with the given event options (and pool).
+fn plan(
+    network: &Arc<Network>,
+    kind: ExecutorKind,
+    event: EventOptions,
+    background_steps: usize,
+    pool: Option<Pool>,
+) -> Arc<Plan> {
+    let options = PlanOptions {
+        pool,
+        background_steps,
+        event,
+    };
+    Plan::new(Arc::clone(network), kind, options).expect("plan")
+}
+
+/// One run from rest: the output and the exact final membranes.
+fn run_fresh(plan: &Plan, frames: &[SparseFrame], options: &RunOptions) -> (RunOutput, State) {
+    let mut state = plan.new_state();
+    let out = plan
+        .run(&mut plan.new_scratch(), &mut state, frames, options)
+        .expect("run");
+    (out, state)
+}
+
+/// Checks that `got` (final state `got_state` of plan `got_plan`) is the same run as
+/// `expect` (of `expect_plan`).
 fn assert_same(
     network: &Network,
-    expect: &Output,
-    expect_state: &State,
-    got: &Output,
-    got_state: &State,
+    (expect_plan, expect, expect_state): (&Plan, &RunOutput, &State),
+    (got_plan, got, got_state): (&Plan, &RunOutput, &State),
 ) {
     let (Some(es), Some(gs)) = (&expect.spikes, &got.spikes) else {
         panic!("spikes not recorded");
@@ -179,34 +201,46 @@ fn assert_same(
     // The membranes left behind (background ones included) are the reference's; `==` so a
     // zero's sign does not count.
     assert!(
-        expect_state.membranes == got_state.membranes,
+        expect_plan.membranes(expect_state).expect("own state")
+            == got_plan.membranes(got_state).expect("own state"),
         "final membranes differ"
     );
-    assert_eq!(expect_state.output_sum, got_state.output_sum);
-    assert_eq!(expect_state.timesteps, got_state.timesteps);
+    assert_eq!(expect_state.logits(), got_state.logits());
+    assert_eq!(expect_state.timesteps(), got_state.timesteps());
 }
 
-/// Runs `expect_with` and the event-driven executor and checks they are the same.
+/// Runs the reference and the event-driven executor from rest and checks they are the same.
 fn check(
     network: Network,
     frames: &[SparseFrame],
-    options: SparseOptions,
-    expect_with: &mut dyn Executor,
-) -> Output {
+    event: EventOptions,
+    background_steps: usize,
+    pool: Option<Pool>,
+) -> RunOutput {
     let network = Arc::new(network);
-    let mut expect_state = State::new(&network);
-    let expect = expect_with
-        .run(&network, &mut expect_state, frames, &recording())
-        .expect("reference run");
-    let mut sparse = SparseExecutor::with_options(Arc::clone(&network), options).expect("prepare");
-    let mut state = State::new(&network);
-    let got = sparse
-        .run(&network, &mut state, frames, &recording())
+    let reference = plan(
+        &network,
+        ExecutorKind::Reference,
+        EventOptions::default(),
+        0,
+        None,
+    );
+    let (expect, expect_state) = run_fresh(&reference, frames, &recording());
+    let event_plan = plan(&network, ExecutorKind::Event, event, background_steps, pool);
+    let mut scratch = event_plan.new_scratch();
+    let mut state = event_plan.new_state();
+    let got = event_plan
+        .run(&mut scratch, &mut state, frames, &recording())
         .expect("event run");
-    assert_same(&network, &expect, &expect_state, &got, &state);
-    // A second run through the same executor (warm buffers, cached background) agrees too.
-    let again = sparse
-        .run(&network, &mut state, frames, &recording())
+    assert_same(
+        &network,
+        (&reference, &expect, &expect_state),
+        (&event_plan, &got, &state),
+    );
+    // A second run through the same scratch (warm buffers) from a reset state agrees too.
+    state.reset();
+    let again = event_plan
+        .run(&mut scratch, &mut state, frames, &recording())
         .expect("event run");
     assert_eq!(again, got, "second run differs");
     got
@@ -216,12 +250,7 @@ fn check(
 fn tiny_48x48_matches_the_reference() {
     let network = random_network(Architecture::Tiny, 48, 48, 1, NeuronKind::Srif);
     let frames = random_frames(48, 48, 6, 0.05, false, 2);
-    let out = check(
-        network,
-        &frames,
-        SparseOptions::default(),
-        &mut ReferenceExecutor::new(),
-    );
+    let out = check(network, &frames, EventOptions::default(), 6, None);
     assert!(out.stats.total_spikes() > 0);
 }
 
@@ -229,7 +258,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
     /// Random architecture, weights, neuron model, input density and kind (counts or
-    /// spikes), thread count, region settings and the density above which convs run as
+    /// spikes), thread count, region settings and the densities above which convs run as
     /// im2col + GEMM: always the reference's run.
     #[test]
     fn random_networks_and_inputs_match_the_reference(
@@ -237,10 +266,10 @@ proptest! {
         seed in any::<u64>(),
         density in 0.0f64..0.3,
         binary in any::<bool>(),
-        threads in 1usize..3,
+        threads in 0usize..3,
         tracking in any::<bool>(),
         max_active_fraction in 0.0f64..1.0,
-        dense_above in prop::sample::select(vec![0.0f64, 0.1, 0.5, 2.0]),
+        gemm_above in prop::sample::select(vec![0.0f64, 0.1, 0.5, 2.0]),
         kind in prop::sample::select(vec![
             NeuronKind::Srif,
             NeuronKind::IfHard,
@@ -249,14 +278,15 @@ proptest! {
     ) {
         let network = random_network(arch, 16, 16, seed, kind);
         let frames = random_frames(16, 16, 3, density, binary, seed.wrapping_add(1));
-        let options = SparseOptions {
-            threads,
+        let options = EventOptions {
             tracking,
             max_active_fraction,
-            dense_above,
-            ..SparseOptions::default()
+            gemm_above_binary: gemm_above,
+            gemm_above_valued: gemm_above,
+            ..EventOptions::default()
         };
-        check(network, &frames, options, &mut ReferenceExecutor::new());
+        let pool = (threads > 0).then(|| Pool::new(threads).expect("pool"));
+        check(network, &frames, options, 3, pool);
     }
 }
 
@@ -273,12 +303,7 @@ fn events_in_a_patch_touch_few_neurons_and_match_the_reference() {
     ] {
         let network = random_network(arch, side, side, 11, NeuronKind::Srif);
         let frames = patch_frames(side, side, 4, side / 2 - 2, side / 2 + 1, 5);
-        let out = check(
-            network,
-            &frames,
-            SparseOptions::default(),
-            &mut ReferenceExecutor::new(),
-        );
+        let out = check(network, &frames, EventOptions::default(), 4, None);
         let (done, total) = out.stats.neuron_updates();
         assert!(done < total, "{arch}: {done} of {total} neuron updates");
     }
@@ -286,27 +311,31 @@ fn events_in_a_patch_touch_few_neurons_and_match_the_reference() {
 
 /// Forcing every conv onto the im2col + GEMM path, or never, gives the same run.
 #[test]
-fn dense_path_gives_the_same_bits() {
-    for arch in [Architecture::Tiny, Architecture::Resnet20] {
-        let network = random_network(arch, 24, 24, 13, NeuronKind::Srif);
+fn gemm_path_gives_the_same_bits() {
+    for arch in [
+        Architecture::Tiny,
+        Architecture::Resnet20,
+        Architecture::VggSnn,
+    ] {
+        let network = Arc::new(random_network(arch, 24, 24, 13, NeuronKind::Srif));
         let frames = random_frames(24, 24, 3, 0.2, false, 13);
-        let network = Arc::new(network);
         let mut outputs = Vec::new();
-        for dense_above in [-1.0, 2.0] {
-            let options = SparseOptions {
-                dense_above,
-                ..SparseOptions::default()
+        for gemm_above in [-1.0, 2.0] {
+            let options = EventOptions {
+                gemm_above_binary: gemm_above,
+                gemm_above_valued: gemm_above,
+                ..EventOptions::default()
             };
-            let mut ex =
-                SparseExecutor::with_options(Arc::clone(&network), options).expect("prepare");
-            let out = ex
-                .run(&network, &mut State::new(&network), &frames, &recording())
+            let p = plan(&network, ExecutorKind::Event, options, 3, None);
+            let mut scratch = p.new_scratch();
+            let out = p
+                .run(&mut scratch, &mut p.new_state(), &frames, &recording())
                 .expect("run");
-            let dense_steps: u64 = ex.dense_steps().iter().sum();
+            let gemm_steps: u64 = scratch.gemm_steps().iter().sum();
             assert_eq!(
-                dense_steps > 0,
-                dense_above < 0.0,
-                "{arch}: {dense_steps} dense steps"
+                gemm_steps > 0,
+                gemm_above < 0.0,
+                "{arch}: {gemm_steps} GEMM steps"
             );
             outputs.push(out);
         }
@@ -322,11 +351,7 @@ fn runs_longer_than_the_background_match_the_reference() {
     for arch in [Architecture::Tiny, Architecture::Resnet20] {
         let network = random_network(arch, 24, 24, 17, NeuronKind::Srif);
         let frames = patch_frames(24, 24, 5, 10, 13, 17);
-        let options = SparseOptions {
-            max_background_steps: 2,
-            ..SparseOptions::default()
-        };
-        let out = check(network, &frames, options, &mut ReferenceExecutor::new());
+        let out = check(network, &frames, EventOptions::default(), 2, None);
         let (done, total) = out.stats.neuron_updates();
         assert!(done < total, "{arch}: {done} of {total}");
     }
@@ -335,32 +360,26 @@ fn runs_longer_than_the_background_match_the_reference() {
 /// An empty input is exactly the background: no neuron of a tracked layer is stepped.
 #[test]
 fn empty_frames_step_only_untracked_layers() {
-    let network = Arc::new(random_network(
-        Architecture::Tiny,
-        32,
-        32,
-        3,
-        NeuronKind::Srif,
-    ));
+    let network = random_network(Architecture::Tiny, 32, 32, 3, NeuronKind::Srif);
     let frames = vec![SparseFrame::empty(shape(32, 32)); 5];
-    let mut reference_state = State::new(&network);
-    let expect = ReferenceExecutor::new()
-        .run(&network, &mut reference_state, &frames, &recording())
-        .expect("reference");
-    let mut ex = SparseExecutor::new(Arc::clone(&network)).expect("prepare");
-    let mut state = State::new(&network);
-    let got = ex
-        .run(&network, &mut state, &frames, &recording())
-        .expect("event");
-    assert_same(&network, &expect, &reference_state, &got, &state);
+    let got = check(network.clone(), &frames, EventOptions::default(), 5, None);
+    let network = Arc::new(network);
+    let p = plan(
+        &network,
+        ExecutorKind::Event,
+        EventOptions::default(),
+        5,
+        None,
+    );
+    let event = p.event().expect("event plan");
     for n in network.neuron_nodes() {
         let row = &got.stats.nodes[n];
-        if ex.tracks(n) {
+        if event.tracks(n) {
             assert_eq!(row.neuron_updates, 0, "{} was stepped", row.name);
         }
     }
     assert!(
-        network.neuron_nodes().any(|n| ex.tracks(n)),
+        network.neuron_nodes().any(|n| event.tracks(n)),
         "no layer tracked"
     );
 }
@@ -376,99 +395,293 @@ fn quantization_statistic_matches_the_reference() {
         NeuronKind::Srif,
     ));
     let frames = random_frames(24, 24, 4, 0.1, false, 9);
+    let reference = plan(
+        &network,
+        ExecutorKind::Reference,
+        EventOptions::default(),
+        0,
+        None,
+    );
+    let event = plan(
+        &network,
+        ExecutorKind::Event,
+        EventOptions::default(),
+        4,
+        None,
+    );
     for node in network.neuron_nodes() {
         let options = RunOptions {
             record_spikes: false,
             quantization_node: Some(node),
         };
-        let expect = ReferenceExecutor::new()
-            .run(&network, &mut State::new(&network), &frames, &options)
-            .expect("reference");
-        let mut ex = SparseExecutor::new(Arc::clone(&network)).expect("prepare");
-        let got = ex
-            .run(&network, &mut State::new(&network), &frames, &options)
-            .expect("event");
+        let (expect, _) = run_fresh(&reference, &frames, &options);
+        let (got, _) = run_fresh(&event, &frames, &options);
         assert_eq!(expect.stats.quantization, got.stats.quantization);
         assert!(got.stats.quantization.is_some_and(|q| q.samples > 0));
     }
 }
 
-/// Executors prepared for one network share its background; another network is refused.
+/// Two models of the same architecture and shape with different weights and biases: every
+/// executor's plan gives each model the reference's logits for that model, whichever plan
+/// was built first or ran last.
 #[test]
-fn background_is_shared_and_networks_are_checked() {
-    let network = Arc::new(random_network(
+fn each_plan_runs_its_own_weights_and_biases() {
+    let a = Arc::new(random_network(
         Architecture::Tiny,
         16,
         16,
-        4,
+        31,
         NeuronKind::Srif,
     ));
-    let frames = random_frames(16, 16, 3, 0.05, true, 4);
-    let mut first = SparseExecutor::new(Arc::clone(&network)).expect("prepare");
-    let out = first
-        .run(
-            &network,
-            &mut State::new(&network),
-            &frames,
-            &RunOptions::default(),
-        )
-        .expect("run");
-    let mut second = SparseExecutor::new(Arc::clone(&network)).expect("prepare");
-    second.share_cache(&first).expect("same network");
-    assert!(Arc::ptr_eq(first.background(), second.background()));
-    let again = second
-        .run(
-            &network,
-            &mut State::new(&network),
-            &frames,
-            &RunOptions::default(),
-        )
-        .expect("run");
-    assert_eq!(out, again);
-    // An equal copy is accepted; a different network is not.
-    let copy = (*network).clone();
-    assert!(
-        first
-            .run(
-                &copy,
-                &mut State::new(&copy),
-                &frames,
-                &RunOptions::default()
-            )
-            .is_ok()
-    );
-    let other = random_network(Architecture::Tiny, 16, 16, 5, NeuronKind::Srif);
-    assert_eq!(
-        first.run(
-            &other,
-            &mut State::new(&other),
-            &frames,
-            &RunOptions::default()
-        ),
-        Err(ExecError::NetworkMismatch)
-    );
-    let unrelated = SparseExecutor::new(Arc::new(other)).expect("prepare");
-    assert_eq!(
-        second.share_cache(&unrelated),
-        Err(ExecError::NetworkMismatch)
-    );
-    // Bad frames are refused before anything runs.
-    let wrong = random_frames(8, 8, 1, 0.1, true, 1);
-    assert!(matches!(
-        first.run(
-            &network,
-            &mut State::new(&network),
-            &wrong,
-            &RunOptions::default()
-        ),
-        Err(ExecError::FrameShape { .. })
+    let b = Arc::new(random_network(
+        Architecture::Tiny,
+        16,
+        16,
+        32,
+        NeuronKind::Srif,
     ));
+    let frames = random_frames(16, 16, 3, 0.1, false, 31);
+    let options = RunOptions::default();
+    let expect: Vec<Vec<f32>> = [&a, &b]
+        .iter()
+        .map(|n| {
+            let p = plan(n, ExecutorKind::Reference, EventOptions::default(), 0, None);
+            run_fresh(&p, &frames, &options).0.logits
+        })
+        .collect();
+    assert_ne!(expect[0], expect[1], "the two models must differ");
+    for kind in ExecutorKind::ALL {
+        let plans = [
+            plan(&a, kind, EventOptions::default(), 3, None),
+            plan(&b, kind, EventOptions::default(), 3, None),
+        ];
+        let mut scratches: Vec<_> = plans.iter().map(|p| p.new_scratch()).collect();
+        for round in 0..2 {
+            for (k, p) in plans.iter().enumerate() {
+                let mut state = p.new_state();
+                let got = p
+                    .run(&mut scratches[k], &mut state, &frames, &options)
+                    .expect("run");
+                assert_eq!(got.logits, expect[k], "{kind}: model {k}, round {round}");
+            }
+        }
+    }
+}
+
+/// Sums of every counter over a sequence of calls.
+fn total_stats(outputs: &[RunOutput]) -> Vec<(u64, u64, u64, u64)> {
+    let mut total = vec![(0, 0, 0, 0); outputs[0].stats.nodes.len()];
+    for out in outputs {
+        for (t, n) in total.iter_mut().zip(&out.stats.nodes) {
+            t.0 += n.spikes;
+            t.1 += n.synaptic_ops;
+            t.2 += n.neuron_updates;
+            t.3 += n.performed_ops;
+        }
+    }
+    total
+}
+
+/// Spikes of a sequence of calls, concatenated per layer.
+fn all_spikes(outputs: &[RunOutput]) -> Vec<Vec<Vec<u32>>> {
+    let layers = outputs[0].spikes.as_ref().map_or(0, Vec::len);
+    (0..layers)
+        .map(|l| {
+            outputs
+                .iter()
+                .flat_map(|o| o.spikes.as_ref().expect("recorded")[l].steps.clone())
+                .collect()
+        })
+        .collect()
+}
+
+/// `step` T times equals `run` on T frames: spikes, logits, counters and membranes, for
+/// every executor, from a tracked start and beyond the background.
+#[test]
+fn steps_equal_one_run() {
+    let network = Arc::new(random_network(
+        Architecture::Resnet20,
+        16,
+        16,
+        41,
+        NeuronKind::Srif,
+    ));
+    let frames = patch_frames(16, 16, 6, 6, 10, 41);
+    for kind in ExecutorKind::ALL {
+        let p = plan(&network, kind, EventOptions::default(), 4, None);
+        let mut scratch = p.new_scratch();
+        let mut whole = p.new_state();
+        let run = p
+            .run(&mut scratch, &mut whole, &frames, &recording())
+            .expect("run");
+        let mut stepped = p.new_state();
+        let steps: Vec<RunOutput> = frames
+            .iter()
+            .map(|f| {
+                p.step(&mut scratch, &mut stepped, f, &recording())
+                    .expect("step")
+            })
+            .collect();
+        assert_eq!(
+            all_spikes(&steps),
+            all_spikes(std::slice::from_ref(&run)),
+            "{kind}"
+        );
+        assert_eq!(steps.last().expect("steps").logits, run.logits, "{kind}");
+        assert_eq!(
+            total_stats(&steps),
+            total_stats(std::slice::from_ref(&run)),
+            "{kind}"
+        );
+        assert!(p.membranes(&stepped) == p.membranes(&whole), "{kind}");
+        assert_eq!(stepped.timesteps(), 6);
+        if kind == ExecutorKind::Event {
+            // The patch keeps most early neurons at the background, so the stream's regions
+            // (the part of the state that `step` must carry) are exercised.
+            let (done, total) = run.stats.neuron_updates();
+            assert!(done < total, "{done} of {total} neuron updates");
+        }
+    }
+}
+
+/// Two streams' states interleaved timestep by timestep on one scratch give each stream
+/// exactly what it gets alone, for every executor.
+#[test]
+fn interleaved_streams_on_one_scratch_equal_each_alone() {
+    let network = Arc::new(random_network(
+        Architecture::Resnet20,
+        16,
+        16,
+        43,
+        NeuronKind::Srif,
+    ));
+    let a = patch_frames(16, 16, 5, 2, 6, 43);
+    let b = random_frames(16, 16, 5, 0.05, false, 44);
+    for kind in ExecutorKind::ALL {
+        let p = plan(&network, kind, EventOptions::default(), 5, None);
+        let alone: Vec<(RunOutput, State)> = [&a, &b]
+            .iter()
+            .map(|frames| run_fresh(&p, frames, &recording()))
+            .collect();
+        let mut scratch = p.new_scratch();
+        let mut states = [p.new_state(), p.new_state()];
+        let mut outputs: [Vec<RunOutput>; 2] = [Vec::new(), Vec::new()];
+        for t in 0..5 {
+            for (k, frames) in [&a, &b].iter().enumerate() {
+                outputs[k].push(
+                    p.step(&mut scratch, &mut states[k], &frames[t], &recording())
+                        .expect("step"),
+                );
+            }
+        }
+        if kind == ExecutorKind::Event {
+            let (done, total) = alone[0].0.stats.neuron_updates();
+            assert!(done < total, "stream 0 not tracked: {done} of {total}");
+        }
+        for k in 0..2 {
+            let (run, state) = &alone[k];
+            assert_eq!(
+                all_spikes(&outputs[k]),
+                all_spikes(std::slice::from_ref(run)),
+                "{kind}: stream {k}"
+            );
+            assert_eq!(outputs[k][4].logits, run.logits, "{kind}: stream {k}");
+            assert_eq!(
+                total_stats(&outputs[k]),
+                total_stats(std::slice::from_ref(run)),
+                "{kind}: stream {k}"
+            );
+            assert!(
+                p.membranes(&states[k]) == p.membranes(state),
+                "{kind}: stream {k}"
+            );
+        }
+    }
+}
+
+/// The two live-stream semantics against the reference's one long run of three windows:
+/// reset at each window gives each window its independent classification; continuous
+/// membranes (`reset_output` only) carry the membranes over, so the windows together are the
+/// long run, longer than the event-driven executor's background, and each window's logits
+/// average that window's outputs.
+#[test]
+fn windows_reset_or_continuous_match_the_reference() {
+    let network = Arc::new(random_network(
+        Architecture::Tiny,
+        24,
+        24,
+        47,
+        NeuronKind::Srif,
+    ));
+    let t = 4;
+    let frames = patch_frames(24, 24, 3 * t, 9, 14, 47);
+    let windows: Vec<&[SparseFrame]> = frames.chunks(t).collect();
+    let reference = plan(
+        &network,
+        ExecutorKind::Reference,
+        EventOptions::default(),
+        0,
+        None,
+    );
+    // The reference's one long run (its spikes and final membranes), and below, window by
+    // window, its continuous run with the output reset at each window (its logits).
+    let (long, long_state) = run_fresh(&reference, &frames, &recording());
+    for kind in ExecutorKind::ALL {
+        let p = plan(&network, kind, EventOptions::default(), t, None);
+        let mut scratch = p.new_scratch();
+        // Reset at each window: each window from rest.
+        let mut state = p.new_state();
+        for w in &windows {
+            state.reset();
+            let got = p
+                .run(&mut scratch, &mut state, w, &recording())
+                .expect("run");
+            let (expect, _) = run_fresh(&reference, w, &recording());
+            assert_eq!(got.logits, expect.logits, "{kind}: reset windows");
+            assert_eq!(got.spikes, expect.spikes, "{kind}: reset windows");
+        }
+        // Continuous: the same spikes as the long run, window after window.
+        let mut state = p.new_state();
+        let mut expect_state = reference.new_state();
+        let mut outputs = Vec::new();
+        for w in &windows {
+            state.reset_output();
+            expect_state.reset_output();
+            let got = p
+                .run(&mut scratch, &mut state, w, &recording())
+                .expect("run");
+            let expect = reference
+                .run(
+                    &mut reference.new_scratch(),
+                    &mut expect_state,
+                    w,
+                    &recording(),
+                )
+                .expect("reference");
+            assert_eq!(
+                got.logits, expect.logits,
+                "{kind}: continuous window logits"
+            );
+            assert_eq!(state.output_timesteps() as usize, t);
+            outputs.push(got);
+        }
+        assert_eq!(
+            all_spikes(&outputs),
+            all_spikes(std::slice::from_ref(&long)),
+            "{kind}"
+        );
+        assert!(
+            p.membranes(&state).expect("own") == reference.membranes(&long_state).expect("own"),
+            "{kind}: continuous membranes"
+        );
+        assert_eq!(state.timesteps(), (3 * t) as u64);
+    }
 }
 
 /// Real MNIST-DVS recordings (DVS128, AEDAT 2.0), binned by the binner into T frames of
 /// 2×48×48 with bilinear resizing (so inputs are real-valued, not counts): tiny is checked
-/// against the reference executor, the larger networks against the dense executor (which
-/// the snn tests check against the reference).
+/// against the reference executor, resnet20 (with two threads) against the dense executor
+/// (which the snn tests check against the reference).
 #[test]
 fn real_recordings_match() {
     let files = [
@@ -478,7 +691,28 @@ fn real_recordings_match() {
     ];
     let (side, t) = (48u16, 6usize);
     let tiny = random_network(Architecture::Tiny, 48, 48, 21, NeuronKind::Srif);
-    let resnet20 = random_network(Architecture::Resnet20, 48, 48, 22, NeuronKind::Srif);
+    let resnet20 = Arc::new(random_network(
+        Architecture::Resnet20,
+        48,
+        48,
+        22,
+        NeuronKind::Srif,
+    ));
+    let dense = plan(
+        &resnet20,
+        ExecutorKind::Dense,
+        EventOptions::default(),
+        0,
+        None,
+    );
+    let pool = Pool::new(2).expect("pool");
+    let event = plan(
+        &resnet20,
+        ExecutorKind::Event,
+        EventOptions::default(),
+        t,
+        Some(pool),
+    );
     for file in files {
         let rec = read_file(&shared_data(file), None, &DecodeOptions::default()).expect("decode");
         assert!(!rec.events.is_empty(), "{file} has no events");
@@ -495,18 +729,14 @@ fn real_recordings_match() {
             .bin_recording(&rec.events, RecordingWindows::EqualCount { bins: t })
             .expect("bin");
         assert!(frames.iter().any(|f| f.nnz() > 0));
-        let out = check(
-            tiny.clone(),
-            &frames,
-            SparseOptions::default(),
-            &mut ReferenceExecutor::new(),
-        );
+        let out = check(tiny.clone(), &frames, EventOptions::default(), t, None);
         assert!(out.stats.total_spikes() > 0);
-        let dense = DenseExecutor::new(&resnet20);
-        let options = SparseOptions {
-            threads: 2,
-            ..SparseOptions::default()
-        };
-        check(resnet20.clone(), &frames, options, &mut { dense });
+        let (expect, expect_state) = run_fresh(&dense, &frames, &recording());
+        let (got, state) = run_fresh(&event, &frames, &recording());
+        assert_same(
+            &resnet20,
+            (&dense, &expect, &expect_state),
+            (&event, &got, &state),
+        );
     }
 }

@@ -8,5 +8,8 @@ mod formats_aedat4;
 mod formats_jaer;
 mod formats_prophesee;
 mod malformed;
+mod model;
+mod python;
+mod session;
 mod snn;
 mod support;

@@ -1,59 +1,34 @@
-//! Integration tests: the neuron (paper Figure 2), the model file (round trip, typed load
-//! errors), BN calibration, and the reference and dense executors agreeing bit for bit on
-//! every architecture.
+//! Integration tests: the neuron (paper Figure 2) and the reference and dense executors
+//! agreeing bit for bit on every architecture; `infer` end to end on a real recording.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use inflor::binner::SparseFrame;
-use inflor::exec::dense::{Calibration, DenseExecutor, calibrate};
-use inflor::exec::reference::ReferenceExecutor;
-use inflor::exec::{Executor, Output, RunOptions, input_frame_shape, synthetic_frames};
-use inflor::snn::file::{FORMAT_VERSION, METADATA_KEY, VERSION_KEY};
-use inflor::snn::{
-    ArchSpec, Architecture, Blueprint, BuildError, LoadError, Metadata, Model, Network, NeuronKind,
-    Node, Op, Shape, State, VTH,
+use inflor::exec::{
+    ExecError, ExecutorKind, Plan, PlanOptions, RunOptions, RunOutput as Output, input_frame_shape,
+    synthetic_frames,
 };
+use inflor::model::{Architecture, Model};
+use inflor::snn::{Network, NeuronKind, Node, Op, Shape, VTH};
 use proptest::prelude::*;
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
 
-fn spec(arch: Architecture, side: usize, classes: usize) -> ArchSpec {
-    ArchSpec {
-        arch,
-        channels: 2,
-        height: side,
-        width: side,
-        classes,
-    }
-}
+use crate::model::{calibrated_model, spec};
 
-/// A model whose BN statistics are calibrated so hidden layers fire at realistic rates.
-fn calibrated_model(arch: Architecture, side: usize, seed: u64, neuron: NeuronKind) -> Model {
-    let s = spec(arch, side, 5);
-    let blueprint = Blueprint::new(s).unwrap();
-    let mut params = blueprint.random_parameters(seed);
-    let mut metadata = Metadata::new(s, 3);
-    metadata.neuron.model = neuron;
-    let settings = Calibration {
-        target_rate: 0.15,
-        samples: 1,
-        timesteps: 3,
-        input_density: 0.1,
-        seed,
-    };
-    calibrate(
-        &blueprint,
-        &mut params,
-        neuron,
-        metadata.batch_norm,
-        &settings,
-    )
-    .unwrap();
-    Model::new(metadata, params).unwrap()
+/// One run from rest on a fresh plan of `kind`.
+fn run_on(
+    network: &Arc<Network>,
+    kind: ExecutorKind,
+    frames: &[SparseFrame],
+    options: &RunOptions,
+) -> Output {
+    let plan = Plan::new(Arc::clone(network), kind, PlanOptions::default()).unwrap();
+    let mut state = plan.new_state();
+    plan.run(&mut plan.new_scratch(), &mut state, frames, options)
+        .unwrap()
 }
 
 fn run_both(
-    network: &Network,
+    network: &Arc<Network>,
     frames: &[SparseFrame],
     quantization: Option<usize>,
 ) -> (Output, Output) {
@@ -61,13 +36,8 @@ fn run_both(
         record_spikes: true,
         quantization_node: quantization,
     };
-    let mut state = State::new(network);
-    let reference = ReferenceExecutor::new()
-        .run(network, &mut state, frames, &options)
-        .unwrap();
-    let dense = DenseExecutor::new(network)
-        .run(network, &mut state, frames, &options)
-        .unwrap();
+    let reference = run_on(network, ExecutorKind::Reference, frames, &options);
+    let dense = run_on(network, ExecutorKind::Dense, frames, &options);
     (reference, dense)
 }
 
@@ -203,7 +173,7 @@ fn reference_equals_dense_on_a_hand_made_graph_with_sum_pooling() {
         ),
         Node::new("out", Op::Output, vec![5], Shape::vector(3)),
     ];
-    let network = Network::new(nodes).unwrap();
+    let network = Arc::new(Network::new(nodes).unwrap());
     let frames = synthetic_frames(input_frame_shape(&network), 4, 0.3, 1);
     let (reference, dense) = run_both(&network, &frames, Some(2));
     assert_identical(&reference, &dense);
@@ -220,9 +190,8 @@ proptest! {
         timesteps in 1usize..4,
         lif in any::<bool>(),
     ) {
-        let s = spec(Architecture::Tiny, 8, 4);
-        let blueprint = Blueprint::new(s).unwrap();
-        let mut params = blueprint.random_parameters(seed);
+        let mut model = Model::random(spec(Architecture::Tiny, 8, 4), timesteps, seed).unwrap();
+        let params = &mut model.parameters;
         // Uncalibrated but lively: amplify and offset every BN.
         for (name, t) in params.iter_mut() {
             if name.ends_with(".running_var") {
@@ -233,9 +202,8 @@ proptest! {
             }
         }
         let neuron = if lif { NeuronKind::LifHard { tau: 0.25 } } else { NeuronKind::Srif };
-        let mut metadata = Metadata::new(s, timesteps);
-        metadata.neuron.model = neuron;
-        let model = Model::new(metadata, params).unwrap();
+        model.metadata.neuron.model = neuron;
+        model.rebuild().unwrap();
         let frames = synthetic_frames(input_frame_shape(&model.network), timesteps, density, seed + 1);
         let (reference, dense) = run_both(&model.network, &frames, Some(3));
         assert_identical(&reference, &dense);
@@ -243,341 +211,85 @@ proptest! {
 }
 
 #[test]
-fn calibration_reaches_the_target_rate() {
-    let s = spec(Architecture::Tiny, 16, 3);
-    let blueprint = Blueprint::new(s).unwrap();
-    let mut params = blueprint.random_parameters(2);
-    let metadata = Metadata::new(s, 4);
-    let settings = Calibration {
-        target_rate: 0.15,
-        samples: 2,
-        timesteps: 4,
-        input_density: 0.1,
-        seed: 7,
-    };
-    let report = calibrate(
-        &blueprint,
-        &mut params,
-        NeuronKind::Srif,
-        metadata.batch_norm,
-        &settings,
-    )
-    .unwrap();
-    assert_eq!(report.layers.len(), 3);
-    for (name, rate) in &report.layers {
-        assert!((rate - 0.15).abs() < 0.03, "{name}: {rate}");
-    }
-    // The executor sees the same rates on the calibration inputs.
-    let model = Model::new(metadata, params).unwrap();
-    let mut state = State::new(&model.network);
-    let mut dense = DenseExecutor::new(&model.network);
-    let mut spikes = 0u64;
-    let mut total = 0u64;
-    for k in 0..2 {
-        let frames = synthetic_frames(input_frame_shape(&model.network), 4, 0.1, 7 + k);
-        let out = dense
-            .run(&model.network, &mut state, &frames, &RunOptions::default())
-            .unwrap();
-        spikes += out.stats.total_spikes();
-        total += out.stats.total_neurons() * 4;
-    }
-    let rate = spikes as f64 / total as f64;
-    assert!((rate - 0.15).abs() < 0.03, "overall {rate}");
-}
-
-#[test]
-fn model_file_round_trips() {
-    let mut model = calibrated_model(Architecture::Tiny, 16, 3, NeuronKind::LifHard { tau: 0.25 });
-    model.metadata.class_names = vec!["a", "b", "c", "d", "e"]
-        .into_iter()
-        .map(String::from)
-        .collect();
-    model.metadata.provenance.dataset = Some("synthetic".into());
-    model
-        .metadata
-        .provenance
-        .extra
-        .insert("epochs".into(), serde_json::json!(12));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("m.safetensors");
-    model.save(&path).unwrap();
-    let loaded = Model::load(&path).unwrap();
-    assert_eq!(loaded.metadata, model.metadata);
-    assert_eq!(loaded.parameters, model.parameters);
-    assert_eq!(*loaded.network, *model.network);
-
-    // Python-compatible layout: F32 tensors in PyTorch shapes, metadata strings.
-    let bytes = std::fs::read(&path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let w = st.tensor("features.0.conv.weight").unwrap();
-    assert_eq!(w.dtype(), Dtype::F32);
-    assert_eq!(w.shape(), &[16, 2, 3, 3]);
-    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = header.metadata().as_ref().unwrap();
-    assert_eq!(meta[VERSION_KEY], FORMAT_VERSION.to_string());
-    let doc: serde_json::Value = serde_json::from_str(&meta[METADATA_KEY]).unwrap();
-    assert_eq!(doc["architecture"]["arch"], "tiny");
-    assert_eq!(doc["neuron"]["model"]["kind"], "lif_hard");
-}
-
-/// Re-serialises `model` with its tensors and metadata edited.
-fn rewrite(
-    model: &Model,
-    edit_tensors: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u8>, Dtype)>),
-    edit_meta: impl FnOnce(&mut HashMap<String, String>),
-) -> Vec<u8> {
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>, Dtype)> = model
-        .parameters
-        .iter()
-        .map(|(n, t)| {
-            (
-                n.clone(),
-                t.shape.clone(),
-                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                Dtype::F32,
-            )
-        })
-        .collect();
-    edit_tensors(&mut tensors);
-    let mut meta = HashMap::new();
-    meta.insert(
-        METADATA_KEY.to_owned(),
-        serde_json::to_string(&model.metadata).unwrap(),
-    );
-    edit_meta(&mut meta);
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(n, s, b, d)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    safetensors::serialize(views, Some(meta)).unwrap()
-}
-
-#[test]
-fn load_errors_are_typed_and_name_the_problem() {
-    let model = Model::random(spec(Architecture::Resnet19, 8, 3), 4, 1).unwrap();
-    assert!(Model::from_bytes(&rewrite(&model, |_| {}, |_| {})).is_ok());
-
-    // Missing tensor.
-    let bytes = rewrite(
-        &model,
-        |t| t.retain(|(n, ..)| n != "layer2.0.downsample.1.running_var"),
-        |_| {},
-    );
-    match Model::from_bytes(&bytes) {
-        Err(LoadError::Build(BuildError::MissingTensor { name, expected })) => {
-            assert_eq!(name, "layer2.0.downsample.1.running_var");
-            assert_eq!(expected, vec![256]);
-        }
-        other => panic!("expected MissingTensor, got {other:?}"),
-    }
-
-    // Wrong shape: transposed FC weight.
-    let bytes = rewrite(
-        &model,
-        |t| {
-            let fc = t.iter_mut().find(|(n, ..)| n == "fc1.weight").unwrap();
-            fc.1 = vec![512, 256];
-        },
-        |_| {},
-    );
-    let err = Model::from_bytes(&bytes).unwrap_err();
-    match &err {
-        LoadError::Build(BuildError::WrongShape {
-            name,
-            expected,
-            found,
-        }) => {
-            assert_eq!(name, "fc1.weight");
-            assert_eq!(expected, &vec![256, 512]);
-            assert_eq!(found, &vec![512, 256]);
-        }
-        other => panic!("expected WrongShape, got {other:?}"),
-    }
-    assert_eq!(
-        err.to_string(),
-        "tensor fc1.weight has shape [512, 256], expected [256, 512]"
-    );
-
-    // Unexpected tensor (another architecture's weights); PyTorch's counters are ignored.
-    let bytes = rewrite(
-        &model,
-        |t| {
-            t.push((
-                "features.0.conv.weight".into(),
-                vec![1],
-                vec![0; 4],
-                Dtype::F32,
-            ));
-            t.push((
-                "bn1.num_batches_tracked".into(),
-                vec![],
-                vec![0; 8],
-                Dtype::I64,
-            ));
-        },
-        |_| {},
-    );
-    assert!(matches!(
-        Model::from_bytes(&bytes),
-        Err(LoadError::Build(BuildError::UnexpectedTensor { name })) if name == "features.0.conv.weight"
-    ));
-
-    // Wrong dtype.
-    let bytes = rewrite(
-        &model,
-        |t| {
-            let b = t.iter_mut().find(|(n, ..)| n == "fc2.bias").unwrap();
-            b.3 = Dtype::I32;
-        },
-        |_| {},
-    );
-    assert!(
-        matches!(Model::from_bytes(&bytes), Err(LoadError::WrongDtype { name, .. }) if name == "fc2.bias")
-    );
-
-    // NaN in a weight.
-    let bytes = rewrite(
-        &model,
-        |t| {
-            let w = t.iter_mut().find(|(n, ..)| n == "conv1.weight").unwrap();
-            w.2[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
-        },
-        |_| {},
-    );
-    assert!(matches!(
-        Model::from_bytes(&bytes),
-        Err(LoadError::Build(BuildError::InvalidValue { name, index: 2 })) if name == "conv1.weight"
-    ));
-
-    // Metadata problems.
-    let with_meta = |f: &dyn Fn(&mut serde_json::Value)| {
-        let mut doc = serde_json::to_value(&model.metadata).unwrap();
-        f(&mut doc);
-        let text = doc.to_string();
-        rewrite(
-            &model,
-            |_| {},
-            move |m| {
-                m.insert(METADATA_KEY.to_owned(), text);
-            },
-        )
-    };
-    let bytes = rewrite(
-        &model,
-        |_| {},
-        |m| {
-            m.remove(METADATA_KEY);
-        },
-    );
-    assert!(matches!(
-        Model::from_bytes(&bytes),
-        Err(LoadError::MissingMetadata)
-    ));
-    let bytes = rewrite(
-        &model,
-        |_| {},
-        |m| {
-            m.insert(METADATA_KEY.to_owned(), "{not json".into());
-        },
-    );
-    assert!(matches!(
-        Model::from_bytes(&bytes),
-        Err(LoadError::BadMetadata(_))
-    ));
-    let bytes = with_meta(&|d| d["architecture"]["arch"] = "resnet50".into());
-    assert!(
-        matches!(Model::from_bytes(&bytes), Err(LoadError::UnknownArchitecture(a)) if a == "resnet50")
-    );
-    let bytes = with_meta(&|d| d["neuron"]["model"]["kind"] = "izhikevich".into());
-    assert!(
-        matches!(Model::from_bytes(&bytes), Err(LoadError::UnknownNeuron(n)) if n == "izhikevich")
-    );
-    let bytes = with_meta(&|d| d["format_version"] = 99.into());
-    assert!(matches!(
-        Model::from_bytes(&bytes),
-        Err(LoadError::UnsupportedVersion { found: 99 })
-    ));
-    let bytes = with_meta(&|d| d["neuron"]["vth"] = 1.0.into());
-    assert!(
-        matches!(Model::from_bytes(&bytes), Err(LoadError::BadMetadata(m)) if m.contains("vth"))
-    );
-    let bytes = with_meta(&|d| d["class_names"] = serde_json::json!(["only one"]));
-    assert!(
-        matches!(Model::from_bytes(&bytes), Err(LoadError::BadMetadata(m)) if m.contains("class names"))
-    );
-    let bytes = with_meta(&|d| d["input"]["height"] = 9.into());
-    assert!(
-        matches!(Model::from_bytes(&bytes), Err(LoadError::BadMetadata(m)) if m.contains("input is"))
-    );
-    let bytes = with_meta(&|d| d["surprise"] = 1.into());
-    assert!(
-        matches!(Model::from_bytes(&bytes), Err(LoadError::BadMetadata(m)) if m.contains("surprise"))
-    );
-
-    // Not a safetensors file at all.
-    assert!(matches!(
-        Model::from_bytes(b"hello"),
-        Err(LoadError::Container(_))
-    ));
-    let missing = Model::load(std::path::Path::new("/nonexistent/model.safetensors"));
-    assert!(matches!(missing, Err(LoadError::Io { .. })));
-}
-
-#[test]
-fn executors_reject_bad_frames_and_states() {
+fn executors_reject_bad_frames_and_foreign_states() {
     let model = Model::random(spec(Architecture::Tiny, 8, 2), 2, 0).unwrap();
     let network = &model.network;
-    let mut state = State::new(network);
-    let mut dense = DenseExecutor::new(network);
-    let options = RunOptions::default();
-    assert_eq!(
-        dense.run(network, &mut state, &[], &options).unwrap_err(),
-        inflor::exec::ExecError::NoFrames
-    );
-    let mut wrong = input_frame_shape(network);
-    wrong.width += 1;
-    let frames = vec![SparseFrame::empty(wrong)];
-    assert!(matches!(
-        dense.run(network, &mut state, &frames, &options),
-        Err(inflor::exec::ExecError::FrameShape { index: 0, .. })
-    ));
-    let mut frame = SparseFrame::empty(input_frame_shape(network));
-    frame.indices = vec![5, 3];
-    frame.values = vec![1.0, 1.0];
-    assert!(matches!(
-        ReferenceExecutor::new().run(network, &mut state, &[frame], &options),
-        Err(inflor::exec::ExecError::BadFrame { .. })
-    ));
     let other = Model::random(spec(Architecture::Tiny, 16, 2), 2, 0).unwrap();
-    let frames = synthetic_frames(input_frame_shape(network), 1, 0.1, 0);
-    assert_eq!(
-        dense
-            .run(&other.network, &mut state, &frames, &options)
-            .unwrap_err(),
-        inflor::exec::ExecError::NetworkMismatch
-    );
-    let mut small_state = State::new(&other.network);
-    assert_eq!(
-        dense
-            .run(network, &mut small_state, &frames, &options)
-            .unwrap_err(),
-        inflor::exec::ExecError::StateMismatch
-    );
+    let options = RunOptions::default();
+    for kind in ExecutorKind::ALL {
+        let plan = Plan::new(Arc::clone(network), kind, PlanOptions::default()).unwrap();
+        let mut state = plan.new_state();
+        let mut scratch = plan.new_scratch();
+        assert_eq!(
+            plan.run(&mut scratch, &mut state, &[], &options)
+                .unwrap_err(),
+            ExecError::NoFrames
+        );
+        let mut wrong = input_frame_shape(network);
+        wrong.width += 1;
+        let frames = vec![SparseFrame::empty(wrong)];
+        assert!(matches!(
+            plan.run(&mut scratch, &mut state, &frames, &options),
+            Err(ExecError::FrameShape { index: 0, .. })
+        ));
+        let mut frame = SparseFrame::empty(input_frame_shape(network));
+        frame.indices = vec![5, 3];
+        frame.values = vec![1.0, 1.0];
+        assert!(matches!(
+            plan.run(&mut scratch, &mut state, &[frame], &options),
+            Err(ExecError::BadFrame { .. })
+        ));
+        // States and scratches of any other plan are refused: another network, and another
+        // plan of the very same network.
+        let frames = synthetic_frames(input_frame_shape(network), 1, 0.1, 0);
+        let foreign = Plan::new(Arc::clone(&other.network), kind, PlanOptions::default()).unwrap();
+        let twin = Plan::new(Arc::clone(network), kind, PlanOptions::default()).unwrap();
+        for stranger in [&foreign, &twin] {
+            assert_eq!(
+                plan.run(&mut scratch, &mut stranger.new_state(), &frames, &options)
+                    .unwrap_err(),
+                ExecError::StateMismatch
+            );
+            assert_eq!(
+                plan.run(&mut stranger.new_scratch(), &mut state, &frames, &options)
+                    .unwrap_err(),
+                ExecError::ScratchMismatch
+            );
+        }
+        assert!(
+            plan.run(&mut scratch, &mut state, &frames, &options)
+                .is_ok()
+        );
+    }
 }
 
 #[test]
 fn state_memory_is_four_bytes_per_neuron() {
     let model = Model::random(spec(Architecture::Resnet19, 48, 10), 10, 0).unwrap();
-    let state = State::new(&model.network);
-    let neurons = model.network.neuron_count();
-    assert!(state.heap_bytes() <= 4 * neurons + (1 << 20));
-    assert!(std::mem::size_of::<State>() < 128);
+    let options = PlanOptions {
+        background_steps: 1,
+        ..PlanOptions::default()
+    };
+    for kind in ExecutorKind::ALL {
+        let plan = Plan::new(Arc::clone(&model.network), kind, options.clone()).unwrap();
+        let state = plan.new_state();
+        let neurons = model.network.neuron_count();
+        assert!(
+            state.heap_bytes() <= 4 * neurons + (1 << 20),
+            "{kind}: {} bytes for {neurons} neurons",
+            state.heap_bytes()
+        );
+        assert!(std::mem::size_of_val(&state) < 128);
+    }
 }
 
-/// `inflor model init`, `model info` and `infer` end to end on a real N-MNIST recording.
+/// `inflor infer` end to end on a real N-MNIST recording, with frames dumped.
 #[test]
-fn cli_init_info_and_infer() {
+fn cli_infer_on_a_real_recording() {
     use std::process::Command;
+    let Some(recording) = crate::support::shared_data_or_skip("nmnist/sample_nmnist.bin") else {
+        return;
+    };
     let bin = env!("CARGO_BIN_EXE_inflor");
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("tiny.safetensors");
@@ -601,22 +313,6 @@ fn cli_init_info_and_infer() {
         "{}",
         String::from_utf8_lossy(&status.stderr)
     );
-
-    let info = Command::new(bin)
-        .args(["model", "info", "--json"])
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(info.status.success());
-    let doc: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
-    assert_eq!(doc["metadata"]["architecture"]["arch"], "tiny");
-    assert_eq!(doc["dense_macs_per_timestep"], 2_550_784);
-    let rates = doc["metadata"]["provenance"]["calibration"]["rates"]
-        .as_object()
-        .unwrap();
-    assert_eq!(rates.len(), 3);
-
-    let recording = crate::support::shared_data("nmnist/sample_nmnist.bin");
     let frames = dir.path().join("frames.npy");
     let infer = Command::new(bin)
         .args([

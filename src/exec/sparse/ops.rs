@@ -4,10 +4,11 @@
 use std::cell::RefCell;
 
 use crate::binner::SparseFrame;
+use crate::exec::ConvNode;
 use crate::exec::sparse::bands::{PixelsMut, for_bands};
-use crate::exec::sparse::kernels::{Isa, sum_rows, sum_rows_scaled};
 use crate::exec::sparse::lists::{ListsMut, PixelLists};
 use crate::exec::stats::QuantizationError;
+use crate::kernels::{ConvGeometry, Isa, Transpose, dgemm, im2col, sum_rows, sum_rows_scaled};
 use crate::snn::network::{Node, Op, Shape};
 use crate::snn::neuron::{NeuronKind, fire};
 
@@ -48,11 +49,7 @@ thread_local! {
 /// A conv ready to gather: geometry and parameters.
 #[derive(Debug, Clone, Copy)]
 pub struct Conv<'a> {
-    in_shape: Shape,
-    out_width: usize,
-    kernel: (usize, usize),
-    stride: usize,
-    padding: usize,
+    geometry: ConvGeometry,
     out_ch: usize,
     /// The network's weights, `[Cin][Kh][Kw][Cout]` (the GEMM path's layout).
     weight: &'a [f32],
@@ -68,55 +65,31 @@ pub struct Conv<'a> {
 /// order. In this layout those rows lie at ascending addresses, Cout apart per channel, where
 /// in the network's layout they jump by Kh·Kw·Cout: measured 16 % faster for 128 channels and
 /// 50 % for 512, whose weights do not fit in L2 (BENCHMARKS.md).
-pub fn tap_major(node: &Node) -> Option<Vec<f32>> {
-    let Op::Conv2d {
-        in_ch,
-        out_ch,
-        kernel: (kh, kw),
-        weight,
-        ..
-    } = &node.op
-    else {
-        return None;
-    };
-    let taps = kh * kw;
+pub fn tap_major(conv: &ConvNode<'_>) -> Option<Vec<f32>> {
+    let g = &conv.geometry;
+    let (cin, cout) = (g.in_channels, conv.out_channels);
+    let taps = g.kernel_height * g.kernel_width;
     if taps == 1 {
         return None;
     }
-    let mut out = vec![0.0f32; weight.len()];
-    for (c, per_channel) in weight.chunks_exact(taps * out_ch).enumerate().take(*in_ch) {
-        for (tap, row) in per_channel.chunks_exact(*out_ch).enumerate() {
-            out[(tap * in_ch + c) * out_ch..][..*out_ch].copy_from_slice(row);
+    let mut out = vec![0.0f32; conv.weight.len()];
+    for (c, per_channel) in conv.weight.chunks_exact(taps * cout).enumerate().take(cin) {
+        for (tap, row) in per_channel.chunks_exact(cout).enumerate() {
+            out[(tap * cin + c) * cout..][..cout].copy_from_slice(row);
         }
     }
     Some(out)
 }
 
 impl<'a> Conv<'a> {
-    /// The conv of `node` (None if it is not a conv); `in_shape` is its input's shape and
-    /// `by_tap` its [`tap_major`] weights (None for 1×1).
-    pub fn of(node: &'a Node, in_shape: Shape, by_tap: Option<&'a [f32]>) -> Option<Self> {
-        match &node.op {
-            Op::Conv2d {
-                out_ch,
-                kernel,
-                stride,
-                padding,
-                weight,
-                bias,
-                ..
-            } => Some(Self {
-                in_shape,
-                out_width: node.shape.width,
-                kernel: *kernel,
-                stride: *stride,
-                padding: *padding,
-                out_ch: *out_ch,
-                weight,
-                by_tap: by_tap.unwrap_or(weight),
-                bias,
-            }),
-            _ => None,
+    /// The gather's view of `conv`; `by_tap` is its [`tap_major`] weights (None for 1×1).
+    pub fn of(conv: &ConvNode<'a>, by_tap: Option<&'a [f32]>) -> Self {
+        Self {
+            geometry: conv.geometry,
+            out_ch: conv.out_channels,
+            weight: conv.weight,
+            by_tap: by_tap.unwrap_or(conv.weight),
+            bias: conv.bias,
         }
     }
 
@@ -126,24 +99,25 @@ impl<'a> Conv<'a> {
     fn gather(&self, p: usize, input: &PixelLists, g: &mut Gather) {
         g.rows.clear();
         g.values.clear();
-        let (oy, ox) = (p / self.out_width, p % self.out_width);
-        let (kh, kw) = self.kernel;
-        let cin = self.in_shape.channels;
+        let geo = &self.geometry;
+        let (oy, ox) = (p / geo.out_width, p % geo.out_width);
+        let (kh, kw) = (geo.kernel_height, geo.kernel_width);
+        let cin = geo.in_channels;
         for ky in 0..kh {
-            let Some(iy) = (oy * self.stride + ky)
-                .checked_sub(self.padding)
-                .filter(|&iy| iy < self.in_shape.height)
+            let Some(iy) = (oy * geo.stride + ky)
+                .checked_sub(geo.padding)
+                .filter(|&iy| iy < geo.in_height)
             else {
                 continue;
             };
             for kx in 0..kw {
-                let Some(ix) = (ox * self.stride + kx)
-                    .checked_sub(self.padding)
-                    .filter(|&ix| ix < self.in_shape.width)
+                let Some(ix) = (ox * geo.stride + kx)
+                    .checked_sub(geo.padding)
+                    .filter(|&ix| ix < geo.in_width)
                 else {
                     continue;
                 };
-                let q = iy * self.in_shape.width + ix;
+                let q = iy * geo.in_width + ix;
                 let first = (ky * kw + kx) * cin;
                 g.rows.extend(
                     input
@@ -239,9 +213,11 @@ pub fn conv(
     )
 }
 
-/// Scratch and f64 weights of the dense conv path.
+/// Scratch of the GEMM conv path.
 #[derive(Debug, Default)]
 pub struct DenseScratch {
+    /// The input image, NHWC, rebuilt from its lists.
+    image: Vec<f32>,
     /// im2col matrix, `[pixels][Cin·Kh·Kw]`.
     cols: Vec<f64>,
     /// GEMM accumulator, `[pixels][Cout]`.
@@ -251,7 +227,8 @@ pub struct DenseScratch {
 impl DenseScratch {
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        (self.cols.capacity() + self.acc.capacity()) * std::mem::size_of::<f64>()
+        self.image.capacity() * std::mem::size_of::<f32>()
+            + (self.cols.capacity() + self.acc.capacity()) * std::mem::size_of::<f64>()
     }
 }
 
@@ -268,7 +245,7 @@ impl Conv<'_> {
 }
 
 /// A conv over every output pixel as im2col + one f64 GEMM per band of pixels: for inputs too
-/// dense for the gather to pay (see `SparseOptions::dense_above`). The sums are exact in f64
+/// dense for the gather to pay (see `EventOptions::gemm_threshold`). The sums are exact in f64
 /// (the contract in `exec`), so the result is the gather's bit for bit. Writes (all.len() ×
 /// Cout) currents into `out`; `all` lists every output pixel.
 pub fn conv_dense(
@@ -280,46 +257,27 @@ pub fn conv_dense(
     scratch: &mut DenseScratch,
     out: &mut [f32],
 ) {
+    let g = &conv.geometry;
     let pixels = all.len();
-    let (kh, kw) = conv.kernel;
-    let cin = conv.in_shape.channels;
-    let k = cin * kh * kw;
+    let k = g.columns();
     let cout = conv.out_ch;
-    scratch.cols.clear();
+    let cin = g.in_channels;
+    scratch.image.clear();
+    scratch.image.resize(g.in_len(), 0.0);
+    for q in 0..input.pixels() {
+        let dst = &mut scratch.image[q * cin..][..cin];
+        let values = input.values_at(q);
+        for (j, &c) in input.channels_at(q).iter().enumerate() {
+            dst[c as usize] = values.get(j).copied().unwrap_or(1.0);
+        }
+    }
     scratch.cols.resize(pixels * k, 0.0);
     scratch.acc.clear();
     scratch.acc.reserve(pixels * cout);
     for _ in 0..pixels {
         scratch.acc.extend(conv.bias.iter().map(|&b| f64::from(b)));
     }
-    for p in 0..pixels {
-        let (oy, ox) = (p / conv.out_width, p % conv.out_width);
-        let col = &mut scratch.cols[p * k..][..k];
-        for ky in 0..kh {
-            let Some(iy) = (oy * conv.stride + ky)
-                .checked_sub(conv.padding)
-                .filter(|&iy| iy < conv.in_shape.height)
-            else {
-                continue;
-            };
-            for kx in 0..kw {
-                let Some(ix) = (ox * conv.stride + kx)
-                    .checked_sub(conv.padding)
-                    .filter(|&ix| ix < conv.in_shape.width)
-                else {
-                    continue;
-                };
-                let q = iy * conv.in_shape.width + ix;
-                let channels = input.channels_at(q);
-                let values = input.values_at(q);
-                for (j, &c) in channels.iter().enumerate() {
-                    let v = values.get(j).map_or(1.0, |&v| f64::from(v));
-                    col[(c as usize * kh + ky) * kw + kx] = v;
-                }
-            }
-        }
-    }
-    let cols = &scratch.cols;
+    let image = &scratch.image;
     // Bands of at least 64 pixels keep each GEMM large enough to run at speed.
     for_bands(
         ctx.parallel,
@@ -327,17 +285,24 @@ pub fn conv_dense(
         all,
         grain(ctx, all.len()).max(4 * GRAIN),
         (
-            PixelsMut::new(scratch.acc.as_mut_slice(), cout),
-            PixelsMut::new(&mut *out, cout),
+            PixelsMut::new(scratch.cols.as_mut_slice(), k),
+            (
+                PixelsMut::new(scratch.acc.as_mut_slice(), cout),
+                PixelsMut::new(&mut *out, cout),
+            ),
         ),
-        &|first, _, (acc, out)| {
+        &|first, _, (cols, (acc, out))| {
             let rows = acc.data.len() / cout.max(1);
-            gemm_acc(
+            im2col(g, image, first, rows, cols.data, f64::from);
+            dgemm(
                 rows,
                 k,
                 cout,
-                &cols[first * k..][..rows * k],
+                cols.data,
+                Transpose::No,
                 weights,
+                Transpose::No,
+                1.0,
                 acc.data,
             );
             for (o, &a) in out.data.iter_mut().zip(acc.data.iter()) {
@@ -346,34 +311,6 @@ pub fn conv_dense(
             0
         },
     );
-}
-
-/// C[m×n] (row-major, preloaded) += A[m×k] · B[k×n], all row-major f64.
-fn gemm_acc(m: usize, k: usize, n: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
-    if m == 0 || n == 0 || k == 0 || a.len() < m * k || b.len() < k * n || c.len() < m * n {
-        debug_assert!(m == 0 || n == 0 || k == 0, "gemm operands too short");
-        return;
-    }
-    // SAFETY: checked above: each matrix lies within its slice for the given row-major
-    // strides; `c` is uniquely borrowed and does not alias `a` or `b`.
-    unsafe {
-        matrixmultiply::dgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            1.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
 }
 
 /// Where a neuron node's current comes from.
@@ -635,21 +572,13 @@ mod tests {
     fn tap_major_moves_each_row_to_its_tap() {
         let (cin, cout) = (3, 2);
         let weight: Vec<f32> = (0..cin * 9 * cout).map(|i| i as f32).collect();
-        let node = Node::new(
-            "conv",
-            Op::Conv2d {
-                in_ch: cin,
-                out_ch: cout,
-                kernel: (3, 3),
-                stride: 1,
-                padding: 1,
-                weight: weight.clone(),
-                bias: vec![0.0; cout],
-            },
-            vec![0],
-            Shape::new(4, 4, cout),
-        );
-        let by_tap = tap_major(&node).expect("3x3 reorders");
+        let conv = ConvNode {
+            geometry: ConvGeometry::new((4, 4, cin), (3, 3), 1, 1).unwrap(),
+            out_channels: cout,
+            weight: &weight,
+            bias: &[0.0; 2],
+        };
+        let by_tap = tap_major(&conv).expect("3x3 reorders");
         for c in 0..cin {
             for tap in 0..9 {
                 for o in 0..cout {

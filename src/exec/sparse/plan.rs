@@ -4,6 +4,7 @@
 //! inside the neuron that consumes them, and how each node's active pixels follow from its
 //! inputs'.
 
+use crate::exec::ConvNode;
 use crate::snn::network::{Network, Op};
 
 /// How a `Neuron` node gets its input current.
@@ -246,17 +247,12 @@ pub fn plan(network: &Network) -> Vec<NodePlan> {
 }
 
 fn conv_footprint(network: &Network, conv: usize) -> Footprint {
-    match &network.nodes()[conv].op {
-        Op::Conv2d {
-            kernel,
-            stride,
-            padding,
-            ..
-        } => Footprint::Window {
-            kernel: *kernel,
-            stride: *stride,
-            padding: *padding,
+    match ConvNode::of(network, conv) {
+        Some(c) => Footprint::Window {
+            kernel: (c.geometry.kernel_height, c.geometry.kernel_width),
+            stride: c.geometry.stride,
+            padding: c.geometry.padding,
         },
-        _ => Footprint::All,
+        None => Footprint::All,
     }
 }

@@ -6,11 +6,15 @@
 //! difference). Every other pixel holds the background value. When a region grows past a
 //! fraction of the layer it becomes "all": the layer is then computed everywhere, which costs
 //! less than tracking a region that covers it.
+//!
+//! A neuron node's region belongs to the stream (it lives in the `State` and grows over the
+//! stream's timesteps); every other node's is recomputed at each timestep and belongs to the
+//! worker's scratch, as do the stamps that say which buffers are current.
 
 use crate::exec::sparse::plan::Footprint;
 
 /// The active pixels of one node.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Region {
     /// Every pixel is active (computed this timestep).
     pub all: bool,
@@ -18,8 +22,6 @@ pub struct Region {
     mask: Vec<bool>,
     /// The active pixels, ascending once [`Region::finish`] ran.
     list: Vec<u32>,
-    /// Per pixel: the timestep stamp at which its buffers were last made current.
-    stamp: Vec<u32>,
 }
 
 impl Region {
@@ -28,14 +30,13 @@ impl Region {
         Self {
             all: false,
             mask: vec![false; pixels],
-            list: Vec::with_capacity(pixels),
-            stamp: vec![0; pixels],
+            list: Vec::new(),
         }
     }
 
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        self.mask.capacity() + (self.list.capacity() + self.stamp.capacity()) * 4
+        self.mask.capacity() + self.list.capacity() * std::mem::size_of::<u32>()
     }
 
     /// Number of pixels of the node.
@@ -43,18 +44,13 @@ impl Region {
         self.mask.len()
     }
 
-    /// Back to empty (start of a run).
+    /// Back to empty.
     pub fn reset(&mut self) {
         self.all = false;
         for &p in &self.list {
             self.mask[p as usize] = false;
         }
         self.list.clear();
-    }
-
-    /// Forgets every stamp (when the stamp counter wraps).
-    pub fn reset_stamps(&mut self) {
-        self.stamp.fill(0);
     }
 
     /// Whether pixel `p` is active.
@@ -119,11 +115,39 @@ impl Region {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
 
-    /// Whether pixel `p`'s buffers hold the values of the timestep stamped `now`.
+/// Per pixel of one node, the stamp of the timestep whose values its buffers hold. The
+/// executor stamps every timestep it runs, whichever stream it belongs to, so values left
+/// by another stream's timestep are never taken for current.
+#[derive(Debug, Clone, Default)]
+pub struct Stamps {
+    stamp: Vec<u32>,
+}
+
+impl Stamps {
+    /// Stamps for `pixels` pixels, none current.
+    pub fn new(pixels: usize) -> Self {
+        Self {
+            stamp: vec![0; pixels],
+        }
+    }
+
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.stamp.capacity() * std::mem::size_of::<u32>()
+    }
+
+    /// Forgets every stamp (when the stamp counter wraps).
+    pub fn clear(&mut self) {
+        self.stamp.fill(0);
+    }
+
+    /// Whether pixel `p`'s buffers hold the values of the timestep stamped `now` (always, for
+    /// a node computed everywhere: `all`).
     #[inline]
-    pub fn is_current(&self, p: usize, now: u32) -> bool {
-        self.all || self.stamp[p] == now
+    pub fn is_current(&self, all: bool, p: usize, now: u32) -> bool {
+        all || self.stamp[p] == now
     }
 
     /// Marks pixel `p`'s buffers as holding the values of timestep `now`.
@@ -132,12 +156,12 @@ impl Region {
         self.stamp[p] = now;
     }
 
-    /// Marks every active pixel current.
-    pub fn stamp_active(&mut self, now: u32) {
-        if self.all {
+    /// Marks every active pixel of `region` current.
+    pub fn stamp_active(&mut self, region: &Region, now: u32) {
+        if region.all {
             return;
         }
-        for &p in &self.list {
+        for &p in &region.list {
             self.stamp[p as usize] = now;
         }
     }
