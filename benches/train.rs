@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use inflor::snn::{ArchSpec, Architecture, BatchNormConfig, Blueprint};
+use inflor::model::{ArchSpec, Architecture, BatchNormConfig};
 use inflor::train::{Net, SpikingConfig, TrainConfig, TrainGraph, Trainer};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -76,10 +76,12 @@ fn trainer(arch: Architecture, binary_kernels: bool) -> Trainer {
         width: SIDE,
         classes: 10,
     };
-    let bp = Blueprint::new(spec).expect("built-in architecture");
-    let graph = TrainGraph::from_blueprint(&bp, SpikingConfig::default(), BatchNormConfig::default())
-        .expect("blueprints are valid graphs");
-    let mut net = Net::from_parameters(graph, &bp.random_parameters(0)).expect("complete");
+    let model_graph = spec
+        .graph(BatchNormConfig::default())
+        .expect("built-in architecture");
+    let graph = TrainGraph::from_graph(&model_graph, SpikingConfig::default())
+        .expect("generated graphs are trainable");
+    let mut net = Net::from_parameters(graph, &model_graph.random_parameters(0)).expect("complete");
     net.binary_kernels = binary_kernels;
     let config = TrainConfig {
         batch: B,

@@ -13,12 +13,13 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::kernels::ConvGeometry;
-use crate::snn::arch::Parameters;
+use crate::model::graph::{Graph, GraphNode, NodeOp};
+use crate::model::tensor::Parameters;
 use crate::snn::neuron::{Firing, NeuronKind, Surrogate, phi_f64, phi_prime_f64};
-use crate::train::graph::{NormScale, SpikingConfig, TrainGraph, TrainNode, TrainOp};
+use crate::train::graph::{SpikingConfig, TrainGraph};
 use crate::train::layers::{self, SpikeIndex};
 use crate::train::loss::{Loss, TET_LAMBDA};
-use crate::train::net::{Mode, Net, init_parameters};
+use crate::train::net::{Mode, Net};
 
 const EPS: f64 = 1e-6;
 
@@ -192,7 +193,7 @@ fn linear_backward_matches_finite_differences() {
     let v = uniform(&mut r, frames * outputs, -1.0, 1.0);
     let forward = |x: &[f64], w: &[f64], b: &[f64]| {
         let mut y = vec![0.0; v.len()];
-        layers::linear_forward(inputs, outputs, frames, x, w, b, false, &mut y);
+        layers::linear_forward(inputs, outputs, frames, x, w, Some(b), false, &mut y);
         dot(&y, &v)
     };
     let (mut gw, mut gb, mut gx) = (vec![0.0; w.len()], vec![0.0; outputs], vec![0.0; x.len()]);
@@ -204,7 +205,7 @@ fn linear_backward_matches_finite_differences() {
         &w,
         &v,
         &mut gw,
-        &mut gb,
+        Some(&mut gb),
         Some(&mut gx),
     );
     check_fd("linear input", &x, &gx, |p| forward(p, &w, &b));
@@ -214,8 +215,26 @@ fn linear_backward_matches_finite_differences() {
     let spikes: Vec<f64> = x.iter().map(|v| f64::from(*v > 0.3)).collect();
     let mut dense = vec![0.0; v.len()];
     let mut sparse = vec![0.0; v.len()];
-    layers::linear_forward(inputs, outputs, frames, &spikes, &w, &b, false, &mut dense);
-    layers::linear_forward(inputs, outputs, frames, &spikes, &w, &b, true, &mut sparse);
+    layers::linear_forward(
+        inputs,
+        outputs,
+        frames,
+        &spikes,
+        &w,
+        Some(&b),
+        false,
+        &mut dense,
+    );
+    layers::linear_forward(
+        inputs,
+        outputs,
+        frames,
+        &spikes,
+        &w,
+        Some(&b),
+        true,
+        &mut sparse,
+    );
     for (a, b) in dense.iter().zip(&sparse) {
         assert!((a - b).abs() < 1e-12);
     }
@@ -366,60 +385,98 @@ fn neuron_bptt_is_the_derivative_of_the_surrogate_forward() {
 }
 
 /// input 2×6×6 → conv(bias) → tdBN → neuron → pool → [conv → tdBN(α = 1/√2)] + [conv 1×1 →
-/// tdBN(α = 1/√2)] → add → neuron → (flatten | global pool) → linear → output.
-fn small_graph(cfg: SpikingConfig, global: bool) -> TrainGraph {
+/// tdBN(α = 1/√2)] → add → neuron → (flatten | global pool) → linear → output, as a model
+/// graph (tensors named `{node}.weight` and so on).
+fn small_model_graph(global: bool) -> Graph {
     let alpha = std::f32::consts::FRAC_1_SQRT_2;
-    let conv = |out, k: usize, bias| TrainOp::Conv2d {
-        out_channels: out,
-        kernel: (k, k),
-        stride: 1,
-        padding: k / 2,
-        bias,
+    let node = |name: &str, op: NodeOp, inputs: &[&str]| GraphNode {
+        name: name.into(),
+        inputs: inputs.iter().map(|s| (*s).to_owned()).collect(),
+        op,
+        shape: None,
     };
-    let bn = |alpha| TrainOp::BatchNorm {
-        scale: NormScale::Threshold { alpha },
-        eps: 1e-5,
-    };
-    let mut nodes = vec![
-        TrainNode::new(
-            "input",
-            TrainOp::Input {
-                channels: 2,
-                height: 6,
-                width: 6,
+    let conv = |name: &str, cin, out, k: usize, bias: bool, input: &str| {
+        node(
+            name,
+            NodeOp::Conv2d {
+                in_channels: cin,
+                out_channels: out,
+                kernel: [k, k],
+                stride: 1,
+                padding: k / 2,
+                weight: format!("{name}.weight"),
+                bias: bias.then(|| format!("{name}.bias")),
             },
-            vec![],
-        ),
-        TrainNode::new("c1", conv(4, 3, true), vec![0]),
-        TrainNode::new("b1", bn(1.0), vec![1]),
-        TrainNode::new("s1", TrainOp::Neuron(cfg), vec![2]),
-        TrainNode::new("p1", TrainOp::AvgPool { k: 2, stride: 2 }, vec![3]),
-        TrainNode::new("c2", conv(4, 3, false), vec![4]),
-        TrainNode::new("b2", bn(alpha), vec![5]),
-        TrainNode::new("c3", conv(4, 1, false), vec![4]),
-        TrainNode::new("b3", bn(alpha), vec![7]),
-        TrainNode::new("add", TrainOp::Add, vec![6, 8]),
-        TrainNode::new("s2", TrainOp::Neuron(cfg), vec![9]),
-    ];
-    let head = if global {
-        TrainOp::GlobalAvgPool
-    } else {
-        TrainOp::Flatten
+            &[input],
+        )
     };
-    nodes.push(TrainNode::new("head", head, vec![10]));
-    nodes.push(TrainNode::new(
-        "fc",
-        TrainOp::Linear { out_features: 3 },
-        vec![11],
-    ));
-    nodes.push(TrainNode::new("output", TrainOp::Output, vec![12]));
-    TrainGraph::new(nodes).unwrap()
+    let bn = |name: &str, alpha, input: &str| {
+        node(
+            name,
+            NodeOp::BatchNorm {
+                channels: 4,
+                eps: 1e-5,
+                alpha,
+                threshold_scaled: true,
+                weight: format!("{name}.weight"),
+                bias: format!("{name}.bias"),
+                running_mean: format!("{name}.running_mean"),
+                running_var: format!("{name}.running_var"),
+            },
+            &[input],
+        )
+    };
+    let mut input = node("input", NodeOp::Input, &[]);
+    input.shape = Some([2, 6, 6]);
+    let (head, features) = if global {
+        (NodeOp::GlobalAvgPool, 4)
+    } else {
+        (NodeOp::Flatten, 36)
+    };
+    Graph {
+        nodes: vec![
+            input,
+            conv("c1", 2, 4, 3, true, "input"),
+            bn("b1", 1.0, "c1"),
+            node("s1", NodeOp::Neuron, &["b1"]),
+            node(
+                "p1",
+                NodeOp::AvgPool {
+                    kernel: 2,
+                    stride: 2,
+                },
+                &["s1"],
+            ),
+            conv("c2", 4, 4, 3, false, "p1"),
+            bn("b2", alpha, "c2"),
+            conv("c3", 4, 4, 1, false, "p1"),
+            bn("b3", alpha, "c3"),
+            node("add", NodeOp::Add, &["b2", "b3"]),
+            node("s2", NodeOp::Neuron, &["add"]),
+            node("head", head, &["s2"]),
+            node(
+                "fc",
+                NodeOp::Linear {
+                    in_features: features,
+                    out_features: 3,
+                    weight: "fc.weight".into(),
+                    bias: Some("fc.bias".into()),
+                },
+                &["head"],
+            ),
+            node("output", NodeOp::Output, &["fc"]),
+        ],
+    }
+}
+
+fn small_graph(cfg: SpikingConfig, global: bool) -> TrainGraph {
+    TrainGraph::from_graph(&small_model_graph(global), cfg).unwrap()
 }
 
 /// Random parameters with BN scales and shifts that keep potentials in the surrogate's
 /// support often.
-fn small_params(graph: &TrainGraph, seed: u64) -> Parameters {
-    let mut p = init_parameters(graph, seed);
+fn small_params(global: bool, seed: u64) -> Parameters {
+    let mut p = small_model_graph(global).random_parameters(seed);
     let mut r = rng(seed + 100);
     for (name, t) in p.iter_mut() {
         if name.ends_with("b1.weight") || name.ends_with("b2.weight") || name.ends_with("b3.weight")
@@ -505,7 +562,7 @@ fn a_training_step_matches_finite_differences_of_the_loss() {
             ..SpikingConfig::default()
         };
         let graph = small_graph(cfg, global);
-        let params = small_params(&graph, 11);
+        let params = small_params(global, 11);
         let mut net = Net::<f64>::from_parameters(graph, &params).unwrap();
         net.firing = Firing::Surrogate;
         let mut r = rng(12);
@@ -541,7 +598,7 @@ fn a_training_step_matches_finite_differences_of_the_loss() {
 fn with_real_spikes_the_head_gradient_is_exact() {
     let (t, b) = (3, 2);
     let graph = small_graph(SpikingConfig::default(), false);
-    let params = small_params(&graph, 13);
+    let params = small_params(false, 13);
     let mut net = Net::<f64>::from_parameters(graph, &params).unwrap();
     let mut r = rng(14);
     let input = uniform(&mut r, t * b * 72, 0.0, 2.0);
@@ -554,7 +611,7 @@ fn f32_training_matches_f64() {
     // definitions): same spikes, gradients within f32 rounding.
     let (t, b) = (4, 3);
     let graph = small_graph(SpikingConfig::default(), true);
-    let params = small_params(&graph, 15);
+    let params = small_params(true, 15);
     let mut n64 = Net::<f64>::from_parameters(graph.clone(), &params).unwrap();
     let mut n32 = Net::<f32>::from_parameters(graph, &params).unwrap();
     let mut r = rng(16);
@@ -597,7 +654,7 @@ fn f32_training_matches_f64() {
 #[test]
 fn parameters_round_trip_through_pytorch_layouts() {
     let graph = small_graph(SpikingConfig::default(), false);
-    let params = small_params(&graph, 17);
+    let params = small_params(false, 17);
     let net = Net::<f32>::from_parameters(graph.clone(), &params).unwrap();
     assert_eq!(net.to_parameters(), params);
     let mut missing = params.clone();
@@ -611,7 +668,7 @@ fn parameters_round_trip_through_pytorch_layouts() {
 #[test]
 fn running_statistics_follow_pytorch() {
     let graph = small_graph(SpikingConfig::default(), true);
-    let params = small_params(&graph, 18);
+    let params = small_params(true, 18);
     let mut net = Net::<f64>::from_parameters(graph, &params).unwrap();
     let (t, b) = (2, 2);
     let mut r = rng(19);

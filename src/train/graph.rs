@@ -1,9 +1,9 @@
-//! The training graph: a list of ops in topological order, with the shapes they produce.
-//! It is built from any op list (a model file's graph, a built-in blueprint, a test's
-//! hand-made list), never from an architecture name.
+//! The training graph: a list of ops in topological order, with the shapes they produce and
+//! the names of the tensors they use. It is built from a model's [`Graph`] (a file's, or a
+//! built-in architecture's generated one), never from an architecture name.
 
 use crate::kernels::im2col::window_out;
-use crate::snn::arch::{BatchNormConfig, BatchNormKind, Blueprint, LayerOp};
+use crate::model::graph::{Graph, GraphError, NodeOp};
 use crate::snn::network::Shape;
 use crate::snn::neuron::{NeuronKind, Surrogate, VTH};
 
@@ -66,7 +66,7 @@ pub enum TrainOp {
         /// Columns.
         width: usize,
     },
-    /// 2-D convolution with zero padding; parameters `{name}.weight` (and `{name}.bias`).
+    /// 2-D convolution with zero padding; tensors weight (and bias).
     Conv2d {
         /// Output channels.
         out_channels: usize,
@@ -79,8 +79,8 @@ pub enum TrainOp {
         /// Whether the conv has a bias.
         bias: bool,
     },
-    /// Batch norm over (T, batch, H, W) per channel; parameters `{name}.weight`, `{name}.bias`
-    /// and buffers `{name}.running_mean`, `{name}.running_var`.
+    /// Batch norm over (T, batch, H, W) per channel; tensors weight (λ), bias (β), running
+    /// mean and running variance.
     BatchNorm {
         /// tdBN's α·Vth, or none.
         scale: NormScale,
@@ -103,10 +103,12 @@ pub enum TrainOp {
     /// H×W×C to a vector. Stored in H·W·C order; the linear layer after it imports and
     /// exports its weights in PyTorch's C·H·W order.
     Flatten,
-    /// Fully connected with bias; parameters `{name}.weight` `[Out, In]` and `{name}.bias`.
+    /// Fully connected; tensors weight `[Out, In]` (and bias).
     Linear {
         /// Output length.
         out_features: usize,
+        /// Whether it has a bias.
+        bias: bool,
     },
     /// Collects the per-timestep outputs; logits are their mean over T. Never spikes.
     Output,
@@ -130,31 +132,26 @@ impl TrainOp {
     }
 }
 
-/// One node: an op, a name (the parameter prefix of weighted ops) and its inputs.
+/// One node: an op, a name, its inputs and the names of its tensors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainNode {
-    /// Name; `{name}.weight` and so on for parameters.
+    /// Name.
     pub name: String,
     /// The op.
     pub op: TrainOp,
     /// Indices of earlier nodes.
     pub inputs: Vec<usize>,
-}
-
-impl TrainNode {
-    /// A node.
-    pub fn new(name: impl Into<String>, op: TrainOp, inputs: Vec<usize>) -> Self {
-        Self {
-            name: name.into(),
-            op,
-            inputs,
-        }
-    }
+    /// Tensor names (`state_dict` keys): conv and linear `[weight, bias?]`, batch norm
+    /// `[weight, bias, running_mean, running_var]`, none for other ops.
+    pub tensors: Vec<String>,
 }
 
 /// Why an op list is not a trainable graph.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TrainGraphError {
+    /// The model graph itself is invalid.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
     /// Node 0 must be the only input, the last node the only output.
     #[error("node 0 must be the only input and the last node the only output")]
     Ends,
@@ -175,11 +172,14 @@ pub enum TrainGraphError {
 pub struct TrainGraph {
     nodes: Vec<TrainNode>,
     shapes: Vec<Shape>,
+    /// For each conv or linear node, the batch norm that directly follows it and is its only
+    /// reader: the runtime folds that BN into it (and so does evaluation here).
+    folded: Vec<Option<usize>>,
 }
 
 impl TrainGraph {
     /// Validates `nodes` (topological, arities, shapes, parameters) and computes the shapes.
-    pub fn new(nodes: Vec<TrainNode>) -> Result<Self, TrainGraphError> {
+    fn new(nodes: Vec<TrainNode>) -> Result<Self, TrainGraphError> {
         let n = nodes.len();
         if n < 2
             || !matches!(nodes[0].op, TrainOp::Input { .. })
@@ -280,7 +280,7 @@ impl TrainGraph {
                     s
                 }
                 (TrainOp::Flatten, Some(s)) => Shape::vector(s.len()),
-                (TrainOp::Linear { out_features }, Some(s)) => {
+                (TrainOp::Linear { out_features, .. }, Some(s)) => {
                     if s.height != 1 || s.width != 1 {
                         return Err(bad(format!("linear needs a vector input, found {s}")));
                     }
@@ -296,78 +296,156 @@ impl TrainGraph {
             if shape.is_empty() {
                 return Err(bad("empty shape".into()));
             }
+            let tensors = match node.op {
+                TrainOp::Conv2d { bias, .. } | TrainOp::Linear { bias, .. } => {
+                    1 + usize::from(bias)
+                }
+                TrainOp::BatchNorm { .. } => 4,
+                _ => 0,
+            };
+            if node.tensors.len() != tensors {
+                return Err(bad(format!(
+                    "{} names {} tensors, expected {tensors}",
+                    node.op.name(),
+                    node.tensors.len()
+                )));
+            }
             shapes.push(shape);
         }
-        Ok(Self { nodes, shapes })
+        let mut readers = vec![0usize; n];
+        for node in &nodes {
+            for &j in &node.inputs {
+                readers[j] += 1;
+            }
+        }
+        let mut folded = vec![None; n];
+        for (i, node) in nodes.iter().enumerate() {
+            if let TrainOp::BatchNorm { .. } = node.op {
+                let j = node.inputs[0];
+                if matches!(nodes[j].op, TrainOp::Conv2d { .. } | TrainOp::Linear { .. })
+                    && readers[j] == 1
+                {
+                    folded[j] = Some(i);
+                }
+            }
+        }
+        Ok(Self {
+            nodes,
+            shapes,
+            folded,
+        })
     }
 
-    /// The training graph of a built-in blueprint: each blueprint conv becomes a conv without
-    /// bias plus its batch norm (named as in the blueprint's `state_dict`), every neuron uses
-    /// `spiking`.
-    pub fn from_blueprint(
-        bp: &Blueprint,
-        spiking: SpikingConfig,
-        bn: BatchNormConfig,
-    ) -> Result<Self, TrainGraphError> {
-        let mut nodes = Vec::new();
-        // Blueprint layer index -> training node index of its output.
-        let mut map = Vec::with_capacity(bp.layers.len());
-        for layer in &bp.layers {
-            let inputs: Vec<usize> = layer.inputs.iter().map(|&j| map[j]).collect();
-            let op = match &layer.op {
-                LayerOp::Input => TrainOp::Input {
-                    channels: layer.shape.channels,
-                    height: layer.shape.height,
-                    width: layer.shape.width,
-                },
-                LayerOp::Conv {
-                    out_ch,
+    /// The batch norm folded into conv or linear node `i` at inference, if any.
+    pub fn folded_norm(&self, i: usize) -> Option<usize> {
+        self.folded[i]
+    }
+
+    /// Whether batch-norm node `i` is folded into the node before it at inference.
+    pub fn is_folded(&self, i: usize) -> bool {
+        self.nodes[i]
+            .inputs
+            .first()
+            .is_some_and(|&j| self.folded[j] == Some(i))
+    }
+
+    /// The training graph of a model graph (the model file's, or a built-in architecture's
+    /// generated one), every neuron using `spiking`. Tensor names come from the graph;
+    /// shapes and inputs are checked by [`Graph::check`] first.
+    pub fn from_graph(graph: &Graph, spiking: SpikingConfig) -> Result<Self, TrainGraphError> {
+        let checked = graph.check()?;
+        let mut nodes = Vec::with_capacity(graph.nodes.len());
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let (op, tensors) = match &node.op {
+                NodeOp::Input => {
+                    let s = checked.shapes[i];
+                    (
+                        TrainOp::Input {
+                            channels: s.channels,
+                            height: s.height,
+                            width: s.width,
+                        },
+                        vec![],
+                    )
+                }
+                NodeOp::Conv2d {
+                    out_channels,
                     kernel,
                     stride,
                     padding,
-                    bn: bn_name,
-                    alpha,
+                    weight,
+                    bias,
                     ..
-                } => {
-                    nodes.push(TrainNode::new(
-                        layer.name.clone(),
-                        TrainOp::Conv2d {
-                            out_channels: *out_ch,
-                            kernel: (*kernel, *kernel),
-                            stride: *stride,
-                            padding: *padding,
-                            bias: false,
+                } => (
+                    TrainOp::Conv2d {
+                        out_channels: *out_channels,
+                        kernel: (kernel[0], kernel[1]),
+                        stride: *stride,
+                        padding: *padding,
+                        bias: bias.is_some(),
+                    },
+                    std::iter::once(weight.clone())
+                        .chain(bias.clone())
+                        .collect(),
+                ),
+                NodeOp::BatchNorm {
+                    eps,
+                    alpha,
+                    threshold_scaled,
+                    weight,
+                    bias,
+                    running_mean,
+                    running_var,
+                    ..
+                } => (
+                    TrainOp::BatchNorm {
+                        scale: if *threshold_scaled {
+                            NormScale::Threshold { alpha: *alpha }
+                        } else {
+                            NormScale::Plain
                         },
-                        inputs,
-                    ));
-                    let scale = match bn.kind {
-                        BatchNormKind::Td => NormScale::Threshold { alpha: *alpha },
-                        BatchNormKind::Plain => NormScale::Plain,
-                    };
-                    let conv = nodes.len() - 1;
-                    nodes.push(TrainNode::new(
-                        bn_name.clone(),
-                        TrainOp::BatchNorm { scale, eps: bn.eps },
-                        vec![conv],
-                    ));
-                    map.push(nodes.len() - 1);
-                    continue;
-                }
-                LayerOp::Linear { out_features, .. } => TrainOp::Linear {
-                    out_features: *out_features,
-                },
-                LayerOp::AvgPool { k, stride } => TrainOp::AvgPool {
-                    k: *k,
-                    stride: *stride,
-                },
-                LayerOp::GlobalAvgPool => TrainOp::GlobalAvgPool,
-                LayerOp::Neuron => TrainOp::Neuron(spiking),
-                LayerOp::Add => TrainOp::Add,
-                LayerOp::Flatten => TrainOp::Flatten,
-                LayerOp::Output => TrainOp::Output,
+                        eps: *eps,
+                    },
+                    vec![
+                        weight.clone(),
+                        bias.clone(),
+                        running_mean.clone(),
+                        running_var.clone(),
+                    ],
+                ),
+                NodeOp::AvgPool { kernel, stride } => (
+                    TrainOp::AvgPool {
+                        k: *kernel,
+                        stride: *stride,
+                    },
+                    vec![],
+                ),
+                NodeOp::GlobalAvgPool => (TrainOp::GlobalAvgPool, vec![]),
+                NodeOp::Neuron => (TrainOp::Neuron(spiking), vec![]),
+                NodeOp::Add => (TrainOp::Add, vec![]),
+                NodeOp::Flatten => (TrainOp::Flatten, vec![]),
+                NodeOp::Linear {
+                    out_features,
+                    weight,
+                    bias,
+                    ..
+                } => (
+                    TrainOp::Linear {
+                        out_features: *out_features,
+                        bias: bias.is_some(),
+                    },
+                    std::iter::once(weight.clone())
+                        .chain(bias.clone())
+                        .collect(),
+                ),
+                NodeOp::Output => (TrainOp::Output, vec![]),
             };
-            nodes.push(TrainNode::new(layer.name.clone(), op, inputs));
-            map.push(nodes.len() - 1);
+            nodes.push(TrainNode {
+                name: node.name.clone(),
+                op,
+                inputs: checked.inputs[i].clone(),
+                tensors,
+            });
         }
         Self::new(nodes)
     }

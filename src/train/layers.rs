@@ -580,7 +580,7 @@ pub fn linear_forward<R: Real>(
     frames: usize,
     x: &[R],
     weight: &[R],
-    bias: &[R],
+    bias: Option<&[R]>,
     binary: bool,
     y: &mut [R],
 ) {
@@ -610,9 +610,11 @@ pub fn linear_forward<R: Real>(
             y,
         );
     }
-    for row in y.chunks_exact_mut(outputs) {
-        for (v, b) in row.iter_mut().zip(bias) {
-            *v += *b;
+    if let Some(bias) = bias {
+        for row in y.chunks_exact_mut(outputs) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += *b;
+            }
         }
     }
 }
@@ -628,7 +630,7 @@ pub fn linear_backward<R: Real>(
     weight: &[R],
     grad_y: &[R],
     grad_weight: &mut [R],
-    grad_bias: &mut [R],
+    grad_bias: Option<&mut [R]>,
     grad_x: Option<&mut [R]>,
 ) {
     R::gemm(
@@ -642,9 +644,11 @@ pub fn linear_backward<R: Real>(
         R::ONE,
         grad_weight,
     );
-    let sums = channel_sums(&grad_y[..frames * outputs], outputs, |v, _| v.to_f64());
-    for (gb, s) in grad_bias.iter_mut().zip(sums) {
-        *gb += R::of_f64(s);
+    if let Some(grad_bias) = grad_bias {
+        let sums = channel_sums(&grad_y[..frames * outputs], outputs, |v, _| v.to_f64());
+        for (gb, s) in grad_bias.iter_mut().zip(sums) {
+            *gb += R::of_f64(s);
+        }
     }
     if let Some(grad_x) = grad_x {
         R::gemm(

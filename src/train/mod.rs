@@ -38,7 +38,7 @@ pub mod trainer;
 
 pub use graph::{NormScale, SpikingConfig, TrainGraph, TrainGraphError, TrainNode, TrainOp};
 pub use loss::{Loss, TET_LAMBDA};
-pub use net::{Mode, Net, ParamError, Tape, init_parameters};
+pub use net::{Mode, Net, ParamError, Tape};
 pub use optim::{Optimizer, OptimizerKind, Schedule};
 pub use trainer::{StepStats, TrainConfig, Trainer};
 

@@ -4,11 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
 use crate::kernels::ConvGeometry;
-use crate::snn::arch::{Parameters, Tensor};
+use crate::model::tensor::{Parameters, Tensor};
 use crate::snn::neuron::Firing;
 use crate::train::graph::{TrainGraph, TrainOp};
 use crate::train::layers::{self, BnSaved, SpikeIndex};
@@ -38,6 +35,10 @@ pub struct Param<R> {
 pub struct RunningStats<R> {
     /// The batch-norm node's name.
     pub name: String,
+    /// The running mean's tensor name.
+    pub mean_tensor: String,
+    /// The running variance's tensor name.
+    pub var_tensor: String,
     /// Running mean.
     pub mean: Vec<R>,
     /// Running (unbiased) variance.
@@ -61,7 +62,7 @@ enum Slots {
     Linear {
         inputs: usize,
         weight: usize,
-        bias: usize,
+        bias: Option<usize>,
     },
 }
 
@@ -293,16 +294,12 @@ impl<R: Real> Net<R> {
                         kh: kernel.0,
                         kw: kernel.1,
                     };
-                    let weight = net.push(
-                        format!("{}.weight", node.name),
-                        &layout,
-                        get(format!("{}.weight", node.name), &layout)?,
-                        true,
-                    );
+                    let t = &node.tensors;
+                    let weight = net.push(t[0].clone(), &layout, get(t[0].clone(), &layout)?, true);
                     let bias = if *bias {
                         let l = Layout::Vector(*out_channels);
-                        let v = get(format!("{}.bias", node.name), &l)?;
-                        Some(net.push(format!("{}.bias", node.name), &l, v, false))
+                        let v = get(t[1].clone(), &l)?;
+                        Some(net.push(t[1].clone(), &l, v, false))
                     } else {
                         None
                     };
@@ -315,14 +312,17 @@ impl<R: Real> Net<R> {
                 TrainOp::BatchNorm { .. } => {
                     let c = net.graph.shape(i).channels;
                     let l = Layout::Vector(c);
-                    let gamma = get(format!("{}.weight", node.name), &l)?;
-                    let beta = get(format!("{}.bias", node.name), &l)?;
-                    let mean = get(format!("{}.running_mean", node.name), &l)?;
-                    let var = get(format!("{}.running_var", node.name), &l)?;
-                    let gamma = net.push(format!("{}.weight", node.name), &l, gamma, false);
-                    let beta = net.push(format!("{}.bias", node.name), &l, beta, false);
+                    let t = &node.tensors;
+                    let gamma = get(t[0].clone(), &l)?;
+                    let beta = get(t[1].clone(), &l)?;
+                    let mean = get(t[2].clone(), &l)?;
+                    let var = get(t[3].clone(), &l)?;
+                    let gamma = net.push(t[0].clone(), &l, gamma, false);
+                    let beta = net.push(t[1].clone(), &l, beta, false);
                     net.stats.push(RunningStats {
                         name: node.name.clone(),
+                        mean_tensor: t[2].clone(),
+                        var_tensor: t[3].clone(),
                         mean,
                         var,
                     });
@@ -332,18 +332,23 @@ impl<R: Real> Net<R> {
                         stats: net.stats.len() - 1,
                     }
                 }
-                TrainOp::Linear { out_features } => {
+                TrainOp::Linear { out_features, bias } => {
                     let from = net.graph.flatten_source(i);
                     let inputs = from.len();
                     let layout = Layout::Linear {
                         out: *out_features,
                         from: (from.height, from.width, from.channels),
                     };
-                    let w = get(format!("{}.weight", node.name), &layout)?;
-                    let weight = net.push(format!("{}.weight", node.name), &layout, w, true);
-                    let l = Layout::Vector(*out_features);
-                    let b = get(format!("{}.bias", node.name), &l)?;
-                    let bias = net.push(format!("{}.bias", node.name), &l, b, false);
+                    let t = &node.tensors;
+                    let w = get(t[0].clone(), &layout)?;
+                    let weight = net.push(t[0].clone(), &layout, w, true);
+                    let bias = if *bias {
+                        let l = Layout::Vector(*out_features);
+                        let b = get(t[1].clone(), &l)?;
+                        Some(net.push(t[1].clone(), &l, b, false))
+                    } else {
+                        None
+                    };
                     Slots::Linear {
                         inputs,
                         weight,
@@ -405,9 +410,9 @@ impl<R: Real> Net<R> {
                 (Slots::Bn { gamma, beta, stats }, _) => {
                     let c = self.graph.shape(i).channels;
                     let s = &self.stats[*stats];
-                    for (suffix, values) in [("running_mean", &s.mean), ("running_var", &s.var)] {
+                    for (name, values) in [(&s.mean_tensor, &s.mean), (&s.var_tensor, &s.var)] {
                         out.insert(
-                            format!("{}.{suffix}", node.name),
+                            name.clone(),
                             Tensor {
                                 shape: vec![c],
                                 data: values.iter().map(|v| v.to_f32()).collect(),
@@ -416,18 +421,19 @@ impl<R: Real> Net<R> {
                     }
                     vec![(*gamma, Layout::Vector(c)), (*beta, Layout::Vector(c))]
                 }
-                (Slots::Linear { weight, bias, .. }, TrainOp::Linear { out_features }) => {
+                (Slots::Linear { weight, bias, .. }, TrainOp::Linear { out_features, .. }) => {
                     let from = self.graph.flatten_source(i);
-                    vec![
-                        (
-                            *weight,
-                            Layout::Linear {
-                                out: *out_features,
-                                from: (from.height, from.width, from.channels),
-                            },
-                        ),
-                        (*bias, Layout::Vector(*out_features)),
-                    ]
+                    let mut v = vec![(
+                        *weight,
+                        Layout::Linear {
+                            out: *out_features,
+                            from: (from.height, from.width, from.channels),
+                        },
+                    )];
+                    if let Some(b) = bias {
+                        v.push((*b, Layout::Vector(*out_features)));
+                    }
+                    v
                 }
                 _ => vec![],
             };
@@ -597,7 +603,7 @@ impl<R: Real> Net<R> {
                 }
                 (TrainOp::Flatten | TrainOp::Output, _) => tape.values[node.inputs[0]].clone(),
                 (
-                    TrainOp::Linear { out_features },
+                    TrainOp::Linear { out_features, .. },
                     Slots::Linear {
                         inputs,
                         weight,
@@ -612,7 +618,7 @@ impl<R: Real> Net<R> {
                         frames,
                         &tape.values[j],
                         &self.params[*weight].value,
-                        &self.params[*bias].value,
+                        bias.map(|b| &self.params[b].value[..]),
                         sparse_ok && self.graph.is_binary(j),
                         &mut y,
                     );
@@ -660,7 +666,7 @@ impl<R: Real> Net<R> {
                     }
                 }
                 (
-                    TrainOp::Linear { out_features },
+                    TrainOp::Linear { out_features, .. },
                     Slots::Linear {
                         inputs,
                         weight,
@@ -669,7 +675,7 @@ impl<R: Real> Net<R> {
                 ) => {
                     let mut gx = wants(j).then(|| vec![R::ZERO; frames * inputs]);
                     let w = self.params_value(weight);
-                    let (gw, gb) = two_grads(&mut self.params, weight, bias);
+                    let mut gb = bias.map(|b| std::mem::take(&mut self.params[b].grad));
                     layers::linear_backward(
                         inputs,
                         *out_features,
@@ -677,10 +683,13 @@ impl<R: Real> Net<R> {
                         &tape.values[j],
                         &w,
                         &g,
-                        gw,
-                        gb,
+                        &mut self.params[weight].grad,
+                        gb.as_deref_mut(),
                         gx.as_deref_mut(),
                     );
+                    if let (Some(b), Some(gb)) = (bias, gb) {
+                        self.params[b].grad = gb;
+                    }
                     if let Some(gx) = gx {
                         accumulate(&mut grads, j, gx);
                     }
@@ -803,18 +812,6 @@ impl<R: Real> Net<R> {
     }
 }
 
-/// The gradients of two distinct parameters, mutably.
-fn two_grads<R>(params: &mut [Param<R>], a: usize, b: usize) -> (&mut [R], &mut [R]) {
-    assert_ne!(a, b);
-    if a < b {
-        let (lo, hi) = params.split_at_mut(b);
-        (&mut lo[a].grad, &mut hi[0].grad)
-    } else {
-        let (lo, hi) = params.split_at_mut(a);
-        (&mut hi[0].grad, &mut lo[b].grad)
-    }
-}
-
 /// Adds `g` to node `j`'s incoming gradient.
 fn accumulate<R: Real>(grads: &mut [Option<Vec<R>>], j: usize, g: Vec<R>) {
     match &mut grads[j] {
@@ -825,80 +822,4 @@ fn accumulate<R: Real>(grads: &mut [Option<Vec<R>>], j: usize, g: Vec<R>) {
         }
         slot @ None => *slot = Some(g),
     }
-}
-
-/// Randomly initialised tensors for `graph`, deterministic in `seed`, with the conventions
-/// of the built-in blueprints (PyTorch's defaults for these layers): conv weights Kaiming
-/// normal (fan-out, gain √2), conv biases 0, BN λ = 1, β = 0, μ = 0, σ² = 1, linear weights
-/// and biases uniform in ±1/√in.
-pub fn init_parameters(graph: &TrainGraph, seed: u64) -> Parameters {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut out = Parameters::new();
-    let mut put = |name: String, shape: Vec<usize>, data: Vec<f32>| {
-        out.insert(name, Tensor { shape, data });
-    };
-    for (i, node) in graph.nodes().iter().enumerate() {
-        match &node.op {
-            TrainOp::Conv2d {
-                out_channels,
-                kernel,
-                bias,
-                ..
-            } => {
-                let cin = graph.shape(node.inputs[0]).channels;
-                let n = out_channels * cin * kernel.0 * kernel.1;
-                let std = (2.0 / (out_channels * kernel.0 * kernel.1) as f64).sqrt();
-                let data = (0..n).map(|_| (normal(&mut rng) * std) as f32).collect();
-                put(
-                    format!("{}.weight", node.name),
-                    vec![*out_channels, cin, kernel.0, kernel.1],
-                    data,
-                );
-                if *bias {
-                    put(
-                        format!("{}.bias", node.name),
-                        vec![*out_channels],
-                        vec![0.0; *out_channels],
-                    );
-                }
-            }
-            TrainOp::BatchNorm { .. } => {
-                let c = graph.shape(i).channels;
-                for (suffix, v) in [
-                    ("weight", 1.0),
-                    ("bias", 0.0),
-                    ("running_mean", 0.0),
-                    ("running_var", 1.0),
-                ] {
-                    put(format!("{}.{suffix}", node.name), vec![c], vec![v; c]);
-                }
-            }
-            TrainOp::Linear { out_features } => {
-                let inputs = graph.shape(node.inputs[0]).len();
-                let bound = 1.0 / (inputs as f64).sqrt();
-                let mut uniform = |n: usize| -> Vec<f32> {
-                    (0..n)
-                        .map(|_| rng.random_range(-bound..bound) as f32)
-                        .collect()
-                };
-                let w = uniform(out_features * inputs);
-                let b = uniform(*out_features);
-                put(
-                    format!("{}.weight", node.name),
-                    vec![*out_features, inputs],
-                    w,
-                );
-                put(format!("{}.bias", node.name), vec![*out_features], b);
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// One standard normal sample (Box–Muller).
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
-    let u1: f64 = 1.0 - rng.random::<f64>();
-    let u2: f64 = rng.random::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }

@@ -118,9 +118,8 @@ impl Optimizer {
                     for ((p, g), b) in value.iter_mut().zip(grad).zip(slot.first.iter_mut()) {
                         let pv = p.to_f64();
                         let d = g.to_f64() + wd * pv;
-                        let buf = if momentum == 0.0 {
-                            d
-                        } else if first {
+                        // torch: the first step (or no momentum) takes the gradient as is.
+                        let buf = if momentum == 0.0 || first {
                             d
                         } else {
                             momentum * f64::from(*b) + d
@@ -168,14 +167,14 @@ mod tests {
         // 1, 2: buf1 = 1 + 0.5 = 1.5, p = 0.85; buf2 = 0.9·1.5 + (2 + 0.425) = 3.775,
         // p = 0.85 − 0.3775 = 0.4725.
         let mut opt = Optimizer::new(OptimizerKind::Sgd { momentum: 0.9 }, 0.5, 1);
-        let mut p = vec![1.0f64];
+        let mut p = [1.0f64];
         opt.step(0.1, std::iter::once((&mut p[..], &[1.0][..], true)));
         assert!((p[0] - 0.85).abs() < 1e-7);
         opt.step(0.1, std::iter::once((&mut p[..], &[2.0][..], true)));
         assert!((p[0] - 0.4725).abs() < 1e-7);
         // No decay on a parameter that is not marked for it.
         let mut opt = Optimizer::new(OptimizerKind::Sgd { momentum: 0.0 }, 0.5, 1);
-        let mut b = vec![1.0f64];
+        let mut b = [1.0f64];
         opt.step(0.1, std::iter::once((&mut b[..], &[1.0][..], false)));
         assert!((b[0] - 0.9).abs() < 1e-12);
     }
