@@ -15,50 +15,9 @@ use inflor::binner::{
     StreamWindows,
 };
 use inflor::event::Event;
-
-/// The generator of `scripts/bench_spikingjelly_binning.py` (same constants).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
-/// 16 edges doing a random walk: each event moves one walker by at most a pixel, sometimes
-/// flips its polarity, and advances time by 0–3 µs (about 670 k events/s).
-fn random_walk(n: usize, width: u16, height: u16, seed: u64) -> Vec<Event> {
-    let mut rng = SplitMix64(seed);
-    let (w, h) = (i64::from(width), i64::from(height));
-    let mut walkers: Vec<(i64, i64, bool)> = (0..16)
-        .map(|_| {
-            let v = rng.next();
-            (
-                ((v & 0xFFFF) as i64) % w,
-                (((v >> 16) & 0xFFFF) as i64) % h,
-                (v >> 32) & 1 == 1,
-            )
-        })
-        .collect();
-    let mut t = 0i64;
-    (0..n)
-        .map(|_| {
-            let v = rng.next();
-            let walker = &mut walkers[(v % 16) as usize];
-            walker.0 = (walker.0 + ((v >> 8) % 3) as i64 - 1).clamp(0, w - 1);
-            walker.1 = (walker.1 + ((v >> 16) % 3) as i64 - 1).clamp(0, h - 1);
-            if (v >> 24) & 15 == 0 {
-                walker.2 = !walker.2;
-            }
-            t += ((v >> 32) & 3) as i64;
-            Event::new(t, walker.0 as u16, walker.1 as u16, walker.2)
-        })
-        .collect()
-}
+// The random-walk generator shared with the other tests and benches (Python twin:
+// `scripts/bench_spikingjelly_binning.py`).
+use inflor::testkit::random_walk;
 
 /// The MNIST-DVS recording (DVS128, AEDAT 2.0), decoded by a few lines here with SpikingJelly's
 /// CIFAR10-DVS conventions (x = 127 − y_raw, y = 127 − x_raw, ON = raw polarity 0).

@@ -1,9 +1,10 @@
 //! Decoding throughput (events/s) per format, single thread, on the real recordings in
 //! `../shared/data/` and on generated 10 M-event recordings written by inflor's own encoders.
-//! Also the batch-layout experiment that justifies `EventBatch` being an array of structs.
+//! Also the batch-layout experiment that justifies event batches being arrays of structs.
 //!
 //! Each iteration decodes a whole in-memory file into a reused `Vec<Event>` (the steady state
-//! of a streaming source, which reuses its batch buffers). Run: `cargo bench --bench decode`.
+//! of a streaming source, which reuses its batch buffers), through `Decoder::feed_all`, so
+//! with the default event bound per `feed` call. Run: `cargo bench --bench decode`.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use inflor::event::Event;
 use inflor::format::{DecodeOptions, Format};
+use inflor::testkit::{drifting_blob, encode};
 
 fn shared(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -40,7 +42,7 @@ fn decode_into(
 ) -> usize {
     out.clear();
     let mut decoder = format.decoder(options);
-    decoder.feed(input, out).expect("bench inputs decode");
+    decoder.feed_all(input, out).expect("bench inputs decode");
     decoder.finish(out).expect("bench inputs decode");
     out.len()
 }
@@ -147,43 +149,6 @@ fn batch_layout(c: &mut Criterion) {
 /// Events in each generated recording.
 const GENERATED_EVENTS: usize = 10_000_000;
 
-/// A seeded, sensor-like recording: a blob of activity drifting across the array plus uniform
-/// background noise, with exponential-ish inter-event gaps averaging 1 µs (a busy 1 Mev/s scene).
-fn generated_events(n: usize, width: u16, height: u16, seed: u64) -> Vec<Event> {
-    let mut state = seed | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let (w, h) = (f64::from(width), f64::from(height));
-    let mut events = Vec::with_capacity(n);
-    let mut t = 0i64;
-    for i in 0..n {
-        let r = next();
-        t += i64::from((r & 3) as u8);
-        let phase = i as f64 / n as f64 * std::f64::consts::TAU * 3.0;
-        let (cx, cy) = (
-            w * (0.5 + 0.35 * phase.cos()),
-            h * (0.5 + 0.35 * phase.sin()),
-        );
-        let (x, y) = if r >> 60 == 0 {
-            // 1 event in 16 is background noise anywhere on the array.
-            (
-                ((r >> 8) % u64::from(width)) as f64,
-                ((r >> 24) % u64::from(height)) as f64,
-            )
-        } else {
-            let dx = ((r >> 8) & 31) as f64 - 15.5;
-            let dy = ((r >> 16) & 31) as f64 - 15.5;
-            ((cx + dx).clamp(0.0, w - 1.0), (cy + dy).clamp(0.0, h - 1.0))
-        };
-        events.push(Event::new(t, x as u16, y as u16, (r >> 40) & 1 == 1));
-    }
-    events
-}
-
 /// (format, width, height, file extension) for the generated recordings.
 const GENERATED: &[(Format, u16, u16, &str)] = &[
     (Format::Aedat2, 128, 128, "aedat"),
@@ -211,18 +176,12 @@ fn generated(c: &mut Criterion) {
     group.throughput(Throughput::Elements(GENERATED_EVENTS as u64));
     let mut out = Vec::with_capacity(GENERATED_EVENTS);
     for &(format, width, height, ext) in GENERATED {
-        let events = generated_events(GENERATED_EVENTS, width, height, 7);
+        let events = drifting_blob(GENERATED_EVENTS, width, height, 7);
         let info = inflor::event::StreamInfo {
-            width,
-            height,
             source: Some("inflor-bench".to_string()),
-            format: format.name().to_string(),
+            ..inflor::event::StreamInfo::new(width, height, format.name())
         };
-        let mut encoder = format.encoder(&info, inflor::format::JaerOrientation::default());
-        let mut bytes = Vec::new();
-        encoder.begin(&info, &mut bytes).expect("encode");
-        encoder.encode(&events, &mut bytes).expect("encode");
-        encoder.end(&mut bytes).expect("encode");
+        let bytes = encode(format, &info, &events).expect("encode");
         drop(events);
         std::fs::write(dir.join(format!("generated.{ext}")), &bytes).expect("write bench data");
         let n = decode_into(format, &options, &bytes, &mut out);

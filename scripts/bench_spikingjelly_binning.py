@@ -7,7 +7,7 @@ tests check against.
     python scripts/bench_spikingjelly_binning.py expected   # constants for tests/it/binner.rs
     python scripts/bench_spikingjelly_binning.py criterion  # best/median of `cargo bench` samples
 
-Needs numpy, torch and spikingjelly 2.0 (the project venv: /work/scratch/venv). The pipeline
+Needs numpy, torch and spikingjelly 2.0 (run it with the interpreter of a venv that has them, e.g. `$INFLOR_PYTHON`). The pipeline
 measured is what a CIFAR10-DVS user runs per sample:
 `integrate_events_by_fixed_frames_number(events, 'number', T, 128, 128)` and then
 `torch.nn.functional.interpolate(torch.from_numpy(frames).float(), size=(48, 48), mode=...)`.

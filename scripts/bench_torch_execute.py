@@ -16,7 +16,7 @@ U = H - O). It checks that its logits match the Rust ones (f32 summation order d
 few threshold decisions may flip; the check is loose) and prints the median of several runs.
 
 Usage:
-  /work/scratch/venv/bin/python scripts/bench_torch_execute.py DIR --threads 2 [--archs tiny,resnet19]
+  "$INFLOR_PYTHON" scripts/bench_torch_execute.py DIR --threads 2 [--archs tiny,resnet19]
 """
 
 import argparse

@@ -1,5 +1,5 @@
-//! The event model: one address-event, batches of them, and what a stream says about itself.
-//! Imports nothing else from the crate.
+//! The event model: one address-event, what a stream says about itself, and running counts
+//! over a stream. Imports nothing else from the crate.
 
 use serde::Serialize;
 
@@ -30,19 +30,6 @@ impl Event {
     }
 }
 
-/// A batch of events in time order as the source delivered them (timestamps may regress in
-/// real recordings; decoders keep such events and count them).
-///
-/// Array-of-structs: decoders append whole events and binners read them front to back, so one
-/// contiguous stream beats four parallel ones for both (measured in `benches/decode.rs`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EventBatch {
-    /// The events.
-    pub events: Vec<Event>,
-    /// `true` when the source dropped data just before this batch (live overflow).
-    pub after_gap: bool,
-}
-
 /// What a stream says about itself, from its header or from options.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StreamInfo {
@@ -54,9 +41,28 @@ pub struct StreamInfo {
     pub source: Option<String>,
     /// The container format's display name, e.g. "AEDAT 2.0".
     pub format: String,
+    /// The time origin the header declares (Prophesee `% t0`, µs), which the decoder has
+    /// added to every timestamp; `None` when the header has none.
+    pub t0: Option<i64>,
+    /// How raw addresses were mapped to pixels, for formats that offer a choice (AEDAT 2.0),
+    /// in words; `None` otherwise.
+    pub orientation: Option<String>,
 }
 
 impl StreamInfo {
+    /// A stream of `width`×`height` pixels in the container format named `format`, with no
+    /// source name, time origin or orientation.
+    pub fn new(width: u16, height: u16, format: impl Into<String>) -> Self {
+        Self {
+            width,
+            height,
+            source: None,
+            format: format.into(),
+            t0: None,
+            orientation: None,
+        }
+    }
+
     /// Whether `(x, y)` lies on the sensor.
     #[inline]
     pub fn contains(&self, x: i64, y: i64) -> bool {
@@ -71,6 +77,8 @@ pub struct EventSummary {
     pub events: u64,
     /// ON events seen.
     pub on: u64,
+    /// OFF events seen.
+    pub off: u64,
     /// First event's timestamp (µs).
     pub first_t: Option<i64>,
     /// Last event's timestamp (µs).
@@ -85,20 +93,22 @@ impl EventSummary {
         };
         self.first_t.get_or_insert(first.t);
         self.last_t = Some(last.t);
-        self.events += events.len() as u64;
+        let n = events.len() as u64;
         // A branch-free count: the compiler vectorises a sum of bools.
-        self.on += events.iter().map(|e| u64::from(e.polarity)).sum::<u64>();
+        let on = events.iter().map(|e| u64::from(e.polarity)).sum::<u64>();
+        self.events += n;
+        self.on += on;
+        self.off += n - on;
     }
 
-    /// OFF events seen.
-    pub fn off(&self) -> u64 {
-        self.events - self.on
-    }
-
-    /// Last minus first timestamp, in µs (0 for fewer than two events).
+    /// Last minus first timestamp, in µs (0 for fewer than two events), saturated to the
+    /// `i64` range (events at `i64::MIN` and `i64::MAX` are `i64::MAX` apart, not −1).
     pub fn duration_us(&self) -> i64 {
         match (self.first_t, self.last_t) {
-            (Some(a), Some(b)) => b - a,
+            (Some(a), Some(b)) => {
+                let span = i128::from(b) - i128::from(a);
+                span.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+            }
             _ => 0,
         }
     }
@@ -125,9 +135,26 @@ mod tests {
         s.add(&[Event::new(10, 0, 0, true), Event::new(20, 1, 1, false)]);
         s.add(&[]);
         s.add(&[Event::new(5, 0, 0, true)]);
-        assert_eq!((s.events, s.on, s.off()), (3, 2, 1));
+        assert_eq!((s.events, s.on, s.off), (3, 2, 1));
         assert_eq!((s.first_t, s.last_t), (Some(10), Some(5)));
         assert_eq!(s.duration_us(), -5);
         assert_eq!(s.mean_rate(), None);
+    }
+
+    #[test]
+    fn summary_durations_saturate_at_the_extremes() {
+        let mut s = EventSummary::default();
+        s.add(&[
+            Event::new(i64::MIN, 0, 0, true),
+            Event::new(i64::MAX, 0, 0, false),
+        ]);
+        assert_eq!(s.duration_us(), i64::MAX);
+        assert!(s.mean_rate().is_some_and(|r| r > 0.0));
+        let mut back = EventSummary::default();
+        back.add(&[
+            Event::new(i64::MAX, 0, 0, true),
+            Event::new(i64::MIN, 0, 0, false),
+        ]);
+        assert_eq!(back.duration_us(), i64::MIN);
     }
 }

@@ -9,12 +9,18 @@
 
 pub mod binner;
 pub mod calibrate;
+pub mod config;
 pub mod dataset;
 pub mod event;
 pub mod exec;
 pub mod format;
 pub mod kernels;
 pub mod model;
+pub mod pipeline;
 pub mod session;
+pub mod sink;
 pub mod snn;
+pub mod telemetry;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod train;

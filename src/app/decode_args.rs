@@ -18,7 +18,9 @@ pub struct DecodeArgs {
     /// AEDAT 2.0 address layout, overriding the header's chip class.
     #[arg(long, value_enum)]
     pub aedat2_layout: Option<Aedat2Layout>,
-    /// DVS128 / CIFAR10-DVS coordinate convention for AEDAT 2.0 DVS128 files.
+    /// How AEDAT 2.0 addresses map to pixels, for the DVS128 and the DAVIS layouts alike:
+    /// `spikingjelly` shows them upright (DVS128: SpikingJelly's CIFAR10-DVS convention;
+    /// DAVIS: rotated 180 degrees, as jAER shows it), `raw` keeps the address bits.
     #[arg(long, value_enum, default_value_t = JaerOrientation::Spikingjelly)]
     pub orientation: JaerOrientation,
     /// Largest record, packet or decompressed buffer accepted, in MiB.
@@ -35,6 +37,7 @@ impl DecodeArgs {
             resolution: self.resolution,
             aedat2_layout: self.aedat2_layout,
             jaer_orientation: self.orientation,
+            ..DecodeOptions::default()
         }
     }
 }

@@ -32,11 +32,9 @@ pub struct FileReport {
     pub format: Option<Format>,
     /// Header information.
     pub stream: Option<StreamInfo>,
-    /// Event counts and timing.
+    /// Event counts (ON and OFF included) and first and last timestamps.
     pub summary: EventSummary,
-    /// OFF events.
-    pub off: u64,
-    /// Last minus first timestamp, µs.
+    /// Last minus first timestamp, µs (saturated to the `i64` range).
     pub duration_us: i64,
     /// Mean rate, events/s.
     pub mean_rate_hz: Option<f64>,
@@ -59,7 +57,6 @@ pub fn inspect_file(path: &Path, decode: &DecodeArgs) -> FileReport {
         format: None,
         stream: None,
         summary: EventSummary::default(),
-        off: 0,
         duration_us: 0,
         mean_rate_hz: None,
         decode: DecodeStats::default(),
@@ -73,7 +70,7 @@ pub fn inspect_file(path: &Path, decode: &DecodeArgs) -> FileReport {
     let mut reader = match opened {
         Ok(r) => r,
         Err(e) => {
-            report.error = Some(e.to_string());
+            report.error = Some(error_chain(&e));
             return report;
         }
     };
@@ -87,20 +84,36 @@ pub fn inspect_file(path: &Path, decode: &DecodeArgs) -> FileReport {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
-                report.error = Some(match e {
-                    ReadError::Decode { source, .. } => source.to_string(),
-                    other => other.to_string(),
-                });
+                report.error = Some(error_chain(&e));
                 break;
             }
         }
     }
     report.stream = reader.info().cloned();
     report.decode = reader.stats().clone();
-    report.off = report.summary.off();
     report.duration_us = report.summary.duration_us();
     report.mean_rate_hz = report.summary.mean_rate();
     report
+}
+
+/// An error and its causes on one line: the library's messages name the file, and each cause
+/// is its own link in the chain, so nothing repeats.
+fn error_chain(error: &ReadError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// `us` microseconds as seconds with six decimals, exactly (no rounding through `f64`).
+fn seconds(us: i128) -> String {
+    let sign = if us < 0 { "-" } else { "" };
+    let us = us.unsigned_abs();
+    format!("{sign}{}.{:06}", us / 1_000_000, us % 1_000_000)
 }
 
 fn print_text(out: &mut impl Write, r: &FileReport) -> std::io::Result<()> {
@@ -110,18 +123,28 @@ fn print_text(out: &mut impl Write, r: &FileReport) -> std::io::Result<()> {
     if let Some(s) = &r.stream {
         writeln!(out, "  resolution:  {}x{}", s.width, s.height)?;
         writeln!(out, "  source:      {}", s.source.as_deref().unwrap_or("-"))?;
+        if let Some(orientation) = &s.orientation {
+            writeln!(out, "  orientation: {orientation}")?;
+        }
+        if let Some(t0) = s.t0 {
+            writeln!(
+                out,
+                "  t0:          {t0} us (from the header; added to every timestamp)"
+            )?;
+        }
     }
     let s = &r.summary;
     writeln!(
         out,
         "  events:      {} (ON {}, OFF {})",
-        s.events, s.on, r.off
+        s.events, s.on, s.off
     )?;
     match (s.first_t, s.last_t) {
         (Some(a), Some(b)) => {
             writeln!(out, "  first t:     {a} us")?;
             writeln!(out, "  last t:      {b} us")?;
-            writeln!(out, "  duration:    {:.6} s", r.duration_us as f64 * 1e-6)?;
+            let span = i128::from(b) - i128::from(a);
+            writeln!(out, "  duration:    {} s", seconds(span))?;
         }
         _ => writeln!(out, "  first/last:  - (no events)")?,
     }
@@ -167,7 +190,7 @@ pub fn run(mut args: InspectArgs) -> anyhow::Result<()> {
             print_text(&mut out, &report)?;
         }
         if let Some(e) = &report.error {
-            failed.push(format!("{}: {e}", path.display()));
+            failed.push(e.clone());
         }
     }
     out.flush()?;
@@ -180,5 +203,18 @@ pub fn run(mut args: InspectArgs) -> anyhow::Result<()> {
             args.files.len(),
             failed.join("\n  ")
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_are_exact_at_the_extremes() {
+        assert_eq!(seconds(1_500_000), "1.500000");
+        assert_eq!(seconds(-1), "-0.000001");
+        let widest = i128::from(i64::MAX) - i128::from(i64::MIN);
+        assert_eq!(seconds(widest), "18446744073709.551615");
     }
 }

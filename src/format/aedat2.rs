@@ -40,13 +40,17 @@
 //!   scene drawn with this mapping stands upright (the objects rest on the bottom edge).
 //!
 //! # Timestamps
-//! A drop of more than 2^31 µs between consecutive records is a wrap of the 32-bit counter and
-//! adds 2^32 µs; a smaller drop is a regression (kept and counted). Every record, not only the
-//! emitted events, advances the wrap tracking, because all of them share the sensor's clock.
+//! The 32-bit microsecond counter wraps every 71.6 min. Each raw timestamp is read as the
+//! nearest step from the previous record's ([`WrappingClock`]): a drop of more than 2^31 µs
+//! is a wrap and adds 2^32 µs, as in jAER; a smaller drop is a regression (kept and counted);
+//! a rise of 2^31 µs or more (35.8 min without a single record) reads as a small step back
+//! across a wrap. Every record, not only the emitted events, advances the clock, because all
+//! of them share the sensor's clock.
 
+use super::common::{Cx, RecordDecoder, Sticky, WrappingClock, skip_or_fail, truncated_tail};
 use super::{
-    Aedat2Layout, DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Decoder, EncodeError,
-    Encoder, Format, JaerOrientation,
+    Aedat2Layout, DecodeError, DecodeErrorKind, DecodeOptions, EncodeError, Encoder, Format,
+    JaerOrientation,
 };
 use crate::event::{Event, StreamInfo};
 
@@ -72,10 +76,8 @@ const DAVIS_EXTERNAL_INPUT: u32 = 1 << 10;
 const DAVIS_NOT_DVS_BIT: u32 = 1 << 31;
 const DAVIS_IMU_BITS: u32 = 0x8000_0C00;
 
-/// A drop larger than this between raw timestamps is a wrap of the 32-bit counter.
-const WRAP_THRESHOLD: u32 = 1 << 31;
-/// What one wrap adds, in µs.
-const WRAP_PERIOD: i64 = 1 << 32;
+/// The largest step between consecutive raw timestamps that the clock reads as it is.
+const MAX_STEP: i64 = (1 << 31) - 1;
 
 /// jAER's explicit end-of-header line (after the `#`), written since November 2016.
 const END_OF_HEADER: &[u8] = b"End Of ASCII Header";
@@ -126,7 +128,27 @@ impl Version {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mapping {
     Dvs128(JaerOrientation),
-    Davis,
+    Davis(JaerOrientation),
+}
+
+impl Mapping {
+    /// The mapping in words, for [`StreamInfo::orientation`].
+    fn describe(self, width: u16, height: u16) -> String {
+        match self {
+            Mapping::Dvs128(JaerOrientation::Spikingjelly) => {
+                "spikingjelly: x = 127 - y_raw, y = 127 - x_raw, ON = raw polarity 0".to_string()
+            }
+            Mapping::Dvs128(JaerOrientation::Raw) => {
+                "raw: x = x_raw, y = y_raw, ON = raw polarity 0".to_string()
+            }
+            Mapping::Davis(JaerOrientation::Spikingjelly) => format!(
+                "rotated 180 degrees, as jAER shows it: x = {} - x_raw, y = {} - y_raw",
+                width - 1,
+                height - 1
+            ),
+            Mapping::Davis(JaerOrientation::Raw) => "raw: x = x_raw, y = y_raw".to_string(),
+        }
+    }
 }
 
 /// What one address word is.
@@ -167,7 +189,7 @@ fn classify(mapping: Mapping, address: u32, w1: i64, h1: i64) -> Word {
                 },
             }
         }
-        Mapping::Davis => {
+        Mapping::Davis(orientation) => {
             if address & DAVIS_NOT_DVS_BIT != 0 {
                 return if address & DAVIS_IMU_BITS == DAVIS_IMU_BITS {
                     Word::Imu
@@ -180,10 +202,18 @@ fn classify(mapping: Mapping, address: u32, w1: i64, h1: i64) -> Word {
             }
             let x_raw = i64::from((address >> DAVIS_X_SHIFT) & DAVIS_X_MASK);
             let y_raw = i64::from((address >> DAVIS_Y_SHIFT) & DAVIS_Y_MASK);
-            Word::Pixel {
-                x: w1 - x_raw,
-                y: h1 - y_raw,
-                on: address & DAVIS_POLARITY_BIT != 0,
+            let on = address & DAVIS_POLARITY_BIT != 0;
+            match orientation {
+                JaerOrientation::Spikingjelly => Word::Pixel {
+                    x: w1 - x_raw,
+                    y: h1 - y_raw,
+                    on,
+                },
+                JaerOrientation::Raw => Word::Pixel {
+                    x: x_raw,
+                    y: y_raw,
+                    on,
+                },
             }
         }
     }
@@ -212,34 +242,6 @@ fn chip_geometry(chip: &str) -> Option<(Aedat2Layout, (u16, u16))> {
         return Some((Aedat2Layout::Davis, (208, 192)));
     }
     None
-}
-
-/// Unwraps 32-bit timestamps and counts regressions.
-#[derive(Debug, Clone, Copy)]
-struct Clock {
-    /// µs added by the wraps seen so far.
-    base: i64,
-    /// The previous record's raw timestamp.
-    previous_raw: u32,
-    /// The previous emitted event's timestamp.
-    last_event: i64,
-}
-
-impl Clock {
-    const START: Clock = Clock {
-        base: 0,
-        previous_raw: 0,
-        last_event: i64::MIN,
-    };
-
-    #[inline(always)]
-    fn unwrap(&mut self, raw: u32) -> i64 {
-        if self.previous_raw.wrapping_sub(raw) > WRAP_THRESHOLD && raw < self.previous_raw {
-            self.base += WRAP_PERIOD;
-        }
-        self.previous_raw = raw;
-        self.base + i64::from(raw)
-    }
 }
 
 /// Where the decoder is in the stream.
@@ -332,7 +334,10 @@ fn parse_version(text: &[u8], offset: u64) -> Result<Version, DecodeError> {
 }
 
 /// Streaming decoder for jAER AEDAT 1.0 / 2.0 (see the module docs for the rules it applies).
-pub struct Aedat2Decoder {
+pub type Aedat2Decoder = Sticky<Aedat2Records>;
+
+/// The jAER side of [`Aedat2Decoder`].
+pub struct Aedat2Records {
     options: DecodeOptions,
     stage: Stage,
     version: Version,
@@ -340,36 +345,12 @@ pub struct Aedat2Decoder {
     /// Width − 1 and height − 1, for the DAVIS flip.
     max_xy: (i64, i64),
     info: Option<StreamInfo>,
-    /// The start of a record split across feeds.
-    carry: [u8; 8],
-    carry_len: usize,
-    /// Absolute offset of the next record's first byte.
-    record_offset: u64,
-    clock: Clock,
-    stats: DecodeStats,
-    /// The error that stopped decoding; returned again on every later call.
-    failed: Option<DecodeError>,
+    clock: WrappingClock<32>,
+    /// The previous emitted event's timestamp.
+    last_event: i64,
 }
 
-impl Aedat2Decoder {
-    /// A fresh decoder.
-    pub fn new(options: &DecodeOptions) -> Self {
-        Self {
-            options: options.clone(),
-            stage: Stage::Header(HeaderReader::default()),
-            version: Version::V2,
-            mapping: Mapping::Dvs128(options.jaer_orientation),
-            max_xy: (127, 127),
-            info: None,
-            carry: [0; 8],
-            carry_len: 0,
-            record_offset: 0,
-            clock: Clock::START,
-            stats: DecodeStats::default(),
-            failed: None,
-        }
-    }
-
+impl Aedat2Records {
     /// Decides layout, resolution and record size once the header is complete.
     fn resolve(&mut self, header: &HeaderReader) -> Result<(), DecodeError> {
         let offset = header.consumed;
@@ -385,7 +366,7 @@ impl Aedat2Decoder {
                 None => {
                     return Err(bad(format!(
                         "unknown AEChip {chip:?}: give the address layout (--aedat2-layout) and \
-                         --resolution"
+                         --resolution WxH"
                     )));
                 }
             },
@@ -410,7 +391,7 @@ impl Aedat2Decoder {
             .or(chip_size)
             .or(layout_default)
             .ok_or_else(|| {
-                bad("DAVIS layout without a known chip class: give --resolution".into())
+                bad("DAVIS layout without a known chip class: give --resolution WxH".into())
             })?;
         if width == 0 || height == 0 {
             return Err(bad(format!("sensor size {width}x{height} has no pixels")));
@@ -422,25 +403,24 @@ impl Aedat2Decoder {
             ));
         }
         self.version = version;
+        let orientation = self.options.jaer_orientation;
         self.mapping = match layout {
-            Aedat2Layout::Dvs128 => Mapping::Dvs128(self.options.jaer_orientation),
-            Aedat2Layout::Davis => Mapping::Davis,
+            Aedat2Layout::Dvs128 => Mapping::Dvs128(orientation),
+            Aedat2Layout::Davis => Mapping::Davis(orientation),
         };
         self.max_xy = (i64::from(width) - 1, i64::from(height) - 1);
-        self.record_offset = offset;
         self.info = Some(StreamInfo {
-            width,
-            height,
             source: header.chip.clone(),
-            format: version.name().to_string(),
+            orientation: Some(self.mapping.describe(width, height)),
+            ..StreamInfo::new(width, height, version.name())
         });
         self.stage = Stage::Body;
         Ok(())
     }
 
     /// Reads header bytes. Returns `None` while the header goes on past `input`, else where the
-    /// data starts: a `#` line that turned out to be binary (queued data) and the index in
-    /// `input` of the first byte after the header.
+    /// data starts: a `#` line that turned out to be binary (data to decode again) and the
+    /// index in `input` of the first byte after the header.
     fn feed_header(&mut self, input: &[u8]) -> Result<Option<(Vec<u8>, usize)>, DecodeError> {
         let cap = self.options.max_record_bytes as u64;
         let Stage::Header(header) = &mut self.stage else {
@@ -484,71 +464,52 @@ impl Aedat2Decoder {
         Ok(None)
     }
 
-    /// Ends the header: resolves it and decodes the data queued from a `#` line, if any.
-    fn end_header(&mut self, queued: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
+    /// Ends the header at `input[start..]`, after `queued` bytes that looked like a header
+    /// line but are data.
+    fn end_header(&mut self, queued: &[u8], cx: &mut Cx<'_>) -> Result<(), DecodeError> {
         let stage = std::mem::replace(&mut self.stage, Stage::Body);
         if let Stage::Header(header) = stage {
             self.resolve(&header)?;
         }
-        self.feed_body(queued, out)
-    }
-
-    /// Decodes records, keeping a trailing partial record for the next call.
-    fn feed_body(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        let size = self.version.record_bytes();
-        let mut input = input;
-        if self.carry_len > 0 {
-            let take = (size - self.carry_len).min(input.len());
-            let (head, tail) = input.split_at(take);
-            if let Some(slot) = self.carry.get_mut(self.carry_len..self.carry_len + take) {
-                slot.copy_from_slice(head);
-            }
-            self.carry_len += take;
-            input = tail;
-            if self.carry_len < size {
-                return Ok(());
-            }
-            self.carry_len = 0;
-            let record = self.carry;
-            self.decode_records(record.get(..size).unwrap_or_default(), out)?;
-        }
-        let whole = input.len() - input.len() % size;
-        let (records, partial) = input.split_at(whole);
-        self.decode_records(records, out)?;
-        if let Some(slot) = self.carry.get_mut(..partial.len()) {
-            slot.copy_from_slice(partial);
-            self.carry_len = partial.len();
-        }
+        cx.replay(queued);
         Ok(())
     }
 
-    /// Decodes whole records (`records.len()` is a multiple of the record size).
-    fn decode_records(&mut self, records: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
+    /// Decodes whole records (`records.len()` is a multiple of the record size) starting at
+    /// absolute offset `at`.
+    fn decode_records(
+        &mut self,
+        records: &[u8],
+        at: u64,
+        cx: &mut Cx<'_>,
+    ) -> Result<(), DecodeError> {
         match self.version {
             Version::V2 => {
                 let (chunks, _) = records.as_chunks::<8>();
                 self.decode_chunks(
                     chunks,
+                    at,
                     |&[a0, a1, a2, a3, t0, t1, t2, t3]| {
                         (
                             u32::from_be_bytes([a0, a1, a2, a3]),
                             u32::from_be_bytes([t0, t1, t2, t3]),
                         )
                     },
-                    out,
+                    cx,
                 )
             }
             Version::V1 => {
                 let (chunks, _) = records.as_chunks::<6>();
                 self.decode_chunks(
                     chunks,
+                    at,
                     |&[a0, a1, t0, t1, t2, t3]| {
                         (
                             u32::from(u16::from_be_bytes([a0, a1])),
                             u32::from_be_bytes([t0, t1, t2, t3]),
                         )
                     },
-                    out,
+                    cx,
                 )
             }
         }
@@ -559,90 +520,112 @@ impl Aedat2Decoder {
     fn decode_chunks<const N: usize>(
         &mut self,
         chunks: &[[u8; N]],
+        at: u64,
         split: impl Fn(&[u8; N]) -> (u32, u32),
-        out: &mut Vec<Event>,
+        cx: &mut Cx<'_>,
     ) -> Result<(), DecodeError> {
-        out.reserve(chunks.len());
+        let (out, stats, lenient) = cx.parts(chunks.len());
         let mapping = self.mapping;
         let (w1, h1) = self.max_xy;
         let mut clock = self.clock;
-        let mut regressions = 0u64;
+        let mut last_event = self.last_event;
+        let (mut regressions, mut triggers, mut imu, mut frames) = (0u64, 0u64, 0u64, 0u64);
         let mut result = Ok(());
-        let mut done = 0usize;
-        for chunk in chunks {
+        for (i, chunk) in chunks.iter().enumerate() {
             let (address, raw_t) = split(chunk);
-            let t = clock.unwrap(raw_t);
-            match classify(mapping, address, w1, h1) {
+            clock.advance(u64::from(raw_t));
+            let t = clock.value;
+            let kind = match classify(mapping, address, w1, h1) {
                 Word::Pixel { x, y, on } => {
                     if (x as u64) <= w1 as u64 && (y as u64) <= h1 as u64 {
-                        regressions += u64::from(t < clock.last_event);
-                        clock.last_event = t;
+                        regressions += u64::from(t < last_event);
+                        last_event = t;
                         out.push(Event::new(t, x as u16, y as u16, on));
-                    } else {
-                        let kind = DecodeErrorKind::OutOfRange {
-                            x,
-                            y,
-                            width: (w1 + 1) as u16,
-                            height: (h1 + 1) as u16,
-                        };
-                        if let Err(e) = self.bad_record(done, kind) {
-                            result = Err(e);
-                            break;
-                        }
+                        continue;
+                    }
+                    DecodeErrorKind::OutOfRange {
+                        x,
+                        y,
+                        width: (w1 + 1) as u16,
+                        height: (h1 + 1) as u16,
                     }
                 }
-                Word::Trigger => self.stats.triggers_skipped += 1,
-                Word::Imu => self.stats.imu_skipped += 1,
-                Word::Frame => self.stats.frames_skipped += 1,
-                Word::BadAddress(address) => {
-                    let kind = DecodeErrorKind::Unexpected {
-                        expected: "a DVS128 address (bits 16-30 clear)".into(),
-                        found: format!("address 0x{address:08x}"),
-                    };
-                    if let Err(e) = self.bad_record(done, kind) {
-                        result = Err(e);
-                        break;
-                    }
+                Word::Trigger => {
+                    triggers += 1;
+                    continue;
                 }
+                Word::Imu => {
+                    imu += 1;
+                    continue;
+                }
+                Word::Frame => {
+                    frames += 1;
+                    continue;
+                }
+                Word::BadAddress(address) => DecodeErrorKind::Unexpected {
+                    expected: "a DVS128 address (bits 16-30 clear)".into(),
+                    found: format!("address 0x{address:08x}"),
+                },
+            };
+            let error = DecodeError::new(Format::Aedat2, at + (i * N) as u64, kind);
+            if let Err(e) = skip_or_fail(stats, lenient, error) {
+                result = Err(e);
+                break;
             }
-            done += 1;
         }
         self.clock = clock;
-        self.stats.timestamp_regressions += regressions;
-        self.record_offset += (done * N) as u64;
+        self.last_event = last_event;
+        stats.timestamp_regressions += regressions;
+        stats.triggers_skipped += triggers;
+        stats.imu_skipped += imu;
+        stats.frames_skipped += frames;
         result
     }
+}
 
-    /// Fails on a bad record, or counts and skips it in lenient mode. `index` is the record's
-    /// position after `record_offset`.
-    #[cold]
-    fn bad_record(&mut self, index: usize, kind: DecodeErrorKind) -> Result<(), DecodeError> {
-        let offset = self.record_offset + (index * self.version.record_bytes()) as u64;
-        let error = DecodeError::new(Format::Aedat2, offset, kind);
-        if !self.options.lenient {
-            return Err(error);
+impl RecordDecoder for Aedat2Records {
+    const FORMAT: Format = Format::Aedat2;
+
+    fn new(options: &DecodeOptions) -> Self {
+        Self {
+            options: options.clone(),
+            stage: Stage::Header(HeaderReader::default()),
+            version: Version::V2,
+            mapping: Mapping::Dvs128(options.jaer_orientation),
+            max_xy: (127, 127),
+            info: None,
+            clock: WrappingClock::default(),
+            last_event: i64::MIN,
         }
-        self.stats.bad_records_skipped += 1;
-        if self.stats.first_bad_record.is_none() {
-            self.stats.first_bad_record = Some(error.to_string());
-        }
-        Ok(())
     }
 
-    fn feed_inner(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
+    fn decode(&mut self, input: &[u8], at: u64, cx: &mut Cx<'_>) -> Result<usize, DecodeError> {
+        let mut start = 0;
         if matches!(self.stage, Stage::Header(_)) {
             match self.feed_header(input)? {
-                None => return Ok(()),
-                Some((queued, start)) => {
-                    self.end_header(&queued, out)?;
-                    return self.feed_body(input.get(start..).unwrap_or_default(), out);
+                None => return Ok(input.len()),
+                Some((queued, data)) => {
+                    self.end_header(&queued, cx)?;
+                    if !queued.is_empty() {
+                        // The replayed line goes first: decode it before the rest.
+                        return Ok(data);
+                    }
+                    start = data;
                 }
             }
         }
-        self.feed_body(input, out)
+        let size = self.version.record_bytes();
+        let rest = input.get(start..).unwrap_or_default();
+        let whole = (rest.len() / size).min(cx.room()) * size;
+        self.decode_records(rest.get(..whole).unwrap_or_default(), at + start as u64, cx)?;
+        Ok(start + whole)
     }
 
-    fn finish_inner(&mut self, out: &mut Vec<Event>) -> Result<(), DecodeError> {
+    fn need(&self, _partial: &[u8]) -> Result<usize, DecodeError> {
+        Ok(self.version.record_bytes())
+    }
+
+    fn finish(&mut self, partial: &[u8], at: u64, cx: &mut Cx<'_>) -> Result<(), DecodeError> {
         if let Stage::Header(header) = &self.stage {
             if !header.line.is_empty() {
                 return Err(DecodeError::new(
@@ -667,57 +650,14 @@ impl Aedat2Decoder {
                 ));
             }
             // A header-only file: no events, but the header still says what the stream is.
-            self.end_header(&[], out)?;
+            self.end_header(&[], cx)?;
         }
-        if self.carry_len > 0 {
-            return Err(DecodeError::new(
-                Format::Aedat2,
-                self.record_offset,
-                DecodeErrorKind::Truncated {
-                    what: "AEDAT 2.0 event record",
-                    expected: self.version.record_bytes() as u64,
-                    found: self.carry_len as u64,
-                },
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Decoder for Aedat2Decoder {
-    fn feed(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if let Some(error) = &self.failed {
-            return Err(error.clone());
-        }
-        let before = out.len();
-        let result = self.feed_inner(input, out);
-        self.stats.bytes += input.len() as u64;
-        self.stats.events += (out.len() - before) as u64;
-        if let Err(error) = &result {
-            self.failed = Some(error.clone());
-        }
-        result
-    }
-
-    fn finish(&mut self, out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if let Some(error) = &self.failed {
-            return Err(error.clone());
-        }
-        let before = out.len();
-        let result = self.finish_inner(out);
-        self.stats.events += (out.len() - before) as u64;
-        if let Err(error) = &result {
-            self.failed = Some(error.clone());
-        }
-        result
+        let size = self.version.record_bytes();
+        truncated_tail(Format::Aedat2, "AEDAT 2.0 event record", size, partial, at)
     }
 
     fn info(&self) -> Option<&StreamInfo> {
         self.info.as_ref()
-    }
-
-    fn stats(&self) -> &DecodeStats {
-        &self.stats
     }
 }
 
@@ -725,24 +665,29 @@ impl Decoder for Aedat2Decoder {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EncodeLayout {
     Dvs128(JaerOrientation),
-    Davis { width: u16, height: u16 },
+    Davis {
+        width: u16,
+        height: u16,
+        orientation: JaerOrientation,
+    },
 }
 
 /// Writes events as a jAER AEDAT 2.0 file that [`Aedat2Decoder`] (with default options) decodes
 /// back to the same events.
 ///
-/// Timestamps are written as they are: each must lie in `0..=u32::MAX` µs, and none may fall
-/// more than 2^31 µs below the previous one (readers would take that for a counter wrap). The
-/// header ends with jAER's `#End Of ASCII Header` line, so a first record starting with `#`
-/// cannot be mistaken for header text.
+/// Timestamps are written modulo 2^32, as the sensor's counter wraps: the first must lie in
+/// `0..=u32::MAX` µs, and each later one less than 2^31 µs from the one before (a larger
+/// step would read as a wrap the other way). The header ends with jAER's
+/// `#End Of ASCII Header` line, so a first record starting with `#` cannot be mistaken for
+/// header text.
 #[derive(Debug, Clone)]
 pub struct Aedat2Encoder {
     layout: EncodeLayout,
     header_written: bool,
     /// Events written so far (for error messages).
     index: u64,
-    /// The previous event's raw timestamp.
-    previous_raw: Option<u32>,
+    /// The previous event's timestamp.
+    previous: Option<i64>,
 }
 
 impl Aedat2Encoder {
@@ -752,11 +697,16 @@ impl Aedat2Encoder {
         Self::with_layout(EncodeLayout::Dvs128(orientation))
     }
 
-    /// DAVIS layout for a `width`×`height` sensor (at most 1024×512, the address fields' range).
-    /// The `# AEChip:` line names the jAER class for 240×180 and 346×260 and
+    /// DAVIS layout for a `width`×`height` sensor (at most 1024×512, the address fields' range),
+    /// with `orientation` mapping inflor's coordinates back to the raw address bits. The
+    /// `# AEChip:` line names the jAER class for 240×180 and 346×260 and
     /// `inflor.Davis<W>x<H>` otherwise; the decoder maps all of them back to the size.
-    pub fn davis(width: u16, height: u16) -> Self {
-        Self::with_layout(EncodeLayout::Davis { width, height })
+    pub fn davis(width: u16, height: u16, orientation: JaerOrientation) -> Self {
+        Self::with_layout(EncodeLayout::Davis {
+            width,
+            height,
+            orientation,
+        })
     }
 
     fn with_layout(layout: EncodeLayout) -> Self {
@@ -764,7 +714,7 @@ impl Aedat2Encoder {
             layout,
             header_written: false,
             index: 0,
-            previous_raw: None,
+            previous: None,
         }
     }
 
@@ -775,12 +725,14 @@ impl Aedat2Encoder {
             EncodeLayout::Davis {
                 width: 240,
                 height: 180,
+                ..
             } => "eu.seebetter.ini.chips.davis.DAVIS240C".to_string(),
             EncodeLayout::Davis {
                 width: 346,
                 height: 260,
+                ..
             } => "eu.seebetter.ini.chips.davis.Davis346B".to_string(),
-            EncodeLayout::Davis { width, height } => {
+            EncodeLayout::Davis { width, height, .. } => {
                 format!("{GENERIC_DAVIS_CHIP}{width}x{height}")
             }
         }
@@ -814,7 +766,11 @@ impl Aedat2Encoder {
                 let off = u32::from(!event.polarity);
                 Ok((y_raw << DVS128_Y_SHIFT) | (x_raw << DVS128_X_SHIFT) | off)
             }
-            EncodeLayout::Davis { width, height } => {
+            EncodeLayout::Davis {
+                width,
+                height,
+                orientation,
+            } => {
                 let (w, h) = (u32::from(width), u32::from(height));
                 if w == 0 || h == 0 || w > DAVIS_X_MASK + 1 || h > DAVIS_Y_MASK + 1 {
                     return Err(format!(
@@ -829,25 +785,35 @@ impl Aedat2Encoder {
                 } else {
                     0
                 };
-                Ok(((h - 1 - y) << DAVIS_Y_SHIFT) | ((w - 1 - x) << DAVIS_X_SHIFT) | on)
+                let (x_raw, y_raw) = match orientation {
+                    JaerOrientation::Spikingjelly => (w - 1 - x, h - 1 - y),
+                    JaerOrientation::Raw => (x, y),
+                };
+                Ok((y_raw << DAVIS_Y_SHIFT) | (x_raw << DAVIS_X_SHIFT) | on)
             }
         }
     }
 
     /// The raw timestamp of `event`, or why it has none.
     fn timestamp(&self, event: &Event) -> Result<u32, String> {
-        let raw = u32::try_from(event.t)
-            .map_err(|_| format!("timestamp {} µs is outside 0..=2^32-1", event.t))?;
-        if let Some(previous) = self.previous_raw
-            && raw < previous
-            && previous - raw > WRAP_THRESHOLD
-        {
-            return Err(format!(
-                "timestamp {raw} µs falls more than 2^31 µs below the previous {previous} µs, \
-                 which readers take for a counter wrap"
-            ));
+        match self.previous {
+            None if u32::try_from(event.t).is_err() => Err(format!(
+                "the first timestamp, {} µs, is outside 0..=2^32-1",
+                event.t
+            )),
+            Some(previous)
+                if (i128::from(event.t) - i128::from(previous)).unsigned_abs()
+                    > MAX_STEP as u128 =>
+            {
+                Err(format!(
+                    "timestamp {} µs is 2^31 µs or more from the previous {previous} µs, \
+                     which readers take for a counter wrap",
+                    event.t
+                ))
+            }
+            // Modulo 2^32: the decoder's clock unwraps it.
+            _ => Ok(event.t as u32),
         }
-        Ok(raw)
     }
 }
 
@@ -873,7 +839,7 @@ impl Encoder for Aedat2Encoder {
             })?;
             out.extend_from_slice(&address.to_be_bytes());
             out.extend_from_slice(&raw.to_be_bytes());
-            self.previous_raw = Some(raw);
+            self.previous = Some(event.t);
             self.index += 1;
         }
         Ok(())
@@ -900,17 +866,13 @@ pub fn encode_dvs128(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::{Decoded, decode};
     use proptest::prelude::*;
 
-    fn decode_all(
-        bytes: &[u8],
-        options: &DecodeOptions,
-    ) -> Result<(Vec<Event>, Aedat2Decoder), DecodeError> {
-        let mut decoder = Aedat2Decoder::new(options);
-        let mut events = Vec::new();
-        decoder.feed(bytes, &mut events)?;
-        decoder.finish(&mut events)?;
-        Ok((events, decoder))
+    /// Decodes `bytes`, failing the test on an error.
+    fn decode_all(bytes: &[u8], options: &DecodeOptions) -> Result<Decoded, DecodeError> {
+        let decoded = decode(Format::Aedat2, bytes, options);
+        decoded.result.clone().map(|()| decoded)
     }
 
     /// Events with non-decreasing timestamps inside a `width`×`height` sensor.
@@ -940,33 +902,37 @@ mod tests {
             let orientation = if raw { JaerOrientation::Raw } else { JaerOrientation::Spikingjelly };
             let bytes = encode_dvs128(&events, orientation).unwrap();
             let options = DecodeOptions { jaer_orientation: orientation, ..DecodeOptions::default() };
-            let (decoded, decoder) = decode_all(&bytes, &options).unwrap();
-            prop_assert_eq!(&decoded, &events);
-            let info = decoder.info().unwrap();
+            let decoded = decode_all(&bytes, &options).unwrap();
+            prop_assert_eq!(&decoded.events, &events);
+            let info = decoded.info.unwrap();
             prop_assert_eq!((info.width, info.height), (128, 128));
         }
 
         #[test]
-        fn davis_round_trips_for_any_size(
+        fn davis_round_trips_for_any_size_in_both_orientations(
             (width, height, events) in (1u16..=1024, 1u16..=512)
                 .prop_flat_map(|(w, h)| (Just(w), Just(h), events_strategy(w, h))),
+            raw in any::<bool>(),
         ) {
-            let mut encoder = Aedat2Encoder::davis(width, height);
+            let orientation = if raw { JaerOrientation::Raw } else { JaerOrientation::Spikingjelly };
+            let mut encoder = Aedat2Encoder::davis(width, height, orientation);
             let mut bytes = Vec::new();
-            let info = StreamInfo { width, height, source: None, format: "AEDAT 2.0".into() };
+            let info = StreamInfo::new(width, height, "AEDAT 2.0");
             encoder.begin(&info, &mut bytes).unwrap();
             encoder.encode(&events, &mut bytes).unwrap();
             encoder.end(&mut bytes).unwrap();
-            let (decoded, decoder) = decode_all(&bytes, &DecodeOptions::default()).unwrap();
-            prop_assert_eq!(&decoded, &events);
-            let info = decoder.info().unwrap();
+            let options = DecodeOptions { jaer_orientation: orientation, ..DecodeOptions::default() };
+            let decoded = decode_all(&bytes, &options).unwrap();
+            prop_assert_eq!(&decoded.events, &events);
+            let info = decoded.info.unwrap();
             prop_assert_eq!((info.width, info.height), (width, height));
+            prop_assert_eq!(info.orientation.unwrap().starts_with("raw"), raw);
         }
     }
 
     #[test]
     fn davis240_header_names_the_jaer_chip() {
-        let mut encoder = Aedat2Encoder::davis(240, 180);
+        let mut encoder = Aedat2Encoder::davis(240, 180, JaerOrientation::default());
         let mut bytes = Vec::new();
         encoder
             .encode(&[Event::new(5, 1, 2, true)], &mut bytes)
@@ -980,12 +946,12 @@ mod tests {
     fn record_starting_with_hash_is_data_not_header() {
         // y_raw = 140 puts 0x23 ('#') in the first address byte of a DAVIS polarity word.
         let event = Event::new(1000, 10, 179 - 140, true);
-        let mut encoder = Aedat2Encoder::davis(240, 180);
+        let mut encoder = Aedat2Encoder::davis(240, 180, JaerOrientation::default());
         let mut bytes = Vec::new();
         encoder.encode(&[event], &mut bytes).unwrap();
         assert_eq!(bytes[bytes.len() - 8], b'#');
-        let (decoded, _) = decode_all(&bytes, &DecodeOptions::default()).unwrap();
-        assert_eq!(decoded, vec![event]);
+        let decoded = decode_all(&bytes, &DecodeOptions::default()).unwrap();
+        assert_eq!(decoded.events, vec![event]);
         // Without the end-of-header line the text rule still finds the record: its timestamp
         // bytes are 0x00.
         let marker = b"#End Of ASCII Header\r\n";
@@ -995,8 +961,8 @@ mod tests {
             .unwrap();
         let mut legacy = bytes[..at].to_vec();
         legacy.extend_from_slice(&bytes[at + marker.len()..]);
-        let (decoded, _) = decode_all(&legacy, &DecodeOptions::default()).unwrap();
-        assert_eq!(decoded, vec![event]);
+        let decoded = decode_all(&legacy, &DecodeOptions::default()).unwrap();
+        assert_eq!(decoded.events, vec![event]);
     }
 
     #[test]
@@ -1016,14 +982,14 @@ mod tests {
         }
         let wrap_like = [
             Event::new(3_000_000_000, 0, 0, true),
-            Event::new(1, 0, 0, true),
+            Event::new(3_000_000_000 - (1 << 31), 0, 0, true),
         ];
         let error = encode_dvs128(&wrap_like, JaerOrientation::Raw).unwrap_err();
         assert!(matches!(
             error,
             EncodeError::Unrepresentable { index: 1, .. }
         ));
-        let mut encoder = Aedat2Encoder::davis(2000, 10);
+        let mut encoder = Aedat2Encoder::davis(2000, 10, JaerOrientation::default());
         let error = encoder
             .encode(&[Event::new(0, 0, 0, true)], &mut Vec::new())
             .unwrap_err();
@@ -1045,9 +1011,9 @@ mod tests {
             bytes.extend_from_slice(&word.to_be_bytes());
             bytes.extend_from_slice(&(i as u32).to_be_bytes());
         }
-        let (events, decoder) = decode_all(&bytes, &DecodeOptions::default()).unwrap();
-        assert_eq!(events, [Event::new(4, 0, 0, true)]);
-        let stats = decoder.stats();
+        let decoded = decode_all(&bytes, &DecodeOptions::default()).unwrap();
+        assert_eq!(decoded.events, [Event::new(4, 0, 0, true)]);
+        let stats = &decoded.stats;
         assert_eq!(
             (
                 stats.frames_skipped,
@@ -1065,9 +1031,31 @@ mod tests {
             bytes.extend_from_slice(&0u32.to_be_bytes());
             bytes.extend_from_slice(&raw_t.to_be_bytes());
         }
-        let (events, decoder) = decode_all(&bytes, &DecodeOptions::default()).unwrap();
-        let times: Vec<i64> = events.iter().map(|e| e.t).collect();
+        let decoded = decode_all(&bytes, &DecodeOptions::default()).unwrap();
+        let times: Vec<i64> = decoded.events.iter().map(|e| e.t).collect();
         assert_eq!(times, [4_000_000_000, 3_999_999_000, (1 << 32) + 100]);
-        assert_eq!(decoder.stats().timestamp_regressions, 1);
+        assert_eq!(decoded.stats.timestamp_regressions, 1);
+    }
+
+    #[test]
+    fn encoder_wraps_timestamps_past_2_pow_32_and_refuses_big_steps() {
+        let events = [
+            Event::new(4_000_000_000, 0, 0, true),
+            Event::new(5_000_000_000, 1, 0, true),
+            Event::new(4_999_999_999, 2, 0, false),
+        ];
+        let bytes = encode_dvs128(&events, JaerOrientation::Raw).unwrap();
+        let raw = DecodeOptions {
+            jaer_orientation: JaerOrientation::Raw,
+            ..DecodeOptions::default()
+        };
+        assert_eq!(decode_all(&bytes, &raw).unwrap().events, events);
+        let far = [Event::new(0, 0, 0, true), Event::new(1 << 31, 0, 0, true)];
+        let error = encode_dvs128(&far, JaerOrientation::Raw).unwrap_err();
+        assert!(matches!(
+            error,
+            EncodeError::Unrepresentable { index: 1, .. }
+        ));
+        assert!(!error.to_string().contains("Event {"), "{error}");
     }
 }

@@ -28,9 +28,8 @@
 //! trusted), so it always fails, also in lenient mode; bad polarity events are skipped in
 //! lenient mode. Polarity payloads are decoded as they stream in, never buffered whole.
 
-use super::{
-    DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Decoder, EncodeError, Encoder, Format,
-};
+use super::common::{Cx, RecordDecoder, Sticky, skip_or_fail};
+use super::{DecodeError, DecodeErrorKind, DecodeOptions, EncodeError, Encoder, Format};
 use crate::event::{Event, StreamInfo};
 
 /// The version line.
@@ -145,11 +144,8 @@ impl PacketHeader {
 enum Stage {
     /// Reading header lines.
     Header(HeaderReader),
-    /// Reading a packet header (`len` bytes of it so far).
-    PacketHeader {
-        bytes: [u8; PACKET_HEADER_BYTES],
-        len: usize,
-    },
+    /// At a packet header.
+    PacketHeader,
     /// Inside a polarity packet: events still to decode, then padding bytes to skip.
     Polarity {
         /// `eventTSOverflow << 31`.
@@ -169,44 +165,23 @@ enum Stage {
 }
 
 /// Streaming decoder for AEDAT 3.1 polarity data (see the module docs for the layout).
-pub struct Aedat3Decoder {
+pub type Aedat3Decoder = Sticky<Aedat3Records>;
+
+/// The AEDAT 3.1 side of [`Aedat3Decoder`].
+pub struct Aedat3Records {
     options: DecodeOptions,
     stage: Stage,
     info: Option<StreamInfo>,
     width: u16,
     height: u16,
-    /// A polarity event split across feeds.
-    carry: [u8; POLARITY_EVENT_BYTES],
-    carry_len: usize,
-    /// Absolute offset of the next unconsumed byte (carried bytes count as consumed).
-    position: u64,
     last_event: i64,
-    stats: DecodeStats,
-    failed: Option<DecodeError>,
 }
 
 fn error(offset: u64, kind: DecodeErrorKind) -> DecodeError {
     DecodeError::new(Format::Aedat3, offset, kind)
 }
 
-impl Aedat3Decoder {
-    /// A fresh decoder.
-    pub fn new(options: &DecodeOptions) -> Self {
-        Self {
-            options: options.clone(),
-            stage: Stage::Header(HeaderReader::default()),
-            info: None,
-            width: 0,
-            height: 0,
-            carry: [0; POLARITY_EVENT_BYTES],
-            carry_len: 0,
-            position: 0,
-            last_event: i64::MIN,
-            stats: DecodeStats::default(),
-            failed: None,
-        }
-    }
-
+impl Aedat3Records {
     /// Reads header bytes; returns how many bytes of `input` it used.
     fn feed_header(&mut self, input: &[u8]) -> Result<usize, DecodeError> {
         let cap = self.options.max_record_bytes as u64;
@@ -268,7 +243,7 @@ impl Aedat3Decoder {
                 return Err(error(
                     header.consumed,
                     DecodeErrorKind::BadHeader(format!(
-                        "no #Source line names a known device ({}): give --resolution",
+                        "no #Source line names a known device ({}): give --resolution WxH",
                         header.first_source.as_deref().unwrap_or("no source line")
                     )),
                 ));
@@ -283,24 +258,22 @@ impl Aedat3Decoder {
         self.width = width;
         self.height = height;
         self.info = Some(StreamInfo {
-            width,
-            height,
             source: from_sources
                 .map(|(name, _)| name.clone())
                 .or_else(|| header.first_source.clone()),
-            format: Format::Aedat3.name().to_string(),
+            ..StreamInfo::new(width, height, Format::Aedat3.name())
         });
-        self.position = header.consumed;
-        self.stage = Stage::PacketHeader {
-            bytes: [0; PACKET_HEADER_BYTES],
-            len: 0,
-        };
+        self.stage = Stage::PacketHeader;
         Ok(())
     }
 
-    /// Validates a packet header and moves to its payload.
-    fn start_packet(&mut self, bytes: &[u8; PACKET_HEADER_BYTES]) -> Result<(), DecodeError> {
-        let header_offset = self.position - PACKET_HEADER_BYTES as u64;
+    /// Validates the packet header `bytes` found at `header_offset` and moves to its payload.
+    fn start_packet(
+        &mut self,
+        bytes: &[u8; PACKET_HEADER_BYTES],
+        header_offset: u64,
+        cx: &mut Cx<'_>,
+    ) -> Result<(), DecodeError> {
         let packet = PacketHeader::parse(bytes);
         let bad = |expected: &str, found: String| {
             error(
@@ -360,7 +333,7 @@ impl Aedat3Decoder {
             ));
         }
         let number = packet.number as u64;
-        let payload_start = self.position;
+        let payload_start = header_offset + PACKET_HEADER_BYTES as u64;
         match packet.event_type {
             POLARITY_EVENT => {
                 if packet.event_size != POLARITY_EVENT_BYTES as i32
@@ -384,10 +357,10 @@ impl Aedat3Decoder {
             }
             other => {
                 let counter = match other {
-                    SPECIAL_EVENT => &mut self.stats.triggers_skipped,
-                    FRAME_EVENT => &mut self.stats.frames_skipped,
-                    IMU6_EVENT | IMU9_EVENT => &mut self.stats.imu_skipped,
-                    _ => &mut self.stats.other_skipped,
+                    SPECIAL_EVENT => &mut cx.stats.triggers_skipped,
+                    FRAME_EVENT => &mut cx.stats.frames_skipped,
+                    IMU6_EVENT | IMU9_EVENT => &mut cx.stats.imu_skipped,
+                    _ => &mut cx.stats.other_skipped,
                 };
                 *counter += number;
                 self.stage = Stage::Skip {
@@ -427,33 +400,29 @@ impl Aedat3Decoder {
             _ => false,
         };
         if done {
-            self.stage = Stage::PacketHeader {
-                bytes: [0; PACKET_HEADER_BYTES],
-                len: 0,
-            };
+            self.stage = Stage::PacketHeader;
         }
     }
 
-    /// Decodes `count` whole polarity events from `records` (`8 × count` bytes).
+    /// Decodes whole polarity events from `records`, the first at absolute offset `at`.
     fn decode_polarity(
         &mut self,
         records: &[u8],
+        at: u64,
         time_base: i64,
-        out: &mut Vec<Event>,
+        cx: &mut Cx<'_>,
     ) -> Result<(), DecodeError> {
         let (events, _) = records.as_chunks::<POLARITY_EVENT_BYTES>();
-        out.reserve(events.len());
+        let (out, stats, lenient) = cx.parts(events.len());
         let (width, height) = (u32::from(self.width), u32::from(self.height));
         let mut last = self.last_event;
-        let mut regressions = 0u64;
+        let (mut regressions, mut invalid) = (0u64, 0u64);
         let mut result = Ok(());
-        let mut done = 0usize;
-        for &[d0, d1, d2, d3, t0, t1, t2, t3] in events {
+        for (i, &[d0, d1, d2, d3, t0, t1, t2, t3]) in events.iter().enumerate() {
             let data = u32::from_le_bytes([d0, d1, d2, d3]);
             let timestamp = i32::from_le_bytes([t0, t1, t2, t3]);
-            done += 1;
             if data & 1 == 0 {
-                self.stats.other_skipped += 1;
+                invalid += 1;
                 continue;
             }
             let x = (data >> 17) & COORDINATE_MASK;
@@ -474,8 +443,8 @@ impl Aedat3Decoder {
                 None
             };
             if let Some(kind) = problem {
-                let offset = self.position + ((done - 1) * POLARITY_EVENT_BYTES) as u64;
-                if let Err(e) = self.bad_record(offset, kind) {
+                let offset = at + (i * POLARITY_EVENT_BYTES) as u64;
+                if let Err(e) = skip_or_fail(stats, lenient, error(offset, kind)) {
                     result = Err(e);
                     break;
                 }
@@ -487,51 +456,43 @@ impl Aedat3Decoder {
             out.push(Event::new(t, x as u16, y as u16, data & 2 != 0));
         }
         self.last_event = last;
-        self.stats.timestamp_regressions += regressions;
-        self.position += (done * POLARITY_EVENT_BYTES) as u64;
+        stats.timestamp_regressions += regressions;
+        stats.other_skipped += invalid;
         result
     }
+}
 
-    /// Fails on a bad event, or counts and skips it in lenient mode.
-    #[cold]
-    fn bad_record(&mut self, offset: u64, kind: DecodeErrorKind) -> Result<(), DecodeError> {
-        let bad = error(offset, kind);
-        if !self.options.lenient {
-            return Err(bad);
+impl RecordDecoder for Aedat3Records {
+    const FORMAT: Format = Format::Aedat3;
+
+    fn new(options: &DecodeOptions) -> Self {
+        Self {
+            options: options.clone(),
+            stage: Stage::Header(HeaderReader::default()),
+            info: None,
+            width: 0,
+            height: 0,
+            last_event: i64::MIN,
         }
-        self.stats.bad_records_skipped += 1;
-        if self.stats.first_bad_record.is_none() {
-            self.stats.first_bad_record = Some(bad.to_string());
-        }
-        Ok(())
     }
 
-    fn feed_inner(&mut self, mut input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        while !input.is_empty() {
+    fn decode(&mut self, input: &[u8], at: u64, cx: &mut Cx<'_>) -> Result<usize, DecodeError> {
+        let mut used = 0;
+        while let Some(rest) = input.get(used..).filter(|rest| !rest.is_empty()) {
+            let offset = at + used as u64;
             match &mut self.stage {
-                Stage::Header(_) => {
-                    let used = self.feed_header(input)?;
-                    input = input.get(used..).unwrap_or_default();
-                }
-                Stage::PacketHeader { bytes, len } => {
-                    let take = (PACKET_HEADER_BYTES - *len).min(input.len());
-                    let (head, tail) = input.split_at(take);
-                    if let Some(slot) = bytes.get_mut(*len..*len + take) {
-                        slot.copy_from_slice(head);
-                    }
-                    *len += take;
-                    self.position += take as u64;
-                    input = tail;
-                    if *len == PACKET_HEADER_BYTES {
-                        let bytes = *bytes;
-                        self.start_packet(&bytes)?;
-                    }
+                Stage::Header(_) => used += self.feed_header(rest)?,
+                Stage::PacketHeader => {
+                    let Some(bytes) = rest.first_chunk::<PACKET_HEADER_BYTES>() else {
+                        break;
+                    };
+                    self.start_packet(bytes, offset, cx)?;
+                    used += PACKET_HEADER_BYTES;
                 }
                 Stage::Skip { bytes_left, .. } => {
-                    let take = (*bytes_left).min(input.len() as u64);
+                    let take = (*bytes_left).min(rest.len() as u64);
                     *bytes_left -= take;
-                    self.position += take;
-                    input = input.get(take as usize..).unwrap_or_default();
+                    used += take as usize;
                     self.end_payload_if_done();
                 }
                 Stage::Polarity {
@@ -539,65 +500,32 @@ impl Aedat3Decoder {
                     events_left,
                     ..
                 } => {
+                    let whole = (rest.len() / POLARITY_EVENT_BYTES)
+                        .min(usize::try_from(*events_left).unwrap_or(usize::MAX))
+                        .min(cx.room());
+                    if whole == 0 {
+                        break;
+                    }
+                    *events_left -= whole as u64;
                     let time_base = *time_base;
-                    let events_left = *events_left;
-                    input = self.feed_polarity(input, time_base, events_left, out)?;
+                    let records = rest.get(..whole * POLARITY_EVENT_BYTES).unwrap_or_default();
+                    self.decode_polarity(records, offset, time_base, cx)?;
+                    used += records.len();
                     self.end_payload_if_done();
                 }
             }
         }
-        Ok(())
+        Ok(used)
     }
 
-    /// Decodes as many of the packet's remaining events as `input` holds; returns the rest.
-    /// Bytes of a split event wait in `carry` and count in `position` only once it is whole.
-    fn feed_polarity<'a>(
-        &mut self,
-        mut input: &'a [u8],
-        time_base: i64,
-        mut events_left: u64,
-        out: &mut Vec<Event>,
-    ) -> Result<&'a [u8], DecodeError> {
-        if self.carry_len > 0 {
-            let take = (POLARITY_EVENT_BYTES - self.carry_len).min(input.len());
-            let (head, tail) = input.split_at(take);
-            if let Some(slot) = self.carry.get_mut(self.carry_len..self.carry_len + take) {
-                slot.copy_from_slice(head);
-            }
-            self.carry_len += take;
-            input = tail;
-            if self.carry_len < POLARITY_EVENT_BYTES {
-                return Ok(input);
-            }
-            self.carry_len = 0;
-            let record = self.carry;
-            events_left -= 1;
-            self.set_events_left(events_left);
-            self.decode_polarity(&record, time_base, out)?;
-        }
-        let whole = (input.len() / POLARITY_EVENT_BYTES).min(events_left as usize);
-        let (records, rest) = input.split_at(whole * POLARITY_EVENT_BYTES);
-        events_left -= whole as u64;
-        self.set_events_left(events_left);
-        self.decode_polarity(records, time_base, out)?;
-        if events_left > 0 && !rest.is_empty() {
-            // Less than one event is left in this input: keep it for the next feed.
-            if let Some(slot) = self.carry.get_mut(..rest.len()) {
-                slot.copy_from_slice(rest);
-            }
-            self.carry_len = rest.len();
-            return Ok(&[]);
-        }
-        Ok(rest)
+    fn need(&self, _partial: &[u8]) -> Result<usize, DecodeError> {
+        Ok(match self.stage {
+            Stage::PacketHeader => PACKET_HEADER_BYTES,
+            _ => POLARITY_EVENT_BYTES,
+        })
     }
 
-    fn set_events_left(&mut self, left: u64) {
-        if let Stage::Polarity { events_left, .. } = &mut self.stage {
-            *events_left = left;
-        }
-    }
-
-    fn finish_inner(&mut self) -> Result<(), DecodeError> {
+    fn finish(&mut self, partial: &[u8], at: u64, _cx: &mut Cx<'_>) -> Result<(), DecodeError> {
         match &self.stage {
             Stage::Header(header) => {
                 let found = header.consumed + header.line.len() as u64;
@@ -610,13 +538,13 @@ impl Aedat3Decoder {
                     },
                 ))
             }
-            Stage::PacketHeader { len: 0, .. } => Ok(()),
-            Stage::PacketHeader { len, .. } => Err(error(
-                self.position - *len as u64,
+            Stage::PacketHeader if partial.is_empty() => Ok(()),
+            Stage::PacketHeader => Err(error(
+                at,
                 DecodeErrorKind::Truncated {
                     what: "AEDAT 3.1 packet header",
                     expected: PACKET_HEADER_BYTES as u64,
-                    found: *len as u64,
+                    found: partial.len() as u64,
                 },
             )),
             Stage::Polarity {
@@ -633,10 +561,14 @@ impl Aedat3Decoder {
                 DecodeErrorKind::Truncated {
                     what: "AEDAT 3.1 packet payload",
                     expected: *payload,
-                    found: self.position - payload_start + self.carry_len as u64,
+                    found: at + partial.len() as u64 - payload_start,
                 },
             )),
         }
+    }
+
+    fn info(&self) -> Option<&StreamInfo> {
+        self.info.as_ref()
     }
 }
 
@@ -706,41 +638,6 @@ fn remember_source(header: &mut HeaderReader, line: &str, preserved: bool) {
     };
     if slot.is_none() {
         *slot = Some((description, size));
-    }
-}
-
-impl Decoder for Aedat3Decoder {
-    fn feed(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if let Some(failure) = &self.failed {
-            return Err(failure.clone());
-        }
-        let before = out.len();
-        let result = self.feed_inner(input, out);
-        self.stats.bytes += input.len() as u64;
-        self.stats.events += (out.len() - before) as u64;
-        if let Err(failure) = &result {
-            self.failed = Some(failure.clone());
-        }
-        result
-    }
-
-    fn finish(&mut self, _out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if let Some(failure) = &self.failed {
-            return Err(failure.clone());
-        }
-        let result = self.finish_inner();
-        if let Err(failure) = &result {
-            self.failed = Some(failure.clone());
-        }
-        result
-    }
-
-    fn info(&self) -> Option<&StreamInfo> {
-        self.info.as_ref()
-    }
-
-    fn stats(&self) -> &DecodeStats {
-        &self.stats
     }
 }
 
@@ -885,6 +782,7 @@ impl Encoder for Aedat3Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::decode;
 
     fn packet(event_type: i16, size: i32, overflow: i32, capacity: i32, number: i32) -> Vec<u8> {
         let mut out = Vec::new();
@@ -900,18 +798,6 @@ mod tests {
         b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DAVIS240C\r\n#!END-HEADER\r\n".to_vec()
     }
 
-    fn decode(
-        input: &[u8],
-        options: &DecodeOptions,
-    ) -> (Vec<Event>, Result<(), DecodeError>, DecodeStats) {
-        let mut decoder = Aedat3Decoder::new(options);
-        let mut events = Vec::new();
-        let result = decoder
-            .feed(input, &mut events)
-            .and_then(|()| decoder.finish(&mut events));
-        (events, result, decoder.stats().clone())
-    }
-
     #[test]
     fn polarity_fields_and_overflow_make_the_64_bit_time() {
         let mut input = header();
@@ -922,7 +808,8 @@ mod tests {
         let invalid = (1u32 << 17) | (1 << 2);
         input.extend_from_slice(&invalid.to_le_bytes());
         input.extend_from_slice(&8i32.to_le_bytes());
-        let (events, result, stats) = decode(&input, &DecodeOptions::default());
+        let (events, result, stats) =
+            decode(Format::Aedat3, &input, &DecodeOptions::default()).into_parts();
         result.unwrap();
         assert_eq!(events, [Event::new((3 << 31) | 7, 200, 100, true)]);
         assert_eq!(stats.other_skipped, 1);
@@ -940,7 +827,8 @@ mod tests {
             input.extend(packet(kind, size, 0, count, count));
             input.extend(std::iter::repeat_n(0xAB, (size * count) as usize));
         }
-        let (events, result, stats) = decode(&input, &DecodeOptions::default());
+        let (events, result, stats) =
+            decode(Format::Aedat3, &input, &DecodeOptions::default()).into_parts();
         result.unwrap();
         assert!(events.is_empty());
         assert_eq!(
@@ -958,7 +846,7 @@ mod tests {
     fn forged_capacity_is_too_large_before_any_payload() {
         let mut input = header();
         input.extend(packet(FRAME_EVENT, 8, 0, i32::MAX, 0));
-        let (_, result, _) = decode(&input, &DecodeOptions::default());
+        let (_, result, _) = decode(Format::Aedat3, &input, &DecodeOptions::default()).into_parts();
         let error = result.unwrap_err();
         assert!(
             matches!(error.kind, DecodeErrorKind::TooLarge { .. }),
@@ -972,7 +860,7 @@ mod tests {
         let mut input = header();
         input.extend(packet(POLARITY_EVENT, 12, 0, 1, 1));
         input.extend([0; 12]);
-        let (_, result, _) = decode(&input, &DecodeOptions::default());
+        let (_, result, _) = decode(Format::Aedat3, &input, &DecodeOptions::default()).into_parts();
         assert!(matches!(
             result.unwrap_err().kind,
             DecodeErrorKind::Unexpected { .. }
@@ -983,14 +871,19 @@ mod tests {
     fn only_the_raw_format_is_supported() {
         let input =
             b"#!AER-DAT3.1\r\n#Format: SerializedTS\r\n#Source 1: DVS128\r\n#!END-HEADER\r\n";
-        let (_, result, _) = decode(input, &DecodeOptions::default());
+        let (_, result, _) = decode(Format::Aedat3, input, &DecodeOptions::default()).into_parts();
         let error = result.unwrap_err();
         assert!(error.to_string().contains("only RAW"), "{error}");
     }
 
     #[test]
     fn wrong_magic_fails_at_the_first_wrong_byte() {
-        let (_, result, _) = decode(b"#!AER-DAT2.0\r\n", &DecodeOptions::default());
+        let (_, result, _) = decode(
+            Format::Aedat3,
+            b"#!AER-DAT2.0\r\n",
+            &DecodeOptions::default(),
+        )
+        .into_parts();
         assert!(matches!(
             result.unwrap_err().kind,
             DecodeErrorKind::BadMagic { .. }
@@ -1018,7 +911,8 @@ mod tests {
         let mut bytes = Vec::new();
         encoder.encode(&events, &mut bytes).unwrap();
         encoder.end(&mut bytes).unwrap();
-        let (decoded, result, stats) = decode(&bytes, &DecodeOptions::default());
+        let (decoded, result, stats) =
+            decode(Format::Aedat3, &bytes, &DecodeOptions::default()).into_parts();
         result.unwrap();
         assert_eq!(decoded, events);
         assert_eq!(stats.timestamp_regressions, 1);

@@ -19,9 +19,8 @@
 //! else 304×240. So an N-MNIST file comes out as the 34×34 frames every N-MNIST model expects,
 //! and every N-Caltech101 file gets the same size whatever its object's extent.
 
-use super::{
-    DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Decoder, EncodeError, Encoder, Format,
-};
+use super::common::{Cx, RecordDecoder, Sticky, skip_or_fail, truncated_tail};
+use super::{DecodeError, DecodeErrorKind, DecodeOptions, EncodeError, Encoder, Format};
 use crate::event::{Event, StreamInfo};
 
 /// Bytes per record.
@@ -34,79 +33,72 @@ const OVERFLOW_PERIOD: i64 = 1 << 23;
 const ATIS_SIZE: (u16, u16) = (304, 240);
 /// Conventional frames, smallest first (see the module docs).
 const CONVENTIONAL_SIZES: [(u16, u16); 3] = [(34, 34), (240, 180), ATIS_SIZE];
+/// Log2 of the largest timestamp the encoder accepts (2^40 µs, 12.7 days): it bounds the
+/// overflow markers one event may need to 2^17.
+const MAX_T_BITS: u32 = 40;
 
 /// Streaming decoder for ATIS `.bin` files (see the module docs).
-pub struct AtisDecoder {
-    options: DecodeOptions,
+pub type AtisDecoder = Sticky<AtisRecords>;
+
+/// The ATIS side of [`AtisDecoder`].
+pub struct AtisRecords {
+    resolution: Option<(u16, u16)>,
     info: StreamInfo,
     /// Bounds events are checked against.
     bounds: (u16, u16),
     /// Largest x and y seen, for the finishing resolution.
     max_x: u16,
     max_y: u16,
-    carry: [u8; RECORD_BYTES],
-    carry_len: usize,
-    /// Absolute offset of the next record.
-    record_offset: u64,
     /// µs added by the overflow markers so far.
     time_base: i64,
     last_event: i64,
-    stats: DecodeStats,
-    failed: Option<DecodeError>,
 }
 
-impl AtisDecoder {
-    /// A fresh decoder.
-    pub fn new(options: &DecodeOptions) -> Self {
+impl RecordDecoder for AtisRecords {
+    const FORMAT: Format = Format::Atis;
+
+    fn new(options: &DecodeOptions) -> Self {
         let bounds = options.resolution.unwrap_or(ATIS_SIZE);
         Self {
-            options: options.clone(),
-            info: StreamInfo {
-                width: bounds.0,
-                height: bounds.1,
-                source: None,
-                format: Format::Atis.name().to_string(),
-            },
+            resolution: options.resolution,
+            info: StreamInfo::new(bounds.0, bounds.1, Format::Atis.name()),
             bounds,
             max_x: 0,
             max_y: 0,
-            carry: [0; RECORD_BYTES],
-            carry_len: 0,
-            record_offset: 0,
             time_base: 0,
             last_event: i64::MIN,
-            stats: DecodeStats::default(),
-            failed: None,
         }
     }
 
-    /// Decodes whole records.
-    fn decode_records(&mut self, records: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        let (chunks, _) = records.as_chunks::<RECORD_BYTES>();
-        out.reserve(chunks.len());
+    fn decode(&mut self, input: &[u8], at: u64, cx: &mut Cx<'_>) -> Result<usize, DecodeError> {
+        let (chunks, _) = input.as_chunks::<RECORD_BYTES>();
+        let chunks = chunks.get(..cx.room()).unwrap_or(chunks);
+        let (out, stats, lenient) = cx.parts(chunks.len());
         let (width, height) = self.bounds;
         let mut last = self.last_event;
         let mut time_base = self.time_base;
         let (mut max_x, mut max_y) = (self.max_x, self.max_y);
         let mut regressions = 0u64;
-        let mut result = Ok(());
-        let mut done = 0usize;
-        for &[x, y, b2, b3, b4] in chunks {
-            done += 1;
+        let mut result = Ok(chunks.len() * RECORD_BYTES);
+        for (i, &[x, y, b2, b3, b4]) in chunks.iter().enumerate() {
             if y == OVERFLOW_Y {
-                time_base += OVERFLOW_PERIOD;
+                // Saturates where the largest 23-bit time still fits, so the sum below cannot
+                // overflow.
+                time_base = time_base
+                    .saturating_add(OVERFLOW_PERIOD)
+                    .min(i64::MAX - (OVERFLOW_PERIOD - 1));
                 continue;
             }
             let (x, y) = (u16::from(x), u16::from(y));
             if x >= width || y >= height {
-                let offset = self.record_offset + ((done - 1) * RECORD_BYTES) as u64;
                 let kind = DecodeErrorKind::OutOfRange {
                     x: i64::from(x),
                     y: i64::from(y),
                     width,
                     height,
                 };
-                if let Err(e) = self.bad_record(offset, kind) {
+                let error = DecodeError::new(Format::Atis, at + (i * RECORD_BYTES) as u64, kind);
+                if let Err(e) = skip_or_fail(stats, lenient, error) {
                     result = Err(e);
                     break;
                 }
@@ -122,64 +114,17 @@ impl AtisDecoder {
         self.last_event = last;
         self.time_base = time_base;
         (self.max_x, self.max_y) = (max_x, max_y);
-        self.stats.timestamp_regressions += regressions;
-        self.record_offset += (done * RECORD_BYTES) as u64;
+        stats.timestamp_regressions += regressions;
         result
     }
 
-    /// Fails on a bad record, or counts and skips it in lenient mode.
-    #[cold]
-    fn bad_record(&mut self, offset: u64, kind: DecodeErrorKind) -> Result<(), DecodeError> {
-        let bad = DecodeError::new(Format::Atis, offset, kind);
-        if !self.options.lenient {
-            return Err(bad);
-        }
-        self.stats.bad_records_skipped += 1;
-        if self.stats.first_bad_record.is_none() {
-            self.stats.first_bad_record = Some(bad.to_string());
-        }
-        Ok(())
+    fn need(&self, _partial: &[u8]) -> Result<usize, DecodeError> {
+        Ok(RECORD_BYTES)
     }
 
-    fn feed_inner(&mut self, mut input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if self.carry_len > 0 {
-            let take = (RECORD_BYTES - self.carry_len).min(input.len());
-            let (head, tail) = input.split_at(take);
-            if let Some(slot) = self.carry.get_mut(self.carry_len..self.carry_len + take) {
-                slot.copy_from_slice(head);
-            }
-            self.carry_len += take;
-            input = tail;
-            if self.carry_len < RECORD_BYTES {
-                return Ok(());
-            }
-            self.carry_len = 0;
-            let record = self.carry;
-            self.decode_records(&record, out)?;
-        }
-        let whole = input.len() - input.len() % RECORD_BYTES;
-        let (records, partial) = input.split_at(whole);
-        self.decode_records(records, out)?;
-        if let Some(slot) = self.carry.get_mut(..partial.len()) {
-            slot.copy_from_slice(partial);
-            self.carry_len = partial.len();
-        }
-        Ok(())
-    }
-
-    fn finish_inner(&mut self) -> Result<(), DecodeError> {
-        if self.carry_len > 0 {
-            return Err(DecodeError::new(
-                Format::Atis,
-                self.record_offset,
-                DecodeErrorKind::Truncated {
-                    what: "ATIS event record",
-                    expected: RECORD_BYTES as u64,
-                    found: self.carry_len as u64,
-                },
-            ));
-        }
-        if self.options.resolution.is_none() {
+    fn finish(&mut self, partial: &[u8], at: u64, _cx: &mut Cx<'_>) -> Result<(), DecodeError> {
+        truncated_tail(Format::Atis, "ATIS event record", RECORD_BYTES, partial, at)?;
+        if self.resolution.is_none() {
             let fits = |&(w, h): &(u16, u16)| self.max_x < w && self.max_y < h;
             let (width, height) = CONVENTIONAL_SIZES
                 .iter()
@@ -191,46 +136,15 @@ impl AtisDecoder {
         }
         Ok(())
     }
-}
-
-impl Decoder for AtisDecoder {
-    fn feed(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if let Some(failure) = &self.failed {
-            return Err(failure.clone());
-        }
-        let before = out.len();
-        let result = self.feed_inner(input, out);
-        self.stats.bytes += input.len() as u64;
-        self.stats.events += (out.len() - before) as u64;
-        if let Err(failure) = &result {
-            self.failed = Some(failure.clone());
-        }
-        result
-    }
-
-    fn finish(&mut self, _out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if let Some(failure) = &self.failed {
-            return Err(failure.clone());
-        }
-        let result = self.finish_inner();
-        if let Err(failure) = &result {
-            self.failed = Some(failure.clone());
-        }
-        result
-    }
 
     fn info(&self) -> Option<&StreamInfo> {
         Some(&self.info)
-    }
-
-    fn stats(&self) -> &DecodeStats {
-        &self.stats
     }
 }
 
 /// Writes events as an ATIS `.bin` file that [`AtisDecoder`] decodes back to the same events.
 ///
-/// Timestamps must be non-negative and, once past a `2^23` µs boundary, stay past it: the
+/// Timestamps must lie in `0..2^40` µs and, once past a `2^23` µs boundary, stay past it: the
 /// encoder writes an overflow marker (`x = 0, y = 240`) for every boundary crossed, and no
 /// marker can be undone. Coordinates must satisfy `x <= 255` and `y <= 239`.
 #[derive(Debug, Clone, Default)]
@@ -252,6 +166,12 @@ impl AtisEncoder {
             return Err(format!(
                 "({}, {}) does not fit x <= 255, y <= 239",
                 event.x, event.y
+            ));
+        }
+        if event.t >= 1 << MAX_T_BITS {
+            return Err(format!(
+                "timestamp {} µs is not below 2^{MAX_T_BITS}",
+                event.t
             ));
         }
         if event.t < self.time_base {
@@ -299,26 +219,19 @@ impl Encoder for AtisEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::Decoder;
+    use crate::testkit::{Decoded, decode};
 
-    fn decode(
-        input: &[u8],
-        options: &DecodeOptions,
-    ) -> (Vec<Event>, Result<(), DecodeError>, AtisDecoder) {
-        let mut decoder = AtisDecoder::new(options);
-        let mut events = Vec::new();
-        let result = decoder
-            .feed(input, &mut events)
-            .and_then(|()| decoder.finish(&mut events));
-        (events, result, decoder)
+    fn atis(input: &[u8]) -> Decoded {
+        decode(Format::Atis, input, &DecodeOptions::default())
     }
 
     #[test]
     fn record_fields_decode() {
-        let input = [7, 15, 0x80 | 0x01, 0x02, 0x03, 8, 9, 0x00, 0x00, 0x05];
-        let (events, result, _) = decode(&input, &DecodeOptions::default());
-        result.unwrap();
+        let d = atis(&[7, 15, 0x80 | 0x01, 0x02, 0x03, 8, 9, 0x00, 0x00, 0x05]);
+        d.result.unwrap();
         assert_eq!(
-            events,
+            d.events,
             [
                 Event::new(0x010203, 7, 15, true),
                 Event::new(5, 8, 9, false)
@@ -328,17 +241,16 @@ mod tests {
 
     #[test]
     fn overflow_marker_adds_the_counter_period() {
-        let input = [1, 1, 0, 0, 9, 0, 240, 0, 0, 0, 2, 2, 0, 0, 3];
-        let (events, result, decoder) = decode(&input, &DecodeOptions::default());
-        result.unwrap();
+        let d = atis(&[1, 1, 0, 0, 9, 0, 240, 0, 0, 0, 2, 2, 0, 0, 3]);
+        d.result.unwrap();
         assert_eq!(
-            events,
+            d.events,
             [
                 Event::new(9, 1, 1, false),
                 Event::new((1 << 23) + 3, 2, 2, false)
             ]
         );
-        assert_eq!(decoder.stats().timestamp_regressions, 0);
+        assert_eq!(d.stats.timestamp_regressions, 0);
     }
 
     #[test]
@@ -349,17 +261,16 @@ mod tests {
             ((239, 179), (240, 180)),
             ((0, 180), (304, 240)),
         ] {
-            let (_, result, decoder) = decode(&[x, y, 0, 0, 1], &DecodeOptions::default());
-            result.unwrap();
-            let info = decoder.info().unwrap();
+            let d = atis(&[x, y, 0, 0, 1]);
+            d.result.unwrap();
+            let info = d.info.unwrap();
             assert_eq!((info.width, info.height), size, "event at ({x}, {y})");
         }
     }
 
     #[test]
     fn y_above_the_marker_is_out_of_range() {
-        let (_, result, _) = decode(&[0, 241, 0, 0, 1], &DecodeOptions::default());
-        let error = result.unwrap_err();
+        let error = atis(&[0, 241, 0, 0, 1]).result.unwrap_err();
         assert!(
             matches!(error.kind, DecodeErrorKind::OutOfRange { y: 241, .. }),
             "{error}"
@@ -376,9 +287,9 @@ mod tests {
         let mut bytes = Vec::new();
         AtisEncoder::new().encode(&events, &mut bytes).unwrap();
         assert_eq!(bytes.len(), 5 * (3 + 3));
-        let (decoded, result, _) = decode(&bytes, &DecodeOptions::default());
-        result.unwrap();
-        assert_eq!(decoded, events);
+        let d = atis(&bytes);
+        d.result.unwrap();
+        assert_eq!(d.events, events);
         let error = AtisEncoder::new()
             .encode(
                 &[Event::new(1 << 23, 0, 0, true), Event::new(1, 0, 0, true)],
@@ -389,5 +300,19 @@ mod tests {
             error,
             EncodeError::Unrepresentable { index: 1, .. }
         ));
+        let far = [Event::new(1 << MAX_T_BITS, 0, 0, true)];
+        assert!(AtisEncoder::new().encode(&far, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn markers_saturate_instead_of_overflowing() {
+        let mut decoder = AtisRecords::new(&DecodeOptions::default());
+        decoder.time_base = i64::MAX - OVERFLOW_PERIOD;
+        let mut sticky = Sticky::wrap(decoder, &DecodeOptions::default());
+        let mut events = Vec::new();
+        sticky
+            .feed_all(&[0, 240, 0, 0, 0, 1, 1, 0x7F, 0xFF, 0xFF], &mut events)
+            .unwrap();
+        assert_eq!(events, [Event::new(i64::MAX, 1, 1, false)]);
     }
 }

@@ -15,11 +15,19 @@
 //! Geometry: the caller's resolution if given, else the header's `% Width` / `% Height` (or
 //! `geometry`) lines, else 304×240, the ATIS sensor that wrote the headerless-geometry
 //! `Event2d` files (N-CARS). Events outside it are [`DecodeErrorKind::OutOfRange`].
+//!
+//! # Versions, headerless files and the time origin
+//! A `% Version 1` header (faery writes it on request) packs the data word differently:
+//! `x` = bits 8..0, `y` = bits 16..9, polarity = bits 20..17. kAER, the ATIS software that
+//! DAT descends from, wrote `_td.dat` files with no header at all (the Poker-DVS and HOTS
+//! datasets): 8-byte records in that version 1 layout from the first byte, as the readers
+//! published with those datasets (loris' `readATIS_td`) decode them. A stream whose first
+//! byte is not `%` is read so, on a 304×240 sensor unless a resolution is given. A `% T0`
+//! line (faery) is added to every timestamp.
 
-use super::prophesee_header::{HeaderReader, WrappingClock, skip_or_fail};
-use super::{
-    DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Decoder, EncodeError, Encoder, Format,
-};
+use super::common::{Cx, RecordDecoder, Sticky, WrappingClock};
+use super::prophesee_header::{HeaderReader, write_dat_header};
+use super::{DecodeError, DecodeErrorKind, DecodeOptions, EncodeError, Encoder, Format};
 use crate::event::{Event, StreamInfo};
 
 /// DAT event type of ATIS `Event2d` records.
@@ -30,6 +38,8 @@ pub const EVENT_CD: u8 = 0x0C;
 const RECORD: usize = 8;
 /// The sensor size assumed when neither the caller nor the header gives one (ATIS).
 pub const DEFAULT_GEOMETRY: (u16, u16) = (304, 240);
+/// [`StreamInfo::source`] of a headerless kAER file.
+const HEADERLESS_SOURCE: &str = "kAER _td.dat (no header; version 1 layout)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -39,71 +49,78 @@ enum Phase {
     Records,
 }
 
-/// Decoder for Prophesee DAT files (polarity types 0x00 and 0x0C).
-pub struct DatDecoder {
-    lenient: bool,
+/// How a record's data word holds x, y and polarity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `% Version 1` and headerless kAER files: x = bits 8..0, y = bits 16..9, polarity =
+    /// bits 20..17.
+    V1,
+    /// `% Version 2` (or no version line): x = bits 13..0, y = bits 27..14, polarity =
+    /// bits 31..28.
+    V2,
+}
+
+/// Decoder for Prophesee DAT files (polarity types 0x00 and 0x0C) and headerless kAER files.
+pub type DatDecoder = Sticky<DatRecords>;
+
+/// The DAT side of [`DatDecoder`].
+pub struct DatRecords {
     resolution: Option<(u16, u16)>,
     reader: HeaderReader,
     phase: Phase,
     info: Option<StreamInfo>,
     width: u32,
     height: u32,
-    /// Bytes of the type/size pair or of a record split across `feed` calls.
-    carry: [u8; RECORD],
-    carry_len: usize,
-    /// Absolute offset of the next byte to be fed.
-    offset: u64,
+    layout: Layout,
+    /// The header's time origin, added to every timestamp.
+    t0: i64,
     clock: WrappingClock<32>,
     last_t: i64,
-    stats: DecodeStats,
-    failed: Option<DecodeError>,
 }
 
-impl DatDecoder {
-    /// A fresh decoder.
-    pub fn new(options: &DecodeOptions) -> Self {
-        Self {
-            lenient: options.lenient,
-            resolution: options.resolution,
-            reader: HeaderReader::new(options.max_record_bytes),
-            phase: Phase::Header,
-            info: None,
-            width: 0,
-            height: 0,
-            carry: [0; RECORD],
-            carry_len: 0,
-            offset: 0,
-            clock: WrappingClock::default(),
-            last_t: i64::MIN,
-            stats: DecodeStats::default(),
-            failed: None,
-        }
+impl DatRecords {
+    /// Settles the geometry and the time origin, and moves to the records.
+    fn start(
+        &mut self,
+        layout: Layout,
+        geometry: Option<(u16, u16)>,
+        source: Option<String>,
+        t0: Option<i64>,
+    ) {
+        let (width, height) = self.resolution.or(geometry).unwrap_or(DEFAULT_GEOMETRY);
+        self.width = u32::from(width);
+        self.height = u32::from(height);
+        self.layout = layout;
+        self.t0 = t0.unwrap_or(0);
+        self.info = Some(StreamInfo {
+            source,
+            t0,
+            ..StreamInfo::new(width, height, Format::Dat.name())
+        });
+        self.phase = Phase::Records;
     }
 
-    /// Moves up to `need - carry_len` bytes of `input` into the carry; returns the rest.
-    fn fill_carry<'a>(&mut self, input: &'a [u8], need: usize) -> &'a [u8] {
-        let take = need.saturating_sub(self.carry_len).min(input.len());
-        let (head, rest) = input.split_at(take);
-        self.carry[self.carry_len..self.carry_len + take].copy_from_slice(head);
-        self.carry_len += take;
-        self.offset += take as u64;
-        rest
-    }
-
-    /// Checks the header and the type/size pair, and settles the geometry.
-    fn start_records(&mut self, kind: u8, size: u8) -> Result<(), DecodeError> {
+    /// Checks the header and the type/size pair found at `at`, and settles the geometry.
+    fn start_records(&mut self, kind: u8, size: u8, at: u64) -> Result<(), DecodeError> {
         let header = self.reader.header();
-        let at = header.len as u64;
+        let bad_header = |message: String| {
+            DecodeError::new(Format::Dat, at, DecodeErrorKind::BadHeader(message))
+        };
         if let Some(encoding) = &header.encoding {
-            return Err(DecodeError::new(
-                Format::Dat,
-                at,
-                DecodeErrorKind::BadHeader(format!(
-                    "the header declares {}: this is a RAW file, not DAT",
-                    encoding.name()
-                )),
-            ));
+            return Err(bad_header(format!(
+                "the header declares {}: this is a RAW file, not DAT",
+                encoding.name()
+            )));
         }
+        let layout = match header.version.as_deref() {
+            None | Some("2") => Layout::V2,
+            Some("1") => Layout::V1,
+            Some(other) => {
+                return Err(bad_header(format!(
+                    "DAT version {other:?}: inflor reads versions 1 and 2"
+                )));
+            }
+        };
         if kind != EVENT_2D && kind != EVENT_CD {
             return Err(DecodeError::new(
                 Format::Dat,
@@ -123,71 +140,21 @@ impl DatDecoder {
                 },
             ));
         }
-        let (width, height) = self
-            .resolution
-            .or(header.geometry)
-            .unwrap_or(DEFAULT_GEOMETRY);
-        self.width = u32::from(width);
-        self.height = u32::from(height);
-        self.info = Some(StreamInfo {
-            width,
-            height,
-            source: header.source(),
-            format: Format::Dat.name().to_string(),
-        });
-        self.phase = Phase::Records;
+        self.start(layout, header.geometry, header.source(), header.t0);
         Ok(())
     }
 
-    fn feed_inner(&mut self, mut input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if self.phase == Phase::Header {
-            let (used, done) = self
-                .reader
-                .feed(input)
-                .map_err(|e| e.into_decode_error(Format::Dat))?;
-            self.offset += used as u64;
-            input = input.get(used..).unwrap_or_default();
-            if !done {
-                return Ok(());
-            }
-            self.phase = Phase::TypeAndSize;
-        }
-        if self.phase == Phase::TypeAndSize {
-            input = self.fill_carry(input, 2);
-            if self.carry_len < 2 {
-                return Ok(());
-            }
-            self.carry_len = 0;
-            self.start_records(self.carry[0], self.carry[1])?;
-        }
-        if self.carry_len > 0 {
-            let start = self.offset - self.carry_len as u64;
-            input = self.fill_carry(input, RECORD);
-            if self.carry_len < RECORD {
-                return Ok(());
-            }
-            self.carry_len = 0;
-            let record = self.carry;
-            self.decode_records(&record, start, out)?;
-        }
-        let whole = input.len() / RECORD * RECORD;
-        let (records, rest) = input.split_at(whole);
-        self.decode_records(records, self.offset, out)?;
-        self.offset += whole as u64;
-        self.fill_carry(rest, RECORD);
-        Ok(())
-    }
-
-    /// The hot loop over whole records starting at absolute offset `base`.
-    fn decode_records(
+    /// The hot loop over whole records starting at absolute offset `base`, for one layout.
+    #[inline(always)]
+    fn decode_records_as(
         &mut self,
         records: &[u8],
         base: u64,
-        out: &mut Vec<Event>,
+        fields: impl Fn(u32) -> (u32, u32, u32),
+        cx: &mut Cx<'_>,
     ) -> Result<(), DecodeError> {
         debug_assert!(records.len().is_multiple_of(RECORD));
-        out.reserve(records.len() / RECORD);
-        let first_event = out.len();
+        cx.out.reserve(records.len() / RECORD);
         let mut clock = self.clock;
         let mut last_t = self.last_t;
         let mut regressions = 0u64;
@@ -196,68 +163,120 @@ impl DatDecoder {
             let ts = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
             let data = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
             clock.advance(u64::from(ts));
-            let t = clock.value;
-            let x = data & 0x3FFF;
-            let y = (data >> 14) & 0x3FFF;
-            let polarity = data >> 28;
+            let t = clock.value.saturating_add(self.t0);
+            let (x, y, polarity) = fields(data);
             if x < self.width && y < self.height && polarity <= 1 {
                 regressions += u64::from(t < last_t);
                 last_t = t;
-                out.push(Event::new(t, x as u16, y as u16, polarity == 1));
-            } else if let Err(e) = self.reject(base + (i * RECORD) as u64, x, y, polarity) {
+                cx.out
+                    .push(Event::new(t, x as u16, y as u16, polarity == 1));
+            } else if let Err(e) = self.reject(base + (i * RECORD) as u64, (x, y, polarity), cx) {
                 failure = Some(e);
                 break;
             }
         }
         self.clock = clock;
         self.last_t = last_t;
-        self.stats.timestamp_regressions += regressions;
-        self.stats.events += (out.len() - first_event) as u64;
+        cx.stats.timestamp_regressions += regressions;
         failure.map_or(Ok(()), Err)
+    }
+
+    fn decode_records(
+        &mut self,
+        records: &[u8],
+        base: u64,
+        cx: &mut Cx<'_>,
+    ) -> Result<(), DecodeError> {
+        match self.layout {
+            Layout::V1 => self.decode_records_as(
+                records,
+                base,
+                |data| (data & 0x1FF, (data >> 9) & 0xFF, (data >> 17) & 0xF),
+                cx,
+            ),
+            Layout::V2 => self.decode_records_as(
+                records,
+                base,
+                |data| (data & 0x3FFF, (data >> 14) & 0x3FFF, data >> 28),
+                cx,
+            ),
+        }
     }
 
     #[cold]
     #[inline(never)]
-    fn reject(&mut self, offset: u64, x: u32, y: u32, polarity: u32) -> Result<(), DecodeError> {
-        let kind = if polarity > 1 {
-            DecodeErrorKind::BadPolarity(polarity as u8)
-        } else {
-            DecodeErrorKind::OutOfRange {
-                x: i64::from(x),
-                y: i64::from(y),
-                width: self.width as u16,
-                height: self.height as u16,
-            }
-        };
-        skip_or_fail(
-            &mut self.stats,
-            self.lenient,
-            DecodeError::new(Format::Dat, offset, kind),
-        )
+    fn reject(
+        &self,
+        offset: u64,
+        (x, y, polarity): (u32, u32, u32),
+        cx: &mut Cx<'_>,
+    ) -> Result<(), DecodeError> {
+        if polarity > 1 {
+            let kind = DecodeErrorKind::BadPolarity(polarity as u8);
+            return cx.skip_or_fail(DecodeError::new(Format::Dat, offset, kind));
+        }
+        let size = (self.width as u16, self.height as u16);
+        cx.off_sensor(Format::Dat, offset, (i64::from(x), i64::from(y)), size)
     }
 }
 
-impl Decoder for DatDecoder {
-    fn feed(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
+impl RecordDecoder for DatRecords {
+    const FORMAT: Format = Format::Dat;
+
+    fn new(options: &DecodeOptions) -> Self {
+        Self {
+            resolution: options.resolution,
+            reader: HeaderReader::new(options.max_record_bytes),
+            phase: Phase::Header,
+            info: None,
+            width: 0,
+            height: 0,
+            layout: Layout::V2,
+            t0: 0,
+            clock: WrappingClock::default(),
+            last_t: i64::MIN,
         }
-        let result = self.feed_inner(input, out);
-        match &result {
-            Ok(()) => self.stats.bytes = self.offset,
-            // Bytes before the failing record: the same for every chunking.
-            Err(e) => {
-                self.stats.bytes = e.offset;
-                self.failed = Some(e.clone());
-            }
-        }
-        result
     }
 
-    fn finish(&mut self, _out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
+    fn decode(&mut self, input: &[u8], at: u64, cx: &mut Cx<'_>) -> Result<usize, DecodeError> {
+        let mut used = 0;
+        if self.phase == Phase::Header {
+            let (header, done) = self
+                .reader
+                .feed(input)
+                .map_err(|e| e.into_decode_error(Format::Dat))?;
+            used = header;
+            if !done {
+                return Ok(used);
+            }
+            if self.reader.header().present {
+                self.phase = Phase::TypeAndSize;
+            } else {
+                // No `%` line at all: a kAER `_td.dat` file, records from the first byte.
+                self.start(Layout::V1, None, Some(HEADERLESS_SOURCE.to_string()), None);
+            }
         }
+        if self.phase == Phase::TypeAndSize {
+            let Some(&[kind, size]) = input.get(used..used + 2) else {
+                return Ok(used);
+            };
+            self.start_records(kind, size, at + used as u64)?;
+            used += 2;
+        }
+        let rest = input.get(used..).unwrap_or_default();
+        let whole = (rest.len() / RECORD).min(cx.room()) * RECORD;
+        self.decode_records(rest.get(..whole).unwrap_or_default(), at + used as u64, cx)?;
+        Ok(used + whole)
+    }
+
+    fn need(&self, _partial: &[u8]) -> Result<usize, DecodeError> {
+        Ok(match self.phase {
+            Phase::TypeAndSize => 2,
+            _ => RECORD,
+        })
+    }
+
+    fn finish(&mut self, partial: &[u8], at: u64, _cx: &mut Cx<'_>) -> Result<(), DecodeError> {
         let truncated = |what, expected: usize, found: usize, offset: u64| {
             DecodeError::new(
                 Format::Dat,
@@ -269,47 +288,31 @@ impl Decoder for DatDecoder {
                 },
             )
         };
-        let result = match self.phase {
+        match self.phase {
             Phase::Header => match self.reader.finish() {
                 Err(found) => Err(truncated(
                     "Prophesee header line",
                     found as usize + 1,
                     found as usize,
-                    self.offset - found,
+                    at - found,
                 )),
-                Ok(()) => Err(truncated(
-                    "DAT event type and size bytes",
-                    2,
-                    0,
-                    self.offset,
-                )),
+                Ok(()) => Err(truncated("DAT event type and size bytes", 2, 0, at)),
             },
             Phase::TypeAndSize => Err(truncated(
                 "DAT event type and size bytes",
                 2,
-                self.carry_len,
-                self.offset - self.carry_len as u64,
+                partial.len(),
+                at,
             )),
-            Phase::Records if self.carry_len > 0 => Err(truncated(
-                "DAT record",
-                RECORD,
-                self.carry_len,
-                self.offset - self.carry_len as u64,
-            )),
+            Phase::Records if !partial.is_empty() => {
+                Err(truncated("DAT record", RECORD, partial.len(), at))
+            }
             Phase::Records => Ok(()),
-        };
-        if let Err(e) = &result {
-            self.failed = Some(e.clone());
         }
-        result
     }
 
     fn info(&self) -> Option<&StreamInfo> {
         self.info.as_ref()
-    }
-
-    fn stats(&self) -> &DecodeStats {
-        &self.stats
     }
 }
 
@@ -344,13 +347,7 @@ impl Encoder for DatEncoder {
         }
         self.width = info.width;
         self.height = info.height;
-        out.extend_from_slice(
-            format!(
-                "% Data file containing CD events.\n% Version 2\n% Width {}\n% Height {}\n",
-                info.width, info.height
-            )
-            .as_bytes(),
-        );
+        write_dat_header(info, out);
         out.extend_from_slice(&[EVENT_CD, RECORD as u8]);
         Ok(())
     }
@@ -367,9 +364,15 @@ impl Encoder for DatEncoder {
                     None if !(0..1 << 32).contains(&event.t) => {
                         Some("the first timestamp must lie in 0..2^32 µs".to_string())
                     }
-                    Some(last) if !(-(1 << 31)..1 << 31).contains(&(event.t - last)) => Some(
-                        "a step of 2^31 µs (35.8 min) or more from the previous event".to_string(),
-                    ),
+                    Some(last)
+                        if !(-(1i128 << 31)..1 << 31)
+                            .contains(&(i128::from(event.t) - i128::from(last))) =>
+                    {
+                        Some(
+                            "a step of 2^31 µs (35.8 min) or more from the previous event"
+                                .to_string(),
+                        )
+                    }
                     _ => None,
                 }
             };
@@ -398,18 +401,7 @@ impl Encoder for DatEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn decode(
-        input: &[u8],
-        options: &DecodeOptions,
-    ) -> (Vec<Event>, Result<(), DecodeError>, DecodeStats) {
-        let mut decoder = DatDecoder::new(options);
-        let mut events = Vec::new();
-        let result = decoder
-            .feed(input, &mut events)
-            .and_then(|()| decoder.finish(&mut events));
-        (events, result, decoder.stats().clone())
-    }
+    use crate::testkit::decode;
 
     fn file(kind: u8, records: &[(u32, u32)]) -> Vec<u8> {
         let mut bytes =
@@ -429,15 +421,13 @@ mod tests {
     #[test]
     fn decodes_event2d_records_with_default_geometry() {
         let input = file(EVENT_2D, &[(0, data(6, 18, 1)), (66, data(303, 239, 0))]);
-        let mut decoder = DatDecoder::new(&DecodeOptions::default());
-        let mut events = Vec::new();
-        decoder.feed(&input, &mut events).unwrap();
-        decoder.finish(&mut events).unwrap();
+        let d = decode(Format::Dat, &input, &DecodeOptions::default());
+        d.result.unwrap();
         assert_eq!(
-            events,
+            d.events,
             vec![Event::new(0, 6, 18, true), Event::new(66, 303, 239, false)]
         );
-        let info = decoder.info().unwrap();
+        let info = d.info.unwrap();
         assert_eq!((info.width, info.height), DEFAULT_GEOMETRY);
     }
 
@@ -451,7 +441,8 @@ mod tests {
                 (3, data(0, 0, 0)),
             ],
         );
-        let (events, result, stats) = decode(&input, &DecodeOptions::default());
+        let (events, result, stats) =
+            decode(Format::Dat, &input, &DecodeOptions::default()).into_parts();
         result.unwrap();
         let ts: Vec<i64> = events.iter().map(|e| e.t).collect();
         assert_eq!(ts, vec![(1 << 32) - 1, (1 << 32) + 5, (1 << 32) + 3]);
@@ -464,7 +455,8 @@ mod tests {
             EVENT_CD,
             &[(1, data(304, 0, 0)), (2, data(0, 0, 2)), (3, data(1, 1, 1))],
         );
-        let (events, result, _) = decode(&input, &DecodeOptions::default());
+        let (events, result, _) =
+            decode(Format::Dat, &input, &DecodeOptions::default()).into_parts();
         assert!(events.is_empty());
         assert!(matches!(
             result.unwrap_err().kind,
@@ -474,7 +466,7 @@ mod tests {
             lenient: true,
             ..DecodeOptions::default()
         };
-        let (events, result, stats) = decode(&input, &lenient);
+        let (events, result, stats) = decode(Format::Dat, &input, &lenient).into_parts();
         result.unwrap();
         assert_eq!(events, vec![Event::new(3, 1, 1, true)]);
         assert_eq!(stats.bad_records_skipped, 2);
@@ -482,7 +474,8 @@ mod tests {
 
     #[test]
     fn wrong_type_size_and_truncation_are_errors() {
-        let (_, result, _) = decode(&file(0x0E, &[]), &DecodeOptions::default());
+        let (_, result, _) =
+            decode(Format::Dat, &file(0x0E, &[]), &DecodeOptions::default()).into_parts();
         assert!(matches!(
             result.unwrap_err().kind,
             DecodeErrorKind::UnknownStreamType(_)
@@ -490,14 +483,14 @@ mod tests {
         let mut input = file(EVENT_CD, &[]);
         let last = input.len() - 1;
         input[last] = 16;
-        let (_, result, _) = decode(&input, &DecodeOptions::default());
+        let (_, result, _) = decode(Format::Dat, &input, &DecodeOptions::default()).into_parts();
         assert!(matches!(
             result.unwrap_err().kind,
             DecodeErrorKind::Unexpected { .. }
         ));
         let mut input = file(EVENT_CD, &[(1, 1)]);
         input.pop();
-        let (_, result, _) = decode(&input, &DecodeOptions::default());
+        let (_, result, _) = decode(Format::Dat, &input, &DecodeOptions::default()).into_parts();
         assert!(matches!(
             result.unwrap_err().kind,
             DecodeErrorKind::Truncated {
@@ -506,12 +499,62 @@ mod tests {
                 ..
             }
         ));
-        let (_, result, _) = decode(b"% Version 2\n", &DecodeOptions::default());
+        let (_, result, _) =
+            decode(Format::Dat, b"% Version 2\n", &DecodeOptions::default()).into_parts();
         assert!(matches!(
             result.unwrap_err().kind,
             DecodeErrorKind::Truncated { .. }
         ));
-        let (_, result, _) = decode(b"% evt 3.0\n\x0c\x08", &DecodeOptions::default());
+        let (_, result, _) = decode(
+            Format::Dat,
+            b"% evt 3.0\n\x0c\x08",
+            &DecodeOptions::default(),
+        )
+        .into_parts();
+        assert!(matches!(
+            result.unwrap_err().kind,
+            DecodeErrorKind::BadHeader(_)
+        ));
+    }
+
+    #[test]
+    fn version_1_headers_and_headerless_kaer_files_use_the_narrow_layout() {
+        let v1 = |x: u32, y: u32, p: u32| x | (y << 9) | (p << 17);
+        let records = [(5u32, v1(303, 239, 1)), (9, v1(0, 1, 0))];
+        let mut versioned = b"% Version 1\n% Width 304\n% Height 240\n% T0 1000\n".to_vec();
+        versioned.extend_from_slice(&[EVENT_CD, 8]);
+        let mut headerless = Vec::new();
+        for (ts, d) in records {
+            for bytes in [&mut versioned, &mut headerless] {
+                bytes.extend_from_slice(&ts.to_le_bytes());
+                bytes.extend_from_slice(&d.to_le_bytes());
+            }
+        }
+        let (events, result, _) =
+            decode(Format::Dat, &versioned, &DecodeOptions::default()).into_parts();
+        result.unwrap();
+        assert_eq!(
+            events,
+            [
+                Event::new(1005, 303, 239, true),
+                Event::new(1009, 0, 1, false)
+            ]
+        );
+        let d = decode(Format::Dat, &headerless, &DecodeOptions::default());
+        d.result.unwrap();
+        assert_eq!(
+            d.events,
+            [Event::new(5, 303, 239, true), Event::new(9, 0, 1, false)]
+        );
+        let info = d.info.unwrap();
+        assert_eq!((info.width, info.height), DEFAULT_GEOMETRY);
+        assert!(info.source.unwrap().contains("kAER"));
+        let (_, result, _) = decode(
+            Format::Dat,
+            b"% Version 3\n\x0c\x08",
+            &DecodeOptions::default(),
+        )
+        .into_parts();
         assert!(matches!(
             result.unwrap_err().kind,
             DecodeErrorKind::BadHeader(_)
@@ -520,12 +563,7 @@ mod tests {
 
     #[test]
     fn encoder_round_trips_and_rejects_unwrappable_gaps() {
-        let info = StreamInfo {
-            width: 1280,
-            height: 720,
-            source: None,
-            format: String::new(),
-        };
+        let info = StreamInfo::new(1280, 720, "");
         let events = [
             Event::new(10, 1279, 719, true),
             Event::new(9, 0, 0, false),
@@ -536,7 +574,13 @@ mod tests {
         encoder.begin(&info, &mut bytes).unwrap();
         encoder.encode(&events[..2], &mut bytes).unwrap();
         assert!(encoder.encode(&events[2..], &mut bytes).is_err());
-        let (decoded, result, _) = decode(&bytes, &DecodeOptions::default());
+        assert!(
+            encoder
+                .encode(&[Event::new(i64::MIN, 0, 0, true)], &mut bytes)
+                .is_err()
+        );
+        let (decoded, result, _) =
+            decode(Format::Dat, &bytes, &DecodeOptions::default()).into_parts();
         result.unwrap();
         assert_eq!(decoded, events[..2]);
     }

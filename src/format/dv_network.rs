@@ -6,45 +6,17 @@
 //! EventPacket]` repeated for as long as the connection lasts. There is no data table.
 
 use super::aedat4::io_header;
-use super::aedat4::packets::{Framing, PacketStream};
-use super::aedat4::{Aedat4EncoderOptions, Compression, PacketWriter, compressor};
-use super::{DecodeError, DecodeOptions, DecodeStats, Decoder, EncodeError, Encoder, Format};
+use super::aedat4::{Aedat4EncoderOptions, Compression, PacketStream, PacketWriter, compressor};
+use super::{EncodeError, Encoder, Sticky};
 use crate::event::{Event, StreamInfo};
 
 /// Decoder for the DV network stream.
-pub struct DvNetworkDecoder {
-    stream: PacketStream,
-}
+pub type DvNetworkDecoder = Sticky<PacketStream<false>>;
 
 impl DvNetworkDecoder {
-    /// A fresh decoder.
-    pub fn new(options: &DecodeOptions) -> Self {
-        Self {
-            stream: PacketStream::new(Format::DvNetwork, Framing::Network, options),
-        }
-    }
-
     /// The packet compression the IOHeader declares, once it has been read.
     pub fn compression(&self) -> Option<Compression> {
-        self.stream.compression()
-    }
-}
-
-impl Decoder for DvNetworkDecoder {
-    fn feed(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        self.stream.feed(input, out)
-    }
-
-    fn finish(&mut self, out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        self.stream.finish(out)
-    }
-
-    fn info(&self) -> Option<&StreamInfo> {
-        self.stream.info()
-    }
-
-    fn stats(&self) -> &DecodeStats {
-        self.stream.stats()
+        self.records().compression()
     }
 }
 
@@ -126,13 +98,12 @@ impl Encoder for DvNetworkEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::{DecodeOptions, Decoder};
 
     fn info() -> StreamInfo {
         StreamInfo {
-            width: 128,
-            height: 128,
             source: Some("unit".to_string()),
-            format: String::new(),
+            ..StreamInfo::new(128, 128, "")
         }
     }
 
@@ -155,7 +126,14 @@ mod tests {
         // A live reader decodes the flushed packet without waiting for more.
         let mut decoder = DvNetworkDecoder::new(&DecodeOptions::default());
         let mut decoded = Vec::new();
-        assert_eq!(decoder.feed(&stream, &mut decoded), Ok(()));
+        let fed = decoder.feed(&stream, &mut decoded);
+        assert_eq!(
+            fed,
+            Ok(crate::format::Fed {
+                consumed: stream.len(),
+                more: false
+            })
+        );
         assert_eq!(decoded, events);
         assert_eq!(decoder.info().map(|i| i.width), Some(128));
     }

@@ -17,10 +17,9 @@
 //! Other stream types (generic, ATIS, display, color) are rejected as
 //! [`DecodeErrorKind::UnknownStreamType`].
 
-use super::prophesee_header::skip_or_fail;
+use super::common::{Cx, RecordDecoder, Sticky, truncated_tail};
 use super::{
-    DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Decoder, EncodeError, Encoder,
-    Format, escape_prefix,
+    DecodeError, DecodeErrorKind, DecodeOptions, EncodeError, Encoder, Format, escape_prefix,
 };
 use crate::event::{Event, StreamInfo};
 
@@ -43,42 +42,19 @@ const EVENT: usize = 5;
 const MAX_ENCODED_STEP: i64 = 1 << 32;
 
 /// Decoder for Event Stream v2 DVS files.
-pub struct EsDecoder {
-    lenient: bool,
+pub type EsDecoder = Sticky<EsRecords>;
+
+/// The Event Stream side of [`EsDecoder`].
+pub struct EsRecords {
     header: [u8; DVS_HEADER],
     header_len: usize,
     info: Option<StreamInfo>,
     width: u32,
     height: u32,
-    /// Bytes of an event split across `feed` calls (its first byte is never 0xFE/0xFF).
-    pending: [u8; EVENT],
-    pending_len: usize,
-    /// Absolute offset of the next byte to be fed.
-    offset: u64,
     t: i64,
-    stats: DecodeStats,
-    failed: Option<DecodeError>,
 }
 
-impl EsDecoder {
-    /// A fresh decoder.
-    pub fn new(options: &DecodeOptions) -> Self {
-        Self {
-            lenient: options.lenient,
-            header: [0; DVS_HEADER],
-            header_len: 0,
-            info: None,
-            width: 0,
-            height: 0,
-            pending: [0; EVENT],
-            pending_len: 0,
-            offset: 0,
-            t: 0,
-            stats: DecodeStats::default(),
-            failed: None,
-        }
-    }
-
+impl EsRecords {
     /// How many header bytes this stream has, as far as it is known yet.
     fn header_size(&self) -> usize {
         if self.header_len >= COMMON_HEADER && self.header[15] != TYPE_DVS {
@@ -148,65 +124,31 @@ impl EsDecoder {
             }
             self.width = u32::from(width);
             self.height = u32::from(height);
-            self.info = Some(StreamInfo {
-                width,
-                height,
-                source: None,
-                format: Format::Es.name().to_string(),
-            });
+            self.info = Some(StreamInfo::new(width, height, Format::Es.name()));
         }
         Ok(used)
     }
 
-    fn feed_inner(&mut self, mut input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if self.info.is_none() {
-            let used = self.read_header(input)?;
-            self.offset += used as u64;
-            input = input.get(used..).unwrap_or_default();
-            if self.info.is_none() {
-                return Ok(());
-            }
-        }
-        if self.pending_len > 0 {
-            let take = (EVENT - self.pending_len).min(input.len());
-            let start = self.offset - self.pending_len as u64;
-            self.pending[self.pending_len..self.pending_len + take].copy_from_slice(&input[..take]);
-            self.pending_len += take;
-            self.offset += take as u64;
-            input = &input[take..];
-            if self.pending_len < EVENT {
-                return Ok(());
-            }
-            self.pending_len = 0;
-            let event = self.pending;
-            self.decode_bytes(&event, start, out)?;
-        }
-        let used = self.decode_bytes(input, self.offset, out)?;
-        self.offset += used as u64;
-        let rest = input.get(used..).unwrap_or_default();
-        self.pending[..rest.len()].copy_from_slice(rest);
-        self.pending_len = rest.len();
-        self.offset += rest.len() as u64;
-        Ok(())
-    }
-
     /// The hot loop: decodes events starting at absolute offset `base` and returns how many
-    /// bytes it used; the rest (fewer than [`EVENT`] bytes) is an incomplete event.
+    /// bytes it used; it stops before an incomplete event. It reads at most `EVENT` bytes per
+    /// event of room, so it never appends more events than there is room for.
     fn decode_bytes(
         &mut self,
         bytes: &[u8],
         base: u64,
-        out: &mut Vec<Event>,
+        cx: &mut Cx<'_>,
     ) -> Result<usize, DecodeError> {
-        out.reserve(bytes.len() / EVENT);
-        let first_event = out.len();
+        let bytes = bytes
+            .get(..cx.room().saturating_mul(EVENT))
+            .unwrap_or(bytes);
+        cx.out.reserve(bytes.len() / EVENT);
         let (width, height) = (self.width, self.height);
         let mut t = self.t;
         let mut i = 0;
         let mut failure = None;
         while let Some(&first) = bytes.get(i) {
             if first == OVERFLOW {
-                t += OVERFLOW_US;
+                t = t.saturating_add(OVERFLOW_US);
                 i += 1;
                 continue;
             }
@@ -217,67 +159,65 @@ impl EsDecoder {
             let Some(&[_, x0, x1, y0, y1]) = bytes.get(i..i + EVENT) else {
                 break;
             };
-            t += i64::from(first >> 1);
+            t = t.saturating_add(i64::from(first >> 1));
             let x = u32::from(u16::from_le_bytes([x0, x1]));
             let y = u32::from(u16::from_le_bytes([y0, y1]));
             if x < width && y < height {
-                out.push(Event::new(
+                cx.out.push(Event::new(
                     t,
                     x as u16,
                     (height - 1 - y) as u16,
                     first & 1 == 1,
                 ));
-            } else if let Err(e) = self.out_of_range(base + i as u64, x, y) {
+            } else if let Err(e) = cx.off_sensor(
+                Format::Es,
+                base + i as u64,
+                (i64::from(x), i64::from(y)),
+                (width as u16, height as u16),
+            ) {
                 failure = Some(e);
                 break;
             }
             i += EVENT;
         }
         self.t = t;
-        self.stats.events += (out.len() - first_event) as u64;
         failure.map_or(Ok(i), Err)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn out_of_range(&mut self, offset: u64, x: u32, y: u32) -> Result<(), DecodeError> {
-        let error = DecodeError::new(
-            Format::Es,
-            offset,
-            DecodeErrorKind::OutOfRange {
-                x: i64::from(x),
-                y: i64::from(y),
-                width: self.width as u16,
-                height: self.height as u16,
-            },
-        );
-        skip_or_fail(&mut self.stats, self.lenient, error)
     }
 }
 
-impl Decoder for EsDecoder {
-    fn feed(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
+impl RecordDecoder for EsRecords {
+    const FORMAT: Format = Format::Es;
+
+    fn new(_options: &DecodeOptions) -> Self {
+        Self {
+            header: [0; DVS_HEADER],
+            header_len: 0,
+            info: None,
+            width: 0,
+            height: 0,
+            t: 0,
         }
-        let result = self.feed_inner(input, out);
-        match &result {
-            Ok(()) => self.stats.bytes = self.offset,
-            // Bytes before the failing record: the same for every chunking.
-            Err(e) => {
-                self.stats.bytes = e.offset;
-                self.failed = Some(e.clone());
-            }
-        }
-        result
     }
 
-    fn finish(&mut self, _out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
+    fn decode(&mut self, input: &[u8], at: u64, cx: &mut Cx<'_>) -> Result<usize, DecodeError> {
+        let mut used = 0;
+        if self.info.is_none() {
+            used = self.read_header(input)?;
+            if self.info.is_none() {
+                return Ok(used);
+            }
         }
-        let result = if self.info.is_none() {
-            Err(DecodeError::new(
+        let rest = input.get(used..).unwrap_or_default();
+        Ok(used + self.decode_bytes(rest, at + used as u64, cx)?)
+    }
+
+    fn need(&self, _partial: &[u8]) -> Result<usize, DecodeError> {
+        Ok(EVENT)
+    }
+
+    fn finish(&mut self, partial: &[u8], at: u64, _cx: &mut Cx<'_>) -> Result<(), DecodeError> {
+        if self.info.is_none() {
+            return Err(DecodeError::new(
                 Format::Es,
                 0,
                 DecodeErrorKind::Truncated {
@@ -285,32 +225,13 @@ impl Decoder for EsDecoder {
                     expected: self.header_size() as u64,
                     found: self.header_len as u64,
                 },
-            ))
-        } else if self.pending_len > 0 {
-            Err(DecodeError::new(
-                Format::Es,
-                self.offset - self.pending_len as u64,
-                DecodeErrorKind::Truncated {
-                    what: "Event Stream DVS event",
-                    expected: EVENT as u64,
-                    found: self.pending_len as u64,
-                },
-            ))
-        } else {
-            Ok(())
-        };
-        if let Err(e) = &result {
-            self.failed = Some(e.clone());
+            ));
         }
-        result
+        truncated_tail(Format::Es, "Event Stream DVS event", EVENT, partial, at)
     }
 
     fn info(&self) -> Option<&StreamInfo> {
         self.info.as_ref()
-    }
-
-    fn stats(&self) -> &DecodeStats {
-        &self.stats
     }
 }
 
@@ -352,7 +273,8 @@ impl Encoder for EsEncoder {
     fn encode(&mut self, events: &[Event], out: &mut Vec<u8>) -> Result<(), EncodeError> {
         out.reserve(events.len() * EVENT);
         for event in events {
-            let step = event.t - self.t;
+            // Measured in 128 bits: any two i64 timestamps are apart by less than 2^64.
+            let step = i128::from(event.t) - i128::from(self.t);
             let reason = if event.x >= self.width || event.y >= self.height {
                 format!("outside the {}x{} sensor", self.width, self.height)
             } else if step < 0 {
@@ -360,7 +282,7 @@ impl Encoder for EsEncoder {
                     "timestamp before the previous one ({} µs); Event Stream cannot go back",
                     self.t
                 )
-            } else if step >= MAX_ENCODED_STEP {
+            } else if step >= i128::from(MAX_ENCODED_STEP) {
                 "a step of 2^32 µs or more from the previous event".to_string()
             } else {
                 String::new()
@@ -374,9 +296,9 @@ impl Encoder for EsEncoder {
             }
             self.index += 1;
             self.t = event.t;
-            let overflows = (step / OVERFLOW_US) as usize;
+            let overflows = (step / i128::from(OVERFLOW_US)) as usize;
             out.resize(out.len() + overflows, OVERFLOW);
-            let first = (((step % OVERFLOW_US) as u8) << 1) | u8::from(event.polarity);
+            let first = (((step % i128::from(OVERFLOW_US)) as u8) << 1) | u8::from(event.polarity);
             out.push(first);
             out.extend_from_slice(&event.x.to_le_bytes());
             out.extend_from_slice(&(self.height - 1 - event.y).to_le_bytes());
@@ -392,18 +314,7 @@ impl Encoder for EsEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn decode(
-        input: &[u8],
-        options: &DecodeOptions,
-    ) -> (Vec<Event>, Result<(), DecodeError>, DecodeStats) {
-        let mut decoder = EsDecoder::new(options);
-        let mut events = Vec::new();
-        let result = decoder
-            .feed(input, &mut events)
-            .and_then(|()| decoder.finish(&mut events));
-        (events, result, decoder.stats().clone())
-    }
+    use crate::testkit::decode;
 
     fn header(width: u16, height: u16) -> Vec<u8> {
         let mut bytes = b"Event Stream\x02\x00\x00\x01".to_vec();
@@ -418,7 +329,8 @@ mod tests {
         input.extend_from_slice(&[0x01, 0, 0, 239, 0]); // t 0, ON, (0, 239) -> y 0
         input.extend_from_slice(&[OVERFLOW, RESET, OVERFLOW]);
         input.extend_from_slice(&[0x06, 0x3F, 0x01, 0, 0]); // +3 µs, OFF, (319, 0) -> y 239
-        let (events, result, _) = decode(&input, &DecodeOptions::default());
+        let (events, result, _) =
+            decode(Format::Es, &input, &DecodeOptions::default()).into_parts();
         result.unwrap();
         assert_eq!(
             events,
@@ -429,16 +341,10 @@ mod tests {
     #[test]
     fn header_errors_are_the_same_for_any_chunking() {
         let input = b"Event Strudel\x02\x00\x00\x01";
-        let (_, whole, _) = decode(input, &DecodeOptions::default());
-        let mut decoder = EsDecoder::new(&DecodeOptions::default());
-        let mut split = Ok(());
-        for byte in input.chunks(1) {
-            split = decoder.feed(byte, &mut Vec::new());
-            if split.is_err() {
-                break;
-            }
-        }
-        assert_eq!(whole, split);
+        let (_, whole, _) = decode(Format::Es, input, &DecodeOptions::default()).into_parts();
+        let split =
+            crate::testkit::decode_split(Format::Es, input, &DecodeOptions::default(), &[1]);
+        assert_eq!(whole, split.result);
         assert!(matches!(
             whole.unwrap_err().kind,
             DecodeErrorKind::BadMagic { .. }
@@ -446,12 +352,13 @@ mod tests {
 
         let mut atis = header(10, 10);
         atis[15] = 2;
-        let (_, result, _) = decode(&atis, &DecodeOptions::default());
+        let (_, result, _) = decode(Format::Es, &atis, &DecodeOptions::default()).into_parts();
         assert!(matches!(
             result.unwrap_err().kind,
             DecodeErrorKind::UnknownStreamType(_)
         ));
-        let (_, result, _) = decode(&header(10, 10)[..18], &DecodeOptions::default());
+        let (_, result, _) =
+            decode(Format::Es, &header(10, 10)[..18], &DecodeOptions::default()).into_parts();
         assert!(matches!(
             result.unwrap_err().kind,
             DecodeErrorKind::Truncated {
@@ -466,14 +373,15 @@ mod tests {
     fn out_of_range_and_truncated_events() {
         let mut input = header(4, 4);
         input.extend_from_slice(&[0x00, 4, 0, 0, 0, 0x02, 1, 0, 1, 0, 0x00, 1]);
-        let (events, result, _) = decode(&input, &DecodeOptions::default());
+        let (events, result, _) =
+            decode(Format::Es, &input, &DecodeOptions::default()).into_parts();
         assert!(events.is_empty());
         assert_eq!(result.unwrap_err().offset, 20);
         let lenient = DecodeOptions {
             lenient: true,
             ..DecodeOptions::default()
         };
-        let (events, result, stats) = decode(&input, &lenient);
+        let (events, result, stats) = decode(Format::Es, &input, &lenient).into_parts();
         assert_eq!(events, vec![Event::new(1, 1, 2, false)]);
         assert_eq!(stats.bad_records_skipped, 1);
         assert!(matches!(
@@ -488,12 +396,7 @@ mod tests {
 
     #[test]
     fn encoder_round_trips_and_refuses_to_go_back() {
-        let info = StreamInfo {
-            width: 320,
-            height: 240,
-            source: None,
-            format: String::new(),
-        };
+        let info = StreamInfo::new(320, 240, "");
         let events = vec![
             Event::new(5, 0, 0, true),
             Event::new(5, 319, 239, false),
@@ -505,7 +408,8 @@ mod tests {
         encoder.begin(&info, &mut bytes).unwrap();
         encoder.encode(&events, &mut bytes).unwrap();
         encoder.end(&mut bytes).unwrap();
-        let (decoded, result, _) = decode(&bytes, &DecodeOptions::default());
+        let (decoded, result, _) =
+            decode(Format::Es, &bytes, &DecodeOptions::default()).into_parts();
         result.unwrap();
         assert_eq!(decoded, events);
         assert!(
@@ -513,5 +417,11 @@ mod tests {
                 .encode(&[Event::new(99, 0, 0, true)], &mut bytes)
                 .is_err()
         );
+        for t in [i64::MIN, i64::MAX] {
+            let mut encoder = EsEncoder::new();
+            encoder.begin(&info, &mut Vec::new()).unwrap();
+            let far = [Event::new(t, 0, 0, true)];
+            assert!(encoder.encode(&far, &mut Vec::new()).is_err(), "{t}");
+        }
     }
 }

@@ -18,11 +18,12 @@
 //! else the sensor generation's (Gen3 → 640×480, see
 //! [`super::prophesee_header::PropheseeHeader::geometry_by_generation`]); with none of these
 //! the header is rejected. Events outside it are [`DecodeErrorKind::OutOfRange`].
+//!
+//! A `% t0` header line (written by faery) is added to every timestamp.
 
-use super::prophesee_header::{RawEncoding, RawPreamble, WrappingClock, skip_or_fail};
-use super::{
-    DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Decoder, EncodeError, Encoder, Format,
-};
+use super::common::{Cx, RecordDecoder, Sticky, WrappingClock, time_base, truncated_tail};
+use super::prophesee_header::{RawEncoding, RawPreamble, write_raw_header};
+use super::{DecodeError, DecodeErrorKind, DecodeOptions, EncodeError, Encoder, Format};
 use crate::event::{Event, StreamInfo};
 
 const CD_OFF: u32 = 0x0;
@@ -36,81 +37,27 @@ const CONTINUED: u32 = 0xF;
 const TIME_HIGH_BITS: u32 = 28;
 
 /// Decoder for Prophesee EVT 2.0 RAW streams.
-pub struct Evt2Decoder {
-    lenient: bool,
+pub type Evt2Decoder = Sticky<Evt2Records>;
+
+/// The EVT 2.0 side of [`Evt2Decoder`].
+pub struct Evt2Records {
     preamble: RawPreamble,
     info: Option<StreamInfo>,
     width: u32,
     height: u32,
-    /// Bytes of a word split across `feed` calls.
-    carry: [u8; 4],
-    carry_len: usize,
-    /// Absolute offset of the next byte to be fed.
-    offset: u64,
+    /// The header's time origin, added to every timestamp.
+    t0: i64,
     /// `EVT_TIME_HIGH`, unwrapped, in units of 64 µs.
     clock: WrappingClock<TIME_HIGH_BITS>,
     last_t: i64,
-    stats: DecodeStats,
-    failed: Option<DecodeError>,
 }
 
-impl Evt2Decoder {
-    /// A fresh decoder.
-    pub fn new(options: &DecodeOptions) -> Self {
-        Self {
-            lenient: options.lenient,
-            preamble: RawPreamble::new(Format::Evt2, RawEncoding::Evt2, options),
-            info: None,
-            width: 0,
-            height: 0,
-            carry: [0; 4],
-            carry_len: 0,
-            offset: 0,
-            clock: WrappingClock::default(),
-            last_t: i64::MIN,
-            stats: DecodeStats::default(),
-            failed: None,
-        }
-    }
-
+impl Evt2Records {
     fn start_data(&mut self, info: StreamInfo) {
         self.width = u32::from(info.width);
         self.height = u32::from(info.height);
+        self.t0 = info.t0.unwrap_or(0);
         self.info = Some(info);
-    }
-
-    fn feed_inner(&mut self, mut input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if self.info.is_none() {
-            let (used, info) = self.preamble.feed(input)?;
-            self.offset += used as u64;
-            input = input.get(used..).unwrap_or_default();
-            match info {
-                Some(info) => self.start_data(info),
-                None => return Ok(()),
-            }
-        }
-        if self.carry_len > 0 {
-            let take = (4 - self.carry_len).min(input.len());
-            let start = self.offset - self.carry_len as u64;
-            self.carry[self.carry_len..self.carry_len + take].copy_from_slice(&input[..take]);
-            self.carry_len += take;
-            self.offset += take as u64;
-            input = &input[take..];
-            if self.carry_len < 4 {
-                return Ok(());
-            }
-            self.carry_len = 0;
-            let word = self.carry;
-            self.decode_words(&word, start, out)?;
-        }
-        let whole = input.len() / 4 * 4;
-        let (words, rest) = input.split_at(whole);
-        self.decode_words(words, self.offset, out)?;
-        self.offset += whole as u64;
-        self.carry[..rest.len()].copy_from_slice(rest);
-        self.carry_len = rest.len();
-        self.offset += rest.len() as u64;
-        Ok(())
     }
 
     /// The hot loop: decodes whole words starting at absolute offset `base`. State lives in
@@ -120,13 +67,12 @@ impl Evt2Decoder {
         &mut self,
         words: &[u8],
         base: u64,
-        out: &mut Vec<Event>,
+        cx: &mut Cx<'_>,
     ) -> Result<(), DecodeError> {
         debug_assert!(words.len().is_multiple_of(4));
-        out.reserve(words.len() / 4);
-        let first_event = out.len();
+        cx.out.reserve(words.len() / 4);
         let mut clock = self.clock;
-        let mut time_high = clock.value << 6;
+        let mut time_high = time_base(clock.value, 6, self.t0);
         let mut last_t = self.last_t;
         // Until the first TIME_HIGH the sensor is zero-sized, so every CD word takes the
         // out-of-line path, which drops it.
@@ -143,12 +89,13 @@ impl Evt2Decoder {
             if kind <= CD_ON {
                 let x = (word >> 11) & 0x7FF;
                 let y = word & 0x7FF;
-                let t = time_high.wrapping_add(i64::from((word >> 22) & 0x3F));
+                let t = time_high + i64::from((word >> 22) & 0x3F);
                 if x < width && y < height {
                     regressions += u64::from(t < last_t);
                     last_t = t;
-                    out.push(Event::new(t, x as u16, y as u16, kind == CD_ON));
-                } else if let Err(e) = self.reject_cd(clock.synced, base + 4 * i as u64, x, y) {
+                    cx.out
+                        .push(Event::new(t, x as u16, y as u16, kind == CD_ON));
+                } else if let Err(e) = self.reject_cd(clock.synced, base + 4 * i as u64, x, y, cx) {
                     failure = Some(e);
                     break;
                 }
@@ -156,7 +103,7 @@ impl Evt2Decoder {
                 match kind {
                     TIME_HIGH => {
                         clock.advance(u64::from(word));
-                        time_high = clock.value << 6;
+                        time_high = time_base(clock.value, 6, self.t0);
                         width = self.width;
                         height = self.height;
                     }
@@ -172,7 +119,7 @@ impl Evt2Decoder {
                                 found: format!("type {kind:#X} in word {word:#010X}"),
                             },
                         );
-                        if let Err(e) = skip_or_fail(&mut self.stats, self.lenient, error) {
+                        if let Err(e) = cx.skip_or_fail(error) {
                             failure = Some(e);
                             break;
                         }
@@ -182,10 +129,9 @@ impl Evt2Decoder {
         }
         self.clock = clock;
         self.last_t = last_t;
-        self.stats.timestamp_regressions += regressions;
-        self.stats.triggers_skipped += triggers;
-        self.stats.other_skipped += others;
-        self.stats.events += (out.len() - first_event) as u64;
+        cx.stats.timestamp_regressions += regressions;
+        cx.stats.triggers_skipped += triggers;
+        cx.stats.other_skipped += others;
         failure.map_or(Ok(()), Err)
     }
 
@@ -193,87 +139,69 @@ impl Evt2Decoder {
     /// outside the sensor (an error, or skipped when lenient).
     #[cold]
     #[inline(never)]
-    fn reject_cd(&mut self, synced: bool, offset: u64, x: u32, y: u32) -> Result<(), DecodeError> {
+    fn reject_cd(
+        &self,
+        synced: bool,
+        offset: u64,
+        x: u32,
+        y: u32,
+        cx: &mut Cx<'_>,
+    ) -> Result<(), DecodeError> {
         if !synced {
-            self.stats.other_skipped += 1;
+            cx.stats.other_skipped += 1;
             return Ok(());
         }
-        let error = DecodeError::new(
-            Format::Evt2,
-            offset,
-            DecodeErrorKind::OutOfRange {
-                x: i64::from(x),
-                y: i64::from(y),
-                width: self.width as u16,
-                height: self.height as u16,
-            },
-        );
-        skip_or_fail(&mut self.stats, self.lenient, error)
+        let size = (self.width as u16, self.height as u16);
+        cx.off_sensor(Format::Evt2, offset, (i64::from(x), i64::from(y)), size)
     }
 }
 
-impl Decoder for Evt2Decoder {
-    fn feed(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
+impl RecordDecoder for Evt2Records {
+    const FORMAT: Format = Format::Evt2;
+
+    fn new(options: &DecodeOptions) -> Self {
+        Self {
+            preamble: RawPreamble::new(Format::Evt2, RawEncoding::Evt2, options),
+            info: None,
+            width: 0,
+            height: 0,
+            t0: 0,
+            clock: WrappingClock::default(),
+            last_t: i64::MIN,
         }
-        let result = self.feed_inner(input, out);
-        match &result {
-            Ok(()) => self.stats.bytes = self.offset,
-            // Bytes before the failing record: the same for every chunking.
-            Err(e) => {
-                self.stats.bytes = e.offset;
-                self.failed = Some(e.clone());
-            }
-        }
-        result
     }
 
-    fn finish(&mut self, _out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
+    fn decode(&mut self, input: &[u8], at: u64, cx: &mut Cx<'_>) -> Result<usize, DecodeError> {
+        let mut used = 0;
+        if self.info.is_none() {
+            let (header, info) = self.preamble.feed(input)?;
+            used = header;
+            match info {
+                Some(info) => self.start_data(info),
+                None => return Ok(used),
+            }
         }
-        let result = if self.info.is_none() {
-            self.preamble.finish().map(|info| self.start_data(info))
-        } else if self.carry_len > 0 {
-            Err(DecodeError::new(
-                Format::Evt2,
-                self.offset - self.carry_len as u64,
-                DecodeErrorKind::Truncated {
-                    what: "EVT 2.0 word",
-                    expected: 4,
-                    found: self.carry_len as u64,
-                },
-            ))
-        } else {
-            Ok(())
-        };
-        if let Err(e) = &result {
-            self.failed = Some(e.clone());
+        let rest = input.get(used..).unwrap_or_default();
+        let whole = (rest.len() / 4).min(cx.room()) * 4;
+        self.decode_words(rest.get(..whole).unwrap_or_default(), at + used as u64, cx)?;
+        Ok(used + whole)
+    }
+
+    fn need(&self, _partial: &[u8]) -> Result<usize, DecodeError> {
+        Ok(4)
+    }
+
+    fn finish(&mut self, partial: &[u8], at: u64, _cx: &mut Cx<'_>) -> Result<(), DecodeError> {
+        if self.info.is_none() {
+            let info = self.preamble.finish()?;
+            self.start_data(info);
         }
-        result
+        truncated_tail(Format::Evt2, "EVT 2.0 word", 4, partial, at)
     }
 
     fn info(&self) -> Option<&StreamInfo> {
         self.info.as_ref()
     }
-
-    fn stats(&self) -> &DecodeStats {
-        &self.stats
-    }
-}
-
-/// Writes the RAW header shared by inflor's EVT encoders; `% end` closes it so that data
-/// starting with a `%` byte is never taken for a header line.
-pub(crate) fn write_raw_header(info: &StreamInfo, evt: &str, format: &str, out: &mut Vec<u8>) {
-    let (w, h) = (info.width, info.height);
-    out.extend_from_slice(
-        format!(
-            "% evt {evt}\n% format {format};height={h};width={w}\n% geometry {w}x{h}\n\
-             % integrator_name inflor\n% end\n"
-        )
-        .as_bytes(),
-    );
 }
 
 /// Log2 of the largest timestamp the EVT 2.0 encoder accepts (2^50 µs, 35 years). The limit
@@ -401,18 +329,7 @@ impl Encoder for Evt2Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn decode(
-        input: &[u8],
-        options: &DecodeOptions,
-    ) -> (Vec<Event>, Result<(), DecodeError>, DecodeStats) {
-        let mut decoder = Evt2Decoder::new(options);
-        let mut events = Vec::new();
-        let result = decoder
-            .feed(input, &mut events)
-            .and_then(|()| decoder.finish(&mut events));
-        (events, result, decoder.stats().clone())
-    }
+    use crate::testkit::decode;
 
     fn words(header: &str, words: &[u32]) -> Vec<u8> {
         let mut bytes = header.as_bytes().to_vec();
@@ -440,7 +357,8 @@ mod tests {
                 0xE000_0000,
             ],
         );
-        let (events, result, stats) = decode(&input, &DecodeOptions::default());
+        let (events, result, stats) =
+            decode(Format::Evt2, &input, &DecodeOptions::default()).into_parts();
         result.unwrap();
         assert_eq!(
             events,
@@ -457,7 +375,8 @@ mod tests {
     #[test]
     fn events_before_the_first_time_high_are_dropped_and_counted() {
         let input = words(HEADER, &[cd(true, 1, 1, 1), 0x8000_0001, cd(true, 2, 2, 2)]);
-        let (events, result, stats) = decode(&input, &DecodeOptions::default());
+        let (events, result, stats) =
+            decode(Format::Evt2, &input, &DecodeOptions::default()).into_parts();
         result.unwrap();
         assert_eq!(events, vec![Event::new(64 + 2, 2, 2, true)]);
         assert_eq!(stats.other_skipped, 1);
@@ -478,7 +397,8 @@ mod tests {
                 cd(true, 0, 2, 0),
             ],
         );
-        let (events, result, stats) = decode(&input, &DecodeOptions::default());
+        let (events, result, stats) =
+            decode(Format::Evt2, &input, &DecodeOptions::default()).into_parts();
         result.unwrap();
         let ts: Vec<i64> = events.iter().map(|e| e.t).collect();
         assert_eq!(
@@ -499,7 +419,8 @@ mod tests {
                 cd(true, 0, 1, 1),
             ],
         );
-        let (events, result, _) = decode(&input, &DecodeOptions::default());
+        let (events, result, _) =
+            decode(Format::Evt2, &input, &DecodeOptions::default()).into_parts();
         assert!(events.is_empty());
         let error = result.unwrap_err();
         assert_eq!(error.offset, HEADER.len() as u64 + 4);
@@ -511,7 +432,7 @@ mod tests {
             lenient: true,
             ..DecodeOptions::default()
         };
-        let (events, result, stats) = decode(&input, &lenient);
+        let (events, result, stats) = decode(Format::Evt2, &input, &lenient).into_parts();
         result.unwrap();
         assert_eq!(events, vec![Event::new(0, 1, 1, true)]);
         assert_eq!(stats.bad_records_skipped, 2);
@@ -524,10 +445,26 @@ mod tests {
     }
 
     #[test]
+    fn t0_is_added_to_every_timestamp() {
+        let header = "% evt 2.0\n% geometry 640x480\n% t0 1000000\n";
+        let input = words(header, &[0x8000_0002, cd(true, 3, 1, 2)]);
+        let d = decode(Format::Evt2, &input, &DecodeOptions::default());
+        d.result.unwrap();
+        assert_eq!(d.events, [Event::new(1_000_000 + 128 + 3, 1, 2, true)]);
+        assert_eq!(d.info.unwrap().t0, Some(1_000_000));
+        // An origin near the top saturates instead of wrapping.
+        let header = format!("% evt 2.0\n% geometry 640x480\n% t0 {}\n", i64::MAX);
+        let input = words(&header, &[0x8FFF_FFFF, cd(true, 63, 1, 2)]);
+        let d = decode(Format::Evt2, &input, &DecodeOptions::default());
+        d.result.unwrap();
+        assert_eq!(d.events, [Event::new(i64::MAX, 1, 2, true)]);
+    }
+
+    #[test]
     fn truncated_word_and_header_are_errors() {
         let mut input = words(HEADER, &[0x8000_0000]);
         input.push(0);
-        let (_, result, _) = decode(&input, &DecodeOptions::default());
+        let (_, result, _) = decode(Format::Evt2, &input, &DecodeOptions::default()).into_parts();
         assert!(matches!(
             result.unwrap_err().kind,
             DecodeErrorKind::Truncated {
@@ -536,7 +473,12 @@ mod tests {
                 ..
             }
         ));
-        let (_, result, _) = decode(b"% evt 2.0\n% geom", &DecodeOptions::default());
+        let (_, result, _) = decode(
+            Format::Evt2,
+            b"% evt 2.0\n% geom",
+            &DecodeOptions::default(),
+        )
+        .into_parts();
         assert!(matches!(
             result.unwrap_err().kind,
             DecodeErrorKind::Truncated { .. }
@@ -546,10 +488,9 @@ mod tests {
     #[test]
     fn geometry_comes_from_options_then_header_then_generation() {
         let gen3 = "% plugin_name hal_plugin_gen3_fx3\n% evt 2.0\n";
-        let mut decoder = Evt2Decoder::new(&DecodeOptions::default());
-        decoder.feed(gen3.as_bytes(), &mut Vec::new()).unwrap();
-        decoder.finish(&mut Vec::new()).unwrap();
-        let info = decoder.info().unwrap();
+        let d = decode(Format::Evt2, gen3.as_bytes(), &DecodeOptions::default());
+        d.result.unwrap();
+        let info = d.info.unwrap();
         assert_eq!((info.width, info.height), (640, 480));
         assert_eq!(info.source.as_deref(), Some("hal_plugin_gen3_fx3"));
 
@@ -557,17 +498,22 @@ mod tests {
             resolution: Some((100, 50)),
             ..DecodeOptions::default()
         };
-        let mut decoder = Evt2Decoder::new(&forced);
-        decoder.feed(HEADER.as_bytes(), &mut Vec::new()).unwrap();
-        decoder.finish(&mut Vec::new()).unwrap();
-        assert_eq!(decoder.info().map(|i| (i.width, i.height)), Some((100, 50)));
+        let d = decode(Format::Evt2, HEADER.as_bytes(), &forced);
+        d.result.unwrap();
+        assert_eq!(d.info.map(|i| (i.width, i.height)), Some((100, 50)));
 
-        let (_, result, _) = decode(b"% evt 2.0\n", &DecodeOptions::default());
+        let (_, result, _) =
+            decode(Format::Evt2, b"% evt 2.0\n", &DecodeOptions::default()).into_parts();
         assert!(matches!(
             result.unwrap_err().kind,
             DecodeErrorKind::BadHeader(_)
         ));
-        let (_, result, _) = decode(b"% evt 3.0\n% geometry 1x1\n", &DecodeOptions::default());
+        let (_, result, _) = decode(
+            Format::Evt2,
+            b"% evt 3.0\n% geometry 1x1\n",
+            &DecodeOptions::default(),
+        )
+        .into_parts();
         assert!(matches!(
             result.unwrap_err().kind,
             DecodeErrorKind::BadHeader(_)
@@ -576,12 +522,7 @@ mod tests {
 
     #[test]
     fn encoder_bridges_long_gaps_and_round_trips() {
-        let info = StreamInfo {
-            width: 640,
-            height: 480,
-            source: None,
-            format: String::new(),
-        };
+        let info = StreamInfo::new(640, 480, "");
         let events = vec![
             Event::new(5, 1, 2, true),
             Event::new(3, 1, 2, false),
@@ -594,7 +535,8 @@ mod tests {
         encoder.begin(&info, &mut bytes).unwrap();
         encoder.encode(&events, &mut bytes).unwrap();
         encoder.end(&mut bytes).unwrap();
-        let (decoded, result, _) = decode(&bytes, &DecodeOptions::default());
+        let (decoded, result, _) =
+            decode(Format::Evt2, &bytes, &DecodeOptions::default()).into_parts();
         result.unwrap();
         assert_eq!(decoded, events);
 

@@ -23,15 +23,19 @@
 //!
 //! Geometry: the caller's resolution if given, else the header's `format`/`geometry` line,
 //! else the sensor generation's (Gen4 / Gen4.1 / IMX636 → 1280×720); with none of these the
-//! header is rejected. Events outside it are [`DecodeErrorKind::OutOfRange`].
+//! header is rejected. Events outside it are [`DecodeErrorKind::OutOfRange`]. A `% t0` header
+//! line (written by faery) is added to every timestamp.
+//!
+//! The decoder's hot loop is unsafe code (it writes events into spare capacity);
+//! [`Evt3Decoder::reference`] is the same decoder reading every word plainly, and the tests
+//! check on arbitrary word streams that both give the same events, counts and errors.
 
 use std::mem::MaybeUninit;
 
-use super::evt2::{check_event, check_geometry, move_time_high, write_raw_header};
-use super::prophesee_header::{RawEncoding, RawPreamble, WrappingClock, skip_or_fail};
-use super::{
-    DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Decoder, EncodeError, Encoder, Format,
-};
+use super::common::{Cx, RecordDecoder, Sticky, WrappingClock, time_base, truncated_tail};
+use super::evt2::{check_event, check_geometry, move_time_high};
+use super::prophesee_header::{RawEncoding, RawPreamble, write_raw_header};
+use super::{DecodeError, DecodeErrorKind, DecodeOptions, EncodeError, Encoder, Format};
 use crate::event::{Event, StreamInfo};
 
 const ADDR_Y: u32 = 0x0;
@@ -57,11 +61,37 @@ const NO_ADDRESS: u32 = 0xFFFF_0000;
 #[derive(Debug, Clone, Copy)]
 struct State {
     clock: WrappingClock<TIME_HIGH_BITS>,
-    t: i64,
+    /// The low 12 bits of the time (`EVT_TIME_LOW`).
+    low: i64,
+    /// The time of the current `TIME_HIGH`, in µs, with the header's `t0` added and
+    /// saturated ([`time_base`]): an event's time is `base + low`.
+    base: i64,
+    /// The header's time origin.
+    t0: i64,
     y: u32,
     base_x: u32,
     polarity: bool,
     last_t: i64,
+}
+
+impl State {
+    /// The time events take now.
+    #[inline(always)]
+    fn t(&self) -> i64 {
+        self.base + self.low
+    }
+
+    /// `EVT_TIME_HIGH`: a new high part clears the low part (a repeated one, which sensors
+    /// send, keeps it).
+    #[inline(always)]
+    fn time_high(&mut self, word: u32) {
+        let previous = self.clock;
+        self.clock.advance(u64::from(word));
+        if self.clock != previous {
+            self.low = 0;
+        }
+        self.base = time_base(self.clock.value, 12, self.t0);
+    }
 }
 
 /// What the out-of-line path needs to know about a vector word it must filter.
@@ -77,139 +107,196 @@ struct Vector {
 }
 
 /// Decoder for Prophesee EVT 3.0 RAW streams.
-pub struct Evt3Decoder {
-    lenient: bool,
+pub type Evt3Decoder = Sticky<Evt3Records>;
+
+impl Evt3Decoder {
+    /// The reference twin of [`Evt3Decoder::new`]: the same decoder with its unsafe fast loop
+    /// replaced by a plain word-by-word reading of the format. It must give the same events,
+    /// counts and errors on every input; the property tests check that it does.
+    pub fn reference(options: &DecodeOptions) -> Self {
+        Sticky::wrap(Evt3Records::with_mode(options, false), options)
+    }
+}
+
+/// The EVT 3.0 side of [`Evt3Decoder`].
+pub struct Evt3Records {
     preamble: RawPreamble,
     info: Option<StreamInfo>,
     width: u32,
     height: u32,
-    /// The first byte of a word split across `feed` calls.
-    carry: Option<u8>,
-    /// Absolute offset of the next byte to be fed.
-    offset: u64,
     state: State,
-    stats: DecodeStats,
-    failed: Option<DecodeError>,
+    /// Whether the fast loop runs (the default), or only the reference reading.
+    fast: bool,
 }
 
-impl Evt3Decoder {
-    /// A fresh decoder.
-    pub fn new(options: &DecodeOptions) -> Self {
+/// A `VECT_12` / `VECT_8` word's mask and the columns it spans.
+#[inline(always)]
+fn vector_bits(kind: u32, word: u32) -> (u32, u32) {
+    if kind == VECT_12 {
+        (word & 0xFFF, 12)
+    } else {
+        (word & 0xFF, 8)
+    }
+}
+
+/// The most events one word can give: a `VECT_12` with every bit set.
+const MAX_EVENTS_PER_WORD: usize = 12;
+
+impl Evt3Records {
+    fn with_mode(options: &DecodeOptions, fast: bool) -> Self {
         Self {
-            lenient: options.lenient,
             preamble: RawPreamble::new(Format::Evt3, RawEncoding::Evt3, options),
             info: None,
             width: 0,
             height: 0,
-            carry: None,
-            offset: 0,
             state: State {
                 clock: WrappingClock::default(),
-                t: 0,
+                low: 0,
+                base: 0,
+                t0: 0,
                 y: NO_ADDRESS,
                 base_x: NO_ADDRESS,
                 polarity: false,
                 last_t: i64::MIN,
             },
-            stats: DecodeStats::default(),
-            failed: None,
+            fast,
         }
     }
 
     fn start_data(&mut self, info: StreamInfo) {
         self.width = u32::from(info.width);
         self.height = u32::from(info.height);
+        self.state.t0 = info.t0.unwrap_or(0);
+        self.state.base = time_base(self.state.clock.value, 12, self.state.t0);
         self.info = Some(info);
     }
 
-    fn feed_inner(&mut self, mut input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if self.info.is_none() {
-            let (used, info) = self.preamble.feed(input)?;
-            self.offset += used as u64;
-            input = input.get(used..).unwrap_or_default();
-            match info {
-                Some(info) => self.start_data(info),
-                None => return Ok(()),
-            }
-        }
-        if let Some(low) = self.carry {
-            let Some((&high, rest)) = input.split_first() else {
-                return Ok(());
-            };
-            self.carry = None;
-            self.decode_words(&[low, high], self.offset - 1, out)?;
-            self.offset += 1;
-            input = rest;
-        }
-        let whole = input.len() & !1;
-        let (words, rest) = input.split_at(whole);
-        self.decode_words(words, self.offset, out)?;
-        self.offset += whole as u64;
-        if let Some(&byte) = rest.first() {
-            self.carry = Some(byte);
-            self.offset += 1;
-        }
-        Ok(())
-    }
-
-    /// Decodes whole words starting at absolute offset `base`: [`fast_block`] runs over
-    /// blocks of words and stops at any word that needs more than the common case (an event
-    /// it cannot emit, a reserved type), which [`Self::slow_word`] handles before the fast
-    /// loop resumes.
+    /// Decodes whole words starting at absolute offset `base`, in blocks that the room left
+    /// can hold whatever the words are, and returns the bytes used. [`fast_block`] runs over
+    /// a block and stops at any word that needs more than the common case (an event it
+    /// cannot emit, a reserved type), which [`Self::slow_word`] handles before the fast loop
+    /// resumes. The reference reading instead takes every word through
+    /// [`Self::reference_word`].
     fn decode_words(
         &mut self,
         words: &[u8],
         base: u64,
-        out: &mut Vec<Event>,
-    ) -> Result<(), DecodeError> {
+        cx: &mut Cx<'_>,
+    ) -> Result<usize, DecodeError> {
         debug_assert!(words.len().is_multiple_of(2));
-        let first_event = out.len();
         let mut tally = Tally::default();
         let dims = (self.width, self.height);
         let mut done = 0;
         let mut result = Ok(());
-        let mut counted = first_event;
+        let mut counted = cx.out.len();
         while let Some(rest) = words.get(done..).filter(|rest| !rest.is_empty()) {
-            let block = rest.get(..BLOCK_WORDS * 2).unwrap_or(rest);
-            out.reserve(block.len() / 2 * SLOTS_PER_WORD);
-            let (written, used) = fast_block(
-                block,
-                out.spare_capacity_mut(),
-                &mut self.state,
-                dims,
-                &mut tally,
-            );
-            // SAFETY: `fast_block` counts a slot of the spare capacity in `written` only after
-            // initialising it, and its slots are the first `written` ones after the length.
-            unsafe { out.set_len(out.len() + written) };
-            done += used;
-            if let Some(&[low, high]) = block.get(used..used + 2) {
-                let word = u32::from(u16::from_le_bytes([low, high]));
-                result = self.slow_word(word, base + done as u64, out);
-                done += 2;
+            let block_words = (cx.room() / MAX_EVENTS_PER_WORD).min(BLOCK_WORDS);
+            if block_words == 0 {
+                break;
+            }
+            let block = rest.get(..block_words * 2).unwrap_or(rest);
+            if self.fast {
+                cx.out.reserve(block.len() / 2 * SLOTS_PER_WORD);
+                let (written, used) = fast_block(
+                    block,
+                    cx.out.spare_capacity_mut(),
+                    &mut self.state,
+                    dims,
+                    &mut tally,
+                );
+                // SAFETY: `fast_block` counts a slot of the spare capacity in `written` only
+                // after initialising it, and its slots are the first `written` ones after
+                // the length.
+                unsafe { cx.out.set_len(cx.out.len() + written) };
+                done += used;
+                if let Some(&[low, high]) = block.get(used..used + 2) {
+                    let word = u32::from(u16::from_le_bytes([low, high]));
+                    result = self.slow_word(word, base + done as u64, cx);
+                    done += 2;
+                }
+            } else {
+                let (pairs, _) = block.as_chunks::<2>();
+                for &pair in pairs {
+                    let word = u32::from(u16::from_le_bytes(pair));
+                    result = self.reference_word(word, base + done as u64, cx);
+                    done += 2;
+                    if result.is_err() {
+                        break;
+                    }
+                }
             }
             // While the block's events are still in cache.
-            self.count_regressions(out.get(counted..).unwrap_or_default());
-            counted = out.len();
+            let emitted = cx.out.get(counted..).unwrap_or_default();
+            cx.stats.timestamp_regressions += self.count_regressions(emitted);
+            counted = cx.out.len();
             if result.is_err() {
                 break;
             }
         }
-        self.stats.triggers_skipped += tally.triggers;
-        self.stats.other_skipped += tally.others;
-        self.stats.events += (out.len() - first_event) as u64;
-        result
+        cx.stats.triggers_skipped += tally.triggers;
+        cx.stats.other_skipped += tally.others;
+        result.map(|()| done)
     }
 
     /// Counts the events of `emitted` (the next ones in stream order) earlier than the event
     /// before them, apart from the hot loop, which then carries less state.
-    fn count_regressions(&mut self, emitted: &[Event]) {
+    fn count_regressions(&mut self, emitted: &[Event]) -> u64 {
         let (Some(first), Some(last)) = (emitted.first(), emitted.last()) else {
-            return;
+            return 0;
         };
         let inside = emitted.windows(2).filter(|w| w[1].t < w[0].t).count();
-        self.stats.timestamp_regressions += u64::from(first.t < self.state.last_t) + inside as u64;
+        let regressions = u64::from(first.t < self.state.last_t) + inside as u64;
         self.state.last_t = last.t;
+        regressions
+    }
+
+    /// One word, read plainly as the format describes it: the reference the fast loop must
+    /// agree with.
+    fn reference_word(
+        &mut self,
+        word: u32,
+        offset: u64,
+        cx: &mut Cx<'_>,
+    ) -> Result<(), DecodeError> {
+        let s = &mut self.state;
+        let synced = s.clock.synced;
+        match word >> 12 {
+            ADDR_Y => s.y = word & 0x7FF,
+            ADDR_X => {
+                let x = word & 0x7FF;
+                if synced && x < self.width && s.y < self.height {
+                    let event = Event::new(s.t(), x as u16, s.y as u16, word & 0x800 != 0);
+                    cx.out.push(event);
+                } else {
+                    let y = s.y;
+                    return self.reject_single(synced, offset, x, y, cx);
+                }
+            }
+            VECT_BASE_X => {
+                s.base_x = word & 0x7FF;
+                s.polarity = word & 0x800 != 0;
+            }
+            kind @ (VECT_12 | VECT_8) => {
+                let (mask, span) = vector_bits(kind, word);
+                let vector = Vector {
+                    offset,
+                    mask,
+                    base_x: s.base_x,
+                    y: s.y,
+                    t: s.t(),
+                    polarity: s.polarity,
+                    synced,
+                };
+                s.base_x = s.base_x.saturating_add(span);
+                return self.filter_vector(vector, cx);
+            }
+            TIME_LOW => s.low = i64::from(word & 0xFFF),
+            TIME_HIGH => s.time_high(word),
+            EXT_TRIGGER => cx.stats.triggers_skipped += 1,
+            CONTINUED_4 | OTHERS | CONTINUED_12 => cx.stats.other_skipped += 1,
+            kind => return self.reject_type(offset, kind, word, cx),
+        }
+        Ok(())
     }
 
     /// A word the fast loop stopped at: an event outside the sensor or without time base or
@@ -217,43 +304,35 @@ impl Evt3Decoder {
     /// that did not fit the reserved capacity).
     #[cold]
     #[inline(never)]
-    fn slow_word(
-        &mut self,
-        word: u32,
-        offset: u64,
-        out: &mut Vec<Event>,
-    ) -> Result<(), DecodeError> {
+    fn slow_word(&mut self, word: u32, offset: u64, cx: &mut Cx<'_>) -> Result<(), DecodeError> {
         let s = self.state;
         let synced = s.clock.synced;
         match word >> 12 {
             ADDR_X => {
                 let x = word & 0x7FF;
                 if synced && x < self.width && s.y < self.height {
-                    out.push(Event::new(s.t, x as u16, s.y as u16, word & 0x800 != 0));
+                    cx.out
+                        .push(Event::new(s.t(), x as u16, s.y as u16, word & 0x800 != 0));
                     Ok(())
                 } else {
-                    self.reject_single(synced, offset, x, s.y)
+                    self.reject_single(synced, offset, x, s.y, cx)
                 }
             }
             kind @ (VECT_12 | VECT_8) => {
-                let (mask, span) = if kind == VECT_12 {
-                    (word & 0xFFF, 12)
-                } else {
-                    (word & 0xFF, 8)
-                };
+                let (mask, span) = vector_bits(kind, word);
                 self.state.base_x = s.base_x.saturating_add(span);
                 let vector = Vector {
                     offset,
                     mask,
                     base_x: s.base_x,
                     y: s.y,
-                    t: s.t,
+                    t: s.t(),
                     polarity: s.polarity,
                     synced,
                 };
-                self.filter_vector(vector, out)
+                self.filter_vector(vector, cx)
             }
-            kind => self.reject_type(offset, kind, word),
+            kind => self.reject_type(offset, kind, word, cx),
         }
     }
 
@@ -262,26 +341,27 @@ impl Evt3Decoder {
     #[cold]
     #[inline(never)]
     fn reject_single(
-        &mut self,
+        &self,
         synced: bool,
         offset: u64,
         x: u32,
         y: u32,
+        cx: &mut Cx<'_>,
     ) -> Result<(), DecodeError> {
         if !synced || y == NO_ADDRESS {
-            self.stats.other_skipped += 1;
+            cx.stats.other_skipped += 1;
             return Ok(());
         }
-        self.out_of_range(offset, x, y)
+        self.out_of_range(offset, x, y, cx)
     }
 
     /// A vector with at least one event that cannot be emitted: emits the others in column
     /// order and handles each rejected one as [`Self::reject_single`] does.
     #[cold]
     #[inline(never)]
-    fn filter_vector(&mut self, v: Vector, out: &mut Vec<Event>) -> Result<(), DecodeError> {
+    fn filter_vector(&self, v: Vector, cx: &mut Cx<'_>) -> Result<(), DecodeError> {
         if !v.synced || v.y == NO_ADDRESS || v.base_x >= NO_ADDRESS {
-            self.stats.other_skipped += u64::from(v.mask.count_ones());
+            cx.stats.other_skipped += u64::from(v.mask.count_ones());
             return Ok(());
         }
         let mut bits = v.mask;
@@ -289,31 +369,35 @@ impl Evt3Decoder {
             let x = v.base_x + bits.trailing_zeros();
             bits &= bits - 1;
             if x < self.width && v.y < self.height {
-                out.push(Event::new(v.t, x as u16, v.y as u16, v.polarity));
+                cx.out
+                    .push(Event::new(v.t, x as u16, v.y as u16, v.polarity));
             } else {
-                self.out_of_range(v.offset, x, v.y)?;
+                self.out_of_range(v.offset, x, v.y, cx)?;
             }
         }
         Ok(())
     }
 
-    fn out_of_range(&mut self, offset: u64, x: u32, y: u32) -> Result<(), DecodeError> {
-        let error = DecodeError::new(
-            Format::Evt3,
-            offset,
-            DecodeErrorKind::OutOfRange {
-                x: i64::from(x),
-                y: i64::from(y),
-                width: self.width as u16,
-                height: self.height as u16,
-            },
-        );
-        skip_or_fail(&mut self.stats, self.lenient, error)
+    fn out_of_range(
+        &self,
+        offset: u64,
+        x: u32,
+        y: u32,
+        cx: &mut Cx<'_>,
+    ) -> Result<(), DecodeError> {
+        let size = (self.width as u16, self.height as u16);
+        cx.off_sensor(Format::Evt3, offset, (i64::from(x), i64::from(y)), size)
     }
 
     #[cold]
     #[inline(never)]
-    fn reject_type(&mut self, offset: u64, kind: u32, word: u32) -> Result<(), DecodeError> {
+    fn reject_type(
+        &self,
+        offset: u64,
+        kind: u32,
+        word: u32,
+        cx: &mut Cx<'_>,
+    ) -> Result<(), DecodeError> {
         let error = DecodeError::new(
             Format::Evt3,
             offset,
@@ -322,58 +406,48 @@ impl Evt3Decoder {
                 found: format!("type {kind:#X} in word {word:#06X}"),
             },
         );
-        skip_or_fail(&mut self.stats, self.lenient, error)
+        cx.skip_or_fail(error)
     }
 }
 
-impl Decoder for Evt3Decoder {
-    fn feed(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
-        }
-        let result = self.feed_inner(input, out);
-        match &result {
-            Ok(()) => self.stats.bytes = self.offset,
-            // Bytes before the failing record: the same for every chunking.
-            Err(e) => {
-                self.stats.bytes = e.offset;
-                self.failed = Some(e.clone());
-            }
-        }
-        result
+impl RecordDecoder for Evt3Records {
+    const FORMAT: Format = Format::Evt3;
+
+    const MAX_EVENTS_PER_RECORD: usize = MAX_EVENTS_PER_WORD;
+
+    fn new(options: &DecodeOptions) -> Self {
+        Self::with_mode(options, true)
     }
 
-    fn finish(&mut self, _out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
+    fn decode(&mut self, input: &[u8], at: u64, cx: &mut Cx<'_>) -> Result<usize, DecodeError> {
+        let mut used = 0;
+        if self.info.is_none() {
+            let (header, info) = self.preamble.feed(input)?;
+            used = header;
+            match info {
+                Some(info) => self.start_data(info),
+                None => return Ok(used),
+            }
         }
-        let result = if self.info.is_none() {
-            self.preamble.finish().map(|info| self.start_data(info))
-        } else if self.carry.is_some() {
-            Err(DecodeError::new(
-                Format::Evt3,
-                self.offset - 1,
-                DecodeErrorKind::Truncated {
-                    what: "EVT 3.0 word",
-                    expected: 2,
-                    found: 1,
-                },
-            ))
-        } else {
-            Ok(())
-        };
-        if let Err(e) = &result {
-            self.failed = Some(e.clone());
+        let rest = input.get(used..).unwrap_or_default();
+        let words = rest.get(..rest.len() & !1).unwrap_or_default();
+        Ok(used + self.decode_words(words, at + used as u64, cx)?)
+    }
+
+    fn need(&self, _partial: &[u8]) -> Result<usize, DecodeError> {
+        Ok(2)
+    }
+
+    fn finish(&mut self, partial: &[u8], at: u64, _cx: &mut Cx<'_>) -> Result<(), DecodeError> {
+        if self.info.is_none() {
+            let info = self.preamble.finish()?;
+            self.start_data(info);
         }
-        result
+        truncated_tail(Format::Evt3, "EVT 3.0 word", 2, partial, at)
     }
 
     fn info(&self) -> Option<&StreamInfo> {
         self.info.as_ref()
-    }
-
-    fn stats(&self) -> &DecodeStats {
-        &self.stats
     }
 }
 
@@ -461,8 +535,8 @@ fn write_event(slot: &mut MaybeUninit<Event>, t: i64, column: u64, row: u64) {
 /// The hot loop's state, in registers.
 #[derive(Clone, Copy)]
 struct Hot {
-    /// The time less its low 12 bits, and those bits.
-    t_high: i64,
+    /// The time of the current `TIME_HIGH` (see [`State::base`]) and the low 12 bits.
+    base: i64,
     t_low: i64,
     /// The row, as [`row_field`] gives it.
     row: u64,
@@ -473,7 +547,7 @@ struct Hot {
 
 /// The hot loop: decodes `words` into `spare` while every word is the common case, and
 /// returns the number of events written (the first slots of `spare`) and of bytes used; it
-/// stops early at a word that [`Evt3Decoder::slow_word`] must handle. No allocation, no
+/// stops early at a word that [`Evt3Records::slow_word`] must handle. No allocation, no
 /// error path, little state, in registers; vectors are emitted without a branch per bit.
 #[inline(never)]
 fn fast_block(
@@ -487,8 +561,8 @@ fn fast_block(
     let (mut width, mut height) = if state.clock.synced { dims } else { (0, 0) };
     let row_width = |y: u32, width: u32, height: u32| pick(y < height, width, 0);
     let mut h = Hot {
-        t_high: state.t & !0xFFF,
-        t_low: state.t & 0xFFF,
+        base: state.base,
+        t_low: state.low,
         row: row_field(state.y),
         row_columns: row_width(state.y, width, height),
         written: 0,
@@ -503,7 +577,7 @@ fn fast_block(
             let kind = word >> 12;
             if PLAIN_KINDS >> kind & 1 == 0 {
                 let mut s = State {
-                    t: h.t_high | h.t_low,
+                    low: h.t_low,
                     y: row_of_field(h.row),
                     ..*state
                 };
@@ -523,7 +597,7 @@ fn fast_block(
                     (width, height) = dims;
                     h.row_columns = row_width(s.y, width, height);
                 }
-                (h.t_high, h.t_low) = (s.t & !0xFFF, s.t & 0xFFF);
+                (h.base, h.t_low) = (s.base, s.low);
                 *state = s;
                 go.is_some()
             } else {
@@ -547,7 +621,7 @@ fn fast_block(
                     (Some(slot), false) => {
                         // Column bits 0..10 and polarity bit 11, as `column_field` puts them.
                         let column_bits = u64::from(word & 0x7FF) | u64::from(word & 0x800) << 21;
-                        write_event(slot, h.t_high | h.t_low, column_bits, h.row);
+                        write_event(slot, h.base + h.t_low, column_bits, h.row);
                         h.written += usize::from(column < h.row_columns);
                         true
                     }
@@ -584,12 +658,12 @@ fn fast_block(
             }
         }
     }
-    state.t = h.t_high | h.t_low;
+    state.low = h.t_low;
     state.y = row_of_field(h.row);
     (h.written, used)
 }
 
-/// A word of the other types: vectors, TIME_HIGH, the skipped types; `false` to stop before
+/// A word of the other types: vectors, TIME_HIGH, the skipped types; `None` to stop before
 /// it (a vector the hot loop cannot emit, a reserved type). Out of line, so that the hot
 /// loop keeps its registers.
 #[inline(never)]
@@ -608,11 +682,7 @@ fn rare_word(
             s.polarity = word & 0x800 != 0;
         }
         kind @ (VECT_12 | VECT_8) => {
-            let (mask, span) = if kind == VECT_12 {
-                (word & 0xFFF, 12)
-            } else {
-                (word & 0xFF, 8)
-            };
+            let (mask, span) = vector_bits(kind, word);
             if mask != 0 {
                 // One past the highest column this vector touches.
                 let end = s.base_x.saturating_add(32 - mask.leading_zeros());
@@ -628,20 +698,14 @@ fn rare_word(
                 for bit in 0..12 {
                     let slot = &mut window[(kept & 15) as usize];
                     let column = column_field(s.base_x + bit, u32::from(s.polarity));
-                    write_event(slot, s.t, column, row);
+                    write_event(slot, s.t(), column, row);
                     kept += (mask >> bit) & 1;
                 }
                 written += kept as usize;
             }
             s.base_x = s.base_x.saturating_add(span);
         }
-        TIME_HIGH => {
-            let previous = s.clock;
-            s.clock.advance(u64::from(word));
-            // A repeated TIME_HIGH keeps the low part (sensors resend it).
-            let low = if s.clock == previous { s.t & 0xFFF } else { 0 };
-            s.t = (s.clock.value << 12) | low;
-        }
+        TIME_HIGH => s.time_high(word),
         // Rare: counted in memory, keeping registers for the common words.
         EXT_TRIGGER => tally.triggers += 1,
         CONTINUED_4 | OTHERS | CONTINUED_12 => tally.others += 1,
@@ -786,20 +850,11 @@ impl Encoder for Evt3Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::decode;
+    use crate::testkit::{Decoded, drive};
+    use proptest::prelude::*;
 
     const HEADER: &str = "% evt 3.0\n% format EVT3;height=720;width=1280\n% end\n";
-
-    fn decode(
-        input: &[u8],
-        options: &DecodeOptions,
-    ) -> (Vec<Event>, Result<(), DecodeError>, DecodeStats) {
-        let mut decoder = Evt3Decoder::new(options);
-        let mut events = Vec::new();
-        let result = decoder
-            .feed(input, &mut events)
-            .and_then(|()| decoder.finish(&mut events));
-        (events, result, decoder.stats().clone())
-    }
 
     fn stream(words: &[u16]) -> Vec<u8> {
         let mut bytes = HEADER.as_bytes().to_vec();
@@ -807,6 +862,66 @@ mod tests {
             bytes.extend_from_slice(&w.to_le_bytes());
         }
         bytes
+    }
+
+    /// Decodes with the fast decoder and with its reference twin.
+    fn both(input: &[u8], options: &DecodeOptions, sizes: &[usize]) -> (Decoded, Decoded) {
+        let fast = drive(&mut Evt3Decoder::new(options), input, options, sizes);
+        let reference = drive(&mut Evt3Decoder::reference(options), input, options, sizes);
+        (fast, reference)
+    }
+
+    /// Word streams that reach every path: mostly the common types on a small sensor (so
+    /// coordinates fall both inside and outside it), vectors, time words, skipped and
+    /// reserved types, and arbitrary words.
+    fn word_streams() -> impl Strategy<Value = Vec<u16>> {
+        let word = prop_oneof![
+            4 => (0u16..24).prop_map(|y| y),                       // EVT_ADDR_Y
+            6 => (0u16..0x1000).prop_map(|p| 0x2000 | (p & 0x80F) | (p & 0x1F)), // EVT_ADDR_X
+            2 => (0u16..0x1000).prop_map(|p| 0x3000 | (p & 0x800) | (p & 0x1F)), // VECT_BASE_X
+            2 => any::<u16>().prop_map(|m| 0x4000 | (m & 0xFFF)),    // VECT_12
+            2 => any::<u16>().prop_map(|m| 0x5000 | (m & 0xFF)),     // VECT_8
+            4 => any::<u16>().prop_map(|l| 0x6000 | (l & 0xFFF)),    // EVT_TIME_LOW
+            2 => any::<u16>().prop_map(|h| 0x8000 | (h & 0xFFF)),    // EVT_TIME_HIGH
+            1 => prop::sample::select(vec![0x7000u16, 0xA000, 0xE000, 0xF000]),
+            1 => any::<u16>(),
+        ];
+        prop::collection::vec(word, 0..600)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0xE7_3E7),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// The unsafe fast loop equals the plain reading on arbitrary word streams: the same
+        /// events, counts and outcome, strict and lenient, whatever the chunking and the
+        /// event bound.
+        #[test]
+        fn fast_loop_equals_the_reference_reading(
+            words in word_streams(),
+            sizes in prop::collection::vec(1usize..400, 1..5),
+            lenient in any::<bool>(),
+            bound in prop_oneof![Just(usize::MAX), 12usize..64],
+        ) {
+            let mut input = b"% evt 3.0\n% format EVT3;height=20;width=24\n% t0 7\n% end\n".to_vec();
+            for w in &words {
+                input.extend_from_slice(&w.to_le_bytes());
+            }
+            let options = DecodeOptions {
+                lenient,
+                max_events_per_feed: bound,
+                ..DecodeOptions::default()
+            };
+            let (fast, reference) = both(&input, &options, &sizes);
+            prop_assert_eq!(&fast, &reference);
+            // And chunking changes nothing.
+            let (whole, _) = both(&input, &DecodeOptions { lenient, ..DecodeOptions::default() }, &[usize::MAX]);
+            prop_assert_eq!(&fast, &whole);
+        }
     }
 
     #[test]
@@ -819,7 +934,8 @@ mod tests {
             0x3800 | 1270, // base 1270, ON
             0x4801,        // VECT_12: bits 0 and 11 -> 1270, 1281? (out of range for bit 11)
         ]);
-        let (events, result, _) = decode(&input, &DecodeOptions::default());
+        let (events, result, _) =
+            decode(Format::Evt3, &input, &DecodeOptions::default()).into_parts();
         let error = result.unwrap_err();
         assert!(matches!(
             error.kind,
@@ -850,7 +966,8 @@ mod tests {
             0x7000,         // CONTINUED_4
             0xA000,         // trigger
         ]);
-        let (events, result, stats) = decode(&input, &DecodeOptions::default());
+        let (events, result, stats) =
+            decode(Format::Evt3, &input, &DecodeOptions::default()).into_parts();
         result.unwrap();
         let xs: Vec<u16> = events.iter().map(|e| e.x).collect();
         assert_eq!(xs, vec![10, 12, 29, 30]);
@@ -865,7 +982,8 @@ mod tests {
             0x2001, 0x6001, 0x2002, 0x6000, // back one µs: a regression, kept
             0x2003,
         ]);
-        let (events, result, stats) = decode(&input, &DecodeOptions::default());
+        let (events, result, stats) =
+            decode(Format::Evt3, &input, &DecodeOptions::default()).into_parts();
         result.unwrap();
         let ts: Vec<i64> = events.iter().map(|e| e.t).collect();
         assert_eq!(ts, vec![(1 << 24) - 1, 1 << 24, (1 << 24) + 1, 1 << 24]);
@@ -894,29 +1012,28 @@ mod tests {
             }
         }
         let input = stream(&words);
-        let (whole, result, stats) = decode(&input, &DecodeOptions::default());
+        let (whole, result, stats) =
+            decode(Format::Evt3, &input, &DecodeOptions::default()).into_parts();
         result.unwrap();
         assert_eq!(stats.timestamp_regressions, expected);
         for chunk in [1, 7, 4096, 4097] {
-            let mut decoder = Evt3Decoder::new(&DecodeOptions::default());
-            let mut events = Vec::new();
-            for piece in input.chunks(chunk) {
-                decoder.feed(piece, &mut events).unwrap();
-            }
-            decoder.finish(&mut events).unwrap();
-            assert_eq!(events, whole, "chunk {chunk}");
-            assert_eq!(
-                decoder.stats().timestamp_regressions,
-                expected,
-                "chunk {chunk}"
+            let d = crate::testkit::decode_split(
+                Format::Evt3,
+                &input,
+                &DecodeOptions::default(),
+                &[chunk],
             );
+            d.result.unwrap();
+            assert_eq!(d.events, whole, "chunk {chunk}");
+            assert_eq!(d.stats.timestamp_regressions, expected, "chunk {chunk}");
         }
     }
 
     #[test]
     fn events_without_time_base_or_row_are_dropped_and_counted() {
         let input = stream(&[0x0001, 0x2001, 0x8000, 0x2002, 0x4003, 0x0003, 0x2004]);
-        let (events, result, stats) = decode(&input, &DecodeOptions::default());
+        let (events, result, stats) =
+            decode(Format::Evt3, &input, &DecodeOptions::default()).into_parts();
         result.unwrap();
         // Before TIME_HIGH: 1 event. After it, row 1 is known (set before the time base),
         // but the vector has no base column: 2 events dropped.
@@ -930,7 +1047,8 @@ mod tests {
     #[test]
     fn reserved_types_fail_strict_and_are_skipped_lenient() {
         let input = stream(&[0x8000, 0x0001, 0x1000, 0x2001, 0x9000]);
-        let (events, result, _) = decode(&input, &DecodeOptions::default());
+        let (events, result, _) =
+            decode(Format::Evt3, &input, &DecodeOptions::default()).into_parts();
         assert!(events.is_empty());
         let error = result.unwrap_err();
         assert_eq!(error.offset, HEADER.len() as u64 + 4);
@@ -938,7 +1056,7 @@ mod tests {
             lenient: true,
             ..DecodeOptions::default()
         };
-        let (events, result, stats) = decode(&input, &lenient);
+        let (events, result, stats) = decode(Format::Evt3, &input, &lenient).into_parts();
         result.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(stats.bad_records_skipped, 2);
@@ -948,7 +1066,7 @@ mod tests {
     fn odd_trailing_byte_is_truncation() {
         let mut input = stream(&[0x8000]);
         input.push(0x20);
-        let (_, result, _) = decode(&input, &DecodeOptions::default());
+        let (_, result, _) = decode(Format::Evt3, &input, &DecodeOptions::default()).into_parts();
         let error = result.unwrap_err();
         assert_eq!(error.offset, input.len() as u64 - 1);
         assert!(matches!(
@@ -963,12 +1081,7 @@ mod tests {
 
     #[test]
     fn encoder_vectorises_runs_and_round_trips() {
-        let info = StreamInfo {
-            width: 1280,
-            height: 720,
-            source: None,
-            format: String::new(),
-        };
+        let info = StreamInfo::new(1280, 720, "");
         let mut events = Vec::new();
         // A burst along a row with gaps (vectors, rebased), singles, a long quiet gap.
         for x in [3u16, 4, 9, 14, 15, 40, 41, 42, 1279] {
@@ -983,7 +1096,8 @@ mod tests {
         encoder.begin(&info, &mut bytes).unwrap();
         encoder.encode(&events, &mut bytes).unwrap();
         encoder.end(&mut bytes).unwrap();
-        let (decoded, result, stats) = decode(&bytes, &DecodeOptions::default());
+        let (decoded, result, stats) =
+            decode(Format::Evt3, &bytes, &DecodeOptions::default()).into_parts();
         result.unwrap();
         assert_eq!(decoded, events);
         assert_eq!(stats.timestamp_regressions, 1);

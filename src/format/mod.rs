@@ -1,16 +1,34 @@
 //! Event-camera container formats: sans-I/O decoders that resume across any chunk split, the
 //! encoders, format detection, and the shared error and statistics types. Imports only `event`.
 //!
-//! Every decoder follows one contract ([`Decoder`]): the caller feeds byte chunks of any size
-//! (one byte, one megabyte, split mid-record) and gets exactly the events a single call on the
-//! whole input would give. Partial records are buffered inside the decoder, bounded by
-//! [`DecodeOptions::max_record_bytes`]. [`Decoder::finish`] reports input that ended
-//! mid-record as [`DecodeErrorKind::Truncated`], never as a clean end of file.
+//! # The decoder contract
+//! Every decoder follows one contract ([`Decoder`]), written once in `common`:
+//! - **Any chunking.** The caller feeds byte chunks of any size (one byte, one megabyte, split
+//!   mid-record) and gets exactly the events, the outcome and the [`DecodeStats`] that one
+//!   call on the whole input would give. A record split across chunks waits inside the
+//!   decoder, bounded by [`DecodeOptions::max_record_bytes`].
+//! - **Bounded output.** One [`Decoder::feed`] call appends at most
+//!   [`DecodeOptions::max_events_per_feed`] events, whatever the input holds: a small
+//!   compressed packet may inflate to millions of events, and those arrive over as many calls
+//!   as the bound needs. `feed` returns [`Fed`]: how many input bytes it consumed, and whether
+//!   it stopped at the bound (`more`). While `more` is true, call `feed` again with the input
+//!   it did not consume (possibly none) before giving it new bytes; once `more` is false it
+//!   consumed all of its input. The decoder never keeps more than one record (or one
+//!   decompressed packet) of its own, so memory is bounded by the bound and the record size,
+//!   not by the input.
+//! - **Sticky failure.** After an error, every later call returns the same error.
+//! - **Clean ends.** [`Decoder::finish`] reports input that ended mid-record as
+//!   [`DecodeErrorKind::Truncated`], never as a clean end of file.
+//!
+//! A file reader ([`FileReader`]) and a network source drive a decoder the same way: read
+//! bytes, `feed` them until `more` is false (handling each batch of events in between), read
+//! more; at the end, `finish`.
 
 pub mod aedat2;
 pub mod aedat3;
 pub mod aedat4;
 pub mod atis;
+mod common;
 pub mod dat;
 pub mod detect;
 pub mod dv_network;
@@ -26,6 +44,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::event::{Event, StreamInfo};
+
+pub use common::Sticky;
 
 /// Every container format inflor reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
@@ -99,13 +119,18 @@ impl Format {
 impl Format {
     /// A fresh encoder writing this format for a stream described by `info`, with each format's
     /// default settings (AEDAT 4.0: LZ4, no FileDataTable since the output may not seek; AEDAT
-    /// 2.0: the DVS128 layout in `orientation` for 128×128 streams, the DAVIS layout otherwise).
+    /// 2.0: the DVS128 layout for 128×128 streams, the DAVIS layout otherwise, both in
+    /// `orientation`).
     pub fn encoder(self, info: &StreamInfo, orientation: JaerOrientation) -> Box<dyn Encoder> {
         match self {
             Format::Aedat2 if (info.width, info.height) == (128, 128) => {
                 Box::new(aedat2::Aedat2Encoder::dvs128(orientation))
             }
-            Format::Aedat2 => Box::new(aedat2::Aedat2Encoder::davis(info.width, info.height)),
+            Format::Aedat2 => Box::new(aedat2::Aedat2Encoder::davis(
+                info.width,
+                info.height,
+                orientation,
+            )),
             Format::Aedat3 => Box::new(aedat3::Aedat3Encoder::new(info.width, info.height)),
             Format::Aedat4 => Box::new(aedat4::Aedat4Encoder::new(
                 aedat4::Aedat4EncoderOptions::default(),
@@ -122,23 +147,36 @@ impl Format {
     }
 }
 
+impl Format {
+    /// Whether the stream's resolution is only settled by [`Decoder::finish`]: headerless ATIS
+    /// files report the smallest conventional frame that holds every event, so a writer that
+    /// needs the size up front must decode the file once first (or be given the size).
+    pub fn resolution_settles_at_end(self) -> bool {
+        self == Format::Atis
+    }
+}
+
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
-/// How CIFAR10-DVS / DVS128 addresses map to inflor's top-left-origin coordinates.
+/// How jAER (AEDAT 2.0) addresses map to inflor's top-left-origin coordinates, for both
+/// address layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum JaerOrientation {
-    /// SpikingJelly's convention: `x = 127 − y_raw`, `y = 127 − x_raw`, ON = raw polarity 0.
-    /// The default, because the published CIFAR10-DVS models (and the InfLoR authors'
-    /// pipeline) were trained on frames built this way; a model only works on inputs in
-    /// the orientation it was trained on.
+    /// Upright, as the datasets' own tools show it. DVS128 (CIFAR10-DVS, MNIST-DVS):
+    /// SpikingJelly's convention, `x = 127 − y_raw`, `y = 127 − x_raw`, ON = raw polarity 0;
+    /// the published CIFAR10-DVS models (and the InfLoR authors' pipeline) were trained on
+    /// frames built this way, and a model only works on inputs in the orientation it was
+    /// trained on. DAVIS: rotated 180°, `x = W − 1 − x_raw`, `y = H − 1 − y_raw`, as jAER and
+    /// tonic show it. The default.
     #[default]
     Spikingjelly,
-    /// The address bits as stored: `x = x_raw`, `y = y_raw`, ON = raw polarity 0.
+    /// The address bits as stored, for both layouts: `x = x_raw`, `y = y_raw` (as
+    /// PyAedatTools reads them); DVS128 ON = raw polarity 0, DAVIS ON = polarity bit 1.
     Raw,
 }
 
@@ -164,9 +202,20 @@ pub struct DecodeOptions {
     pub resolution: Option<(u16, u16)>,
     /// AEDAT 2.0 address layout override; otherwise from the header's chip class.
     pub aedat2_layout: Option<Aedat2Layout>,
-    /// DVS128 orientation convention (AEDAT 2.0 DVS128 layout only).
+    /// How AEDAT 2.0 addresses map to pixels (DVS128 and DAVIS layouts).
     pub jaer_orientation: JaerOrientation,
+    /// The most events one [`Decoder::feed`] call appends (values below
+    /// [`MIN_EVENTS_PER_FEED`] count as that). Memory is bounded by this many events, not by
+    /// what a compressed input inflates to.
+    pub max_events_per_feed: usize,
 }
+
+/// The fewest events a [`Decoder::feed`] call may be bounded to: the most one record of any
+/// format yields (an EVT 3.0 vector word, 12 events), so that no record is ever cut.
+pub const MIN_EVENTS_PER_FEED: usize = 12;
+
+/// The default [`DecodeOptions::max_events_per_feed`]: 2^18 events, 4 MiB of `Event`s.
+pub const DEFAULT_EVENTS_PER_FEED: usize = 1 << 18;
 
 impl Default for DecodeOptions {
     fn default() -> Self {
@@ -176,14 +225,17 @@ impl Default for DecodeOptions {
             resolution: None,
             aedat2_layout: None,
             jaer_orientation: JaerOrientation::default(),
+            max_events_per_feed: DEFAULT_EVENTS_PER_FEED,
         }
     }
 }
 
-/// Non-event records a decoder skipped, by kind, and problems it tolerated.
+/// Non-event records a decoder skipped, by kind, and problems it tolerated. Every count is
+/// the same for every chunking of the same input.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DecodeStats {
-    /// Input bytes consumed so far.
+    /// Input bytes the decoder has taken (decoded, or held as the start of a split record);
+    /// after an error, the offset the error names (the bytes before the record at fault).
     pub bytes: u64,
     /// Polarity events emitted.
     pub events: u64,
@@ -204,19 +256,47 @@ pub struct DecodeStats {
     pub first_bad_record: Option<String>,
 }
 
-/// A decoder: feed it bytes in any chunking, get events.
+/// What one [`Decoder::feed`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "feed may stop before the end of its input"]
+pub struct Fed {
+    /// Bytes of the input consumed: decoded, or kept as the start of a record split across
+    /// calls. Always the whole input when `more` is false.
+    pub consumed: usize,
+    /// The call stopped because it appended the most events one call may
+    /// ([`DecodeOptions::max_events_per_feed`]). Call `feed` again with
+    /// `&input[consumed..]` (possibly empty) before giving it new bytes.
+    pub more: bool,
+}
+
+/// A decoder: feed it bytes in any chunking, get events (see the module docs for the
+/// contract).
 pub trait Decoder: Send {
-    /// Decodes `input`, appending complete events to `out`. Bytes of an incomplete trailing
-    /// record are kept for the next call.
-    fn feed(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError>;
+    /// Decodes from the front of `input`, appending at most
+    /// [`DecodeOptions::max_events_per_feed`] complete events to `out`, and says how much of
+    /// `input` it consumed and whether it stopped at that bound.
+    fn feed(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<Fed, DecodeError>;
     /// Declares the end of input. Fails with [`DecodeErrorKind::Truncated`] if a header,
-    /// record or packet is incomplete.
+    /// record or packet is incomplete. Appends the events the decoder still holds, which is
+    /// none once a `feed` returned `more == false`.
     fn finish(&mut self, out: &mut Vec<Event>) -> Result<(), DecodeError>;
     /// What the stream says about itself, once its header has been read (or at once for
     /// headerless formats).
     fn info(&self) -> Option<&StreamInfo>;
     /// Counts of skipped records and tolerated problems so far.
     fn stats(&self) -> &DecodeStats;
+
+    /// Feeds all of `input`, calling [`Decoder::feed`] until it is consumed: for input that
+    /// is in memory already, where the caller takes every event at once.
+    fn feed_all(&mut self, mut input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
+        loop {
+            let fed = self.feed(input, out)?;
+            input = input.get(fed.consumed..).unwrap_or_default();
+            if !fed.more {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Where and why decoding stopped.
@@ -256,7 +336,7 @@ pub enum DecodeErrorKind {
         found: u64,
     },
     /// The file does not start with the expected magic.
-    #[error("bad magic: expected {expected:?}, found {found:?}")]
+    #[error("bad magic: expected \"{expected}\", found \"{found}\"")]
     BadMagic {
         /// The magic expected.
         expected: &'static str,
@@ -334,7 +414,7 @@ pub trait Encoder {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EncodeError {
     /// The event does not fit the target format (coordinates, timestamp range...).
-    #[error("event #{index} ({event:?}) cannot be written: {reason}")]
+    #[error("event #{index} ({}) cannot be written: {reason}", describe_event(.event))]
     Unrepresentable {
         /// Index of the event in the whole stream.
         index: u64,
@@ -346,6 +426,12 @@ pub enum EncodeError {
     /// Compression failed.
     #[error("compression failed: {0}")]
     Compress(String),
+}
+
+/// An event as messages show it: `t=5 µs, x=1, y=2, ON`.
+fn describe_event(event: &Event) -> String {
+    let polarity = if event.polarity { "ON" } else { "OFF" };
+    format!("t={} µs, x={}, y={}, {polarity}", event.t, event.x, event.y)
 }
 
 /// A fully decoded recording.
@@ -361,19 +447,26 @@ pub struct Recording {
     pub stats: DecodeStats,
 }
 
-/// Why a file could not be read.
+/// Why a file could not be read. The message names the file; the cause, where there is one,
+/// is the error's [`source`](std::error::Error::source), not repeated in the message.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The file could not be opened or read.
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The file holds no bytes at all, which no format allows.
+    #[error("{path} is empty")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
     /// The format could not be recognised.
-    #[error("{path}: unrecognised format (first bytes {prefix:?}); pass --format")]
+    #[error("{path}: unrecognised format (first bytes \"{prefix}\"); pass --format")]
     UnknownFormat {
         /// The file.
         path: PathBuf,
@@ -381,7 +474,7 @@ pub enum ReadError {
         prefix: String,
     },
     /// The decoder rejected the content.
-    #[error("{path}: {source}")]
+    #[error("cannot decode {path}")]
     Decode {
         /// The file.
         path: PathBuf,
@@ -393,15 +486,19 @@ pub enum ReadError {
 /// Chunk size for reading files: large enough to amortise syscalls, small enough to stay in L2.
 const READ_CHUNK: usize = 1 << 20;
 
-/// Decodes a file chunk by chunk, so memory stays bounded by the chunk and the caller's batches.
+/// Decodes a file chunk by chunk. Memory stays bounded by the chunk, one record of the
+/// decoder's and one batch of at most [`DecodeOptions::max_events_per_feed`] events.
 pub struct FileReader {
     path: PathBuf,
     file: Box<dyn Read + Send>,
     format: Format,
     decoder: Box<dyn Decoder>,
     chunk: Vec<u8>,
-    /// Bytes read for detection and not yet fed.
-    pending: usize,
+    /// `chunk[fed..filled]` holds bytes read and not yet consumed by the decoder.
+    fed: usize,
+    filled: usize,
+    /// The last `feed` stopped at the event bound: call it again before reading more.
+    more: bool,
     finished: bool,
 }
 
@@ -420,7 +517,8 @@ impl FileReader {
     }
 
     /// Decodes from any byte source; `name` stands for the path in errors and detection (its
-    /// extension is used for headerless formats).
+    /// extension is used for headerless formats). An empty source is [`ReadError::Empty`],
+    /// whatever the format.
     pub fn from_reader(
         name: &Path,
         mut file: Box<dyn Read + Send>,
@@ -428,27 +526,30 @@ impl FileReader {
         options: &DecodeOptions,
     ) -> Result<Self, ReadError> {
         let path = name;
-        let io = |source| ReadError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
         let mut chunk = vec![0u8; READ_CHUNK];
         let mut filled = 0;
         // Detection needs a prefix: fill the first chunk or reach the end of the file.
-        while filled < chunk.len() {
-            let n = file.read(&mut chunk[filled..]).map_err(io)?;
+        while let Some(free) = chunk.get_mut(filled..).filter(|free| !free.is_empty()) {
+            let n = read_some(&mut *file, free).map_err(|source| ReadError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
             if n == 0 {
                 break;
             }
             filled += n;
         }
+        let prefix = chunk.get(..filled).unwrap_or_default();
+        if prefix.is_empty() {
+            return Err(ReadError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
         let format = match format {
             Some(f) => f,
-            None => detect::detect(Some(path), &chunk[..filled]).ok_or_else(|| {
-                ReadError::UnknownFormat {
-                    path: path.to_path_buf(),
-                    prefix: escape_prefix(&chunk[..filled.min(32)]),
-                }
+            None => detect::detect(Some(path), prefix).ok_or_else(|| ReadError::UnknownFormat {
+                path: path.to_path_buf(),
+                prefix: escape_prefix(prefix.get(..32).unwrap_or(prefix)),
             })?,
         };
         Ok(Self {
@@ -457,7 +558,9 @@ impl FileReader {
             format,
             decoder: format.decoder(options),
             chunk,
-            pending: filled,
+            fed: 0,
+            filled,
+            more: false,
             finished: false,
         })
     }
@@ -484,42 +587,58 @@ impl FileReader {
 
     /// The stream info, or an empty one naming the format when the header gave none.
     pub fn info_or_default(&self) -> StreamInfo {
-        self.info().cloned().unwrap_or_else(|| StreamInfo {
-            width: 0,
-            height: 0,
-            source: None,
-            format: self.format.name().to_string(),
-        })
+        self.info()
+            .cloned()
+            .unwrap_or_else(|| StreamInfo::new(0, 0, self.format.name()))
     }
 
-    /// Decodes the next chunk, appending its events to `out`. Returns `Ok(false)` from the call
-    /// that reached the end of the file and finished the decoder cleanly (that call may still
-    /// have appended events), and from every call after it.
+    /// Decodes the next batch, appending at most [`DecodeOptions::max_events_per_feed`]
+    /// events to `out`. Returns `Ok(false)` from the call that reached the end of the file and
+    /// finished the decoder cleanly (that call may still have appended events), and from
+    /// every call after it.
     pub fn next_batch(&mut self, out: &mut Vec<Event>) -> Result<bool, ReadError> {
         if self.finished {
             return Ok(false);
         }
-        let n = if self.pending > 0 {
-            std::mem::take(&mut self.pending)
-        } else {
-            self.file
-                .read(&mut self.chunk)
-                .map_err(|source| ReadError::Io {
+        if self.fed == self.filled && !self.more {
+            self.fed = 0;
+            self.filled =
+                read_some(&mut *self.file, &mut self.chunk).map_err(|source| ReadError::Io {
                     path: self.path.clone(),
                     source,
-                })?
-        };
-        let result = if n == 0 {
-            self.finished = true;
-            self.decoder.finish(out)
-        } else {
-            self.decoder.feed(&self.chunk[..n], out)
-        };
-        result.map_err(|source| ReadError::Decode {
-            path: self.path.clone(),
-            source,
-        })?;
-        Ok(!self.finished)
+                })?;
+            if self.filled == 0 {
+                self.finished = true;
+                self.decoder
+                    .finish(out)
+                    .map_err(|source| ReadError::Decode {
+                        path: self.path.clone(),
+                        source,
+                    })?;
+                return Ok(false);
+            }
+        }
+        let input = self.chunk.get(self.fed..self.filled).unwrap_or_default();
+        let fed = self
+            .decoder
+            .feed(input, out)
+            .map_err(|source| ReadError::Decode {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.fed += fed.consumed;
+        self.more = fed.more;
+        Ok(true)
+    }
+}
+
+/// One `read`, retried when a signal interrupted it.
+fn read_some(file: &mut (dyn Read + Send), buffer: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match file.read(buffer) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            result => return result,
+        }
     }
 }
 
@@ -548,14 +667,12 @@ pub fn decode_bytes(
 ) -> Result<Recording, DecodeError> {
     let mut decoder = format.decoder(options);
     let mut events = Vec::new();
-    decoder.feed(input, &mut events)?;
+    decoder.feed_all(input, &mut events)?;
     decoder.finish(&mut events)?;
-    let info = decoder.info().cloned().unwrap_or_else(|| StreamInfo {
-        width: 0,
-        height: 0,
-        source: None,
-        format: format.name().to_string(),
-    });
+    let info = decoder
+        .info()
+        .cloned()
+        .unwrap_or_else(|| StreamInfo::new(0, 0, format.name()));
     Ok(Recording {
         format,
         info,

@@ -1,6 +1,6 @@
 //! The `%`-line ASCII header shared by Prophesee RAW (EVT 2.0 / 3.0) and DAT files: a
-//! resumable reader, the fields inflor uses, sensor geometry by generation, sniffing, and the
-//! few pieces the EVT 2.0, EVT 3.0 and DAT decoders share (preamble, lenient skipping, clocks).
+//! resumable reader, the fields inflor uses, sensor geometry by generation, sniffing, the
+//! writer the encoders use, and the RAW preamble the EVT 2.0 and EVT 3.0 decoders share.
 //!
 //! A header is a run of lines that each start with `%`. It ends at a `% end` line (written by
 //! Metavision 2+ and by inflor's encoders) or at the first line that does not start with `%`;
@@ -12,8 +12,14 @@
 //! `% geometry 1280x720`, `% plugin_name hal_plugin_gen3_fx3`, `% sensor_generation 4.1`,
 //! and, in DAT files, `% Data file containing N9Chronocam7Event2dE events.`, `% Version 2`,
 //! `% Width 304`, `% Height 240`. Unknown keys (`Date`, `serial_number`, ...) are ignored.
+//!
+//! # Time origin
+//! faery writes `% t0 <µs>` (RAW) or `% T0 <µs>` (DAT): it subtracts the first event's time
+//! from every timestamp and keeps it in the header. Readers that honour the line (faery, and
+//! inflor) add it back, so timestamps come out as they were before writing; inflor reports
+//! it in [`StreamInfo::t0`]. A file without the line has a time origin of 0.
 
-use super::{DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Format};
+use super::{DecodeError, DecodeErrorKind, DecodeOptions, Format};
 use crate::event::StreamInfo;
 
 /// The largest header inflor reads, whatever `max_record_bytes` allows: real headers are a
@@ -68,6 +74,10 @@ pub struct PropheseeHeader {
     pub sensor: Option<String>,
     /// The class named by DAT's `% Data file containing <class> events.` line.
     pub dat_event_class: Option<String>,
+    /// DAT's `% Version` line (`1` or `2`), as written.
+    pub version: Option<String>,
+    /// The time origin of `% t0` / `% T0`, in µs (see the module docs).
+    pub t0: Option<i64>,
     /// Header length in bytes, including the final newline.
     pub len: usize,
     /// Whether the header had any `%` line at all.
@@ -113,6 +123,13 @@ impl PropheseeHeader {
                     .ok_or_else(|| format!("line {line:?}: expected `geometry WIDTHxHEIGHT`"))?;
                 self.geometry_from_line =
                     Some((parse_dimension(w, line)?, parse_dimension(h, line)?));
+            }
+            "Version" => self.version = Some(value.to_string()),
+            "t0" | "T0" => {
+                let t0 = value.parse::<i64>().map_err(|_| {
+                    format!("line {line:?}: expected a time origin in whole µs, found {value:?}")
+                })?;
+                self.t0 = Some(t0);
             }
             "Width" => self.dat_width = Some(parse_dimension(value, line)?),
             "Height" => self.dat_height = Some(parse_dimension(value, line)?),
@@ -466,64 +483,44 @@ impl RawPreamble {
             .ok_or_else(|| {
                 bad(
                     "no sensor geometry: no `format`/`geometry` line and no known sensor \
-                     generation in the header; pass the resolution explicitly"
+                     generation in the header; pass --resolution WxH"
                         .to_string(),
                 )
             })?;
         Ok(StreamInfo {
-            width,
-            height,
             source: header.source(),
-            format: self.format.name().to_string(),
+            t0: header.t0,
+            ..StreamInfo::new(width, height, self.format.name())
         })
     }
 }
 
-/// In lenient mode, counts `error` as a skipped bad record (keeping the first message);
-/// in strict mode, returns it.
-pub(crate) fn skip_or_fail(
-    stats: &mut DecodeStats,
-    lenient: bool,
-    error: DecodeError,
-) -> Result<(), DecodeError> {
-    if !lenient {
-        return Err(error);
-    }
-    stats.bad_records_skipped += 1;
-    if stats.first_bad_record.is_none() {
-        stats.first_bad_record = Some(error.to_string());
-    }
-    Ok(())
+/// Writes one `% key value` header line.
+fn write_line(out: &mut Vec<u8>, line: &str) {
+    out.extend_from_slice(b"% ");
+    out.extend_from_slice(line.as_bytes());
+    out.push(b'\n');
 }
 
-/// A timestamp counter that is transmitted modulo `2^BITS` units: each new raw value is taken
-/// as the nearest step from the previous one (half the range either way), so wraps forward
-/// (and rare backward steps across a wrap) keep `t` continuous, without an upper bound.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct WrappingClock<const BITS: u32> {
-    /// Whether a first value was seen.
-    pub synced: bool,
-    raw: u64,
-    /// The unwrapped counter value.
-    pub value: i64,
+/// Writes the RAW header of inflor's EVT encoders (`evt` is `2.0` or `3.0`, `format` `EVT2`
+/// or `EVT3`); `% end` closes it so that data starting with a `%` byte is never taken for a
+/// header line.
+pub(crate) fn write_raw_header(info: &StreamInfo, evt: &str, format: &str, out: &mut Vec<u8>) {
+    let (w, h) = (info.width, info.height);
+    write_line(out, &format!("evt {evt}"));
+    write_line(out, &format!("format {format};height={h};width={w}"));
+    write_line(out, &format!("geometry {w}x{h}"));
+    write_line(out, "integrator_name inflor");
+    write_line(out, "end");
 }
 
-impl<const BITS: u32> WrappingClock<BITS> {
-    /// Takes the next raw value (only its low `BITS` bits count).
-    #[inline]
-    pub fn advance(&mut self, raw: u64) {
-        let raw = raw & ((1 << BITS) - 1);
-        if self.synced {
-            // Sign-extend the BITS-bit difference: the step nearest to the previous value.
-            let shift = 64 - BITS;
-            let delta = ((raw.wrapping_sub(self.raw) << shift) as i64) >> shift;
-            self.value = self.value.wrapping_add(delta);
-        } else {
-            self.value = raw as i64;
-            self.synced = true;
-        }
-        self.raw = raw;
-    }
+/// Writes the header of inflor's DAT encoder, for CD events; the event type and size bytes
+/// follow it.
+pub(crate) fn write_dat_header(info: &StreamInfo, out: &mut Vec<u8>) {
+    write_line(out, "Data file containing CD events.");
+    write_line(out, "Version 2");
+    write_line(out, &format!("Width {}", info.width));
+    write_line(out, &format!("Height {}", info.height));
 }
 
 /// Recognises a Prophesee RAW or DAT file from its first bytes: EVT 2.0 / 3.0 from the
@@ -673,6 +670,39 @@ mod tests {
         reader.feed(b"% evt 2.0\n").unwrap();
         assert_eq!(reader.finish(), Ok(()));
         assert!(reader.is_done());
+    }
+
+    #[test]
+    fn time_origin_lines_are_read_and_checked() {
+        let (_, _, header) = read_all(b"% evt 2.0\n% t0 1700000123456789\n").unwrap();
+        assert_eq!(header.t0, Some(1_700_000_123_456_789));
+        let (_, _, header) = read_all(b"% Version 2\n% T0 5\n").unwrap();
+        assert_eq!((header.t0, header.version.as_deref()), (Some(5), Some("2")));
+        assert!(matches!(
+            read_all(b"% t0 soon\n"),
+            Err(HeaderError::Bad { offset: 0, .. })
+        ));
+        let (_, _, header) = read_all(b"% evt 3.0\n").unwrap();
+        assert_eq!(header.t0, None);
+    }
+
+    #[test]
+    fn the_writers_headers_read_back() {
+        let info = StreamInfo::new(1280, 720, "EVT 3.0");
+        let mut raw = Vec::new();
+        write_raw_header(&info, "3.0", "EVT3", &mut raw);
+        let (used, done, header) = read_all(&raw).unwrap();
+        assert!(done && used == raw.len());
+        assert_eq!(header.encoding, Some(RawEncoding::Evt3));
+        assert_eq!(header.geometry, Some((1280, 720)));
+        let mut dat = Vec::new();
+        write_dat_header(&StreamInfo::new(304, 240, "DAT"), &mut dat);
+        dat.extend_from_slice(&[0x0C, 8]);
+        let (used, done, header) = read_all(&dat).unwrap();
+        assert!(done && header.looks_like_dat());
+        assert_eq!(header.geometry, Some((304, 240)));
+        assert_eq!(&dat[used..], &[0x0C, 8]);
+        assert_eq!(sniff(&dat), Some(Format::Dat));
     }
 
     #[test]

@@ -101,24 +101,151 @@ pub enum SessionError {
     Exec(#[from] ExecError),
 }
 
+/// The executor half of a session: one stream's state against a shared plan, turning windows
+/// of frames into [`Output`] records. The daemon runs it on an executor worker thread while
+/// the stream's [`Windowing`] runs where its events arrive.
+#[derive(Debug)]
+pub struct Classifier {
+    plan: Arc<Plan>,
+    classes: Arc<[String]>,
+    state: State,
+    stream: String,
+    top_k: usize,
+    membranes: Membranes,
+    keep_frames: bool,
+    label: Option<String>,
+    run_options: RunOptions,
+    /// Events were lost since the last output.
+    gap: bool,
+    windows_out: u64,
+}
+
+impl Classifier {
+    /// A classifier for one stream of `model` through `plan` (built for `model.network`).
+    pub fn new(
+        plan: Arc<Plan>,
+        model: &Model,
+        options: &SessionOptions,
+    ) -> Result<Self, SessionError> {
+        if !Arc::ptr_eq(plan.network(), &model.network) {
+            return Err(SessionError::PlanMismatch);
+        }
+        Ok(Self {
+            state: plan.new_state(),
+            classes: model.metadata.class_names.clone().into(),
+            stream: options.stream.clone(),
+            top_k: options.top_k.max(1),
+            membranes: options.membranes,
+            keep_frames: options.keep_frames,
+            label: options.label.clone(),
+            run_options: RunOptions {
+                record_spikes: false,
+                quantization_node: options.quantization_node,
+            },
+            gap: false,
+            windows_out: 0,
+            plan,
+        })
+    }
+
+    /// The plan it runs.
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+
+    /// Windows classified so far.
+    pub fn windows_out(&self) -> u64 {
+        self.windows_out
+    }
+
+    /// Heap bytes of the stream's executor state (the membranes).
+    pub fn state_bytes(&self) -> usize {
+        self.state.heap_bytes()
+    }
+
+    /// Marks that input of this stream was lost: the next output carries `gap: true`.
+    pub fn mark_gap(&mut self) {
+        self.gap = true;
+    }
+
+    /// Classifies one window on `scratch`; `received` is when the batch that completed it
+    /// arrived (for the end-to-end latency).
+    pub fn classify(
+        &mut self,
+        scratch: &mut Scratch,
+        window: &WindowFrames,
+        received: Instant,
+    ) -> Result<Output, ExecError> {
+        let frames = match self.membranes {
+            Membranes::Reset => {
+                self.state.reset();
+                &window.frames[..]
+            }
+            Membranes::Continuous => {
+                self.state.reset_output();
+                &window.frames[window.frames.len() - window.new_frames..]
+            }
+        };
+        let started = Instant::now();
+        let run = self
+            .plan
+            .run(scratch, &mut self.state, frames, &self.run_options)?;
+        let compute = started.elapsed();
+        let top: Vec<Score> = run
+            .top_k(self.top_k)
+            .into_iter()
+            .map(|(class, logit)| Score {
+                class,
+                name: self.class_name(class),
+                logit,
+            })
+            .collect();
+        let predicted = run.predicted();
+        self.windows_out += 1;
+        Ok(Output {
+            stream: self.stream.clone(),
+            window: window.index,
+            start_us: window.start_us,
+            end_us: window.end_us,
+            events: window.events,
+            predicted,
+            class: self.class_name(predicted),
+            top_k: top,
+            logits: run.logits.clone(),
+            stats: SpikeStats::of(&run.stats),
+            latency: Latency {
+                compute_us: compute.as_secs_f64() * 1e6,
+                end_to_end_us: received.elapsed().as_secs_f64() * 1e6,
+            },
+            gap: std::mem::take(&mut self.gap),
+            complete: window.complete,
+            executor: self.plan.kind().name().to_owned(),
+            quantization: run.stats.quantization.as_ref().map(QuantizationStats::of),
+            label: self.label.clone(),
+            frames: self.keep_frames.then(|| window.frames.clone()),
+        })
+    }
+
+    fn class_name(&self, class: usize) -> String {
+        self.classes
+            .get(class)
+            .cloned()
+            .unwrap_or_else(|| format!("class{class}"))
+    }
+}
+
 /// One stream: events in, one [`Output`] per classified window out.
 #[derive(Debug)]
 pub struct Session {
-    plan: Arc<Plan>,
-    classes: Arc<[String]>,
     windowing: Windowing,
-    state: State,
+    classifier: Classifier,
     /// Buffers for [`Session::push`]; made on first use, never by [`Session::push_with`].
     scratch: Option<Scratch>,
     options: SessionOptions,
-    run_options: RunOptions,
     /// Windows completed by the current call, before they run.
     ready: Vec<WindowFrames>,
-    /// Events were lost since the last output.
-    gap: bool,
     /// When the last batch arrived (the end-to-end latency of windows closed by `finish`).
     last_received: Option<Instant>,
-    windows_out: u64,
 }
 
 impl Session {
@@ -130,9 +257,7 @@ impl Session {
         sensor: (u16, u16),
         options: SessionOptions,
     ) -> Result<Self, SessionError> {
-        if !Arc::ptr_eq(plan.network(), &model.network) {
-            return Err(SessionError::PlanMismatch);
-        }
+        let classifier = Classifier::new(plan, model, &options)?;
         let windowing = Windowing::new(
             &model.metadata.input,
             sensor,
@@ -140,20 +265,12 @@ impl Session {
             options.max_recording_events,
         )?;
         Ok(Self {
-            state: plan.new_state(),
-            classes: model.metadata.class_names.clone().into(),
             windowing,
+            classifier,
             scratch: None,
-            run_options: RunOptions {
-                record_spikes: false,
-                quantization_node: options.quantization_node,
-            },
             options,
             ready: Vec::new(),
-            gap: false,
             last_received: None,
-            windows_out: 0,
-            plan,
         })
     }
 
@@ -164,7 +281,7 @@ impl Session {
 
     /// The plan it runs.
     pub fn plan(&self) -> &Arc<Plan> {
-        &self.plan
+        self.classifier.plan()
     }
 
     /// What the streaming binner counted (events off the sensor, late events...).
@@ -174,18 +291,18 @@ impl Session {
 
     /// Windows output so far.
     pub fn windows_out(&self) -> u64 {
-        self.windows_out
+        self.classifier.windows_out()
     }
 
     /// Heap bytes of the stream's executor state (the membranes).
     pub fn state_bytes(&self) -> usize {
-        self.state.heap_bytes()
+        self.classifier.state_bytes()
     }
 
     /// Marks that events of this stream were lost (dropped under overload, decimated, or a
     /// reconnect): the next output carries `gap: true`.
     pub fn mark_gap(&mut self) {
-        self.gap = true;
+        self.classifier.mark_gap();
     }
 
     /// The next events of the stream, which arrived now; appends the outputs of every
@@ -236,7 +353,7 @@ impl Session {
     fn take_scratch(&mut self) -> Scratch {
         self.scratch
             .take()
-            .unwrap_or_else(|| self.plan.new_scratch())
+            .unwrap_or_else(|| self.classifier.plan().new_scratch())
     }
 
     fn run_ready(
@@ -245,66 +362,10 @@ impl Session {
         received: Instant,
         out: &mut Vec<Output>,
     ) -> Result<(), SessionError> {
-        let ready = std::mem::take(&mut self.ready);
-        for window in &ready {
-            let frames = match self.options.membranes {
-                Membranes::Reset => {
-                    self.state.reset();
-                    &window.frames[..]
-                }
-                Membranes::Continuous => {
-                    self.state.reset_output();
-                    &window.frames[window.frames.len() - window.new_frames..]
-                }
-            };
-            let started = Instant::now();
-            let run = self
-                .plan
-                .run(scratch, &mut self.state, frames, &self.run_options)?;
-            let compute = started.elapsed();
-            let top: Vec<Score> = run
-                .top_k(self.options.top_k.max(1))
-                .into_iter()
-                .map(|(class, logit)| Score {
-                    class,
-                    name: self.class_name(class),
-                    logit,
-                })
-                .collect();
-            let predicted = run.predicted();
-            out.push(Output {
-                stream: self.options.stream.clone(),
-                window: window.index,
-                start_us: window.start_us,
-                end_us: window.end_us,
-                events: window.events,
-                predicted,
-                class: self.class_name(predicted),
-                top_k: top,
-                logits: run.logits.clone(),
-                stats: SpikeStats::of(&run.stats),
-                latency: Latency {
-                    compute_us: compute.as_secs_f64() * 1e6,
-                    end_to_end_us: received.elapsed().as_secs_f64() * 1e6,
-                },
-                gap: std::mem::take(&mut self.gap),
-                complete: window.complete,
-                executor: self.plan.kind().name().to_owned(),
-                label: self.options.label.clone(),
-                quantization: run.stats.quantization.as_ref().map(QuantizationStats::of),
-                frames: self.options.keep_frames.then(|| window.frames.clone()),
-            });
-            self.windows_out += 1;
+        for window in &self.ready {
+            out.push(self.classifier.classify(scratch, window, received)?);
         }
-        self.ready = ready;
         self.ready.clear();
         Ok(())
-    }
-
-    fn class_name(&self, class: usize) -> String {
-        self.classes
-            .get(class)
-            .cloned()
-            .unwrap_or_else(|| format!("class{class}"))
     }
 }

@@ -9,55 +9,14 @@ use inflor::binner::{
     StreamBinner, StreamWindows, Window,
 };
 use inflor::event::Event;
+// The random-walk generator shared with the other tests and benches (Python twin:
+// `scripts/bench_spikingjelly_binning.py`).
+use inflor::testkit::random_walk;
 use proptest::prelude::*;
 
 use crate::support::shared_data;
 
 const MODES: [ResizeMode; 3] = [ResizeMode::Nearest, ResizeMode::Bilinear, ResizeMode::Area];
-
-/// The generator of `scripts/bench_spikingjelly_binning.py` (same constants), which computed the
-/// expected values below.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
-/// Synthetic events: 16 edges doing a random walk (see the Python twin).
-fn random_walk(n: usize, width: u16, height: u16, seed: u64) -> Vec<Event> {
-    let mut rng = SplitMix64(seed);
-    let (w, h) = (i64::from(width), i64::from(height));
-    let mut walkers: Vec<(i64, i64, bool)> = (0..16)
-        .map(|_| {
-            let v = rng.next();
-            (
-                ((v & 0xFFFF) as i64) % w,
-                (((v >> 16) & 0xFFFF) as i64) % h,
-                (v >> 32) & 1 == 1,
-            )
-        })
-        .collect();
-    let mut t = 0i64;
-    (0..n)
-        .map(|_| {
-            let v = rng.next();
-            let walker = &mut walkers[(v % 16) as usize];
-            walker.0 = (walker.0 + ((v >> 8) % 3) as i64 - 1).clamp(0, w - 1);
-            walker.1 = (walker.1 + ((v >> 16) % 3) as i64 - 1).clamp(0, h - 1);
-            if (v >> 24) & 15 == 0 {
-                walker.2 = !walker.2;
-            }
-            t += ((v >> 32) & 3) as i64;
-            Event::new(t, walker.0 as u16, walker.1 as u16, walker.2)
-        })
-        .collect()
-}
 
 /// `(Σt, Σx, Σy, Σp)`, as the Python script prints it.
 fn checksum(events: &[Event]) -> (i64, u64, u64, u64) {

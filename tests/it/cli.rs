@@ -139,7 +139,7 @@ fn inspect_matches_the_shared_data_readme_for_every_recording() {
         let got_format = report["format"].as_str().unwrap_or("?");
         let got_events = report["summary"]["events"].as_u64().unwrap_or(u64::MAX);
         let on = report["summary"]["on"].as_u64().unwrap_or(0);
-        let off = report["off"].as_u64().unwrap_or(0);
+        let off = report["summary"]["off"].as_u64().unwrap_or(0);
         let duration = report["duration_us"].as_i64().unwrap_or(-1) as f64 * 1e-6;
         let scale = 1000.0;
         let rounded = (duration * scale).round() / scale;

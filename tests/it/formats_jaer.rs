@@ -8,12 +8,14 @@ use inflor::format::aedat2::{Aedat2Encoder, encode_dvs128};
 use inflor::format::aedat3::Aedat3Encoder;
 use inflor::format::atis::AtisEncoder;
 use inflor::format::{
-    Aedat2Layout, DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Encoder, Format,
-    JaerOrientation, Recording, decode_bytes, read_file,
+    Aedat2Layout, DecodeErrorKind, DecodeOptions, Encoder, Format, JaerOrientation, Recording,
+    decode_bytes, read_file,
 };
 use proptest::prelude::*;
 
-use crate::support::{shared_data, test_data};
+use inflor::testkit::{decode, decode_split};
+
+use crate::support::{has_shared_data, run_inflor, shared_data, test_data};
 
 /// Reads a shared recording, failing the test on any error.
 fn read_shared(rel: &str, format: Format, options: &DecodeOptions) -> Recording {
@@ -29,44 +31,32 @@ fn bytes_of(rel: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Decodes `input` fed in chunks of the given sizes (cycled; 0 counts as 1).
-fn decode_split(
-    format: Format,
-    options: &DecodeOptions,
-    input: &[u8],
-    sizes: &[usize],
-) -> (Vec<Event>, Result<(), DecodeError>, DecodeStats) {
-    let mut decoder = format.decoder(options);
-    let mut events = Vec::new();
-    let mut rest = input;
-    let mut k = 0;
-    while !rest.is_empty() {
-        let n = sizes[k % sizes.len()].clamp(1, rest.len());
-        k += 1;
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
-        if let Err(e) = decoder.feed(chunk, &mut events) {
-            return (events, Err(e), decoder.stats().clone());
-        }
-    }
-    let result = decoder.finish(&mut events);
-    (events, result, decoder.stats().clone())
-}
-
-/// Asserts that every split gives the same events, outcome and statistics as one call.
+/// Asserts that every split gives the same events, outcome, statistics and stream info as
+/// one call.
 fn assert_split_invariant(format: Format, options: &DecodeOptions, input: &[u8], sizes: &[usize]) {
-    let whole = decode_split(format, options, input, &[input.len().max(1)]);
-    let split = decode_split(format, options, input, sizes);
-    assert_eq!(whole.1, split.1, "outcome differs (sizes {sizes:?})");
+    let whole = decode(format, input, options);
+    let split = decode_split(format, input, options, sizes);
     assert_eq!(
-        whole.0.len(),
-        split.0.len(),
+        whole.result, split.result,
+        "outcome differs (sizes {sizes:?})"
+    );
+    assert_eq!(
+        whole.events.len(),
+        split.events.len(),
         "event count differs (sizes {sizes:?})"
     );
-    assert!(whole.0 == split.0, "events differ (sizes {sizes:?})");
-    if whole.1.is_ok() {
-        assert_eq!(whole.2, split.2, "statistics differ (sizes {sizes:?})");
-    }
+    assert!(
+        whole.events == split.events,
+        "events differ (sizes {sizes:?})"
+    );
+    assert_eq!(
+        whole.stats, split.stats,
+        "statistics differ (sizes {sizes:?})"
+    );
+    assert_eq!(
+        whole.info, split.info,
+        "stream info differs (sizes {sizes:?})"
+    );
 }
 
 /// What the independent decode found in a real file.
@@ -213,6 +203,9 @@ fn mnist_expected() -> [Expected; 4] {
 
 #[test]
 fn mnist_dvs_files_match_the_reference_decode() {
+    if !has_shared_data() {
+        return;
+    }
     let options = DecodeOptions::default();
     for expected in mnist_expected() {
         let recording = read_shared(expected.rel, Format::Aedat2, &options);
@@ -232,6 +225,9 @@ fn mnist_dvs_files_match_the_reference_decode() {
 
 #[test]
 fn mnist_dvs_durations_match_the_readme() {
+    if !has_shared_data() {
+        return;
+    }
     let options = DecodeOptions::default();
     let durations = [2_210_588, 196_581, 196_557, 196_604];
     for (expected, duration) in mnist_expected().iter().zip(durations) {
@@ -243,6 +239,9 @@ fn mnist_dvs_durations_match_the_readme() {
 
 #[test]
 fn raw_orientation_is_spikingjelly_transposed_and_flipped() {
+    if !has_shared_data() {
+        return;
+    }
     let rel = "mnist_dvs/mnist_0_scale04_0001_qt1.aedat";
     let sj = read_shared(rel, Format::Aedat2, &DecodeOptions::default()).events;
     let raw_options = DecodeOptions {
@@ -310,6 +309,9 @@ fn davis_expected() -> [(Expected, u64); 2] {
 
 #[test]
 fn davis240c_files_match_the_reference_decode() {
+    if !has_shared_data() {
+        return;
+    }
     let options = DecodeOptions::default();
     for (expected, non_dvs_words) in davis_expected() {
         let recording = read_shared(expected.rel, Format::Aedat2, &options);
@@ -334,6 +336,9 @@ fn davis240c_files_match_the_reference_decode() {
 
 #[test]
 fn davis240c_durations_match_the_readme() {
+    if !has_shared_data() {
+        return;
+    }
     // README: 2.073 s and 3.167 s.
     let options = DecodeOptions::default();
     let spans: Vec<i64> = davis_expected()
@@ -348,6 +353,9 @@ fn davis240c_durations_match_the_readme() {
 
 #[test]
 fn header_only_file_reports_davis346red_and_no_events() {
+    if !has_shared_data() {
+        return;
+    }
     let recording = read_shared(
         "jaer_header/sample_aedat_header.aedat",
         Format::Aedat2,
@@ -365,6 +373,9 @@ fn header_only_file_reports_davis346red_and_no_events() {
 
 #[test]
 fn layout_and_resolution_options_override_the_header() {
+    if !has_shared_data() {
+        return;
+    }
     let rel = "mnist_dvs/mnist_0_scale04_0001_qt1.aedat";
     // The 128×128 events do not all fit a 64×64 override: strict fails, lenient skips.
     let small = DecodeOptions {
@@ -409,6 +420,9 @@ fn layout_and_resolution_options_override_the_header() {
 
 #[test]
 fn aedat2_real_files_decode_identically_byte_by_byte() {
+    if !has_shared_data() {
+        return;
+    }
     let options = DecodeOptions::default();
     for rel in [
         "mnist_dvs/mnist_0_scale04_0001_qt1.aedat",
@@ -420,11 +434,14 @@ fn aedat2_real_files_decode_identically_byte_by_byte() {
 
 #[test]
 fn aedat2_truncated_record_is_reported_by_finish() {
+    if !has_shared_data() {
+        return;
+    }
     let bytes = bytes_of("mnist_dvs/mnist_0_scale04_0001_qt1.aedat");
     for cut in [1, 3, 7] {
         let input = &bytes[..bytes.len() - cut];
         let (events, result, _) =
-            decode_split(Format::Aedat2, &DecodeOptions::default(), input, &[4096]);
+            decode_split(Format::Aedat2, input, &DecodeOptions::default(), &[4096]).into_parts();
         assert_eq!(events.len(), 1_781);
         let error = result.unwrap_err();
         assert_eq!(
@@ -532,6 +549,7 @@ proptest! {
 
     #[test]
     fn aedat2_real_files_are_split_invariant(sizes in arb_sizes(), lenient in any::<bool>()) {
+        if !has_shared_data() { return Ok(()); }
         let options = DecodeOptions { lenient, ..DecodeOptions::default() };
         let mnist = bytes_of("mnist_dvs/mnist_0_scale08_0001_qt1.aedat");
         assert_split_invariant(Format::Aedat2, &options, &mnist, &sizes);
@@ -567,7 +585,7 @@ proptest! {
         let orientation = if raw { JaerOrientation::Raw } else { JaerOrientation::Spikingjelly };
         let bytes = encode_dvs128(&events, orientation).unwrap();
         let options = DecodeOptions { jaer_orientation: orientation, ..DecodeOptions::default() };
-        let (decoded, result, _) = decode_split(Format::Aedat2, &options, &bytes, &sizes);
+        let (decoded, result, _) = decode_split(Format::Aedat2, &bytes, &options, &sizes).into_parts();
         prop_assert!(result.is_ok());
         prop_assert_eq!(decoded, events);
     }
@@ -578,15 +596,15 @@ proptest! {
             .prop_flat_map(|(w, h)| (Just(w), Just(h), arb_events(w, h, 300))),
         sizes in arb_sizes(),
     ) {
-        let mut encoder = Aedat2Encoder::davis(width, height);
+        let mut encoder = Aedat2Encoder::davis(width, height, JaerOrientation::default());
         let mut bytes = Vec::new();
-        let info = StreamInfo { width, height, source: None, format: "AEDAT 2.0".into() };
+        let info = StreamInfo::new(width, height, "AEDAT 2.0");
         encoder.begin(&info, &mut bytes).unwrap();
         for chunk in events.chunks(7) {
             encoder.encode(chunk, &mut bytes).unwrap();
         }
         encoder.end(&mut bytes).unwrap();
-        let (decoded, result, _) = decode_split(Format::Aedat2, &DecodeOptions::default(), &bytes, &sizes);
+        let (decoded, result, _) = decode_split(Format::Aedat2, &bytes, &DecodeOptions::default(), &sizes).into_parts();
         prop_assert!(result.is_ok(), "{:?}", result);
         prop_assert_eq!(decoded, events);
     }
@@ -606,7 +624,8 @@ fn check_malformed_dir(dir: &str, format: Format) {
         let file = entry.unwrap().path();
         let bytes = std::fs::read(&file).unwrap();
         let options = DecodeOptions::default();
-        let (_, result, _) = decode_split(format, &options, &bytes, &[bytes.len().max(1)]);
+        let (_, result, _) =
+            decode_split(format, &bytes, &options, &[bytes.len().max(1)]).into_parts();
         assert!(result.is_err(), "{} decoded without error", file.display());
         assert_split_invariant(format, &options, &bytes, &[1]);
         seen += 1;
@@ -685,6 +704,9 @@ fn atis_expected() -> [(Expected, (u16, u16), i64); 2] {
 
 #[test]
 fn atis_files_match_the_reference_decode() {
+    if !has_shared_data() {
+        return;
+    }
     for (expected, size, duration) in atis_expected() {
         let recording = read_shared(expected.rel, Format::Atis, &DecodeOptions::default());
         check_expected(&recording, &expected);
@@ -701,6 +723,9 @@ fn atis_files_match_the_reference_decode() {
 
 #[test]
 fn atis_resolution_option_is_kept_and_enforced() {
+    if !has_shared_data() {
+        return;
+    }
     let bytes = bytes_of("ncaltech101/faces_easy_0001.bin");
     let options = DecodeOptions {
         resolution: Some((150, 172)),
@@ -725,13 +750,17 @@ fn atis_resolution_option_is_kept_and_enforced() {
 
 #[test]
 fn atis_truncated_record_is_reported_by_finish() {
+    if !has_shared_data() {
+        return;
+    }
     let bytes = bytes_of("nmnist/sample_nmnist.bin");
     let (events, result, _) = decode_split(
         Format::Atis,
-        &DecodeOptions::default(),
         &bytes[..bytes.len() - 2],
+        &DecodeOptions::default(),
         &[1000],
-    );
+    )
+    .into_parts();
     assert_eq!(events.len(), 4_324);
     let error = result.unwrap_err();
     assert_eq!(error.offset, 4_324 * 5);
@@ -754,7 +783,7 @@ fn aedat31_fixture_decodes_every_packet_kind() {
     let bytes = std::fs::read(test_data("jaer/aedat31_mixed_packets.aedat")).unwrap();
     for sizes in [vec![bytes.len()], vec![1], vec![3, 29, 7]] {
         let (events, result, stats) =
-            decode_split(Format::Aedat3, &DecodeOptions::default(), &bytes, &sizes);
+            decode_split(Format::Aedat3, &bytes, &DecodeOptions::default(), &sizes).into_parts();
         result.unwrap();
         assert_eq!(
             events,
@@ -851,6 +880,7 @@ proptest! {
 
     #[test]
     fn atis_real_files_are_split_invariant(sizes in arb_sizes(), lenient in any::<bool>()) {
+        if !has_shared_data() { return Ok(()); }
         let options = DecodeOptions { lenient, ..DecodeOptions::default() };
         assert_split_invariant(Format::Atis, &options, &bytes_of("nmnist/sample_nmnist.bin"), &sizes);
         let caltech = bytes_of("ncaltech101/faces_easy_0001.bin");
@@ -876,7 +906,7 @@ proptest! {
         let mut encoder = AtisEncoder::new();
         encoder.encode(&events, &mut bytes).unwrap();
         encoder.end(&mut bytes).unwrap();
-        let (decoded, result, _) = decode_split(Format::Atis, &DecodeOptions::default(), &bytes, &sizes);
+        let (decoded, result, _) = decode_split(Format::Atis, &bytes, &DecodeOptions::default(), &sizes).into_parts();
         prop_assert!(result.is_ok(), "{:?}", result);
         prop_assert_eq!(decoded, events);
     }
@@ -897,13 +927,13 @@ proptest! {
             .collect();
         let mut encoder = Aedat3Encoder::new(width, height);
         let mut bytes = Vec::new();
-        let info = StreamInfo { width, height, source: None, format: "AEDAT 3.1".into() };
+        let info = StreamInfo::new(width, height, "AEDAT 3.1");
         encoder.begin(&info, &mut bytes).unwrap();
         for chunk in events.chunks(50) {
             encoder.encode(chunk, &mut bytes).unwrap();
         }
         encoder.end(&mut bytes).unwrap();
-        let (decoded, result, _) = decode_split(Format::Aedat3, &DecodeOptions::default(), &bytes, &sizes);
+        let (decoded, result, _) = decode_split(Format::Aedat3, &bytes, &DecodeOptions::default(), &sizes).into_parts();
         prop_assert!(result.is_ok(), "{:?}", result);
         prop_assert_eq!(decoded, events);
     }
@@ -922,4 +952,260 @@ proptest! {
         let options = DecodeOptions { lenient, max_record_bytes: 1 << 12, ..DecodeOptions::default() };
         assert_split_invariant(Format::Aedat3, &options, &input, &sizes);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line on these formats: convert and inspect.
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn convert_keeps_the_atis_resolution_inspect_reports() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // N-MNIST-sized events: the file has no header, so only a first pass can settle 34x34.
+    let events: Vec<Event> = (0..500u16)
+        .map(|i| Event::new(i64::from(i) * 10, i % 34, (i * 7) % 34, i % 3 == 0))
+        .collect();
+    let mut bytes = Vec::new();
+    AtisEncoder::new()
+        .encode(&events, &mut bytes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let input = dir.path().join("digit.bin");
+    std::fs::write(&input, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    for out in ["digit.aedat4", "digit.aedat"] {
+        let output = dir.path().join(out);
+        let run = run_inflor(&["convert".as_ref(), input.as_os_str(), output.as_os_str()]);
+        assert!(run.status.success(), "{}", stderr_of(&run));
+        let rec =
+            read_file(&output, None, &DecodeOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((rec.info.width, rec.info.height), (34, 34), "{out}");
+        assert_eq!(rec.events, events, "{out}");
+    }
+    if !has_shared_data() {
+        return;
+    }
+    for (rel, size) in [
+        ("nmnist/sample_nmnist.bin", (34, 34)),
+        ("ncaltech101/faces_easy_0001.bin", (240, 180)),
+    ] {
+        let output = dir.path().join("real.aedat4");
+        let run = run_inflor(&[
+            "convert".as_ref(),
+            shared_data(rel).as_os_str(),
+            output.as_os_str(),
+            "--force".as_ref(),
+        ]);
+        assert!(run.status.success(), "{}", stderr_of(&run));
+        let rec =
+            read_file(&output, None, &DecodeOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((rec.info.width, rec.info.height), size, "{rel}");
+    }
+}
+
+#[test]
+fn convert_refuses_to_overwrite_without_force_and_bad_paths_up_front() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let input = dir.path().join("in.aedat");
+    let events = [Event::new(1, 2, 3, true), Event::new(5, 6, 7, false)];
+    let bytes =
+        encode_dvs128(&events, JaerOrientation::Spikingjelly).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&input, bytes).unwrap_or_else(|e| panic!("{e}"));
+    let output = dir.path().join("out.aedat4");
+    std::fs::write(&output, b"precious").unwrap_or_else(|e| panic!("{e}"));
+    let run = run_inflor(&["convert".as_ref(), input.as_os_str(), output.as_os_str()]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(stderr_of(&run).contains("--force"), "{}", stderr_of(&run));
+    assert_eq!(
+        std::fs::read(&output).ok().as_deref(),
+        Some(&b"precious"[..])
+    );
+    let run = run_inflor(&[
+        "convert".as_ref(),
+        input.as_os_str(),
+        output.as_os_str(),
+        "--force".as_ref(),
+    ]);
+    assert!(run.status.success(), "{}", stderr_of(&run));
+    let rec = read_file(&output, None, &DecodeOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rec.events, events);
+    // A missing folder, a folder as output, the input as output: exit 2 before any work.
+    for bad in [
+        dir.path().join("no/such/folder/out.aedat4"),
+        dir.path().to_path_buf(),
+    ] {
+        let run = run_inflor(&["convert".as_ref(), input.as_os_str(), bad.as_os_str()]);
+        assert_eq!(
+            run.status.code(),
+            Some(2),
+            "{}: {}",
+            bad.display(),
+            stderr_of(&run)
+        );
+        assert!(!stderr_of(&run).contains("wrote"), "{}", stderr_of(&run));
+    }
+    let run = run_inflor(&[
+        "convert".as_ref(),
+        input.as_os_str(),
+        input.as_os_str(),
+        "--force".as_ref(),
+        "--to".as_ref(),
+        "aedat2".as_ref(),
+    ]);
+    assert_eq!(run.status.code(), Some(2), "{}", stderr_of(&run));
+    assert!(
+        stderr_of(&run).contains("is the input itself"),
+        "{}",
+        stderr_of(&run)
+    );
+}
+
+#[test]
+fn empty_files_are_one_clear_error_for_every_format() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for name in [
+        "e.aedat", "e.bin", "e.raw", "e.aedat4", "e.dat", "e.es", "e.xyz",
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, b"").unwrap_or_else(|e| panic!("{e}"));
+        let run = run_inflor(&["inspect".as_ref(), path.as_os_str()]);
+        assert_eq!(run.status.code(), Some(2), "{name}");
+        let stderr = stderr_of(&run);
+        assert!(
+            stderr.contains(&format!("{name} is empty")),
+            "{name}: {stderr}"
+        );
+        let forced = run_inflor(&[
+            "inspect".as_ref(),
+            path.as_os_str(),
+            "--format".as_ref(),
+            "atis".as_ref(),
+        ]);
+        assert!(
+            stderr_of(&forced).contains("is empty"),
+            "{name} --format atis"
+        );
+    }
+    // A file cut inside its magic line says so.
+    let cut = dir.path().join("cut.aedat4");
+    std::fs::write(&cut, b"#!AER-DAT4").unwrap_or_else(|e| panic!("{e}"));
+    let run = run_inflor(&["inspect".as_ref(), cut.as_os_str()]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        stderr_of(&run).contains("truncated AEDAT4 magic line"),
+        "{}",
+        stderr_of(&run)
+    );
+    // A missing file is named once, its cause once.
+    let missing = dir.path().join("missing.aedat");
+    let run = run_inflor(&["inspect".as_ref(), missing.as_os_str()]);
+    let stderr = stderr_of(&run);
+    let name = missing.display().to_string();
+    assert_eq!(
+        stderr.matches(&format!("{name}: {name}")).count(),
+        0,
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("cannot read {name}")), "{stderr}");
+}
+
+#[test]
+fn orientation_raw_applies_to_davis_and_inspect_names_it() {
+    // A DAVIS240C stream written raw: the address bits are the coordinates.
+    let events = [Event::new(10, 0, 0, true), Event::new(20, 239, 5, false)];
+    let mut encoder = Aedat2Encoder::davis(240, 180, JaerOrientation::Raw);
+    let mut bytes = Vec::new();
+    encoder
+        .begin(&StreamInfo::new(240, 180, "AEDAT 2.0"), &mut bytes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    encoder
+        .encode(&events, &mut bytes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let raw = DecodeOptions {
+        jaer_orientation: JaerOrientation::Raw,
+        ..DecodeOptions::default()
+    };
+    let decoded = decode(Format::Aedat2, &bytes, &raw);
+    assert_eq!(decoded.events, events);
+    // The default rotates by 180 degrees.
+    let upright = decode(Format::Aedat2, &bytes, &DecodeOptions::default());
+    let rotated: Vec<Event> = events
+        .iter()
+        .map(|e| Event::new(e.t, 239 - e.x, 179 - e.y, e.polarity))
+        .collect();
+    assert_eq!(upright.events, rotated);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("davis.aedat");
+    std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    for (args, says) in [
+        (&[][..], "orientation: rotated 180 degrees"),
+        (&["--orientation", "raw"][..], "orientation: raw"),
+    ] {
+        let mut all = vec!["inspect".as_ref(), path.as_os_str()];
+        all.extend(args.iter().map(std::ffi::OsStr::new));
+        let run = run_inflor(&all);
+        let text = String::from_utf8_lossy(&run.stdout);
+        assert!(text.contains(says), "{text}");
+    }
+}
+
+#[test]
+fn aedat2_output_that_cannot_hold_a_timestamp_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let input = test_data("faery/evt2_t0.raw");
+    let output = dir.path().join("out.aedat");
+    let run = run_inflor(&["convert".as_ref(), input.as_os_str(), output.as_os_str()]);
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = stderr_of(&run);
+    for absent in ["wrote 0 events", "Event {", "decoded before"] {
+        assert!(!stderr.contains(absent), "{absent:?} in {stderr}");
+    }
+    assert!(stderr.contains("--rebase-time"), "{stderr}");
+    assert!(
+        std::fs::read_dir(dir.path())
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false)
+    );
+    // Rebased, the same events measured from the first.
+    let run = run_inflor(&[
+        "convert".as_ref(),
+        input.as_os_str(),
+        output.as_os_str(),
+        "--rebase-time".as_ref(),
+    ]);
+    assert!(run.status.success(), "{}", stderr_of(&run));
+    let source =
+        read_file(&input, None, &DecodeOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let rebased =
+        read_file(&output, None, &DecodeOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let first = source.events[0].t;
+    let expected: Vec<(i64, bool)> = source
+        .events
+        .iter()
+        .map(|e| (e.t - first, e.polarity))
+        .collect();
+    let got: Vec<(i64, bool)> = rebased.events.iter().map(|e| (e.t, e.polarity)).collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn convert_says_what_it_dropped() {
+    if !has_shared_data() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let output = dir.path().join("out.aedat4");
+    let run = run_inflor(&[
+        "convert".as_ref(),
+        shared_data("davis346_sample.aedat4").as_os_str(),
+        output.as_os_str(),
+    ]);
+    assert!(run.status.success());
+    let stderr = stderr_of(&run);
+    assert!(
+        stderr.contains("wrote 78830 events")
+            && stderr.contains("dropped 59 frames/APS, 2363 IMU, 236 triggers"),
+        "{stderr}"
+    );
 }

@@ -17,13 +17,15 @@ use inflor::format::es::EsEncoder;
 use inflor::format::evt2::Evt2Encoder;
 use inflor::format::evt3::Evt3Encoder;
 use inflor::format::{
-    DecodeError, DecodeErrorKind, DecodeOptions, DecodeStats, Encoder, Format, decode_bytes,
-    detect, prophesee_header,
+    DecodeErrorKind, DecodeOptions, Encoder, Format, decode_bytes, detect, prophesee_header,
+    read_file,
 };
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 
-use crate::support::{shared_data, test_data};
+use inflor::testkit::decode_split;
+
+use crate::support::{has_shared_data, run_inflor, shared_data, test_data};
 
 /// What a real recording must decode to.
 struct Reference {
@@ -147,31 +149,6 @@ fn read(rel: &str) -> Vec<u8> {
     std::fs::read(shared_data(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-/// Feeds `input` in chunks of the given sizes (cycled, each at least 1); returns the events,
-/// the outcome and the final stats.
-fn decode_chunked(
-    format: Format,
-    options: &DecodeOptions,
-    input: &[u8],
-    sizes: &[usize],
-) -> (Vec<Event>, Result<(), DecodeError>, DecodeStats) {
-    let mut decoder = format.decoder(options);
-    let mut events = Vec::new();
-    let mut pos = 0;
-    for &size in sizes.iter().cycle() {
-        let Some(rest) = input.get(pos..).filter(|r| !r.is_empty()) else {
-            break;
-        };
-        let chunk = &rest[..size.clamp(1, rest.len())];
-        if let Err(e) = decoder.feed(chunk, &mut events) {
-            return (events, Err(e), decoder.stats().clone());
-        }
-        pos += chunk.len();
-    }
-    let result = decoder.finish(&mut events);
-    (events, result, decoder.stats().clone())
-}
-
 /// Property tests here are deterministic: a fixed seed, and no regression files to carry.
 fn seeded(cases: u32) -> ProptestConfig {
     ProptestConfig {
@@ -195,6 +172,9 @@ fn lenient() -> DecodeOptions {
 
 #[test]
 fn real_recordings_match_the_reference_decodes() {
+    if !has_shared_data() {
+        return;
+    }
     for r in REFERENCES {
         let input = read(r.file);
         let rec =
@@ -234,6 +214,9 @@ fn real_recordings_match_the_reference_decodes() {
 
 #[test]
 fn real_recordings_are_detected_from_their_headers() {
+    if !has_shared_data() {
+        return;
+    }
     for r in REFERENCES {
         let input = read(r.file);
         let prefix = &input[..input.len().min(4096)];
@@ -252,12 +235,15 @@ fn real_recordings_are_detected_from_their_headers() {
 
 #[test]
 fn one_byte_chunks_equal_whole_decode_on_real_prefixes() {
+    if !has_shared_data() {
+        return;
+    }
     for r in REFERENCES {
         let input = read(r.file);
         // Long enough to cross the fast loops' block boundaries and to end mid-record.
         let prefix = &input[..input.len().min(40_001)];
-        let whole = decode_chunked(r.format, &strict(), prefix, &[prefix.len()]);
-        let bytes = decode_chunked(r.format, &strict(), prefix, &[1]);
+        let whole = decode_split(r.format, prefix, &strict(), &[prefix.len()]).into_parts();
+        let bytes = decode_split(r.format, prefix, &strict(), &[1]).into_parts();
         assert_eq!(whole.0, bytes.0, "{}", r.file);
         assert_eq!(whole.1, bytes.1, "{}", r.file);
         assert_eq!(whole.2, bytes.2, "{}", r.file);
@@ -275,6 +261,9 @@ fn a_header_alone_is_a_valid_empty_raw_stream() {
 
 #[test]
 fn caller_resolution_overrides_the_header_and_generation() {
+    if !has_shared_data() {
+        return;
+    }
     let input = read("prophesee_evt2/evt2_sample.raw");
     let options = DecodeOptions {
         resolution: Some((1280, 720)),
@@ -450,8 +439,8 @@ fn every_committed_malformed_file_fails_strictly_with_its_defect() {
     }
     for &(file, format, expected) in cases {
         let input = std::fs::read(test_data("malformed").join(file)).unwrap();
-        let (_, whole, _) = decode_chunked(format, &strict(), &input, &[input.len()]);
-        let (_, split, _) = decode_chunked(format, &strict(), &input, &[3, 1, 64]);
+        let (_, whole, _) = decode_split(format, &input, &strict(), &[input.len()]).into_parts();
+        let (_, split, _) = decode_split(format, &input, &strict(), &[3, 1, 64]).into_parts();
         let error = whole.unwrap_err();
         assert!(expected(&error.kind), "{file}: {error}");
         assert_eq!(Err(error), split, "{file}");
@@ -467,8 +456,8 @@ fn an_oversized_header_is_rejected_before_it_is_buffered() {
         ..strict()
     };
     for format in [Format::Evt2, Format::Evt3, Format::Dat] {
-        let (_, whole, _) = decode_chunked(format, &options, &input, &[input.len()]);
-        let (_, split, _) = decode_chunked(format, &options, &input, &[7]);
+        let (_, whole, _) = decode_split(format, &input, &options, &[input.len()]).into_parts();
+        let (_, split, _) = decode_split(format, &input, &options, &[7]).into_parts();
         let error = whole.unwrap_err();
         assert!(
             matches!(error.kind, DecodeErrorKind::TooLarge { max: 4096, .. }),
@@ -480,6 +469,9 @@ fn an_oversized_header_is_rejected_before_it_is_buffered() {
 
 #[test]
 fn lenient_mode_counts_each_injected_bad_record() {
+    if !has_shared_data() {
+        return;
+    }
     // EVT 2.0: the real sparklers header and first 1000 words, with 3 CD words moved out of
     // the 640x480 sensor and one reserved word inserted.
     let input = read("prophesee_evt2/evt2_test_sparklers.raw");
@@ -494,22 +486,18 @@ fn lenient_mode_counts_each_injected_bad_record() {
     }
     corrupt.extend_from_slice(&0x5000_0000u32.to_le_bytes());
     let clean = decode_bytes(Format::Evt2, &input[..header_len + 4000], &strict()).unwrap();
-    let (events, result, stats) = decode_chunked(Format::Evt2, &lenient(), &corrupt, &[333]);
+    let (events, result, stats) =
+        decode_split(Format::Evt2, &corrupt, &lenient(), &[333]).into_parts();
     result.unwrap();
     assert_eq!(stats.bad_records_skipped, 4);
     assert_eq!(events.len(), clean.events.len() - 3);
     assert!(stats.first_bad_record.unwrap().contains("x=2000"));
-    let (_, result, _) = decode_chunked(Format::Evt2, &strict(), &corrupt, &[333]);
+    let (_, result, _) = decode_split(Format::Evt2, &corrupt, &strict(), &[333]).into_parts();
     assert_eq!(result.unwrap_err().offset, (header_len + 40) as u64);
 }
 
 fn info(width: u16, height: u16) -> StreamInfo {
-    StreamInfo {
-        width,
-        height,
-        source: None,
-        format: String::new(),
-    }
+    StreamInfo::new(width, height, "")
 }
 
 fn encode(encoder: &mut dyn Encoder, info: &StreamInfo, batches: &[&[Event]]) -> Vec<u8> {
@@ -524,6 +512,9 @@ fn encode(encoder: &mut dyn Encoder, info: &StreamInfo, batches: &[&[Event]]) ->
 
 #[test]
 fn encoders_round_trip_the_real_recordings() {
+    if !has_shared_data() {
+        return;
+    }
     for r in REFERENCES {
         let rec = decode_bytes(r.format, &read(r.file), &strict()).unwrap();
         let mut encoder: Box<dyn Encoder> = match r.format {
@@ -596,7 +587,7 @@ proptest! {
     ) {
         let (a, b) = events.split_at(cut.index(events.len() + 1));
         let bytes = encode(&mut Evt2Encoder::new(), &info(width, height), &[a, b]);
-        let (decoded, result, _) = decode_chunked(Format::Evt2, &strict(), &bytes, &sizes);
+        let (decoded, result, _) = decode_split(Format::Evt2, &bytes, &strict(), &sizes).into_parts();
         prop_assert_eq!(result, Ok(()));
         prop_assert_eq!(decoded, events);
     }
@@ -609,7 +600,7 @@ proptest! {
     ) {
         let (a, b) = events.split_at(cut.index(events.len() + 1));
         let bytes = encode(&mut Evt3Encoder::new(), &info(width, height), &[a, b]);
-        let (decoded, result, stats) = decode_chunked(Format::Evt3, &strict(), &bytes, &sizes);
+        let (decoded, result, stats) = decode_split(Format::Evt3, &bytes, &strict(), &sizes).into_parts();
         prop_assert_eq!(result, Ok(()));
         let regressions = events.windows(2).filter(|w| w[1].t < w[0].t).count() as u64;
         prop_assert_eq!(decoded, events);
@@ -622,7 +613,7 @@ proptest! {
         sizes in proptest::collection::vec(1usize..300, 1..8),
     ) {
         let bytes = encode(&mut DatEncoder::new(), &info(width, height), &[&events]);
-        let (decoded, result, _) = decode_chunked(Format::Dat, &strict(), &bytes, &sizes);
+        let (decoded, result, _) = decode_split(Format::Dat, &bytes, &strict(), &sizes).into_parts();
         prop_assert_eq!(result, Ok(()));
         prop_assert_eq!(decoded, events);
     }
@@ -638,7 +629,7 @@ proptest! {
             e.t = (e.t - start) / 64;
         }
         let bytes = encode(&mut EsEncoder::new(), &info(width, height), &[&events]);
-        let (decoded, result, _) = decode_chunked(Format::Es, &strict(), &bytes, &sizes);
+        let (decoded, result, _) = decode_split(Format::Es, &bytes, &strict(), &sizes).into_parts();
         prop_assert_eq!(result, Ok(()));
         prop_assert_eq!(decoded, events);
     }
@@ -665,12 +656,15 @@ proptest! {
         which in 0usize..REFERENCES.len(),
         cut in 0usize..30_000,
         sizes in proptest::collection::vec(1usize..2000, 1..10),
+        bound in prop_oneof![Just(usize::MAX), 12usize..500],
     ) {
+        if !has_shared_data() { return Ok(()); }
         let r = &REFERENCES[which];
         let mut input = read(r.file);
         input.truncate(cut);
-        let whole = decode_chunked(r.format, &strict(), &input, &[input.len()]);
-        let split = decode_chunked(r.format, &strict(), &input, &sizes);
+        let whole = decode_split(r.format, &input, &strict(), &[input.len()]).into_parts();
+        let bounded = DecodeOptions { max_events_per_feed: bound, ..strict() };
+        let split = decode_split(r.format, &input, &bounded, &sizes).into_parts();
         prop_assert_eq!(&whole.0, &split.0);
         prop_assert_eq!(&whole.1, &split.1);
         prop_assert_eq!(&whole.2, &split.2);
@@ -685,6 +679,7 @@ proptest! {
         sizes in proptest::collection::vec(1usize..64, 1..6),
         lenient_mode in any::<bool>(),
     ) {
+        if !has_shared_data() { return Ok(()); }
         let format = FORMATS[which];
         let mut input = real_prefix(format, 3000);
         for (at, byte) in flips {
@@ -693,8 +688,8 @@ proptest! {
             }
         }
         let options = if lenient_mode { lenient() } else { strict() };
-        let whole = decode_chunked(format, &options, &input, &[input.len()]);
-        let split = decode_chunked(format, &options, &input, &sizes);
+        let whole = decode_split(format, &input, &options, &[input.len()]).into_parts();
+        let split = decode_split(format, &input, &options, &sizes).into_parts();
         prop_assert_eq!(&whole.0, &split.0);
         prop_assert_eq!(&whole.1, &split.1);
         prop_assert_eq!(&whole.2, &split.2);
@@ -707,6 +702,7 @@ proptest! {
         sizes in proptest::collection::vec(1usize..40, 1..6),
         lenient_mode in any::<bool>(),
     ) {
+        if !has_shared_data() { return Ok(()); }
         let format = FORMATS[which];
         let header_len = match format {
             Format::Evt2 => 166,
@@ -717,8 +713,8 @@ proptest! {
         let mut input = real_prefix(format, header_len);
         input.extend_from_slice(&body);
         let options = if lenient_mode { lenient() } else { strict() };
-        let whole = decode_chunked(format, &options, &input, &[input.len()]);
-        let split = decode_chunked(format, &options, &input, &sizes);
+        let whole = decode_split(format, &input, &options, &[input.len()]).into_parts();
+        let split = decode_split(format, &input, &options, &sizes).into_parts();
         prop_assert_eq!(&whole.0, &split.0);
         prop_assert_eq!(&whole.1, &split.1);
         prop_assert_eq!(&whole.2, &split.2);
@@ -726,6 +722,156 @@ proptest! {
         prop_assert_eq!(stats.events, whole.0.len() as u64);
         if !lenient_mode {
             prop_assert_eq!(stats.bad_records_skipped, 0);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files written by faery (tests/data/faery): the same events faery reads, `% t0` included.
+
+#[test]
+fn faery_files_decode_to_the_events_faery_reads() {
+    let dir = test_data("faery");
+    let text = std::fs::read_to_string(dir.join("expected.json")).unwrap_or_else(|e| panic!("{e}"));
+    let expected: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let as_event = |v: &serde_json::Value| {
+        Event::new(
+            v[0].as_i64().unwrap_or_default(),
+            v[1].as_u64().unwrap_or_default() as u16,
+            v[2].as_u64().unwrap_or_default() as u16,
+            v[3].as_bool().unwrap_or_default(),
+        )
+    };
+    let files = expected.as_object().map(|o| o.len()).unwrap_or_default();
+    assert_eq!(files, 5);
+    for (name, want) in expected.as_object().into_iter().flatten() {
+        let rec =
+            read_file(&dir.join(name), None, &strict()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let events = &rec.events;
+        assert_eq!(
+            events.len() as u64,
+            want["events"].as_u64().unwrap_or_default(),
+            "{name}"
+        );
+        let on = events.iter().filter(|e| e.polarity).count() as u64;
+        assert_eq!(on, want["on"].as_u64().unwrap_or_default(), "{name}");
+        let first: Vec<Event> = want["first"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(as_event)
+            .collect();
+        let last: Vec<Event> = want["last"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(as_event)
+            .collect();
+        assert_eq!(events[..3], first[..], "{name}");
+        assert_eq!(events[events.len() - 3..], last[..], "{name}");
+        assert_eq!(
+            format!("{:#018x}", checksum(events, true)),
+            want["checksum"].as_str().unwrap_or_default(),
+            "{name}"
+        );
+        let size = (
+            want["width"].as_u64().unwrap_or_default(),
+            want["height"].as_u64().unwrap_or_default(),
+        );
+        assert_eq!(
+            (u64::from(rec.info.width), u64::from(rec.info.height)),
+            size,
+            "{name}"
+        );
+        let t0 = if name.contains("no_t0") {
+            None
+        } else {
+            Some(1_700_000_123_456_789)
+        };
+        assert_eq!(rec.info.t0, t0, "{name}");
+    }
+}
+
+#[test]
+fn convert_keeps_the_t0_origin_in_the_timestamps() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let input = test_data("faery/evt3_t0.raw");
+    let output = dir.path().join("out.aedat4");
+    let run = run_inflor(&["convert".as_ref(), input.as_os_str(), output.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("t0 of 1700000123456789 us"), "{stderr}");
+    let source = read_file(&input, None, &strict()).unwrap_or_else(|e| panic!("{e}"));
+    let converted = read_file(&output, None, &strict()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(converted.events, source.events);
+    assert_eq!(
+        converted.info.t0, None,
+        "the origin is in the timestamps now"
+    );
+    // inspect shows the origin.
+    let run = run_inflor(&["inspect".as_ref(), input.as_os_str()]);
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(text.contains("t0:          1700000123456789 us"), "{text}");
+}
+
+#[test]
+fn headerless_kaer_dat_files_are_read_in_the_version_1_layout() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let records: [(u32, u32, u32, u32); 3] = [(100, 12, 34, 1), (150, 303, 239, 0), (90, 0, 0, 1)];
+    let mut bytes = Vec::new();
+    for (t, x, y, p) in records {
+        bytes.extend_from_slice(&t.to_le_bytes());
+        bytes.extend_from_slice(&(x | (y << 9) | (p << 17)).to_le_bytes());
+    }
+    let path = dir.path().join("card_td.dat");
+    std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let rec = read_file(&path, None, &strict()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rec.format, Format::Dat);
+    assert_eq!(
+        rec.events,
+        [
+            Event::new(100, 12, 34, true),
+            Event::new(150, 303, 239, false),
+            Event::new(90, 0, 0, true),
+        ]
+    );
+    assert_eq!(rec.stats.timestamp_regressions, 1);
+    let run = run_inflor(&["inspect".as_ref(), path.as_os_str()]);
+    assert!(run.status.success());
+    assert!(String::from_utf8_lossy(&run.stdout).contains("kAER"));
+}
+
+#[test]
+fn the_evt3_reference_reading_equals_the_fast_loop_on_the_real_recordings() {
+    if !has_shared_data() {
+        return;
+    }
+    use inflor::format::evt3::Evt3Decoder;
+    use inflor::testkit::drive;
+    for file in [
+        "prophesee_evt3/evt3_sample.raw",
+        "prophesee_evt3/evt3_test_pedestrians.raw",
+    ] {
+        let input = read(file);
+        for (options, sizes) in [
+            (strict(), &[usize::MAX][..]),
+            (
+                DecodeOptions {
+                    max_events_per_feed: 100,
+                    ..lenient()
+                },
+                &[4093, 1][..],
+            ),
+        ] {
+            let fast = drive(&mut Evt3Decoder::new(&options), &input, &options, sizes);
+            let reference = drive(
+                &mut Evt3Decoder::reference(&options),
+                &input,
+                &options,
+                sizes,
+            );
+            assert_eq!(fast.result, Ok(()), "{file}");
+            assert_eq!(fast, reference, "{file}");
         }
     }
 }

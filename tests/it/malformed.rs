@@ -1,9 +1,10 @@
 //! Every decoder over the committed corpus of malformed inputs (`tests/data/malformed/<format>/`)
 //! and over seeded random bytes: a clean typed error (or a clean result for random bytes that
-//! happen to be valid), never a panic, and the same outcome for whole and split input.
+//! happen to be valid), never a panic, and the same events, outcome and counts for whole and
+//! split input.
 
-use inflor::event::Event;
-use inflor::format::{DecodeError, DecodeOptions, Format};
+use inflor::format::{DecodeOptions, Format};
+use inflor::testkit::decode_split;
 use proptest::prelude::*;
 
 use crate::support::test_data;
@@ -20,23 +21,6 @@ fn dir_name(format: Format) -> &'static str {
         Format::Atis => "atis",
         Format::Es => "es",
     }
-}
-
-fn decode_in_chunks(
-    format: Format,
-    options: &DecodeOptions,
-    input: &[u8],
-    chunk: usize,
-) -> (Vec<Event>, Result<(), DecodeError>) {
-    let mut decoder = format.decoder(options);
-    let mut events = Vec::new();
-    for piece in input.chunks(chunk.max(1)) {
-        if let Err(e) = decoder.feed(piece, &mut events) {
-            return (events, Err(e));
-        }
-    }
-    let r = decoder.finish(&mut events);
-    (events, r)
 }
 
 #[test]
@@ -60,20 +44,22 @@ fn every_malformed_file_gets_a_typed_error_in_strict_mode() {
         paths.sort();
         for path in paths {
             let input = std::fs::read(&path).unwrap();
-            let (_, whole) = decode_in_chunks(format, &strict, &input, input.len());
-            let (_, split) = decode_in_chunks(format, &strict, &input, 3);
-            match (&whole, &split) {
-                (Err(a), Err(b)) if a == b => {
+            let whole = decode_split(format, &input, &strict, &[usize::MAX]);
+            let split = decode_split(format, &input, &strict, &[3]);
+            match (&whole.result, &split.result) {
+                (Err(a), Err(_)) if whole == split => {
                     let message = a.to_string();
                     assert!(message.contains("at byte"), "{}: {message}", path.display());
                 }
                 _ => problems.push(format!(
-                    "{}: whole {whole:?}, split {split:?}",
-                    path.display()
+                    "{}: whole {:?}, split {:?}",
+                    path.display(),
+                    whole.result,
+                    split.result
                 )),
             }
             // Lenient mode must not panic either; it may succeed by skipping.
-            let _ = decode_in_chunks(format, &lenient, &input, 5);
+            let _ = decode_split(format, &input, &lenient, &[5]);
             checked += 1;
         }
     }
@@ -92,8 +78,8 @@ proptest! {
     ) {
         let format = Format::ALL[which];
         let options = DecodeOptions { max_record_bytes: 1 << 16, ..DecodeOptions::default() };
-        let whole = decode_in_chunks(format, &options, &input, input.len());
-        let split = decode_in_chunks(format, &options, &input, chunk);
+        let whole = decode_split(format, &input, &options, &[usize::MAX]);
+        let split = decode_split(format, &input, &options, &[chunk]);
         prop_assert_eq!(whole, split);
     }
 }

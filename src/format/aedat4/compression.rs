@@ -96,6 +96,14 @@ pub(crate) enum DecompressError {
     },
     /// The output would exceed the limit (a decompression bomb or an oversized record).
     Exceeds(usize),
+    /// The frame headers alone declare more output than the limit: rejected without
+    /// decompressing anything.
+    Declares {
+        /// The output the headers promise at least, in bytes.
+        floor: u64,
+        /// The limit.
+        limit: usize,
+    },
     /// The body is not a valid frame.
     Corrupt(String),
 }
@@ -108,6 +116,10 @@ impl DecompressError {
                 format!("input ends inside a frame that needs at least {needed} bytes")
             }
             DecompressError::Exceeds(limit) => format!("output exceeds {limit} bytes"),
+            DecompressError::Declares { floor, limit } => format!(
+                "the frame headers declare at least {floor} bytes of output, more than the \
+                 {limit} bytes allowed (not decompressed)"
+            ),
             DecompressError::Corrupt(message) => message.clone(),
         }
     }
@@ -548,11 +560,15 @@ impl Decompressor {
 
     fn zstd(&mut self, body: &[u8]) -> Result<usize, DecompressError> {
         let corrupt = |e: io::Error| DecompressError::Corrupt(format!("invalid zstd frame: {e}"));
-        // One-shot compressors record the content size: reject a bomb before decoding it.
-        if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(body)
-            && size > self.max_output as u64
+        // One-shot compressors record the content size, and raw and RLE blocks say theirs:
+        // reject a bomb whose headers give it away before decoding any of it.
+        if let Some(floor) = zstd_floor(body)
+            && floor > self.max_output as u64
         {
-            return Err(DecompressError::Exceeds(self.max_output));
+            return Err(DecompressError::Declares {
+                floor,
+                limit: self.max_output,
+            });
         }
         let mut decoder = match self.zstd.take() {
             Some(mut decoder) => {
@@ -576,6 +592,87 @@ impl Decompressor {
         }
         result
     }
+}
+
+/// zstd's frame magic number (little-endian on the wire).
+const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+
+/// A lower bound on what the zstd frames of `body` decompress to, read from their headers
+/// alone, without decoding: each frame's declared content size, else the sizes of its raw and
+/// RLE blocks (a compressed block may regenerate anything up to 128 KiB, so it counts 0).
+/// Skippable frames count nothing. `None` where the structure is not valid as far as walked;
+/// the decoder then says what is wrong. The walk visits each block header once.
+fn zstd_floor(body: &[u8]) -> Option<u64> {
+    let byte = |at: usize| body.get(at).copied();
+    let le = |at: usize, len: usize| -> Option<u64> {
+        let bytes = body.get(at..at.checked_add(len)?)?;
+        Some(
+            bytes
+                .iter()
+                .rev()
+                .fold(0u64, |value, &b| (value << 8) | u64::from(b)),
+        )
+    };
+    let mut pos = 0usize;
+    let mut total = 0u64;
+    while pos < body.len() {
+        let magic = le(pos, 4)? as u32;
+        if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
+            let size = usize::try_from(le(pos + 4, 4)?).ok()?;
+            pos = pos.checked_add(8)?.checked_add(size)?;
+            continue;
+        }
+        if magic != ZSTD_MAGIC {
+            return None;
+        }
+        let descriptor = byte(pos + 4)?;
+        let single_segment = descriptor & 0x20 != 0;
+        let mut at = pos + 5 + usize::from(!single_segment);
+        at += [0, 1, 2, 4][usize::from(descriptor & 3)];
+        let content_size_bytes = match descriptor >> 6 {
+            0 => usize::from(single_segment),
+            1 => 2,
+            2 => 4,
+            _ => 8,
+        };
+        let declared = match content_size_bytes {
+            0 => None,
+            // The two-byte field is stored minus 256.
+            2 => Some(le(at, 2)? + 256),
+            n => Some(le(at, n)?),
+        };
+        at += content_size_bytes;
+        let mut blocks = 0u64;
+        loop {
+            let header = le(at, 3)?;
+            at += 3;
+            let size = (header >> 3) as usize;
+            match (header >> 1) & 3 {
+                0 => {
+                    blocks = blocks.saturating_add(size as u64);
+                    at = at.checked_add(size)?;
+                }
+                1 => {
+                    blocks = blocks.saturating_add(size as u64);
+                    at += 1;
+                }
+                2 => at = at.checked_add(size)?,
+                _ => return None,
+            }
+            if header & 1 == 1 {
+                break;
+            }
+        }
+        if descriptor & 0x04 != 0 {
+            at += 4;
+        }
+        if at > body.len() {
+            return None;
+        }
+        total = total.saturating_add(declared.unwrap_or(0).max(blocks));
+        pos = at;
+    }
+    Some(total)
 }
 
 /// Grows `output` (doubling, up to `max`) so that `output[filled..]` is not empty.
@@ -757,15 +854,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn streamed_zstd_bomb_stops_in_the_bounded_loop() {
-        // A streaming compressor records no content size, so only the output cap stops it.
+    /// `raw` through zstd's streaming compressor, which records no content size.
+    fn zstd_streamed(raw: &[u8]) -> Vec<u8> {
         let mut body = Vec::new();
         let written = zstd::stream::write::Encoder::new(&mut body, 3).and_then(|mut encoder| {
-            encoder.write_all(&vec![0u8; 5 << 20])?;
+            encoder.write_all(raw)?;
             encoder.finish().map(|_| ())
         });
         assert!(written.is_ok());
+        body
+    }
+
+    #[test]
+    fn streamed_zstd_bomb_stops_in_the_bounded_loop() {
+        // No content size and compressed blocks (a repeated 16-byte event, not one repeated
+        // byte): only the output cap stops it.
+        let pattern: Vec<u8> = (0..5 << 20).map(|i| (i % 16) as u8 * 17).collect();
+        let body = zstd_streamed(&pattern);
+        assert_eq!(zstd_floor(&body), Some(0));
         assert!(matches!(
             zstd::zstd_safe::get_frame_content_size(&body),
             Ok(None)
@@ -779,6 +885,30 @@ mod tests {
     }
 
     #[test]
+    fn zstd_headers_give_a_floor_without_decoding() {
+        let zeros = vec![0u8; 3 << 20];
+        // Streamed zeros: no content size, but RLE blocks that say how much they expand to.
+        let streamed = zstd_streamed(&zeros);
+        let floor = zstd_floor(&streamed).unwrap();
+        assert!(floor > 2 << 20 && floor <= 3 << 20, "{floor}");
+        // Concatenated frames add up; a skippable frame counts nothing.
+        let one_shot = zstd(&sample(1000));
+        let mut body = one_shot.clone();
+        body.extend_from_slice(&[0x50, 0x2A, 0x4D, 0x18, 3, 0, 0, 0, 9, 9, 9]);
+        body.extend_from_slice(&one_shot);
+        assert_eq!(zstd_floor(&body), Some(2000));
+        // A bomb whose headers give it away is refused before any output exists.
+        let mut decompressor = Decompressor::new(Compression::Zstd, 1 << 20);
+        assert!(matches!(
+            decompressor.decompress(&streamed),
+            Err(DecompressError::Declares { .. })
+        ));
+        assert!(decompressor.output.is_empty(), "nothing was decoded");
+        assert_eq!(zstd_floor(b"not zstd"), None);
+        assert_eq!(zstd_floor(&one_shot[..one_shot.len() - 1]), None);
+    }
+
+    #[test]
     fn bombs_stop_at_the_limit() {
         let zeros = vec![0u8; 5 << 20];
         for (compression, body) in [
@@ -786,10 +916,16 @@ mod tests {
             (Compression::Zstd, zstd(&zeros)),
         ] {
             let mut decompressor = Decompressor::new(compression, 1 << 20);
-            assert_eq!(
-                decompressor.decompress(&body),
-                Err(DecompressError::Exceeds(1 << 20))
-            );
+            let expected = if compression == Compression::Zstd {
+                // The one-shot frame declares its size: refused before decoding.
+                DecompressError::Declares {
+                    floor: 5 << 20,
+                    limit: 1 << 20,
+                }
+            } else {
+                DecompressError::Exceeds(1 << 20)
+            };
+            assert_eq!(decompressor.decompress(&body), Err(expected));
             assert!(decompressor.output.len() <= 1 << 20);
             // Exactly at the limit is accepted.
             let mut exact = Decompressor::new(compression, 5 << 20);

@@ -265,10 +265,8 @@ mod tests {
 
     fn info() -> StreamInfo {
         StreamInfo {
-            width: 346,
-            height: 260,
             source: Some("DAVIS<&>\"'".to_string()),
-            format: "AEDAT 4.0".to_string(),
+            ..StreamInfo::new(346, 260, "AEDAT 4.0")
         }
     }
 

@@ -28,50 +28,22 @@ pub use encoder::{
 };
 pub(crate) use encoder::{PacketWriter, compressor};
 
-use super::{DecodeError, DecodeOptions, DecodeStats, Decoder, Format};
-use crate::event::{Event, StreamInfo};
-use packets::{Framing, PacketStream};
+use super::Sticky;
+pub use packets::PacketStream;
 
 /// Decoder for AEDAT 4.0 files.
-pub struct Aedat4Decoder {
-    stream: PacketStream,
-}
+pub type Aedat4Decoder = Sticky<PacketStream<true>>;
 
 impl Aedat4Decoder {
-    /// A fresh decoder.
-    pub fn new(options: &DecodeOptions) -> Self {
-        Self {
-            stream: PacketStream::new(Format::Aedat4, Framing::File, options),
-        }
-    }
-
     /// The packet compression the IOHeader declares, once it has been read.
     pub fn compression(&self) -> Option<Compression> {
-        self.stream.compression()
+        self.records().compression()
     }
 
     /// After a successful `finish`: how many packets the FileDataTable lists, having matched
     /// them against the packets read (offsets, stream ids, sizes, element counts). `None`
     /// when the file has no table.
     pub fn data_table_packets(&self) -> Option<u64> {
-        self.stream.table_packets()
-    }
-}
-
-impl Decoder for Aedat4Decoder {
-    fn feed(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        self.stream.feed(input, out)
-    }
-
-    fn finish(&mut self, out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        self.stream.finish(out)
-    }
-
-    fn info(&self) -> Option<&StreamInfo> {
-        self.stream.info()
-    }
-
-    fn stats(&self) -> &DecodeStats {
-        self.stream.stats()
+        self.records().table_packets()
     }
 }
