@@ -8,6 +8,8 @@
 //!   forward pass over all T·B frames at once and the backward pass.
 //! - [`layers`]: each op's forward and backward kernels; [`sparse`]: the binary-spike
 //!   kernels; [`real`]: f32 for training, f64 for the gradient checks.
+//! - [`data`]: recordings binned into the model's input frames as a session bins them, and
+//!   their disk cache.
 //! - [`loss`] (cross-entropy, TET), [`optim`] (SGD, Adam, schedules), [`augment`] (flip and
 //!   roll), [`trainer`] (one run: step and evaluation).
 //!
@@ -27,6 +29,7 @@
 //!   C·H·W order at import and export.
 
 pub mod augment;
+pub mod data;
 pub mod graph;
 pub mod layers;
 pub mod loss;

@@ -31,6 +31,11 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Flip and roll.
     pub augment: bool,
+    /// With `augment`, whether the flip is part of it (off for data that is not mirror
+    /// symmetric, such as digits). The draws are the same either way; only the flip is
+    /// dropped, so the rolls do not change.
+    #[serde(default = "yes")]
+    pub flip: bool,
     /// Shuffle the training set each epoch.
     pub shuffle: bool,
     /// Loss.
@@ -53,11 +58,16 @@ impl Default for TrainConfig {
             schedule: Schedule::Cosine,
             seed: 0,
             augment: true,
+            flip: true,
             shuffle: true,
             loss: Loss::Ce,
             max_steps: None,
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What one step measured.
@@ -124,7 +134,11 @@ impl Trainer {
     /// The transforms of a batch (none without augmentation).
     pub fn transforms(&self, epoch: usize, step: usize, batch: usize) -> Vec<Transform> {
         if self.config.augment {
-            augment::draw(self.config.seed, epoch, step, batch)
+            let mut t = augment::draw(self.config.seed, epoch, step, batch);
+            if !self.config.flip {
+                t.iter_mut().for_each(|t| t.flip = false);
+            }
+            t
         } else {
             Vec::new()
         }
