@@ -33,4 +33,9 @@ pub enum Command {
     Model(app::model::ModelCommand),
     /// Classify recordings with a model.
     Infer(app::infer::InferArgs),
+    // Training and evaluation.
+    /// Train a model on a labelled dataset (surrogate-gradient BPTT, tdBN, SRIF + MPR).
+    Train(Box<app::train::TrainArgs>),
+    /// Evaluate a model on a dataset split: top-1/top-5, per-class accuracy, confusion matrix.
+    Eval(app::eval::EvalArgs),
 }

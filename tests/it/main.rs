@@ -13,3 +13,4 @@ mod python;
 mod session;
 mod snn;
 mod support;
+mod train;
