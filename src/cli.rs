@@ -39,4 +39,8 @@ pub enum Command {
     Validate(app::run::ValidateArgs),
     /// Serve a recording as a DV network stream (a simulated camera), paced by its timestamps.
     ServeEvents(app::serve_events::ServeEventsArgs),
+    /// Train a model on a labelled dataset (surrogate-gradient BPTT, tdBN, SRIF + MPR).
+    Train(Box<app::train::TrainArgs>),
+    /// Evaluate a model on a dataset split: top-1/top-5, per-class accuracy, confusion matrix.
+    Eval(app::eval::EvalArgs),
 }

@@ -24,3 +24,4 @@ pub mod source;
 pub mod telemetry;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod train;

@@ -4,12 +4,14 @@
 pub mod convert;
 pub mod dataset;
 pub mod decode_args;
+pub mod eval;
 pub mod infer;
 pub mod inspect;
 pub mod model;
 pub mod run;
 pub mod serve_events;
 pub mod synth;
+pub mod train;
 
 use anyhow::Context;
 
@@ -37,6 +39,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Validate(args) => run::validate(args),
         Command::ServeEvents(args) => serve_events::run(args),
+        Command::Train(args) => train::run(*args),
+        Command::Eval(args) => eval::run(args),
     }
 }
 
@@ -114,11 +118,14 @@ pub fn pool(threads: u16) -> anyhow::Result<Option<inflor::exec::Pool>> {
     ))
 }
 
+/// The trained model compiled into the binary: `tiny` SRIF + MPR on DVS-Digits
+/// (`docs/training.md` gives the command that reproduces it).
+const BUNDLED_MODEL: &[u8] = include_bytes!("../../assets/tiny-dvs-digits.safetensors");
+
 /// The model compiled into the binary, used when a command is given no `--model`.
 pub fn bundled_model() -> anyhow::Result<inflor::model::Model> {
-    Err(bad_input(anyhow::anyhow!(
-        "no --model given and this build bundles no trained model"
-    )))
+    inflor::model::Model::from_bytes(BUNDLED_MODEL)
+        .context("the bundled model assets/tiny-dvs-digits.safetensors does not load")
 }
 
 /// A progress bar on stderr, drawn only when stderr is a terminal.

@@ -128,12 +128,12 @@ pub fn im2col<S: Copy, T: Copy + Default>(
 /// # Panics
 ///
 /// If a slice is too short, or the pixels run past the output (caller bugs).
-pub fn col2im_add(
+pub fn col2im_add<T: Copy + std::ops::AddAssign>(
     g: &ConvGeometry,
-    cols: &[f32],
+    cols: &[T],
     first: usize,
     rows: usize,
-    grad_image: &mut [f32],
+    grad_image: &mut [T],
 ) {
     let k = g.columns();
     assert!(grad_image.len() >= g.in_len() && cols.len() >= rows * k);

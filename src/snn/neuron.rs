@@ -201,16 +201,19 @@ pub fn phi_prime(u: f32) -> f32 {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Surrogate {
-    /// Dspike (Li et al., "Differentiable Spike", NeurIPS 2021): the tanh-shaped function
-    /// `tanh(b·x) / (2·tanh(b/2)) + ½` on |x| ≤ ½ (that is, the normalised potential in
-    /// [0, 1] with the threshold at ½), clamped to 0 below and 1 above. Its derivative is
-    /// `b·(1 − tanh²(b·x)) / (2·tanh(b/2))` inside and 0 outside. The authors' group's code
-    /// (class `DSPIKE(region, temp)` in their ZIF/DSPIKE module) has the same form with the
-    /// region as a parameter; this is region ½, the paper's [0, 1] window. With b = 3 its
-    /// middle is exactly MPR's middle branch.
+    /// Dspike (Li et al., "Differentiable Spike", NeurIPS 2021) with temperature `b` and region
+    /// `r`: `g(x) = tanh(b·clamp(x, −r, r)) / (2·tanh(b·r)) + ½`, so 0 below −r and 1 above r;
+    /// `g′(x) = b·(1 − tanh²(b·x)) / (2·tanh(b·r))` for |x| ≤ r and 0 outside. The default
+    /// b = 3, r = ½ is the InfLoR authors' group's `spike_activation` (temp = 3) on mem/Vth with
+    /// Vth = 1, that is the normalised potential in [0, 1] with the threshold at ½; with b = 3
+    /// its middle is exactly MPR's middle branch. The region is a parameter because a widely
+    /// copied variant uses r = 1. Files without `r` read as r = ½.
     Dspike {
         /// Temperature: larger is sharper. Default 3.
         b: f32,
+        /// Half width of the region where the gradient is nonzero. Default ½.
+        #[serde(default = "default_dspike_region")]
+        r: f32,
     },
     /// Straight-through rectangle: value `clamp(x/width + ½, 0, 1)`, derivative `1/width`
     /// for |x| < width/2.
@@ -231,9 +234,19 @@ pub enum Surrogate {
     },
 }
 
+/// Dspike's default region, r = ½.
+pub const DEFAULT_DSPIKE_REGION: f32 = 0.5;
+
+fn default_dspike_region() -> f32 {
+    DEFAULT_DSPIKE_REGION
+}
+
 impl Default for Surrogate {
     fn default() -> Self {
-        Self::Dspike { b: 3.0 }
+        Self::Dspike {
+            b: 3.0,
+            r: DEFAULT_DSPIKE_REGION,
+        }
     }
 }
 
@@ -248,10 +261,15 @@ impl Surrogate {
         }
     }
 
-    /// Whether the parameter is finite and positive.
+    /// Whether the parameters are finite and positive.
     pub fn is_valid(self) -> bool {
         let p = match self {
-            Self::Dspike { b } => b,
+            Self::Dspike { b, r } => {
+                if !(r.is_finite() && r > 0.0) {
+                    return false;
+                }
+                b
+            }
             Self::Rectangle { width } => width,
             Self::Triangle { gamma } => gamma,
             Self::Sigmoid { alpha } => alpha,
@@ -262,15 +280,9 @@ impl Surrogate {
     /// The smooth surrogate value at x = potential − VTH, in f64.
     pub fn value_f64(self, x: f64) -> f64 {
         match self {
-            Self::Dspike { b } => {
-                let b = f64::from(b);
-                if x < -0.5 {
-                    0.0
-                } else if x > 0.5 {
-                    1.0
-                } else {
-                    (b * x).tanh() / (2.0 * (b / 2.0).tanh()) + 0.5
-                }
+            Self::Dspike { b, r } => {
+                let (b, r) = (f64::from(b), f64::from(r));
+                (b * x.clamp(-r, r)).tanh() / (2.0 * (b * r).tanh()) + 0.5
             }
             Self::Rectangle { width } => (x / f64::from(width) + 0.5).clamp(0.0, 1.0),
             Self::Triangle { gamma } => {
@@ -292,13 +304,13 @@ impl Surrogate {
     /// The surrogate derivative g′(x), x = potential − VTH, in f64.
     pub fn derivative_f64(self, x: f64) -> f64 {
         match self {
-            Self::Dspike { b } => {
-                let b = f64::from(b);
-                if x.abs() > 0.5 {
+            Self::Dspike { b, r } => {
+                let (b, r) = (f64::from(b), f64::from(r));
+                if x.abs() > r {
                     0.0
                 } else {
                     let t = (b * x).tanh();
-                    b * (1.0 - t * t) / (2.0 * (b / 2.0).tanh())
+                    b * (1.0 - t * t) / (2.0 * (b * r).tanh())
                 }
             }
             Self::Rectangle { width } => {
@@ -344,6 +356,253 @@ impl Surrogate {
     pub fn spike_gradient(self, h: f32, mpr: bool) -> f32 {
         self.spike_gradient_f64(f64::from(h), mpr) as f32
     }
+}
+
+/// The arithmetic the neuron dynamics need, for f32 (training and inference) and f64 (the
+/// trainer's gradient checks). Implemented for `f32` and `f64` only.
+pub trait Potential:
+    Copy
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+{
+    /// 0.
+    const ZERO: Self;
+    /// 1.
+    const ONE: Self;
+    /// Converts (exactly for f32 and f64).
+    fn of_f32(v: f32) -> Self;
+}
+
+impl Potential for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    #[inline(always)]
+    fn of_f32(v: f32) -> Self {
+        v
+    }
+}
+
+impl Potential for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    #[inline(always)]
+    fn of_f32(v: f32) -> Self {
+        f64::from(v)
+    }
+}
+
+/// How a training forward pass turns the potential into the neuron's output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Firing {
+    /// The real spike Θ(H − VTH), as at inference.
+    Spike,
+    /// The surrogate's own value `g(φ(H) − VTH)` (or `g(H − VTH)` without MPR) instead of the
+    /// spike. The surrogate backward pass is then the exact derivative of the forward pass, so
+    /// finite differences can check it; nothing else uses this.
+    Surrogate,
+}
+
+/// BPTT through one neuron layer, per element and timestep. With g = dO/dH[t]
+/// ([`Surrogate::spike_gradient`]) and the charge `H[t] = leak·U[t−1] + X[t]`:
+///
+/// - dL/dH[t] = dL/dO[t]·g + dL/dU[t]·(∂U/∂H + ∂U/∂O·g), where for SRIF (U = H − O)
+///   ∂U/∂H = 1, ∂U/∂O = −1, and for the hard resets (U = H·(1 − O)) ∂U/∂H = 1 − O, ∂U/∂O = −H;
+/// - with the reset detached (SpikingJelly's `detach_reset`) O is a constant in the reset
+///   term only, so ∂U/∂O·g drops out: the factor is 1 for SRIF and 1 − O for the hard resets;
+/// - dL/dX[t] = dL/dH[t] and dL/dU[t−1] = leak·dL/dH[t] (leak = τ for LIF, else 1).
+impl NeuronKind {
+    /// The factor of `U[t−1]` in the charge: τ for [`NeuronKind::LifHard`], else 1.
+    #[inline(always)]
+    pub fn leak<F: Potential>(self) -> F {
+        match self {
+            Self::Srif | Self::IfHard => F::ONE,
+            Self::LifHard { tau } => F::of_f32(tau),
+        }
+    }
+
+    /// [`Self::charge`] in any [`Potential`] type: `leak·U[t−1] + X[t]`.
+    #[inline(always)]
+    pub fn charge_as<F: Potential>(self, membrane: F, current: F) -> F {
+        match self {
+            Self::Srif | Self::IfHard => membrane + current,
+            Self::LifHard { tau } => F::of_f32(tau) * membrane + current,
+        }
+    }
+
+    /// The reset in its algebraic form, `H − O` (SRIF) or `H·(1 − O)` (hard resets), which is
+    /// what the backward pass differentiates. For a spike of 0 or 1 and a finite potential it
+    /// equals [`Self::reset`]; it also accepts the non-binary outputs of [`Firing::Surrogate`].
+    #[inline(always)]
+    pub fn reset_as<F: Potential>(self, potential: F, spike: F) -> F {
+        match self {
+            Self::Srif => potential - spike,
+            Self::IfHard | Self::LifHard { .. } => potential * (F::ONE - spike),
+        }
+    }
+
+    /// dL/dH[t] for one element (see the `impl` header): `potential` is H[t], `spike` O[t],
+    /// `g` = dO/dH[t], `grad_spike` dL/dO[t] from the layers above, `grad_membrane` dL/dU[t]
+    /// from timestep t + 1 (0 at the last step).
+    #[inline(always)]
+    pub fn grad_potential<F: Potential>(
+        self,
+        detach_reset: bool,
+        potential: F,
+        spike: F,
+        g: F,
+        grad_spike: F,
+        grad_membrane: F,
+    ) -> F {
+        let through_reset = match (self, detach_reset) {
+            (Self::Srif, false) => F::ONE - g,
+            (Self::Srif, true) => F::ONE,
+            (Self::IfHard | Self::LifHard { .. }, false) => F::ONE - spike - potential * g,
+            (Self::IfHard | Self::LifHard { .. }, true) => F::ONE - spike,
+        };
+        grad_spike * g + grad_membrane * through_reset
+    }
+}
+
+impl Surrogate {
+    /// The output of [`Firing::Surrogate`] at potential `h`: `g(φ(h) − VTH)` with MPR,
+    /// `g(h − VTH)` without.
+    pub fn soft_spike_f64(self, h: f64, mpr: bool) -> f64 {
+        let vth = f64::from(VTH);
+        if mpr {
+            self.value_f64(phi_f64(h) - vth)
+        } else {
+            self.value_f64(h - vth)
+        }
+    }
+
+    /// [`Self::spike_gradient`] for many potentials at once, in f32, written so the compiler
+    /// vectorises it: `g[i] = dO/dH(h[i])`. Dspike, with MPR or without, and the rectangle and
+    /// triangle use straight-line arithmetic with a polynomial exp (relative error below 1e-6
+    /// against [`Self::spike_gradient_f64`]; the tests bound it); other cases, including MPR
+    /// with a surrogate whose support reaches outside φ's middle branch, go through the f64
+    /// definition element by element.
+    #[inline(always)]
+    pub fn spike_gradients(self, mpr: bool, h: &[f32], g: &mut [f32]) {
+        debug_assert_eq!(h.len(), g.len());
+        let vth = VTH;
+        match self {
+            // With MPR and r ≤ ½, |φ(h) − ½| ≤ r needs φ(h) ∈ [0, 1], that is h ∈ [0, 1]: the
+            // middle branch of φ, where φ and φ′ are tanh expressions.
+            Self::Dspike { b, r } if !mpr || r <= 0.5 => {
+                let scale = b / (2.0 * (f64::from(b) * f64::from(r)).tanh() as f32);
+                if mpr {
+                    let k = 1.0 / 1.5f64.tanh() as f32;
+                    let (lo, hi) = phi_preimage(vth - r, vth + r);
+                    for (gi, &hi_) in g.iter_mut().zip(h) {
+                        let inside = hi_ >= lo && hi_ <= hi;
+                        let u = hi_.clamp(0.0, 1.0);
+                        // φ(u) = ½ + ½·k·tanh(3(u − ½)), φ′(u) = 1.5·k·sech²(3(u − ½)).
+                        let (t, sech2) = tanh_sech2(3.0 * (u - 0.5));
+                        let x = 0.5 * k * t;
+                        let (_, sech2_x) = tanh_sech2(b * x);
+                        let v = scale * sech2_x * 1.5 * k * sech2;
+                        *gi = if inside { v } else { 0.0 };
+                    }
+                    if r >= 0.5 {
+                        // φ rounds to exactly 0 (or 1) for h within ~1e-16 outside [0, 1],
+                        // which the definition counts as inside: take those from it.
+                        for (gi, &hi_) in g.iter_mut().zip(h) {
+                            if (hi_ < 0.0 && hi_ > -1e-6) || (hi_ > 1.0 && hi_ < 1.0 + 1e-6) {
+                                *gi = self.spike_gradient(hi_, mpr);
+                            }
+                        }
+                    }
+                } else {
+                    for (gi, &hi_) in g.iter_mut().zip(h) {
+                        let x = hi_ - vth;
+                        let inside = x.abs() <= r;
+                        let (_, sech2) = tanh_sech2(b * x.clamp(-r, r));
+                        *gi = if inside { scale * sech2 } else { 0.0 };
+                    }
+                }
+            }
+            Self::Rectangle { width } if !mpr => {
+                for (gi, &hi_) in g.iter_mut().zip(h) {
+                    *gi = if (hi_ - vth).abs() < width / 2.0 {
+                        1.0 / width
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            Self::Triangle { gamma } if !mpr => {
+                for (gi, &hi_) in g.iter_mut().zip(h) {
+                    *gi = (gamma - (hi_ - vth).abs()).max(0.0) / (gamma * gamma);
+                }
+            }
+            _ => {
+                for (gi, &hi_) in g.iter_mut().zip(h) {
+                    *gi = self.spike_gradient(hi_, mpr);
+                }
+            }
+        }
+    }
+}
+
+/// The f32 interval [a, b] ⊂ [0, 1] of the h whose φ(h), in f64, lies in [lo, hi]: the
+/// support of the fast path, exact at its edges (bisection over the ordered bit patterns of
+/// the non-negative f32).
+fn phi_preimage(lo: f32, hi: f32) -> (f32, f32) {
+    let (lo, hi) = (f64::from(lo), f64::from(hi));
+    let at = |bits: u32| phi_f64(f64::from(f32::from_bits(bits)));
+    let one = 1.0f32.to_bits();
+    // Smallest bits with φ ≥ lo.
+    let (mut l, mut r) = (0u32, one);
+    while l < r {
+        let m = l + (r - l) / 2;
+        if at(m) >= lo { r = m } else { l = m + 1 }
+    }
+    let a = f32::from_bits(l);
+    // Largest bits with φ ≤ hi.
+    let (mut l, mut r) = (0u32, one);
+    while l < r {
+        let m = l + (r - l).div_ceil(2);
+        if at(m) <= hi { l = m } else { r = m - 1 }
+    }
+    (a, f32::from_bits(l))
+}
+
+/// (tanh z, sech² z = 1 − tanh² z) in f32 from one exp, with no cancellation in sech².
+#[inline(always)]
+fn tanh_sech2(z: f32) -> (f32, f32) {
+    // e = exp(−2|z|) ∈ (0, 1]: tanh|z| = (1 − e)/(1 + e), sech² z = 4e/(1 + e)².
+    let e = exp_neg(2.0 * z.abs());
+    let inv = 1.0 / (1.0 + e);
+    let t = (1.0 - e) * inv;
+    (if z < 0.0 { -t } else { t }, 4.0 * e * inv * inv)
+}
+
+/// exp(−x) for x ≥ 0 in f32, vectorisable: −x = n·ln 2 + f with n an integer (rounded with
+/// the 1.5·2²³ trick, which needs no rounding instruction) and |f| ≤ ½·ln 2 (Cody–Waite: ln 2
+/// split in a short high part and a low part, so f carries no error from the reduction), then
+/// 2ⁿ from the exponent bits and eᶠ from a degree-7 Taylor polynomial (relative error below
+/// 1e-6). Inputs past 87 give 0.
+#[inline(always)]
+fn exp_neg(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5·2²³
+    // 355/512 exactly: few mantissa bits, so n·LN2_HI is exact for the n that occur.
+    #[allow(clippy::excessive_precision)]
+    const LN2_HI: f32 = 0.693_359_375;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let y = (-x).max(-87.0);
+    let n = (y * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let f = (y - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + f * (1.0
+            + f * (0.5
+                + f * (1.0 / 6.0
+                    + f * (1.0 / 24.0
+                        + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let v = p * scale;
+    if x > 87.0 { 0.0 } else { v }
 }
 
 fn sigmoid(z: f64) -> f64 {
@@ -465,7 +724,8 @@ mod tests {
     #[test]
     fn surrogate_derivatives_match_finite_differences() {
         let surrogates = [
-            Surrogate::Dspike { b: 3.0 },
+            Surrogate::default(),
+            Surrogate::Dspike { b: 3.0, r: 1.0 },
             Surrogate::Rectangle { width: 1.0 },
             Surrogate::Triangle { gamma: 1.0 },
             Surrogate::Sigmoid { alpha: 4.0 },
@@ -494,7 +754,7 @@ mod tests {
 
     #[test]
     fn dspike_b3_middle_is_mpr_middle() {
-        let s = Surrogate::Dspike { b: 3.0 };
+        let s = Surrogate::default();
         for &u in &[0.0, 0.1, 0.5, 0.77, 1.0] {
             assert!((s.value_f64(u - 0.5) - phi_f64(u)).abs() < 1e-12);
         }
@@ -502,7 +762,7 @@ mod tests {
 
     #[test]
     fn mpr_reshapes_the_gradient() {
-        let s = Surrogate::Dspike { b: 3.0 };
+        let s = Surrogate::default();
         // At the threshold φ′ > 1 sharpens the gradient; far below, MPR damps it.
         assert!(s.spike_gradient(0.5, true) > s.spike_gradient(0.5, false));
         assert!(s.spike_gradient(0.05, true) < s.spike_gradient(0.05, false));
@@ -517,9 +777,89 @@ mod tests {
         assert_eq!(back, NeuronKind::LifHard { tau: 0.25 });
         let srif: NeuronKind = serde_json::from_str(r#"{"kind":"srif"}"#).unwrap();
         assert_eq!(srif, NeuronKind::Srif);
+        // Files written before the region existed read as r = ½.
         let s: Surrogate = serde_json::from_str(r#"{"kind":"dspike","b":3.0}"#).unwrap();
-        assert_eq!(s, Surrogate::Dspike { b: 3.0 });
+        assert_eq!(s, Surrogate::default());
+        let wide = Surrogate::Dspike { b: 3.0, r: 1.0 };
+        let json = serde_json::to_string(&wide).unwrap();
+        assert_eq!(json, r#"{"kind":"dspike","b":3.0,"r":1.0}"#);
+        assert_eq!(serde_json::from_str::<Surrogate>(&json).unwrap(), wide);
+        assert!(!Surrogate::Dspike { b: 3.0, r: 0.0 }.is_valid());
         assert!(serde_json::from_str::<NeuronKind>(r#"{"kind":"izhikevich"}"#).is_err());
+    }
+
+    #[test]
+    fn fast_spike_gradients_match_the_definition() {
+        let surrogates = [
+            Surrogate::default(),
+            Surrogate::Dspike { b: 3.0, r: 0.3 },
+            Surrogate::Dspike { b: 5.0, r: 1.0 },
+            Surrogate::Rectangle { width: 1.0 },
+            Surrogate::Triangle { gamma: 0.5 },
+            Surrogate::Sigmoid { alpha: 4.0 },
+        ];
+        // A grid over [−2, 3] plus the exact edges of the supports.
+        let mut h: Vec<f32> = (0..=50_000).map(|i| -2.0 + i as f32 * 1e-4).collect();
+        h.extend([
+            0.0,
+            1.0,
+            0.5,
+            0.2,
+            0.8,
+            1.5,
+            -0.5,
+            0.0f32.next_down(),
+            1.0f32.next_up(),
+        ]);
+        let mut g = vec![0.0f32; h.len()];
+        for s in surrogates {
+            for mpr in [false, true] {
+                s.spike_gradients(mpr, &h, &mut g);
+                for (&hv, &gv) in h.iter().zip(&g) {
+                    let want = s.spike_gradient_f64(f64::from(hv), mpr);
+                    let err = (f64::from(gv) - want).abs();
+                    assert!(
+                        err <= 1e-6 * want.abs().max(1.0),
+                        "{s:?} mpr={mpr} h={hv}: {gv} vs {want}"
+                    );
+                    assert_eq!(gv == 0.0, want == 0.0, "{s:?} mpr={mpr} support at h={hv}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exp_neg_is_accurate() {
+        for i in 0..8_700 {
+            let x = i as f32 * 0.01;
+            let want = (-f64::from(x)).exp();
+            let got = f64::from(exp_neg(x));
+            assert!(
+                (got - want).abs() <= 1e-6 * want + 1e-38,
+                "{x}: {got} vs {want}"
+            );
+        }
+        assert_eq!(exp_neg(100.0), 0.0);
+        assert_eq!(exp_neg(0.0), 1.0);
+    }
+
+    #[test]
+    fn algebraic_forms_equal_the_inference_forms() {
+        let kinds = [
+            NeuronKind::Srif,
+            NeuronKind::IfHard,
+            NeuronKind::LifHard { tau: 0.25 },
+        ];
+        for kind in kinds {
+            for (u, x) in [(0.0f32, 0.7f32), (0.3, 0.1), (-0.4, 0.2), (0.2, 1.9)] {
+                let h = kind.charge(u, x);
+                assert_eq!(kind.charge_as(u, x), h);
+                let o = fire(h);
+                assert_eq!(kind.reset_as(h, o), kind.reset(h, o));
+                let h64 = kind.charge_as(f64::from(u), f64::from(x));
+                assert!((h64 - f64::from(h)).abs() < 1e-6);
+            }
+        }
     }
 
     /// Every f32 from `lo` to `hi` (both finite, same sign), in order.
@@ -611,7 +951,7 @@ mod tests {
         #[test]
         fn surrogates_are_monotone_and_bounded(x in -3.0f64..3.0, d in 1e-6f64..1.0) {
             for s in [
-                Surrogate::Dspike { b: 3.0 },
+                Surrogate::default(),
                 Surrogate::Rectangle { width: 1.0 },
                 Surrogate::Triangle { gamma: 0.5 },
                 Surrogate::Sigmoid { alpha: 4.0 },

@@ -14,3 +14,4 @@ mod python;
 mod session;
 mod snn;
 mod support;
+mod train;

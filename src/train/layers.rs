@@ -1,0 +1,791 @@
+//! Forward and backward passes of each training op, over all T·B frames of a batch at once.
+//!
+//! Activations are `[T][B][H][W][C]`: frame n = t·B + b, each frame NHWC (channel contiguous),
+//! the layout of `exec` and `kernels`. Convolution weights are `[Cin·Kh·Kw][Cout]` (rows in
+//! im2col column order), linear weights `[In][Out]`.
+//!
+//! Parallel work is split into pieces whose boundaries depend only on the shapes and the
+//! number of threads, and partial sums are combined in piece order, so a run is deterministic
+//! for a given thread count.
+
+use rayon::prelude::*;
+
+use crate::kernels::{ConvGeometry, Transpose, col2im_add, im2col};
+use crate::snn::neuron::{Firing, VTH};
+use crate::train::graph::SpikingConfig;
+use crate::train::real::Real;
+
+/// Elements per task of elementwise passes.
+const ELEMENTWISE_CHUNK: usize = 1 << 14;
+
+/// Largest im2col block per task, in values.
+const COLS_BUDGET: usize = 1 << 20;
+
+/// Inputs whose fraction of ones is at or below this take the sparse path. Measured on the
+/// train bench: at 30 % ones the row sums still beat im2col + GEMM (see BENCHMARKS.md).
+pub const SPARSE_MAX_DENSITY: f64 = 0.3;
+
+/// Number of pieces reductions are split into.
+fn pieces(len: usize) -> usize {
+    rayon::current_num_threads().clamp(1, len.max(1))
+}
+
+/// The active (nonzero) channels of every pixel of a 0/1 activation, frame by frame: what
+/// the sparse convolution and its weight gradient walk instead of every input.
+#[derive(Debug, Clone, Default)]
+pub struct SpikeIndex {
+    /// Per frame: `offsets[p]..offsets[p + 1]` indexes `channels` for pixel p.
+    frames: Vec<(Vec<u32>, Vec<u32>)>,
+    /// Number of ones.
+    pub ones: usize,
+    /// Number of values.
+    pub len: usize,
+}
+
+impl SpikeIndex {
+    /// Indexes `frames` frames of `pixels × channels` values each (nonzero means active).
+    pub fn build<R: Real>(input: &[R], frames: usize, pixels: usize, channels: usize) -> Self {
+        let frame_len = pixels * channels;
+        let index: Vec<(Vec<u32>, Vec<u32>)> = input[..frames * frame_len]
+            .par_chunks(frame_len)
+            .map(|frame| {
+                let mut offsets = Vec::with_capacity(pixels + 1);
+                let mut chans = Vec::new();
+                offsets.push(0u32);
+                for px in frame.chunks_exact(channels) {
+                    for (c, v) in px.iter().enumerate() {
+                        if *v != R::ZERO {
+                            chans.push(c as u32);
+                        }
+                    }
+                    offsets.push(chans.len() as u32);
+                }
+                (offsets, chans)
+            })
+            .collect();
+        let ones = index.iter().map(|(_, c)| c.len()).sum();
+        Self {
+            frames: index,
+            ones,
+            len: frames * frame_len,
+        }
+    }
+
+    /// Fraction of ones.
+    pub fn density(&self) -> f64 {
+        if self.len == 0 {
+            0.0
+        } else {
+            self.ones as f64 / self.len as f64
+        }
+    }
+
+    /// The weight-row offsets (`row · cout`) that output pixel `pos` of frame `frame` sums.
+    fn rows(&self, g: &ConvGeometry, cout: usize, frame: usize, pos: usize, rows: &mut Vec<u32>) {
+        rows.clear();
+        let (offsets, chans) = &self.frames[frame];
+        let (oy, ox) = (pos / g.out_width, pos % g.out_width);
+        let (kh, kw) = (g.kernel_height, g.kernel_width);
+        for ky in 0..kh {
+            let Some(iy) = (oy * g.stride + ky)
+                .checked_sub(g.padding)
+                .filter(|&y| y < g.in_height)
+            else {
+                continue;
+            };
+            for kx in 0..kw {
+                let Some(ix) = (ox * g.stride + kx)
+                    .checked_sub(g.padding)
+                    .filter(|&x| x < g.in_width)
+                else {
+                    continue;
+                };
+                let p = iy * g.in_width + ix;
+                let tap = ky * kw + kx;
+                for &c in &chans[offsets[p] as usize..offsets[p + 1] as usize] {
+                    rows.push(((c as usize * kh * kw + tap) * cout) as u32);
+                }
+            }
+        }
+    }
+}
+
+/// Output pixel rows per im2col block for `k` columns.
+fn block_rows(k: usize) -> usize {
+    (COLS_BUDGET / k.max(1)).clamp(16, 4096)
+}
+
+/// im2col of rows `r0..r0 + rows` of the whole batch (row = frame·P + pixel) into `cols`.
+fn im2col_rows<R: Real>(g: &ConvGeometry, input: &[R], r0: usize, rows: usize, cols: &mut [R]) {
+    let (p, k, in_len) = (g.out_pixels(), g.columns(), g.in_len());
+    let mut r = r0;
+    while r < r0 + rows {
+        let (frame, first) = (r / p, r % p);
+        let n = (p - first).min(r0 + rows - r);
+        im2col(
+            g,
+            &input[frame * in_len..][..in_len],
+            first,
+            n,
+            &mut cols[(r - r0) * k..][..n * k],
+            |v| v,
+        );
+        r += n;
+    }
+}
+
+/// Convolution forward: `out[n][p][co] = Σ_k im2col(input_n)[p][k]·weight[k][co] + bias[co]`,
+/// one GEMM over all frames (in row blocks), or, when `spikes` indexes a 0/1 input sparse
+/// enough, sums of the weight rows of the active inputs only.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_forward<R: Real>(
+    g: &ConvGeometry,
+    cout: usize,
+    frames: usize,
+    input: &[R],
+    weight: &[R],
+    bias: Option<&[R]>,
+    spikes: Option<&SpikeIndex>,
+    out: &mut [R],
+) {
+    let (p, k) = (g.out_pixels(), g.columns());
+    let out = &mut out[..frames * p * cout];
+    match spikes.filter(|s| s.density() <= SPARSE_MAX_DENSITY) {
+        Some(index) => {
+            out.par_chunks_mut(p * cout)
+                .enumerate()
+                .for_each(|(frame, out)| {
+                    let mut rows = Vec::new();
+                    for (pos, o) in out.chunks_exact_mut(cout).enumerate() {
+                        index.rows(g, cout, frame, pos, &mut rows);
+                        R::sum_rows(weight, &rows, o);
+                    }
+                });
+        }
+        None => {
+            let mb = block_rows(k);
+            out.par_chunks_mut(mb * cout)
+                .enumerate()
+                .for_each(|(block, out)| {
+                    let rows = out.len() / cout;
+                    let mut cols = vec![R::ZERO; rows * k];
+                    im2col_rows(g, input, block * mb, rows, &mut cols);
+                    R::gemm(
+                        rows,
+                        k,
+                        cout,
+                        &cols,
+                        Transpose::No,
+                        weight,
+                        Transpose::No,
+                        R::ZERO,
+                        out,
+                    );
+                });
+        }
+    }
+    if let Some(bias) = bias {
+        out.par_chunks_mut(ELEMENTWISE_CHUNK / cout * cout + cout)
+            .for_each(|chunk| {
+                for o in chunk.chunks_exact_mut(cout) {
+                    for (v, b) in o.iter_mut().zip(bias) {
+                        *v += *b;
+                    }
+                }
+            });
+    }
+}
+
+/// Convolution backward. Adds the weight gradient `Σ_n im2col(input_n)ᵀ·grad_out_n` to
+/// `grad_weight` (walking only the active inputs when `spikes` indexes a sparse 0/1 input),
+/// the bias gradient to `grad_bias`, and writes `col2im(grad_out·weightᵀ)` to `grad_input`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_backward<R: Real>(
+    g: &ConvGeometry,
+    cout: usize,
+    frames: usize,
+    input: &[R],
+    weight: &[R],
+    spikes: Option<&SpikeIndex>,
+    grad_out: &[R],
+    grad_weight: &mut [R],
+    grad_bias: Option<&mut [R]>,
+    grad_input: Option<&mut [R]>,
+) {
+    let (p, k, in_len) = (g.out_pixels(), g.columns(), g.in_len());
+    let grad_out = &grad_out[..frames * p * cout];
+    let total_rows = frames * p;
+    let groups = pieces(total_rows);
+    let per_group = total_rows.div_ceil(groups);
+    let sparse = spikes.filter(|s| s.density() <= SPARSE_MAX_DENSITY);
+    let partials: Vec<Vec<R>> = (0..groups)
+        .into_par_iter()
+        .map(|gi| {
+            let mut partial = vec![R::ZERO; k * cout];
+            let r0 = gi * per_group;
+            let r1 = ((gi + 1) * per_group).min(total_rows);
+            match sparse {
+                Some(index) => {
+                    let mut rows = Vec::new();
+                    for r in r0..r1 {
+                        index.rows(g, cout, r / p, r % p, &mut rows);
+                        R::scatter_rows(&grad_out[r * cout..][..cout], &rows, &mut partial);
+                    }
+                }
+                None => {
+                    let mb = block_rows(k);
+                    let mut cols = vec![R::ZERO; mb.min(r1.saturating_sub(r0)) * k];
+                    let mut r = r0;
+                    while r < r1 {
+                        let n = mb.min(r1 - r);
+                        im2col_rows(g, input, r, n, &mut cols[..n * k]);
+                        R::gemm(
+                            k,
+                            n,
+                            cout,
+                            &cols[..n * k],
+                            Transpose::Yes,
+                            &grad_out[r * cout..][..n * cout],
+                            Transpose::No,
+                            R::ONE,
+                            &mut partial,
+                        );
+                        r += n;
+                    }
+                }
+            }
+            partial
+        })
+        .collect();
+    for partial in &partials {
+        for (gw, v) in grad_weight.iter_mut().zip(partial) {
+            *gw += *v;
+        }
+    }
+    if let Some(grad_bias) = grad_bias {
+        let sums = channel_sums(grad_out, cout, |v, _| v.to_f64());
+        for (gb, s) in grad_bias.iter_mut().zip(sums) {
+            *gb += R::of_f64(s);
+        }
+    }
+    if let Some(grad_input) = grad_input {
+        let mb = block_rows(k).min(p);
+        grad_input[..frames * in_len]
+            .par_chunks_mut(in_len)
+            .zip(grad_out.par_chunks(p * cout))
+            .for_each(|(gin, gout)| {
+                gin.fill(R::ZERO);
+                let mut cols = vec![R::ZERO; mb * k];
+                let mut first = 0;
+                while first < p {
+                    let n = mb.min(p - first);
+                    R::gemm(
+                        n,
+                        cout,
+                        k,
+                        &gout[first * cout..][..n * cout],
+                        Transpose::No,
+                        weight,
+                        Transpose::Yes,
+                        R::ZERO,
+                        &mut cols[..n * k],
+                    );
+                    col2im_add(g, &cols[..n * k], first, n, gin);
+                    first += n;
+                }
+            });
+    }
+}
+
+/// Per-channel sums of `f(value, index)` over a `[..][channels]` buffer, in f64, split into
+/// pieces that are combined in order.
+fn channel_sums<R: Real>(
+    values: &[R],
+    channels: usize,
+    f: impl Fn(R, usize) -> f64 + Sync,
+) -> Vec<f64> {
+    let rows = values.len() / channels;
+    let groups = pieces(rows);
+    let per = rows.div_ceil(groups).max(1);
+    let partials: Vec<Vec<f64>> = values
+        .par_chunks(per * channels)
+        .enumerate()
+        .map(|(gi, chunk)| {
+            let mut s = vec![0.0f64; channels];
+            let base = gi * per * channels;
+            for (r, row) in chunk.chunks_exact(channels).enumerate() {
+                let at = base + r * channels;
+                for (c, v) in row.iter().enumerate() {
+                    s[c] += f(*v, at + c);
+                }
+            }
+            s
+        })
+        .collect();
+    let mut total = vec![0.0f64; channels];
+    for p in partials {
+        for (t, v) in total.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    total
+}
+
+/// What a training batch norm keeps for its backward pass.
+#[derive(Debug, Clone)]
+pub struct BnSaved {
+    /// Batch mean per channel.
+    pub mean: Vec<f64>,
+    /// 1/√(biased variance + ε) per channel.
+    pub inv_std: Vec<f64>,
+    /// Biased batch variance per channel.
+    pub var: Vec<f64>,
+}
+
+/// Batch norm forward in training mode over all rows of `[..][channels]`:
+/// `y = γ·factor·(x − μ)/√(σ² + ε) + β` with the batch mean μ and biased variance σ².
+pub fn bn_forward_train<R: Real>(
+    x: &[R],
+    channels: usize,
+    gamma: &[R],
+    beta: &[R],
+    factor: f64,
+    eps: f64,
+    y: &mut [R],
+) -> BnSaved {
+    let m = (x.len() / channels) as f64;
+    let sums = channel_sums(x, channels, |v, _| v.to_f64());
+    let mean: Vec<f64> = sums.iter().map(|s| s / m).collect();
+    // Two passes: the centred second moment does not cancel when |μ| ≫ σ.
+    let sq = channel_sums(x, channels, |v, i| {
+        let d = v.to_f64() - mean[i % channels];
+        d * d
+    });
+    let var: Vec<f64> = sq.iter().map(|s| s / m).collect();
+    let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let (a, b): (Vec<R>, Vec<R>) = (0..channels)
+        .map(|c| {
+            let a = gamma[c].to_f64() * factor * inv_std[c];
+            (R::of_f64(a), R::of_f64(beta[c].to_f64() - mean[c] * a))
+        })
+        .unzip();
+    affine(x, channels, &a, &b, y);
+    BnSaved { mean, inv_std, var }
+}
+
+/// Batch norm forward with fixed statistics (evaluation).
+#[allow(clippy::too_many_arguments)]
+pub fn bn_forward_eval<R: Real>(
+    x: &[R],
+    channels: usize,
+    gamma: &[R],
+    beta: &[R],
+    running_mean: &[R],
+    running_var: &[R],
+    factor: f64,
+    eps: f64,
+    y: &mut [R],
+) {
+    let (a, b): (Vec<R>, Vec<R>) = (0..channels)
+        .map(|c| {
+            let a = gamma[c].to_f64() * factor / (running_var[c].to_f64() + eps).sqrt();
+            (
+                R::of_f64(a),
+                R::of_f64(beta[c].to_f64() - running_mean[c].to_f64() * a),
+            )
+        })
+        .unzip();
+    affine(x, channels, &a, &b, y);
+}
+
+/// `y = a[c]·x + b[c]` per channel.
+fn affine<R: Real>(x: &[R], channels: usize, a: &[R], b: &[R], y: &mut [R]) {
+    let chunk = (ELEMENTWISE_CHUNK / channels).max(1) * channels;
+    y[..x.len()]
+        .par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .for_each(|(y, x)| {
+            for (yr, xr) in y.chunks_exact_mut(channels).zip(x.chunks_exact(channels)) {
+                for c in 0..channels {
+                    yr[c] = a[c] * xr[c] + b[c];
+                }
+            }
+        });
+}
+
+/// Batch norm backward (training mode): returns (dγ, dβ) and writes dL/dx.
+#[allow(clippy::too_many_arguments)]
+pub fn bn_backward<R: Real>(
+    x: &[R],
+    channels: usize,
+    gamma: &[R],
+    factor: f64,
+    saved: &BnSaved,
+    grad_y: &[R],
+    grad_x: &mut [R],
+) -> (Vec<f64>, Vec<f64>) {
+    let m = (x.len() / channels) as f64;
+    let sum_dy = channel_sums(grad_y, channels, |v, _| v.to_f64());
+    let sum_dy_xhat = channel_sums(grad_y, channels, |v, i| {
+        let c = i % channels;
+        v.to_f64() * (x[i].to_f64() - saved.mean[c]) * saved.inv_std[c]
+    });
+    // dx = γ·f·s/M·(M·dy − Σdy − x̂·Σ(dy·x̂)) = k1·dy + k2·x + k3, per channel.
+    let mut k1 = Vec::with_capacity(channels);
+    let mut k2 = Vec::with_capacity(channels);
+    let mut k3 = Vec::with_capacity(channels);
+    for c in 0..channels {
+        let s = saved.inv_std[c];
+        let scale = gamma[c].to_f64() * factor * s;
+        let a2 = -scale * sum_dy_xhat[c] * s / m;
+        k1.push(R::of_f64(scale));
+        k2.push(R::of_f64(a2));
+        k3.push(R::of_f64(-scale * sum_dy[c] / m - a2 * saved.mean[c]));
+    }
+    let chunk = (ELEMENTWISE_CHUNK / channels).max(1) * channels;
+    grad_x[..x.len()]
+        .par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk).zip(grad_y.par_chunks(chunk)))
+        .for_each(|(gx, (x, gy))| {
+            for ((gr, xr), yr) in gx
+                .chunks_exact_mut(channels)
+                .zip(x.chunks_exact(channels))
+                .zip(gy.chunks_exact(channels))
+            {
+                for c in 0..channels {
+                    gr[c] = k1[c] * yr[c] + k2[c] * xr[c] + k3[c];
+                }
+            }
+        });
+    let dgamma = (0..channels).map(|c| factor * sum_dy_xhat[c]).collect();
+    (dgamma, sum_dy)
+}
+
+/// Average pool forward (k×k windows, no padding), frame by frame.
+#[allow(clippy::too_many_arguments)]
+pub fn avg_pool_forward<R: Real>(
+    (h, w, c): (usize, usize, usize),
+    k: usize,
+    stride: usize,
+    (oh, ow): (usize, usize),
+    frames: usize,
+    x: &[R],
+    y: &mut [R],
+) {
+    let inv = R::of_f64(1.0 / (k * k) as f64);
+    y[..frames * oh * ow * c]
+        .par_chunks_mut(oh * ow * c)
+        .zip(x.par_chunks(h * w * c))
+        .for_each(|(y, x)| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let out = &mut y[(oy * ow + ox) * c..][..c];
+                    out.fill(R::ZERO);
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let src = &x[((oy * stride + ky) * w + ox * stride + kx) * c..][..c];
+                            for (o, s) in out.iter_mut().zip(src) {
+                                *o += *s;
+                            }
+                        }
+                    }
+                    for o in out.iter_mut() {
+                        *o *= inv;
+                    }
+                }
+            }
+        });
+}
+
+/// Average pool backward: each input gets the mean of its windows' gradients.
+#[allow(clippy::too_many_arguments)]
+pub fn avg_pool_backward<R: Real>(
+    (h, w, c): (usize, usize, usize),
+    k: usize,
+    stride: usize,
+    (oh, ow): (usize, usize),
+    frames: usize,
+    grad_y: &[R],
+    grad_x: &mut [R],
+) {
+    let inv = R::of_f64(1.0 / (k * k) as f64);
+    grad_x[..frames * h * w * c]
+        .par_chunks_mut(h * w * c)
+        .zip(grad_y.par_chunks(oh * ow * c))
+        .for_each(|(gx, gy)| {
+            gx.fill(R::ZERO);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let g = &gy[(oy * ow + ox) * c..][..c];
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let dst =
+                                &mut gx[((oy * stride + ky) * w + ox * stride + kx) * c..][..c];
+                            for (d, s) in dst.iter_mut().zip(g) {
+                                *d += *s * inv;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Global average pool forward: the mean over the `pixels` positions of each frame.
+pub fn global_pool_forward<R: Real>(pixels: usize, c: usize, frames: usize, x: &[R], y: &mut [R]) {
+    let inv = R::of_f64(1.0 / pixels as f64);
+    y[..frames * c]
+        .par_chunks_mut(c)
+        .zip(x.par_chunks(pixels * c))
+        .for_each(|(y, x)| {
+            y.fill(R::ZERO);
+            for px in x.chunks_exact(c) {
+                for (o, v) in y.iter_mut().zip(px) {
+                    *o += *v;
+                }
+            }
+            for o in y.iter_mut() {
+                *o *= inv;
+            }
+        });
+}
+
+/// Global average pool backward.
+pub fn global_pool_backward<R: Real>(
+    pixels: usize,
+    c: usize,
+    frames: usize,
+    grad_y: &[R],
+    grad_x: &mut [R],
+) {
+    let inv = R::of_f64(1.0 / pixels as f64);
+    grad_x[..frames * pixels * c]
+        .par_chunks_mut(pixels * c)
+        .zip(grad_y.par_chunks(c))
+        .for_each(|(gx, gy)| {
+            for px in gx.chunks_exact_mut(c) {
+                for (d, g) in px.iter_mut().zip(gy) {
+                    *d = *g * inv;
+                }
+            }
+        });
+}
+
+/// Linear forward: `y[n] = x[n]·W + b` with W `[In][Out]`; sparse row sums when `binary`
+/// says the input is 0/1.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward<R: Real>(
+    inputs: usize,
+    outputs: usize,
+    frames: usize,
+    x: &[R],
+    weight: &[R],
+    bias: Option<&[R]>,
+    binary: bool,
+    y: &mut [R],
+) {
+    let y = &mut y[..frames * outputs];
+    if binary {
+        y.par_chunks_mut(outputs)
+            .zip(x.par_chunks(inputs))
+            .for_each(|(y, x)| {
+                let rows: Vec<u32> = x
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| **v != R::ZERO)
+                    .map(|(i, _)| (i * outputs) as u32)
+                    .collect();
+                R::sum_rows(weight, &rows, y);
+            });
+    } else {
+        R::gemm(
+            frames,
+            inputs,
+            outputs,
+            x,
+            Transpose::No,
+            weight,
+            Transpose::No,
+            R::ZERO,
+            y,
+        );
+    }
+    if let Some(bias) = bias {
+        for row in y.chunks_exact_mut(outputs) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += *b;
+            }
+        }
+    }
+}
+
+/// Linear backward: adds `xᵀ·grad_y` to `grad_weight` and `Σ grad_y` to `grad_bias`, writes
+/// `grad_y·Wᵀ` to `grad_x`.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward<R: Real>(
+    inputs: usize,
+    outputs: usize,
+    frames: usize,
+    x: &[R],
+    weight: &[R],
+    grad_y: &[R],
+    grad_weight: &mut [R],
+    grad_bias: Option<&mut [R]>,
+    grad_x: Option<&mut [R]>,
+) {
+    R::gemm(
+        inputs,
+        frames,
+        outputs,
+        x,
+        Transpose::Yes,
+        grad_y,
+        Transpose::No,
+        R::ONE,
+        grad_weight,
+    );
+    if let Some(grad_bias) = grad_bias {
+        let sums = channel_sums(&grad_y[..frames * outputs], outputs, |v, _| v.to_f64());
+        for (gb, s) in grad_bias.iter_mut().zip(sums) {
+            *gb += R::of_f64(s);
+        }
+    }
+    if let Some(grad_x) = grad_x {
+        R::gemm(
+            frames,
+            outputs,
+            inputs,
+            grad_y,
+            Transpose::No,
+            weight,
+            Transpose::Yes,
+            R::ZERO,
+            grad_x,
+        );
+    }
+}
+
+/// Neuron forward over `[T][L]` currents: writes the potentials H and outputs O (spikes, or
+/// the surrogate value under [`Firing::Surrogate`]). Returns the number of nonzero outputs.
+pub fn neuron_forward<R: Real>(
+    cfg: &SpikingConfig,
+    firing: Firing,
+    timesteps: usize,
+    x: &[R],
+    h: &mut [R],
+    o: &mut [R],
+) -> usize {
+    let l = x.len() / timesteps;
+    let kind = cfg.kind;
+    let mut u = vec![R::ZERO; l];
+    let mut count = 0usize;
+    let vth = R::of_f32(VTH);
+    for t in 0..timesteps {
+        let range = t * l..(t + 1) * l;
+        count += u
+            .par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(x[range.clone()].par_chunks(ELEMENTWISE_CHUNK))
+            .zip(h[range.clone()].par_chunks_mut(ELEMENTWISE_CHUNK))
+            .zip(o[range].par_chunks_mut(ELEMENTWISE_CHUNK))
+            .map(|(((u, x), h), o)| {
+                let mut n = 0usize;
+                for (((u, &x), h), o) in u.iter_mut().zip(x).zip(h.iter_mut()).zip(o.iter_mut()) {
+                    let pot = kind.charge_as(*u, x);
+                    let out = match firing {
+                        Firing::Spike => {
+                            if pot >= vth {
+                                R::ONE
+                            } else {
+                                R::ZERO
+                            }
+                        }
+                        Firing::Surrogate => {
+                            R::of_f64(cfg.surrogate.soft_spike_f64(pot.to_f64(), cfg.mpr))
+                        }
+                    };
+                    *h = pot;
+                    *o = out;
+                    *u = kind.reset_as(pot, out);
+                    n += usize::from(out != R::ZERO);
+                }
+                n
+            })
+            .sum::<usize>();
+    }
+    count
+}
+
+/// Neuron backward (BPTT through the membrane, see
+/// [`crate::snn::neuron::NeuronKind::grad_potential`]): from dL/dO `[T][L]`, the saved H and O,
+/// writes dL/dX.
+pub fn neuron_backward<R: Real>(
+    cfg: &SpikingConfig,
+    timesteps: usize,
+    h: &[R],
+    o: &[R],
+    grad_o: &[R],
+    grad_x: &mut [R],
+) {
+    let l = h.len() / timesteps;
+    let mut grad_u = vec![R::ZERO; l];
+    for t in (0..timesteps).rev() {
+        let range = t * l..(t + 1) * l;
+        grad_u
+            .par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(h[range.clone()].par_chunks(ELEMENTWISE_CHUNK))
+            .zip(o[range.clone()].par_chunks(ELEMENTWISE_CHUNK))
+            .zip(grad_o[range.clone()].par_chunks(ELEMENTWISE_CHUNK))
+            .zip(grad_x[range].par_chunks_mut(ELEMENTWISE_CHUNK))
+            .for_each(|((((gu, h), o), go), gx)| {
+                let mut g = vec![R::ZERO; h.len()];
+                R::spike_gradients(cfg.surrogate, cfg.mpr, h, &mut g);
+                bptt_step(cfg, h, o, &g, go, gu, gx);
+            });
+    }
+}
+
+/// One timestep of BPTT over a slice, with the neuron kind and detach flag hoisted out of the
+/// loop so each arm is a straight loop.
+fn bptt_step<R: Real>(
+    cfg: &SpikingConfig,
+    h: &[R],
+    o: &[R],
+    g: &[R],
+    grad_o: &[R],
+    grad_u: &mut [R],
+    grad_x: &mut [R],
+) {
+    use crate::snn::neuron::NeuronKind;
+    macro_rules! arm {
+        ($kind:expr, $detach:expr) => {{
+            let kind = $kind;
+            let leak: R = kind.leak();
+            for i in 0..h.len() {
+                let gh = kind.grad_potential($detach, h[i], o[i], g[i], grad_o[i], grad_u[i]);
+                grad_x[i] = gh;
+                grad_u[i] = leak * gh;
+            }
+        }};
+    }
+    match (cfg.kind, cfg.detach_reset) {
+        (NeuronKind::Srif, false) => arm!(NeuronKind::Srif, false),
+        (NeuronKind::Srif, true) => arm!(NeuronKind::Srif, true),
+        (NeuronKind::IfHard, false) => arm!(NeuronKind::IfHard, false),
+        (NeuronKind::IfHard, true) => arm!(NeuronKind::IfHard, true),
+        (k @ NeuronKind::LifHard { .. }, false) => arm!(k, false),
+        (k @ NeuronKind::LifHard { .. }, true) => arm!(k, true),
+    }
+}
+
+/// The output accumulation: logits `[B][C]` = mean over T of the per-timestep outputs
+/// `[T][B][C]`.
+pub fn output_logits<R: Real>(timesteps: usize, per_step: &[R]) -> Vec<R> {
+    let bc = per_step.len() / timesteps;
+    let inv = 1.0 / timesteps as f64;
+    (0..bc)
+        .map(|i| {
+            let s: f64 = (0..timesteps).map(|t| per_step[t * bc + i].to_f64()).sum();
+            R::of_f64(s * inv)
+        })
+        .collect()
+}
