@@ -71,20 +71,23 @@ fn compile_text(text: &str, name: &Path) -> anyhow::Result<Compiled> {
 
 /// The embedded default: the bundled recording, looped at real time, text on stdout.
 fn embedded_default() -> anyhow::Result<Compiled> {
-    let mut compiled = compile_text(
+    // The stream reads the recording compiled into the binary; the config names the binary
+    // itself only to pass the check that a file source's path is a file.
+    let exe = std::env::current_exe().context("locating the inflor binary")?;
+    let text = format!(
         r#"
 [[streams]]
 id = "bundled"
-source = { kind = "file", path = "Cargo.toml", speed = 1.0, loop = true }
+source = {{ kind = "file", path = {exe:?}, speed = 1.0, loop = true }}
+label = "0"
 
 [[sinks]]
 kind = "stdout"
 format = "text"
 "#,
-        Path::new("the embedded default config"),
-    )?;
-    // The placeholder path above only satisfies the file check; the stream reads the
-    // recording compiled into the binary.
+        exe = exe.display().to_string()
+    );
+    let mut compiled = compile_text(&text, Path::new("the embedded default config"))?;
     if let Some(Source::File { path, .. }) = compiled.streams.first_mut().map(|s| &mut s.source) {
         *path = PathBuf::from(BUNDLED_RECORDING);
     }

@@ -450,6 +450,7 @@ impl PipelineHandle {
             opened: false,
             windows: Vec::new(),
             kept: Vec::new(),
+            next_index: 0,
         })
     }
 
@@ -513,6 +514,8 @@ pub struct StreamWriter {
     opened: bool,
     windows: Vec<WindowFrames>,
     kept: Vec<Event>,
+    /// The index of the next window binned.
+    next_index: u64,
 }
 
 impl StreamWriter {
@@ -682,7 +685,11 @@ impl StreamWriter {
 
     async fn enqueue_all(&mut self, received: Instant) -> Result<(), PipelineError> {
         let windows = std::mem::take(&mut self.windows);
-        for window in windows {
+        for mut window in windows {
+            // Numbered per stream, across reconnects and replay passes (each of which starts
+            // a new windowing), so indices never repeat and dropped windows leave holes.
+            window.index = self.next_index;
+            self.next_index += 1;
             self.enqueue(Queued { window, received }).await?;
         }
         Ok(())
