@@ -619,3 +619,28 @@ fn a_slow_subscriber_is_dropped_and_counted_and_filters_hold() {
     hub.publish(&output, &line);
     assert_eq!(only_b.try_recv().unwrap().output.stream, "b");
 }
+
+#[test]
+fn the_embedded_default_classifies_the_bundled_recording_and_stops_on_sigint() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inflor"))
+        .arg("run")
+        .env("INFLOR_ADMIN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("bundled #0"), "{line}");
+    assert!(line.contains("(true: 0"), "{line}");
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
