@@ -279,10 +279,7 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
         serde_json::to_string(&i.normalization)?.trim_matches('"')
     );
     println!("classes:          {}", m.class_names.join(", "));
-    println!(
-        "provenance:       {}",
-        serde_json::to_string(&m.provenance)?
-    );
+    print_provenance(&m.provenance);
     println!(
         "parameters:       {} stored, {} after folding BN",
         model.stored_parameter_count(),
@@ -449,6 +446,49 @@ fn init(args: &InitArgs) -> anyhow::Result<()> {
         model.stored_parameter_count()
     );
     Ok(())
+}
+
+/// The provenance as lines: its fields, and one level into nested records, where lists (a
+/// training run's per-epoch history) are counted rather than printed.
+fn print_provenance(p: &inflor::model::Provenance) {
+    let mut fields = vec![
+        ("created by".to_owned(), p.created_by.clone()),
+        ("origin".to_owned(), p.origin.clone()),
+    ];
+    if let Some(seed) = p.seed {
+        fields.push(("seed".into(), seed.to_string()));
+    }
+    if let Some(d) = &p.dataset {
+        fields.push(("dataset".into(), d.clone()));
+    }
+    for (key, value) in &p.extra {
+        match value {
+            serde_json::Value::Object(inner) => {
+                for (k, v) in inner {
+                    fields.push((format!("{key}.{k}"), brief(v)));
+                }
+            }
+            v => fields.push((key.clone(), brief(v))),
+        }
+    }
+    println!("provenance:");
+    for (k, v) in fields {
+        println!("  {k:<28} {v}");
+    }
+}
+
+fn brief(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Array(items)
+            if items.iter().all(|i| !i.is_object()) && items.len() <= 4 =>
+        {
+            v.to_string()
+        }
+        serde_json::Value::Array(items) => format!("[{} entries]", items.len()),
+        serde_json::Value::Object(o) if o.len() > 6 => format!("{{{} fields}}", o.len()),
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
 }
 
 #[cfg(test)]
