@@ -43,4 +43,6 @@ pub enum Command {
     Train(Box<app::train::TrainArgs>),
     /// Evaluate a model on a dataset split: top-1/top-5, per-class accuracy, confusion matrix.
     Eval(app::eval::EvalArgs),
+    /// The InfLoR ablations (neuron kinds, MPR, quantization error) as a Markdown table.
+    Ablate(app::ablate::AblateArgs),
 }

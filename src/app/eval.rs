@@ -114,6 +114,17 @@ pub fn classify_file(
     path: &Path,
     options: &DecodeOptions,
 ) -> anyhow::Result<Option<Output>> {
+    classify_file_measuring(model, plan, path, options, None)
+}
+
+/// [`classify_file`], measuring the quantization error at network node `quantization`.
+pub fn classify_file_measuring(
+    model: &Model,
+    plan: &Arc<Plan>,
+    path: &Path,
+    options: &DecodeOptions,
+    quantization: Option<usize>,
+) -> anyhow::Result<Option<Output>> {
     let mut reader = FileReader::open(path, None, options)?;
     let mut events = Vec::new();
     let mut outputs = Vec::new();
@@ -130,6 +141,7 @@ pub fn classify_file(
             let opts = SessionOptions {
                 stream: path.display().to_string(),
                 top_k: model.metadata.class_names.len().min(5),
+                quantization_node: quantization,
                 ..SessionOptions::default()
             };
             session = Some(Session::new(plan.clone(), model, sensor, opts)?);

@@ -1,6 +1,7 @@
 //! The composition root: runs each command by wiring library parts together, and decides exit
 //! codes. Only this module (and `main`) uses `anyhow`.
 
+pub mod ablate;
 pub mod convert;
 pub mod dataset;
 pub mod decode_args;
@@ -41,6 +42,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::ServeEvents(args) => serve_events::run(args),
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
+        Command::Ablate(args) => ablate::run(args),
     }
 }
 

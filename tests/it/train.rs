@@ -456,3 +456,79 @@ fn a_pytorch_state_dict_converts_to_the_same_model() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("classifier.bias"));
 }
+
+#[test]
+fn ablate_trains_every_configuration_and_tabulates_the_means() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dataset(dir.path());
+    let runs = dir.path().join("runs");
+    let table = dir.path().join("table.md");
+    let cache = dir.path().join("cache");
+    let o = run_inflor(&[
+        "ablate",
+        ds.to_str().unwrap(),
+        "--seeds",
+        "2",
+        "--out-dir",
+        runs.to_str().unwrap(),
+        "--table",
+        table.to_str().unwrap(),
+        "--",
+        "--input",
+        "2x16x16",
+        "--timesteps",
+        "4",
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--threads",
+        "1",
+        "--lr",
+        "0.05",
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&table).unwrap();
+    let mut finals = Vec::new();
+    for (name, mpr) in [
+        ("srif", false),
+        ("if-hard", false),
+        ("lif-hard", false),
+        ("srif", true),
+    ] {
+        let mut accs = Vec::new();
+        for seed in 0..2 {
+            let file = format!(
+                "{name}{}-seed{seed}.safetensors",
+                if mpr { "-mpr" } else { "" }
+            );
+            let model = Model::load(&runs.join(file)).unwrap();
+            assert_eq!(model.metadata.neuron.mpr, mpr);
+            let record = &model.metadata.provenance.extra["training"];
+            assert_eq!(record["config"]["seed"], seed);
+            accs.push(record["final_test_accuracy"].as_f64().unwrap());
+        }
+        finals.push(100.0 * (accs[0] + accs[1]) / 2.0);
+    }
+    let row = |label: &str| -> String {
+        text.lines()
+            .find(|l| l.starts_with(&format!("| {label} |")))
+            .unwrap_or_else(|| panic!("no row {label} in\n{text}"))
+            .to_owned()
+    };
+    assert!(
+        row("SRIF").contains(&format!("{:.2} ±", finals[0])),
+        "{text}"
+    );
+    assert!(
+        row("hard-reset IF").contains(&format!("{:.2} ±", finals[1])),
+        "{text}"
+    );
+    assert!(
+        row("with MPR").contains(&format!("{:.2} ±", finals[3])),
+        "{text}"
+    );
+    assert!(row("SRIF + MPR").contains("±"), "{text}");
+}
