@@ -83,7 +83,7 @@ pub use plan::{ExecutorKind, Plan, PlanError, PlanOptions, Scratch, UnknownExecu
 pub use pool::{Pool, PoolError};
 pub use sparse::EventOptions;
 pub use state::State;
-pub use stats::{InferenceStats, NodeStats, QuantizationError};
+pub use stats::{Histogram, InferenceStats, MembraneHistograms, NodeStats, QuantizationError};
 
 /// What to record besides the logits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Spike statistics of one inference: per node firing rate, spike count, synaptic operations,
 //! dense-equivalent MACs, work actually performed, neuron updates; an energy estimate; and the
-//! optional quantization error with and without MPR.
+//! optional quantization error with and without MPR, with histograms of the membrane potential
+//! before firing and of its rectified value.
 //!
 //! Definitions (summed over the timesteps of one classification):
 //! - **synaptic ops** of a weighted node: for every nonzero input value, the number of weights
@@ -52,9 +53,107 @@ pub struct NodeStats {
     pub priced_as_mac: bool,
 }
 
+/// Bins of the membrane-potential histograms.
+pub const HISTOGRAM_BINS: usize = 100;
+/// Lower edge of the first histogram bin.
+pub const HISTOGRAM_MIN: f32 = -1.0;
+/// Upper edge of the last histogram bin (exclusive).
+pub const HISTOGRAM_MAX: f32 = 2.0;
+
+/// A fixed-bin histogram: [`HISTOGRAM_BINS`] equal bins over
+/// [[`HISTOGRAM_MIN`], [`HISTOGRAM_MAX`]), plus counts below and above that range.
+/// Fixed bins keep observing allocation-free, and let windows and recordings be summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Histogram {
+    /// Count per bin; bin `i` holds values in [min + i·w, min + (i + 1)·w), w = (max − min) / bins.
+    #[serde(serialize_with = "serialize_counts")]
+    pub counts: [u64; HISTOGRAM_BINS],
+    /// Values below [`HISTOGRAM_MIN`].
+    pub underflow: u64,
+    /// Values at or above [`HISTOGRAM_MAX`], and NaN (so every observation is counted once).
+    pub overflow: u64,
+}
+
+// serde derives arrays only up to 32 elements.
+fn serialize_counts<S: serde::Serializer>(
+    counts: &[u64; HISTOGRAM_BINS],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(counts.iter())
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            counts: [0; HISTOGRAM_BINS],
+            underflow: 0,
+            overflow: 0,
+        }
+    }
+}
+
+impl Histogram {
+    /// Width of one bin.
+    pub const BIN_WIDTH: f64 =
+        (HISTOGRAM_MAX as f64 - HISTOGRAM_MIN as f64) / HISTOGRAM_BINS as f64;
+
+    /// Counts one value.
+    #[inline]
+    pub fn observe(&mut self, v: f32) {
+        // In f64 so that bin edges such as −1 + k·0.03 land where their decimal value says.
+        let x = (f64::from(v) - f64::from(HISTOGRAM_MIN)) / Self::BIN_WIDTH;
+        if x < 0.0 {
+            self.underflow += 1;
+        } else if x < HISTOGRAM_BINS as f64 {
+            self.counts[x as usize] += 1;
+        } else {
+            self.overflow += 1;
+        }
+    }
+
+    /// Lower edge of bin `i`.
+    pub fn bin_start(i: usize) -> f64 {
+        let range = f64::from(HISTOGRAM_MAX) - f64::from(HISTOGRAM_MIN);
+        f64::from(HISTOGRAM_MIN) + i as f64 * range / HISTOGRAM_BINS as f64
+    }
+
+    /// Observations counted, in range or not.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum::<u64>() + self.underflow + self.overflow
+    }
+
+    /// Adds another histogram's counts to this one.
+    pub fn add(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.underflow += other.underflow;
+        self.overflow += other.overflow;
+    }
+}
+
+/// Histograms of the membrane potential H before firing and of φ(H) (MPR), at one layer: the
+/// InfLoR paper's Figures 4 and 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct MembraneHistograms {
+    /// Of H.
+    pub potential: Histogram,
+    /// Of φ(H).
+    pub rectified: Histogram,
+}
+
+impl MembraneHistograms {
+    /// Adds another pair's counts to this one.
+    pub fn add(&mut self, other: &MembraneHistograms) {
+        self.potential.add(&other.potential);
+        self.rectified.add(&other.rectified);
+    }
+}
+
 /// Mean squared distance between the membrane potential before firing and the spike, without
-/// and with MPR, at one `Neuron` node: mean (H − O)² and mean (φ(H) − O)².
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+/// and with MPR, at one `Neuron` node: mean (H − O)² and mean (φ(H) − O)²; and the histograms
+/// of H and φ(H).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct QuantizationError {
     /// The node measured.
     pub node: usize,
@@ -64,6 +163,8 @@ pub struct QuantizationError {
     pub sum_sq_plain: f64,
     /// Σ (φ(H) − O)².
     pub sum_sq_mpr: f64,
+    /// Histograms of H and φ(H) (boxed: 1.6 kB that a run without the statistic never carries).
+    pub histograms: Box<MembraneHistograms>,
 }
 
 impl QuantizationError {
@@ -78,8 +179,10 @@ impl QuantizationError {
     /// Adds one neuron-timestep: potential `h` before firing, spike `o`.
     #[inline]
     pub fn observe(&mut self, h: f32, o: f32) {
-        let (h, o) = (f64::from(h), f64::from(o));
-        let m = f64::from(phi(h as f32));
+        let m = phi(h);
+        self.histograms.potential.observe(h);
+        self.histograms.rectified.observe(m);
+        let (h, m, o) = (f64::from(h), f64::from(m), f64::from(o));
         self.samples += 1;
         self.sum_sq_plain += (h - o) * (h - o);
         self.sum_sq_mpr += (m - o) * (m - o);
@@ -298,6 +401,61 @@ mod tests {
         // φ pulls 0.4 toward 0, so MPR's error is smaller.
         assert!(q.mean_mpr() < q.mean_plain());
         assert!((q.sum_sq_plain - 0.16).abs() < 1e-7);
+    }
+
+    #[test]
+    fn histograms_count_every_observation_once_in_the_right_bin() {
+        let mut h = Histogram::default();
+        // Bin width 0.03: −1 + 0.03·k + 0.015 is the centre of bin k.
+        for k in [0usize, 1, 33, 50, 99] {
+            h.observe((f64::from(HISTOGRAM_MIN) + Histogram::BIN_WIDTH * (k as f64 + 0.5)) as f32);
+        }
+        for (k, &c) in h.counts.iter().enumerate() {
+            assert_eq!(c, u64::from([0, 1, 33, 50, 99].contains(&k)), "bin {k}");
+        }
+        // Edges: the lower edge is in the first bin, the upper edge is overflow.
+        h.observe(HISTOGRAM_MIN);
+        assert_eq!(h.counts[0], 2);
+        h.observe(HISTOGRAM_MAX);
+        h.observe(-1.0001);
+        h.observe(f32::NAN);
+        h.observe(f32::INFINITY);
+        h.observe(f32::NEG_INFINITY);
+        assert_eq!((h.underflow, h.overflow), (2, 3));
+        // 0.5 (Vth) is exactly 50 bins above −1.
+        assert_eq!(Histogram::bin_start(50), 0.5);
+        assert_eq!(h.total(), 11);
+        let mut sum = h;
+        sum.add(&h);
+        assert_eq!(sum.total(), 22);
+        assert_eq!(sum.counts[0], 4);
+    }
+
+    #[test]
+    fn quantization_histograms_hold_h_and_phi_of_h() {
+        let mut q = QuantizationError::new(0);
+        let values = [-2.0f32, -0.3, 0.0, 0.2, 0.5, 0.75, 1.0, 1.4, 3.0];
+        for &v in &values {
+            q.observe(v, fire_of(v));
+        }
+        let hist = &q.histograms;
+        assert_eq!(hist.potential.total(), values.len() as u64);
+        assert_eq!(hist.rectified.total(), values.len() as u64);
+        assert_eq!(q.samples, values.len() as u64);
+        assert_eq!((hist.potential.underflow, hist.potential.overflow), (1, 1));
+        // φ(−2) = 1 − 3^(1/3) ≈ −0.44 and φ(3) = 3^(1/3) ≈ 1.44 are inside the range.
+        assert_eq!((hist.rectified.underflow, hist.rectified.overflow), (0, 0));
+        let bin = |v: f32| ((f64::from(v) + 1.0) / Histogram::BIN_WIDTH) as usize;
+        for &v in &values[1..8] {
+            assert!(hist.potential.counts[bin(v)] >= 1, "H = {v}");
+            assert!(hist.rectified.counts[bin(phi(v))] >= 1, "φ({v})");
+        }
+        // φ(0.2) is pulled toward 0: a lower bin than 0.2 itself.
+        assert!(bin(phi(0.2)) < bin(0.2));
+    }
+
+    fn fire_of(h: f32) -> f32 {
+        if h >= 0.5 { 1.0 } else { 0.0 }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::binner::SparseFrame;
-use crate::exec::{InferenceStats, NodeStats, QuantizationError};
+use crate::exec::{InferenceStats, MembraneHistograms, NodeStats, QuantizationError};
 
 /// One classified window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,7 +53,7 @@ pub struct Output {
 }
 
 /// Mean (H − O)² without and with MPR over the neuron-timesteps of one layer in one window.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuantizationStats {
     /// The neuron node measured.
     pub node: usize,
@@ -63,6 +63,10 @@ pub struct QuantizationStats {
     pub plain: f64,
     /// Mean (φ(H) − O)².
     pub mpr: f64,
+    /// Histograms of H and φ(H) over the same neuron-timesteps. Not serialised: the sinks
+    /// publish the means; `inflor plot` reads the histograms in-process.
+    #[serde(skip)]
+    pub histograms: Box<MembraneHistograms>,
 }
 
 impl QuantizationStats {
@@ -73,6 +77,7 @@ impl QuantizationStats {
             samples: q.samples,
             plain: q.mean_plain(),
             mpr: q.mean_mpr(),
+            histograms: q.histograms.clone(),
         }
     }
 }
