@@ -45,4 +45,6 @@ pub enum Command {
     Eval(app::eval::EvalArgs),
     /// The InfLoR ablations (neuron kinds, MPR, quantization error) as a Markdown table.
     Ablate(app::ablate::AblateArgs),
+    /// PNG plots of a training run: loss, accuracy, firing rates, membrane histograms.
+    Plot(app::plot::PlotArgs),
 }

@@ -12,7 +12,6 @@ use clap::Parser;
 use inflor::dataset::{Dataset, Split};
 use inflor::exec::{ExecutorKind, Plan, PlanOptions};
 use inflor::model::Model;
-use inflor::snn::network::Op;
 
 use crate::app::bad_input;
 use crate::app::train::TrainArgs;
@@ -97,15 +96,7 @@ fn quantization(
     options: &inflor::format::DecodeOptions,
     layer: usize,
 ) -> anyhow::Result<(f64, f64)> {
-    let node = model
-        .network
-        .nodes()
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| matches!(n.op, Op::Neuron(_)))
-        .nth(layer)
-        .map(|(i, _)| i)
-        .ok_or_else(|| bad_input(anyhow::anyhow!("the model has no neuron layer {layer}")))?;
+    let node = crate::app::plot::neuron_layer_node(model, layer)?;
     let data = Dataset::open(dataset, split)?;
     let plan = Plan::new(
         model.network.clone(),

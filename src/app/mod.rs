@@ -9,6 +9,7 @@ pub mod eval;
 pub mod infer;
 pub mod inspect;
 pub mod model;
+pub mod plot;
 pub mod run;
 pub mod serve_events;
 pub mod synth;
@@ -43,6 +44,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
         Command::Ablate(args) => ablate::run(args),
+        Command::Plot(args) => plot::run(args),
     }
 }
 

@@ -38,7 +38,7 @@ fn shape(label: usize, size: usize) -> GrayImage {
 }
 
 /// 18 recordings, 3 classes, the first 2 of each class for testing.
-fn dataset(root: &Path) -> PathBuf {
+pub(crate) fn dataset(root: &Path) -> PathBuf {
     let out = root.join("shapes");
     let inputs: Vec<LabelledImage> = (0..18)
         .map(|i| LabelledImage {
@@ -68,7 +68,7 @@ fn dataset(root: &Path) -> PathBuf {
     out
 }
 
-fn train(ds: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+pub(crate) fn train(ds: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     let mut args: Vec<String> = [
         "train",
         ds.to_str().unwrap(),
