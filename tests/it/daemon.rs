@@ -2,7 +2,8 @@
 //! each bounded in time: every example config validates; a file replay publishes what `infer`
 //! prints; a DV TCP client reads `serve-events` and SIGTERM loses no binned window; the push
 //! listener survives garbage, forged packet lengths and clients that vanish mid-packet; overload
-//! under `drop_oldest` is counted exactly and flagged; `/metrics` passes `promtool`. Its
+//! under `drop_oldest` is counted exactly and flagged; `/metrics` passes `promtool`; the real
+//! dv-processing capture pushed in classifies as `infer` does. Its
 //! helpers (a model, a running daemon, its outputs and summary) serve the NATS tests too.
 
 use std::io::{BufRead, BufReader, Write};
@@ -644,4 +645,81 @@ fn the_embedded_default_classifies_the_bundled_recording_and_stops_on_sigint() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn the_dv_processing_capture_pushed_in_classifies_as_infer_does() {
+    // Needs ../shared/data (dv-processing's NetworkWriter capture); skipped without it.
+    let Some(capture) =
+        crate::support::shared_data_or_skip("dv_network/dvprocessing_network_lz4.bin")
+    else {
+        eprintln!("skipped: ../shared/data is absent");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = stream_model(dir.path());
+    let sink = dir.path().join("out.jsonl");
+    let config = dir.path().join("listen.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+model = {model:?}
+[admin]
+listen = "127.0.0.1:0"
+[[streams]]
+id = "push"
+source = {{ kind = "listen", listen = "127.0.0.1:0" }}
+[[sinks]]
+kind = "file"
+path = {sink:?}
+"#
+        ),
+    )
+    .unwrap();
+    let mut daemon = Process::start(&["run", config.to_str().unwrap()]);
+    let listen = daemon.address("listening on ");
+    let mut client = TcpStream::connect(&listen).unwrap();
+    client.write_all(&std::fs::read(&capture).unwrap()).unwrap();
+    drop(client);
+    daemon.wait_for("stream ended");
+    daemon.signal("-TERM");
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+    let ours = outputs(&sink);
+    let infer = run_inflor(&[
+        "infer",
+        "--json",
+        "--model",
+        model.to_str().unwrap(),
+        capture.to_str().unwrap(),
+    ]);
+    assert!(
+        infer.status.success(),
+        "{}",
+        String::from_utf8_lossy(&infer.stderr)
+    );
+    let theirs: Vec<serde_json::Value> = String::from_utf8_lossy(&infer.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // 18 700 events in windows of 4 × 500: 9 full windows.
+    assert_eq!(ours.len(), 9, "{stderr}");
+    assert_eq!(ours.len(), theirs.len());
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert!(a["stream"].as_str().unwrap().starts_with("push/127.0.0.1:"));
+        for key in [
+            "window",
+            "start_us",
+            "end_us",
+            "events",
+            "predicted",
+            "logits",
+        ] {
+            assert_eq!(a[key], b[key], "{key}");
+        }
+    }
+    let s = summary(&stderr);
+    assert_eq!(s["events_received"], 18_700, "{s:?}");
+    assert_eq!(s["published"], 9);
 }
