@@ -127,11 +127,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the I/O runtime")?;
-    let totals = runtime.block_on(daemon(compiled, model, plan, metrics))?;
+    let (totals, nats) = runtime.block_on(daemon(compiled, model, plan, metrics))?;
+    // The NATS sinks' counts, when there are any: published + dropped = published windows.
+    let nats = nats.map_or_else(String::new, |(published, dropped)| {
+        format!(" nats_published={published} nats_dropped={dropped}")
+    });
     // One line for people and tests alike: windows binned = classified + dropped when
     // nothing was lost.
     eprintln!(
-        "inflor: stopped: streams={} events_received={} events_rate_limited={} events_dropped={} windows={} windows_dropped={} inferences={} published={}",
+        "inflor: stopped: streams={} events_received={} events_rate_limited={} events_dropped={} windows={} windows_dropped={} inferences={} published={}{nats}",
         totals.streams,
         totals.events_received,
         totals.events_rate_limited,
@@ -155,14 +159,10 @@ fn refuse_unavailable(c: &Compiled) -> anyhow::Result<()> {
         }
     }
     for (i, s) in c.sinks.iter().enumerate() {
-        match s {
-            Sink::Grpc { .. } => missing.push(format!(
+        if matches!(s, Sink::Grpc { .. }) {
+            missing.push(format!(
                 "sinks[{i}]: the gRPC sink is not supported by this build yet"
-            )),
-            Sink::Nats { .. } => missing.push(format!(
-                "sinks[{i}]: the NATS sink is not supported by this build yet"
-            )),
-            _ => {}
+            ));
         }
     }
     if missing.is_empty() {
@@ -226,12 +226,14 @@ fn stream_spec(model: &Model, s: &Stream) -> anyhow::Result<StreamSpec> {
     })
 }
 
+/// Runs the daemon until its sources end or a signal; returns the pipeline's totals and, when
+/// there are NATS sinks, their outputs published and dropped.
 async fn daemon(
     c: Compiled,
     model: Arc<Model>,
     plan: Arc<Plan>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
-) -> anyhow::Result<Totals> {
+) -> anyhow::Result<(Totals, Option<(u64, u64)>)> {
     // Every listener is bound before anything starts, so a taken port fails cleanly.
     let admin = inflor::telemetry::bind(c.admin).await?;
     eprintln!("inflor: admin on http://{}", admin.local_addr()?);
@@ -268,7 +270,19 @@ async fn daemon(
             _ => {}
         }
     }
-    if !tcp_sinks.is_empty() {
+    // NATS clients connect in the background: a server away at start delays nothing.
+    let mut nats = Vec::new();
+    for s in &c.sinks {
+        if let Sink::Nats { url, subject } = s {
+            nats.push(
+                sink::nats::Nats::connect(url, subject, &hub, c.limits.subscriber_buffer)
+                    .await
+                    .map_err(bad_input)?,
+            );
+        }
+    }
+    let nats_counts: Vec<_> = nats.iter().map(|n| n.counts()).collect();
+    if !tcp_sinks.is_empty() || !nats.is_empty() {
         sinks.push(Box::new(hub.clone()));
     }
     let pipeline = Pipeline::start(
@@ -307,6 +321,11 @@ async fn daemon(
             c.limits.max_connections,
             sink_cancel.clone(),
         ));
+    }
+    // Half the grace period for the NATS clients to write out what they hold at shutdown,
+    // leaving the rest to the sources and the executors.
+    for n in nats {
+        sink_tasks.spawn(n.run(c.shutdown_grace / 2));
     }
 
     let cancel = CancellationToken::new();
@@ -430,7 +449,12 @@ async fn daemon(
     if failed {
         anyhow::bail!("a source failed (see the log); everything it delivered was published");
     }
-    Ok(totals)
+    let nats = (!nats_counts.is_empty()).then(|| {
+        nats_counts
+            .iter()
+            .fold((0, 0), |(p, d), n| (p + n.published(), d + n.dropped()))
+    });
+    Ok((totals, nats))
 }
 
 /// Logs how a source ended; true if it failed.

@@ -914,7 +914,10 @@ pub fn compile(config: &Config) -> Result<Compiled, ConfigErrors> {
                 }
             }
             SinkConfig::Nats { url, subject } => {
-                if !url.starts_with("nats://") || url.len() <= "nats://".len() {
+                if !url.starts_with("nats://")
+                    || url.len() <= "nats://".len()
+                    || url.parse::<async_nats::ServerAddr>().is_err()
+                {
                     errors.add(p("url"), format!("{url:?} is not nats://host:port"));
                 }
                 let probe = subject.replace("{stream}", "s");

@@ -1,9 +1,11 @@
 //! Sinks: where each window's `Output` goes. Standard output and files are written by the
 //! publisher thread in order and never drop anything. Subscribers (the TCP endpoint, gRPC,
-//! NATS, the web view) each get a bounded buffer from the [`Hub`]: one that falls behind is
-//! disconnected and counted, never allowed to stall the pipeline. Imports `session` (types),
-//! `pipeline` (the publish trait) and `telemetry`.
+//! the web view) each get a bounded buffer from the [`Hub`]: one that falls behind is
+//! disconnected and counted, never allowed to stall the pipeline. Forwarders (NATS) get one
+//! too, but are never disconnected: what does not fit is counted against them. Imports
+//! `session` (types), `pipeline` (the publish trait) and `telemetry`.
 
+pub mod nats;
 pub mod tcp;
 
 use std::io::Write;
@@ -142,6 +144,18 @@ struct Subscriber {
     sink: &'static str,
     filter: Option<String>,
     tx: tokio::sync::mpsc::Sender<Published>,
+    /// Set for a forwarder: outputs that found its buffer full, counted here instead of
+    /// disconnecting it (it counts what it publishes itself).
+    overflow: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+/// A forwarder's side of the hub: its outputs, and how many found its buffer full.
+pub struct Forwarded {
+    /// The outputs, in order; closed by [`Hub::close`].
+    pub outputs: tokio::sync::mpsc::Receiver<Published>,
+    /// Outputs that found the buffer full and were dropped (already counted in
+    /// `inflor_outputs_failed_total`).
+    pub overflow: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Fans outputs out to subscribers, each with a bounded buffer. A subscriber whose buffer is
@@ -173,10 +187,33 @@ impl Hub {
     ) -> tokio::sync::mpsc::Receiver<Published> {
         let (tx, rx) = tokio::sync::mpsc::channel(self.buffer);
         if let Ok(mut subs) = self.subscribers.lock() {
-            subs.push(Subscriber { sink, filter, tx });
+            subs.push(Subscriber {
+                sink,
+                filter,
+                tx,
+                overflow: None,
+            });
             gauge(&subs, sink);
         }
         rx
+    }
+
+    /// A forwarder of sink kind `sink`, receiving every output: a sink that relays outputs
+    /// elsewhere (NATS) and so must not be disconnected for a moment's lag. When its buffer is
+    /// full the output is dropped and counted against it; it counts its own publications.
+    pub fn forward(&self, sink: &'static str) -> Forwarded {
+        let (tx, outputs) = tokio::sync::mpsc::channel(self.buffer);
+        let overflow = Arc::<std::sync::atomic::AtomicU64>::default();
+        if let Ok(mut subs) = self.subscribers.lock() {
+            subs.push(Subscriber {
+                sink,
+                filter: None,
+                tx,
+                overflow: Some(Arc::clone(&overflow)),
+            });
+            gauge(&subs, sink);
+        }
+        Forwarded { outputs, overflow }
     }
 
     /// Subscribers connected now.
@@ -231,7 +268,18 @@ impl Publish for Hub {
             }
             match s.tx.try_send(published.clone()) {
                 Ok(()) => {
-                    metrics::counter!(t::OUTPUTS_PUBLISHED, "sink" => s.sink).increment(1);
+                    if s.overflow.is_none() {
+                        metrics::counter!(t::OUTPUTS_PUBLISHED, "sink" => s.sink).increment(1);
+                    }
+                    true
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) if s.overflow.is_some() => {
+                    if let Some(n) = &s.overflow
+                        && n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0
+                    {
+                        tracing::warn!(sink = s.sink, "a forwarder fell behind: outputs dropped");
+                    }
+                    metrics::counter!(t::OUTPUTS_FAILED, "sink" => s.sink).increment(1);
                     true
                 }
                 Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {

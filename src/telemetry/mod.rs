@@ -61,9 +61,14 @@ pub const OUTPUTS_PUBLISHED: &str = "inflor_outputs_published_total";
 pub const STREAMS: &str = "inflor_streams";
 /// Connections refused by a listener's limit or token check. Label: `listener`.
 pub const CONNECTIONS_REFUSED: &str = "inflor_connections_refused_total";
+/// Whether the NATS sink is connected to its server (gauge, 1 or 0; outputs are dropped and
+/// counted in `inflor_outputs_failed_total{sink="nats"}` while it is 0 after a connection).
+pub const NATS_CONNECTED: &str = "inflor_nats_connected";
+/// Times the NATS sink lost its server.
+pub const NATS_DISCONNECTS: &str = "inflor_nats_disconnects_total";
 
 /// Every metric name, with its help text (for `# HELP` lines and the dashboard test).
-pub const METRICS: [(&str, &str); 21] = [
+pub const METRICS: [(&str, &str); 23] = [
     (
         EVENTS_RECEIVED,
         "Events a source delivered, before rate limiting",
@@ -108,6 +113,11 @@ pub const METRICS: [(&str, &str); 21] = [
         CONNECTIONS_REFUSED,
         "Connections refused by a limit or a token check",
     ),
+    (
+        NATS_CONNECTED,
+        "Whether the NATS sink is connected (1) or not (0)",
+    ),
+    (NATS_DISCONNECTS, "Times the NATS sink lost its server"),
     ("inflor_build_info", "Build information (always 1)"),
 ];
 

@@ -2,7 +2,9 @@
 //! each bounded in time: every example config validates; a file replay publishes what `infer`
 //! prints; a DV TCP client reads `serve-events` and SIGTERM loses no binned window; the push
 //! listener survives garbage, forged packet lengths and clients that vanish mid-packet; overload
-//! under `drop_oldest` is counted exactly and flagged; `/metrics` passes `promtool`.
+//! under `drop_oldest` is counted exactly and flagged; `/metrics` passes `promtool`; the real
+//! dv-processing capture pushed in classifies as `infer` does. Its
+//! helpers (a model, a running daemon, its outputs and summary) serve the NATS tests too.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -16,10 +18,10 @@ use inflor::format::{FileReader, Format, JaerOrientation};
 use crate::support::{repo_file, run_inflor};
 
 /// Longest any step of these tests waits before failing.
-const PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A small, fast stream model: tiny on 16×16, 4 bins of 500 events per window.
-fn stream_model(dir: &Path) -> PathBuf {
+pub(crate) fn stream_model(dir: &Path) -> PathBuf {
     let path = dir.join("tiny-stream.safetensors");
     let out = run_inflor(&[
         "model",
@@ -47,14 +49,14 @@ fn stream_model(dir: &Path) -> PathBuf {
 }
 
 /// A running `inflor` process whose stderr lines arrive on a channel.
-struct Process {
+pub(crate) struct Process {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
 
 impl Process {
-    fn start(args: &[&str]) -> Self {
+    pub(crate) fn start(args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_inflor"))
             .args(args)
             .current_dir(repo_file(""))
@@ -81,7 +83,7 @@ impl Process {
     }
 
     /// Waits for a stderr line containing `needle` and returns it.
-    fn wait_for(&mut self, needle: &str) -> String {
+    pub(crate) fn wait_for(&mut self, needle: &str) -> String {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -101,13 +103,13 @@ impl Process {
     }
 
     /// The address printed after `prefix` (e.g. "admin on http://").
-    fn address(&mut self, prefix: &str) -> String {
+    pub(crate) fn address(&mut self, prefix: &str) -> String {
         let line = self.wait_for(prefix);
         let rest = &line[line.find(prefix).unwrap() + prefix.len()..];
         rest.split_whitespace().next().unwrap().to_owned()
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
             .status()
@@ -117,7 +119,7 @@ impl Process {
     }
 
     /// Waits for the exit; returns the exit code and the whole stderr.
-    fn wait(mut self) -> (i32, String) {
+    pub(crate) fn wait(mut self) -> (i32, String) {
         let deadline = Instant::now() + PATIENCE;
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -141,7 +143,7 @@ impl Drop for Process {
 }
 
 /// The JSON lines of a file sink, once it has at least `n` (or at the end, all of them).
-fn outputs(path: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn outputs(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -149,7 +151,7 @@ fn outputs(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn wait_for_outputs(path: &Path, n: usize) {
+pub(crate) fn wait_for_outputs(path: &Path, n: usize) {
     let deadline = Instant::now() + PATIENCE;
     while outputs(path).len() < n {
         assert!(Instant::now() < deadline, "fewer than {n} outputs in time");
@@ -158,7 +160,7 @@ fn wait_for_outputs(path: &Path, n: usize) {
 }
 
 /// The final summary's counts, by name (`inflor: stopped: key=value ...`).
-fn summary(stderr: &str) -> std::collections::HashMap<String, u64> {
+pub(crate) fn summary(stderr: &str) -> std::collections::HashMap<String, u64> {
     let line = stderr
         .lines()
         .find(|l| l.contains("inflor: stopped:"))
@@ -169,7 +171,7 @@ fn summary(stderr: &str) -> std::collections::HashMap<String, u64> {
         .collect()
 }
 
-fn http_get(addr: &str, path: &str) -> String {
+pub(crate) fn http_get(addr: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     write!(
@@ -184,7 +186,7 @@ fn http_get(addr: &str, path: &str) -> String {
 }
 
 /// The bundled recording as a DV network stream.
-fn dv_stream() -> Vec<u8> {
+pub(crate) fn dv_stream() -> Vec<u8> {
     let path = repo_file("assets/dvs-digits-0.aedat");
     let mut reader = FileReader::open(&path, None, &Default::default()).unwrap();
     let mut events = Vec::new();
@@ -643,4 +645,81 @@ fn the_embedded_default_classifies_the_bundled_recording_and_stops_on_sigint() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn the_dv_processing_capture_pushed_in_classifies_as_infer_does() {
+    // Needs ../shared/data (dv-processing's NetworkWriter capture); skipped without it.
+    let Some(capture) =
+        crate::support::shared_data_or_skip("dv_network/dvprocessing_network_lz4.bin")
+    else {
+        eprintln!("skipped: ../shared/data is absent");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = stream_model(dir.path());
+    let sink = dir.path().join("out.jsonl");
+    let config = dir.path().join("listen.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+model = {model:?}
+[admin]
+listen = "127.0.0.1:0"
+[[streams]]
+id = "push"
+source = {{ kind = "listen", listen = "127.0.0.1:0" }}
+[[sinks]]
+kind = "file"
+path = {sink:?}
+"#
+        ),
+    )
+    .unwrap();
+    let mut daemon = Process::start(&["run", config.to_str().unwrap()]);
+    let listen = daemon.address("listening on ");
+    let mut client = TcpStream::connect(&listen).unwrap();
+    client.write_all(&std::fs::read(&capture).unwrap()).unwrap();
+    drop(client);
+    daemon.wait_for("stream ended");
+    daemon.signal("-TERM");
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+    let ours = outputs(&sink);
+    let infer = run_inflor(&[
+        "infer",
+        "--json",
+        "--model",
+        model.to_str().unwrap(),
+        capture.to_str().unwrap(),
+    ]);
+    assert!(
+        infer.status.success(),
+        "{}",
+        String::from_utf8_lossy(&infer.stderr)
+    );
+    let theirs: Vec<serde_json::Value> = String::from_utf8_lossy(&infer.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // 18 700 events in windows of 4 × 500: 9 full windows.
+    assert_eq!(ours.len(), 9, "{stderr}");
+    assert_eq!(ours.len(), theirs.len());
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert!(a["stream"].as_str().unwrap().starts_with("push/127.0.0.1:"));
+        for key in [
+            "window",
+            "start_us",
+            "end_us",
+            "events",
+            "predicted",
+            "logits",
+        ] {
+            assert_eq!(a[key], b[key], "{key}");
+        }
+    }
+    let s = summary(&stderr);
+    assert_eq!(s["events_received"], 18_700, "{s:?}");
+    assert_eq!(s["published"], 9);
 }

@@ -10,6 +10,7 @@ mod formats_jaer;
 mod formats_prophesee;
 mod malformed;
 mod model;
+mod nats;
 mod plot;
 mod python;
 mod session;
