@@ -529,6 +529,10 @@ fn read(
             writer.gap();
         }
         let received = buffer.instant;
+        // The writer's waits (a full queue under `block`) are async. This thread is no
+        // runtime worker, so it blocks on them through the handle, which parks this thread
+        // alone; meanwhile the driver's ring absorbs the camera's packets (and counts what it
+        // cannot hold, above).
         let mut deliver = |batch: &[Event]| {
             report.events += batch.len() as u64;
             match runtime.block_on(writer.push(batch, received)) {
