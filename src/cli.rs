@@ -35,6 +35,8 @@ pub enum Command {
     Infer(app::infer::InferArgs),
     /// The streaming daemon: sources in; classifications, spike statistics and metrics out.
     Run(app::run::RunArgs),
+    /// List the connected USB event cameras (Prophesee EVK3/EVK4, iniVation DVXplorer/DAVIS346).
+    Cameras(app::cameras::CamerasArgs),
     /// Check a daemon config and report every error with its key path.
     Validate(app::run::ValidateArgs),
     /// Serve a recording as a DV network stream (a simulated camera), paced by its timestamps.

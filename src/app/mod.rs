@@ -2,6 +2,7 @@
 //! codes. Only this module (and `main`) uses `anyhow`.
 
 pub mod ablate;
+pub mod cameras;
 pub mod convert;
 pub mod dataset;
 pub mod decode_args;
@@ -45,6 +46,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Ablate(args) => ablate::run(args),
         Command::Plot(args) => plot::run(args),
+        Command::Cameras(args) => cameras::run(args),
     }
 }
 

@@ -15,7 +15,7 @@ use inflor::model::Model;
 use inflor::pipeline::{Pipeline, PipelineHandle, Publish, StreamSpec, Totals};
 use inflor::session::SessionOptions;
 use inflor::sink;
-use inflor::source::{self, dv_tcp, file, listen};
+use inflor::source::{self, dv_tcp, file, listen, usb};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -111,6 +111,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     for s in &compiled.streams {
         input_spec(&model, s).map_err(bad_input)?;
     }
+    let cameras = open_cameras(&compiled)?;
     let plan = Plan::new(
         model.network.clone(),
         compiled.executor,
@@ -127,7 +128,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the I/O runtime")?;
-    let (totals, nats) = runtime.block_on(daemon(compiled, model, plan, metrics))?;
+    let (totals, nats) = runtime.block_on(daemon(compiled, model, plan, metrics, cameras))?;
     // The NATS sinks' counts, when there are any: published + dropped = published windows.
     let nats = nats.map_or_else(String::new, |(published, dropped)| {
         format!(" nats_published={published} nats_dropped={dropped}")
@@ -151,13 +152,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 /// Parts a config may name that this build cannot run yet: refused before anything starts.
 fn refuse_unavailable(c: &Compiled) -> anyhow::Result<()> {
     let mut missing = Vec::new();
-    for (i, s) in c.streams.iter().enumerate() {
-        if matches!(s.source, Source::Usb { .. }) {
-            missing.push(format!(
-                "streams[{i}].source: USB cameras are not supported by this build yet"
-            ));
-        }
-    }
     for (i, s) in c.sinks.iter().enumerate() {
         if matches!(s, Sink::Grpc { .. }) {
             missing.push(format!(
@@ -170,6 +164,29 @@ fn refuse_unavailable(c: &Compiled) -> anyhow::Result<()> {
     } else {
         Err(bad_input(anyhow::anyhow!("{}", missing.join("\n"))))
     }
+}
+
+/// Opens every USB camera the config names, in stream order, before anything is bound or
+/// served: a camera that is not there fails the start, naming the stream and the serial.
+fn open_cameras(c: &Compiled) -> anyhow::Result<Vec<usb::Camera>> {
+    let mut cameras = Vec::new();
+    for s in &c.streams {
+        if let Source::Usb { serial } = &s.source {
+            let camera = usb::Camera::open(&s.id, serial.as_deref())?;
+            let info = camera.info();
+            eprintln!(
+                "inflor: stream {} reads the {} with serial {} ({}x{}, {})",
+                s.id,
+                info.name,
+                info.serial.as_deref().unwrap_or("?"),
+                info.width,
+                info.height,
+                info.speed
+            );
+            cameras.push(camera);
+        }
+    }
+    Ok(cameras)
 }
 
 /// The model's input spec with the stream's window policy and T.
@@ -233,6 +250,7 @@ async fn daemon(
     model: Arc<Model>,
     plan: Arc<Plan>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    cameras: Vec<usb::Camera>,
 ) -> anyhow::Result<(Totals, Option<(u64, u64)>)> {
     // Every listener is bound before anything starts, so a taken port fails cleanly.
     let admin = inflor::telemetry::bind(c.admin).await?;
@@ -331,6 +349,7 @@ async fn daemon(
     let cancel = CancellationToken::new();
     let mut sources = JoinSet::new();
     let mut listeners = listeners.into_iter();
+    let mut cameras = cameras.into_iter();
     let options = source::network_options(c.limits.max_packet_mib << 20, c.limits.batch_events);
     for s in &c.streams {
         let spec = stream_spec(&model, s).map_err(bad_input)?;
@@ -393,8 +412,36 @@ async fn daemon(
                     (id, Ok("listener closed".to_owned()))
                 });
             }
-            // Refused by `refuse_unavailable` before anything started.
-            Source::Usb { .. } => anyhow::bail!("USB cameras are not supported by this build yet"),
+            Source::Usb { .. } => {
+                let Some(camera) = cameras.next() else {
+                    anyhow::bail!("stream {}: its camera was not opened", s.id);
+                };
+                let info = camera.info();
+                let spec = StreamSpec {
+                    source: format!(
+                        "usb {} {}",
+                        info.name,
+                        info.serial.as_deref().unwrap_or("?")
+                    ),
+                    ..spec
+                };
+                let writer = handle.open(spec)?;
+                let runtime = tokio::runtime::Handle::current();
+                let batch = c.limits.batch_events;
+                let id = s.id.clone();
+                sources.spawn(async move {
+                    let r = usb::run(camera, writer, runtime, cancel, batch).await;
+                    (
+                        id,
+                        r.map(|r| {
+                            format!(
+                                "{} events, {} USB packets dropped by the driver",
+                                r.events, r.packets_dropped
+                            )
+                        }),
+                    )
+                });
+            }
         }
     }
     drop(handle);

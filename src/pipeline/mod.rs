@@ -616,6 +616,14 @@ impl StreamWriter {
         }
     }
 
+    /// Events were lost upstream (a camera driver's ring overflowed) without the stream
+    /// breaking: the next output carries `gap: true`.
+    pub fn gap(&mut self) {
+        if self.opened {
+            let _ = self.send(WorkerMsg::Gap(Arc::clone(&self.entry)));
+        }
+    }
+
     /// The connection was lost (a reconnect may follow): queues what the binner holds.
     pub async fn disconnected(&mut self) -> Result<(), PipelineError> {
         self.entry.connected.store(false, Ordering::Relaxed);

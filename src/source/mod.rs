@@ -17,6 +17,7 @@ pub mod dv_tcp;
 pub mod file;
 pub mod listen;
 pub mod serve;
+pub mod usb;
 
 /// Why a source stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,9 @@ pub enum SourceError {
     /// The pipeline refused the stream or its events.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// A USB camera could not be opened or failed while streaming.
+    #[error(transparent)]
+    Usb(#[from] usb::UsbError),
     /// A socket failed.
     #[error("{what}: {source}")]
     Io {

@@ -5,7 +5,7 @@
 //!
 //! Metric names follow `inflor_<what>_<unit>[_total]`; labels are bounded: `stream` (the
 //! configured or connected streams, at most `limits.max_streams`), `layer` (the model's
-//! neuron layers), `kind` (a fixed set of decode error kinds) and `sink` (the configured
+//! neuron layers), `kind` (a fixed set of decode or source error kinds) and `sink` (the configured
 //! sinks). Counters are updated once per window or batch, never per event.
 
 use std::net::SocketAddr;
@@ -48,6 +48,12 @@ pub const ENERGY: &str = "inflor_energy_joules";
 pub const RECONNECTS: &str = "inflor_reconnects_total";
 /// Decode errors that ended a connection or a file. Labels: `stream`, `kind`.
 pub const DECODE_ERRORS: &str = "inflor_decode_errors_total";
+/// Errors that ended a live source: a camera unplugged or failing. Labels: `stream`, `kind`
+/// (`unplugged` or `device`).
+pub const SOURCE_ERRORS: &str = "inflor_source_errors_total";
+/// Raw USB packets a camera driver dropped because its ring overflowed (the events in them
+/// are unknown, so packets are counted). Label: `stream`.
+pub const CAMERA_PACKETS_DROPPED: &str = "inflor_camera_packets_dropped_total";
 /// Connected subscribers (gauge). Label: `sink`.
 pub const SUBSCRIBERS: &str = "inflor_subscribers";
 /// Subscribers disconnected for falling behind. Label: `sink`.
@@ -68,7 +74,7 @@ pub const NATS_CONNECTED: &str = "inflor_nats_connected";
 pub const NATS_DISCONNECTS: &str = "inflor_nats_disconnects_total";
 
 /// Every metric name, with its help text (for `# HELP` lines and the dashboard test).
-pub const METRICS: [(&str, &str); 23] = [
+pub const METRICS: [(&str, &str); 25] = [
     (
         EVENTS_RECEIVED,
         "Events a source delivered, before rate limiting",
@@ -100,6 +106,14 @@ pub const METRICS: [(&str, &str); 23] = [
     (
         DECODE_ERRORS,
         "Decode errors that ended a connection or file",
+    ),
+    (
+        SOURCE_ERRORS,
+        "Errors that ended a live source (a camera unplugged or failing)",
+    ),
+    (
+        CAMERA_PACKETS_DROPPED,
+        "Raw USB packets a camera driver dropped (its ring overflowed)",
     ),
     (SUBSCRIBERS, "Connected subscribers"),
     (

@@ -3,7 +3,8 @@
 //! prints; a DV TCP client reads `serve-events` and SIGTERM loses no binned window; the push
 //! listener survives garbage, forged packet lengths and clients that vanish mid-packet; overload
 //! under `drop_oldest` is counted exactly and flagged; `/metrics` passes `promtool`; the real
-//! dv-processing capture pushed in classifies as `infer` does. Its
+//! dv-processing capture pushed in classifies as `infer` does; `cameras` with none attached says so
+//! and exits 0, and a USB stream whose camera is absent fails at start. Its
 //! helpers (a model, a running daemon, its outputs and summary) serve the NATS tests too.
 
 use std::io::{BufRead, BufReader, Write};
@@ -722,4 +723,89 @@ path = {sink:?}
     let s = summary(&stderr);
     assert_eq!(s["events_received"], 18_700, "{s:?}");
     assert_eq!(s["published"], 9);
+}
+
+/// The supported camera names, as `inflor cameras` prints them.
+const CAMERA_NAMES: [&str; 4] = [
+    "Prophesee EVK4",
+    "Prophesee EVK3 HD",
+    "iniVation DVXplorer",
+    "iniVation DAVIS 346",
+];
+
+#[test]
+fn cameras_lists_none_clearly_and_exits_0() {
+    // No camera is attached where these tests run; if one is, each line must name it.
+    for json in [false, true] {
+        let args: &[&str] = if json {
+            &["cameras", "--json"]
+        } else {
+            &["cameras"]
+        };
+        let out = run_inflor(args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}{stderr}");
+        let message = if json { &stderr } else { &stdout };
+        if message.contains("no event camera found") {
+            assert!(
+                message.contains(
+                    "looked for Prophesee EVK3/EVK4, iniVation DVXplorer/DAVIS346 over USB"
+                ),
+                "{message}"
+            );
+            if json {
+                assert!(stdout.trim().is_empty(), "{stdout}");
+            }
+        } else {
+            assert!(!stdout.trim().is_empty(), "{stdout}{stderr}");
+            for line in stdout.lines() {
+                if json {
+                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    assert!(v["width"].as_u64().is_some_and(|w| w > 0), "{line}");
+                } else {
+                    assert!(CAMERA_NAMES.iter().any(|n| line.starts_with(n)), "{line}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn run_with_a_usb_camera_that_is_not_there_fails_at_start_naming_stream_and_serial() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = stream_model(dir.path());
+    let config = dir.path().join("usb.toml");
+    std::fs::write(
+        &config,
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[streams]]
+id = "dock-7"
+source = { kind = "usb", serial = "no-such-serial-42" }
+
+[[sinks]]
+kind = "stdout"
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_inflor"))
+        .arg("run")
+        .arg(&config)
+        .env("INFLOR_MODEL", &model)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "stream dock-7: no event camera with serial \"no-such-serial-42\" found (looked for \
+             Prophesee EVK3/EVK4, iniVation DVXplorer/DAVIS346 over USB)"
+        ),
+        "{stderr}"
+    );
+    // Refused before anything was served.
+    assert!(!stderr.contains("admin on"), "{stderr}");
 }
