@@ -179,6 +179,69 @@ pub struct Net<R: Real> {
     /// Whether layers fed by 0/1 spikes use the row-sum kernels when the input is sparse
     /// enough (on by default; off measures what they save).
     pub binary_kernels: bool,
+    /// Activation and gradient buffers of the last step, reused by the next.
+    buffers: Buffers<R>,
+}
+
+/// Buffers kept from one step to the next. Every step allocates the same sizes, tens of MiB
+/// each, and fresh ones come from the kernel as zeroed pages: page faults and page clearing
+/// cost about a tenth of a `tiny` step. Kept buffers cost only the fill.
+#[derive(Debug, Default)]
+struct Buffers<R> {
+    free: Vec<Vec<R>>,
+}
+
+/// A copy of a network starts with no kept buffers.
+impl<R> Clone for Buffers<R> {
+    fn clone(&self) -> Self {
+        Self { free: Vec::new() }
+    }
+}
+
+impl<R: Real> Buffers<R> {
+    /// At most this many buffers are kept (a step of the deepest built-in graph uses fewer).
+    const KEEP: usize = 512;
+
+    /// An empty buffer with room for `len` values: the smallest kept one that fits, or a new
+    /// one.
+    fn empty(&mut self, len: usize) -> Vec<R> {
+        let fit = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        match fit {
+            Some(i) => {
+                let mut b = self.free.swap_remove(i);
+                b.clear();
+                b
+            }
+            None => Vec::with_capacity(len),
+        }
+    }
+
+    /// A buffer of `len` zeros.
+    fn zeroed(&mut self, len: usize) -> Vec<R> {
+        let mut b = self.empty(len);
+        b.resize(len, R::ZERO);
+        b
+    }
+
+    /// A buffer holding a copy of `values`.
+    fn copied(&mut self, values: &[R]) -> Vec<R> {
+        let mut b = self.empty(values.len());
+        b.extend_from_slice(values);
+        b
+    }
+
+    /// Keeps `b` for a later step.
+    fn recycle(&mut self, b: Vec<R>) {
+        if b.capacity() > 0 && self.free.len() < Self::KEEP {
+            self.free.push(b);
+        }
+    }
 }
 
 /// A tensor's PyTorch shape and how our flat layout maps to it.
@@ -240,6 +303,7 @@ impl<R: Real> Net<R> {
             stats: Vec::new(),
             firing: Firing::Spike,
             binary_kernels: true,
+            buffers: Buffers::default(),
             graph,
         };
         let get = |name: String, layout: &Layout| -> Result<Vec<R>, ParamError> {
@@ -488,7 +552,7 @@ impl<R: Real> Net<R> {
             let shape = self.graph.shape(i);
             let mut saved = Saved::None;
             let value = match (&node.op, &self.slots[i]) {
-                (TrainOp::Input { .. }, _) => input.to_vec(),
+                (TrainOp::Input { .. }, _) => self.buffers.copied(input),
                 (
                     TrainOp::Conv2d { out_channels, .. },
                     Slots::Conv {
@@ -507,7 +571,7 @@ impl<R: Real> Net<R> {
                             s.channels,
                         ));
                     }
-                    let mut out = vec![R::ZERO; frames * shape.len()];
+                    let mut out = self.buffers.zeroed(frames * shape.len());
                     layers::conv_forward(
                         geometry,
                         *out_channels,
@@ -523,7 +587,7 @@ impl<R: Real> Net<R> {
                 (TrainOp::BatchNorm { scale, eps }, Slots::Bn { gamma, beta, stats }) => {
                     let x = &tape.values[node.inputs[0]];
                     let c = shape.channels;
-                    let mut y = vec![R::ZERO; x.len()];
+                    let mut y = self.buffers.zeroed(x.len());
                     let (g, b) = (&self.params[*gamma].value, &self.params[*beta].value);
                     let eps = f64::from(*eps);
                     match mode {
@@ -564,7 +628,7 @@ impl<R: Real> Net<R> {
                 }
                 (TrainOp::AvgPool { k, stride }, _) => {
                     let s = self.graph.shape(node.inputs[0]);
-                    let mut y = vec![R::ZERO; frames * shape.len()];
+                    let mut y = self.buffers.zeroed(frames * shape.len());
                     layers::avg_pool_forward(
                         (s.height, s.width, s.channels),
                         *k,
@@ -578,7 +642,7 @@ impl<R: Real> Net<R> {
                 }
                 (TrainOp::GlobalAvgPool, _) => {
                     let s = self.graph.shape(node.inputs[0]);
-                    let mut y = vec![R::ZERO; frames * shape.len()];
+                    let mut y = self.buffers.zeroed(frames * shape.len());
                     layers::global_pool_forward(
                         s.height * s.width,
                         s.channels,
@@ -590,8 +654,8 @@ impl<R: Real> Net<R> {
                 }
                 (TrainOp::Neuron(cfg), _) => {
                     let x = &tape.values[node.inputs[0]];
-                    let mut h = vec![R::ZERO; x.len()];
-                    let mut o = vec![R::ZERO; x.len()];
+                    let mut h = self.buffers.zeroed(x.len());
+                    let mut o = self.buffers.zeroed(x.len());
                     tape.spikes[i] =
                         layers::neuron_forward(cfg, self.firing, timesteps, x, &mut h, &mut o);
                     saved = Saved::Neuron { potential: h };
@@ -599,9 +663,15 @@ impl<R: Real> Net<R> {
                 }
                 (TrainOp::Add, _) => {
                     let (a, b) = (&tape.values[node.inputs[0]], &tape.values[node.inputs[1]]);
-                    a.iter().zip(b).map(|(x, y)| *x + *y).collect()
+                    let mut y = self.buffers.copied(a);
+                    for (y, v) in y.iter_mut().zip(b) {
+                        *y += *v;
+                    }
+                    y
                 }
-                (TrainOp::Flatten | TrainOp::Output, _) => tape.values[node.inputs[0]].clone(),
+                (TrainOp::Flatten | TrainOp::Output, _) => {
+                    self.buffers.copied(&tape.values[node.inputs[0]])
+                }
                 (
                     TrainOp::Linear { out_features, .. },
                     Slots::Linear {
@@ -611,7 +681,7 @@ impl<R: Real> Net<R> {
                     },
                 ) => {
                     let j = node.inputs[0];
-                    let mut y = vec![R::ZERO; frames * out_features];
+                    let mut y = self.buffers.zeroed(frames * out_features);
                     layers::linear_forward(
                         *inputs,
                         *out_features,
@@ -646,8 +716,8 @@ impl<R: Real> Net<R> {
         let mut grads: Vec<Option<Vec<R>>> = vec![None; n];
         grads[n - 1] = Some(grad_outputs);
         for i in (1..n).rev() {
-            let Some(g) = grads[i].take() else {
-                tape.values[i] = Vec::new();
+            let Some(mut g) = grads[i].take() else {
+                self.recycle_node(&mut tape, i);
                 continue;
             };
             let node = self.graph.nodes()[i].clone();
@@ -655,14 +725,17 @@ impl<R: Real> Net<R> {
             let j = node.inputs[0];
             let wants = |k: usize| k != 0;
             match (&node.op, self.slots[i].clone()) {
-                (TrainOp::Output | TrainOp::Flatten, _) => accumulate(&mut grads, j, g),
+                (TrainOp::Output | TrainOp::Flatten, _) => {
+                    accumulate(&mut self.buffers, &mut grads, j, std::mem::take(&mut g));
+                }
                 (TrainOp::Add, _) => {
                     let k = node.inputs[1];
                     if wants(k) {
-                        accumulate(&mut grads, k, g.clone());
+                        let copy = self.buffers.copied(&g);
+                        accumulate(&mut self.buffers, &mut grads, k, copy);
                     }
                     if wants(j) {
-                        accumulate(&mut grads, j, g);
+                        accumulate(&mut self.buffers, &mut grads, j, std::mem::take(&mut g));
                     }
                 }
                 (
@@ -673,7 +746,7 @@ impl<R: Real> Net<R> {
                         bias,
                     },
                 ) => {
-                    let mut gx = wants(j).then(|| vec![R::ZERO; frames * inputs]);
+                    let mut gx = wants(j).then(|| self.buffers.zeroed(frames * inputs));
                     let w = self.params_value(weight);
                     let mut gb = bias.map(|b| std::mem::take(&mut self.params[b].grad));
                     layers::linear_backward(
@@ -691,7 +764,7 @@ impl<R: Real> Net<R> {
                         self.params[b].grad = gb;
                     }
                     if let Some(gx) = gx {
-                        accumulate(&mut grads, j, gx);
+                        accumulate(&mut self.buffers, &mut grads, j, gx);
                     }
                 }
                 (
@@ -703,7 +776,7 @@ impl<R: Real> Net<R> {
                     },
                 ) => {
                     let mut gx =
-                        wants(j).then(|| vec![R::ZERO; frames * self.graph.shape(j).len()]);
+                        wants(j).then(|| self.buffers.zeroed(frames * self.graph.shape(j).len()));
                     let w = self.params_value(weight);
                     let mut gb = bias.map(|b| std::mem::take(&mut self.params[b].grad));
                     layers::conv_backward(
@@ -722,7 +795,7 @@ impl<R: Real> Net<R> {
                         self.params[b].grad = gb;
                     }
                     if let Some(gx) = gx {
-                        accumulate(&mut grads, j, gx);
+                        accumulate(&mut self.buffers, &mut grads, j, gx);
                     }
                 }
                 (TrainOp::BatchNorm { scale, .. }, Slots::Bn { gamma, beta, .. }) => {
@@ -730,7 +803,7 @@ impl<R: Real> Net<R> {
                         unreachable!("a training tape saves every batch norm")
                     };
                     let x = &tape.values[j];
-                    let mut gx = vec![R::ZERO; x.len()];
+                    let mut gx = self.buffers.zeroed(x.len());
                     let (dgamma, dbeta) = layers::bn_backward(
                         x,
                         shape.channels,
@@ -747,13 +820,13 @@ impl<R: Real> Net<R> {
                         *p += R::of_f64(d);
                     }
                     if wants(j) {
-                        accumulate(&mut grads, j, gx);
+                        accumulate(&mut self.buffers, &mut grads, j, gx);
                     }
                 }
                 (TrainOp::AvgPool { k, stride }, _) => {
                     if wants(j) {
                         let s = self.graph.shape(j);
-                        let mut gx = vec![R::ZERO; frames * s.len()];
+                        let mut gx = self.buffers.zeroed(frames * s.len());
                         layers::avg_pool_backward(
                             (s.height, s.width, s.channels),
                             *k,
@@ -763,13 +836,13 @@ impl<R: Real> Net<R> {
                             &g,
                             &mut gx,
                         );
-                        accumulate(&mut grads, j, gx);
+                        accumulate(&mut self.buffers, &mut grads, j, gx);
                     }
                 }
                 (TrainOp::GlobalAvgPool, _) => {
                     if wants(j) {
                         let s = self.graph.shape(j);
-                        let mut gx = vec![R::ZERO; frames * s.len()];
+                        let mut gx = self.buffers.zeroed(frames * s.len());
                         layers::global_pool_backward(
                             s.height * s.width,
                             s.channels,
@@ -777,7 +850,7 @@ impl<R: Real> Net<R> {
                             &g,
                             &mut gx,
                         );
-                        accumulate(&mut grads, j, gx);
+                        accumulate(&mut self.buffers, &mut grads, j, gx);
                     }
                 }
                 (TrainOp::Neuron(cfg), _) => {
@@ -785,7 +858,7 @@ impl<R: Real> Net<R> {
                         let Saved::Neuron { potential } = &tape.saved[i] else {
                             unreachable!("every neuron saves its potentials")
                         };
-                        let mut gx = vec![R::ZERO; g.len()];
+                        let mut gx = self.buffers.zeroed(g.len());
                         layers::neuron_backward(
                             cfg,
                             tape.timesteps,
@@ -794,15 +867,32 @@ impl<R: Real> Net<R> {
                             &g,
                             &mut gx,
                         );
-                        accumulate(&mut grads, j, gx);
+                        accumulate(&mut self.buffers, &mut grads, j, gx);
                     }
                 }
                 (op, _) => unreachable!("slots are built per op: {op:?}"),
             }
-            tape.values[i] = Vec::new();
-            tape.saved[i] = Saved::None;
-            tape.index[i] = None;
+            self.buffers.recycle(g);
+            self.recycle_node(&mut tape, i);
         }
+        self.recycle(tape);
+    }
+
+    /// Keeps a tape's buffers for the next step (a tape that [`Net::backward`] does not
+    /// consume, such as an evaluation's).
+    pub fn recycle(&mut self, mut tape: Tape<R>) {
+        for i in 0..tape.values.len() {
+            self.recycle_node(&mut tape, i);
+        }
+    }
+
+    /// Keeps node `i`'s buffers and frees its record.
+    fn recycle_node(&mut self, tape: &mut Tape<R>, i: usize) {
+        self.buffers.recycle(std::mem::take(&mut tape.values[i]));
+        if let Saved::Neuron { potential } = std::mem::replace(&mut tape.saved[i], Saved::None) {
+            self.buffers.recycle(potential);
+        }
+        tape.index[i] = None;
     }
 
     /// A copy of a parameter's values (the backward pass needs them while their gradient is
@@ -813,12 +903,18 @@ impl<R: Real> Net<R> {
 }
 
 /// Adds `g` to node `j`'s incoming gradient.
-fn accumulate<R: Real>(grads: &mut [Option<Vec<R>>], j: usize, g: Vec<R>) {
+fn accumulate<R: Real>(
+    buffers: &mut Buffers<R>,
+    grads: &mut [Option<Vec<R>>],
+    j: usize,
+    g: Vec<R>,
+) {
     match &mut grads[j] {
         Some(existing) => {
             for (e, v) in existing.iter_mut().zip(&g) {
                 *e += *v;
             }
+            buffers.recycle(g);
         }
         slot @ None => *slot = Some(g),
     }

@@ -199,8 +199,10 @@ impl Trainer {
         let stats = self.measure(&tape, labels);
         let out: Vec<f64> = tape.outputs().iter().map(|&v| f64::from(v)).collect();
         let loss = self.config.loss.evaluate(&out, self.timesteps, labels);
+        let logits = tape.logits();
+        self.net.recycle(tape);
         (
-            tape.logits(),
+            logits,
             StepStats {
                 loss: loss.loss,
                 ..stats
