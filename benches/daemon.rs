@@ -166,8 +166,11 @@ fn run(dir: &Path, s: &Scenario) -> Outcome {
     } else {
         "drop_oldest"
     };
+    // The grace period covers draining the queued windows at the end: 16 resnet19 streams
+    // queue 64 windows of about a second each, more than the default 10 s. The bench measures
+    // the steady state, not how fast a loaded daemon stops.
     let mut config = format!(
-        "model = {:?}\nworkers = {}\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"text\"\n\
+        "model = {:?}\nworkers = {}\nshutdown_grace_s = 180.0\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"text\"\n\
          [limits]\nqueue_windows = 4\n[[sinks]]\nkind = \"file\"\npath = {:?}\n",
         s.model.display().to_string(),
         s.workers,
