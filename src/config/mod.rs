@@ -710,8 +710,16 @@ pub fn compile(config: &Config) -> Result<Compiled, ConfigErrors> {
             format!("{level:?} is not a log filter (e.g. info, inflor=debug)"),
         );
     }
-    if config.streams.is_empty() {
-        errors.add("streams", "at least one [[streams]] entry is needed");
+    // A gRPC server takes streams through Ingest, so it needs no configured one.
+    let ingest = config
+        .sinks
+        .iter()
+        .any(|s| matches!(s, SinkConfig::Grpc { .. }));
+    if config.streams.is_empty() && !ingest {
+        errors.add(
+            "streams",
+            "at least one [[streams]] entry (or a gRPC sink, for Ingest) is needed",
+        );
     }
     // Every listener, to refuse two on one address.
     let mut listeners: HashMap<SocketAddr, String> = HashMap::new();

@@ -94,32 +94,33 @@ impl Server {
                 authorise(token.as_deref(), r)
             });
         let slots = Arc::new(Semaphore::new(max_connections));
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(
-            move |accepted| match accepted {
-                Ok(socket) => match Arc::clone(&slots).try_acquire_owned() {
-                    Ok(permit) => {
-                        let _ = socket.set_nodelay(true);
-                        Some(Ok::<_, std::io::Error>(Limited {
-                            socket,
-                            _permit: permit,
-                        }))
-                    }
-                    Err(_) => {
-                        metrics::counter!(t::CONNECTIONS_REFUSED, "listener" => "grpc")
-                            .increment(1);
-                        tracing::warn!(
-                            peer = ?socket.peer_addr().ok(),
-                            "gRPC connection refused: connection limit reached"
-                        );
+        let incoming =
+            tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(move |accepted| {
+                match accepted {
+                    Ok(socket) => match Arc::clone(&slots).try_acquire_owned() {
+                        Ok(permit) => {
+                            let _ = socket.set_nodelay(true);
+                            Some(Ok::<_, std::io::Error>(Limited {
+                                socket,
+                                _permit: permit,
+                            }))
+                        }
+                        Err(_) => {
+                            metrics::counter!(t::CONNECTIONS_REFUSED, "listener" => "grpc")
+                                .increment(1);
+                            tracing::warn!(
+                                peer = ?socket.peer_addr().ok(),
+                                "gRPC connection refused: connection limit reached"
+                            );
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "gRPC accept failed");
                         None
                     }
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "gRPC accept failed");
-                    None
                 }
-            },
-        );
+            });
         let shutdown = stop.clone();
         let cut = CancellationToken::new();
         let cut_off = cut.clone();
@@ -589,6 +590,7 @@ impl tokio_stream::Stream for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::Output;
 
     #[test]
     fn stream_ids_are_checked() {
@@ -609,10 +611,76 @@ mod tests {
         };
         assert!(authorise(None, call(None)).is_ok());
         assert!(authorise(Some("s3cret"), call(Some("Bearer s3cret"))).is_ok());
-        for bad in [None, Some("Bearer nope"), Some("s3cret"), Some("Basic s3cret")] {
+        for bad in [
+            None,
+            Some("Bearer nope"),
+            Some("s3cret"),
+            Some("Basic s3cret"),
+        ] {
             let e = authorise(Some("s3cret"), call(bad)).unwrap_err();
             assert_eq!(e.code(), tonic::Code::Unauthenticated, "{bad:?}");
         }
+    }
+
+    fn output(window: u64) -> Output {
+        serde_json::from_value(serde_json::json!({
+            "stream": "cam", "window": window, "start_us": 0, "end_us": 10, "events": 5,
+            "predicted": 1, "class": "1", "top_k": [{"class": 1, "name": "1", "logit": 0.5}],
+            "logits": [0.1, 0.5], "gap": false, "complete": true, "executor": "event",
+            "stats": {"timesteps": 4, "spikes": 3, "firing_rate": 0.1, "synaptic_ops": 7,
+                "dense_macs": 9, "performed_ops": 7, "neuron_updates": 2,
+                "neuron_updates_total": 4, "energy_pj": 1.5, "dense_energy_pj": 2.5,
+                "layers": []},
+            "latency": {"compute_us": 1.0, "end_to_end_us": 2.0},
+        }))
+        .unwrap()
+    }
+
+    /// The next item of a subscription, which must be ready now.
+    fn next(s: &mut Subscription) -> Option<Result<proto::Classification, Status>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match tokio_stream::Stream::poll_next(Pin::new(s), &mut cx) {
+            Poll::Ready(item) => item,
+            Poll::Pending => panic!("the subscription is not ready"),
+        }
+    }
+
+    fn subscription(hub: &Hub) -> Subscription {
+        Subscription {
+            rx: hub.subscribe("grpc", None),
+            hub: hub.clone(),
+            ended: false,
+        }
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_dropped_and_told_and_shutdown_ends_cleanly() {
+        use crate::pipeline::Publish;
+        let mut hub = Hub::new(2);
+        let mut slow = subscription(&hub);
+        let mut reader = subscription(&hub);
+        for w in 0..4 {
+            let o = output(w);
+            let line = serde_json::to_string(&o).unwrap();
+            hub.publish(&o, &line);
+            // One that reads keeps up however long the stream is.
+            let c = next(&mut reader).unwrap().unwrap();
+            assert_eq!(c.window, w);
+            assert_eq!(c.json, line);
+            assert_eq!(c.stats.unwrap().synaptic_ops, 7);
+        }
+        // The slow one held two windows; the third found its buffer full.
+        assert_eq!(hub.dropped(), 1);
+        assert_eq!(hub.len(), 1);
+        assert_eq!(next(&mut slow).unwrap().unwrap().window, 0);
+        assert_eq!(next(&mut slow).unwrap().unwrap().window, 1);
+        let e = next(&mut slow).unwrap().unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert!(next(&mut slow).is_none());
+        // At shutdown the reader's stream ends without an error, and a late one at once.
+        hub.close();
+        assert!(next(&mut reader).is_none());
+        assert!(next(&mut subscription(&hub)).is_none());
     }
 
     #[test]
