@@ -3,7 +3,8 @@
 //! the web view) each get a bounded buffer from the [`Hub`]: one that falls behind is
 //! disconnected and counted, never allowed to stall the pipeline. Forwarders (NATS) get one
 //! too, but are never disconnected: what does not fit is counted against them. Imports
-//! `session` (types), `pipeline` (the publish trait) and `telemetry`.
+//! `session` (types), `pipeline` (the publish trait, and streams for gRPC `Ingest`), `event`,
+//! `config` and `telemetry`.
 
 pub mod grpc;
 pub mod nats;
