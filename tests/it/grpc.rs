@@ -3,7 +3,8 @@
 //! receives exactly what the file sink writes and ends cleanly at shutdown; ListStreams lists
 //! the running stream; a recording pushed through Ingest classifies as `infer` does on the
 //! file; a missing or wrong bearer token is refused with UNAUTHENTICATED; an Ingest packet over
-//! the maximum packet size is refused with OUT_OF_RANGE and the daemon carries on.
+//! the maximum packet size is refused with OUT_OF_RANGE and the daemon carries on; a
+//! subscriber that never reads is disconnected and counted while Ingest calls complete.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -164,6 +165,8 @@ backpressure = "block""#,
             }
         }
     });
+    // Closes the client's connections, so the server need not wait for them.
+    drop(rt);
     let (code, stderr) = daemon.wait();
     assert_eq!(code, 0, "{stderr}");
     let file = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
@@ -186,6 +189,7 @@ backpressure = "block""#,
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     same_windows(&ours, &infer(dir.path()));
+    assert!(!stderr.contains("cut off"), "{stderr}");
     let s = summary(&stderr);
     assert_eq!(s["published"], lines.len() as u64, "{s:?}");
 }
@@ -274,6 +278,8 @@ source = { kind = "file", path = "assets/dvs-digits-0.aedat", speed = 1.0, loop 
         assert_eq!(&ours, line);
     }
     daemon.signal("-INT");
+    // Closes the client's connections, so the server need not wait for them.
+    drop(rt);
     let (code, stderr) = daemon.wait();
     assert_eq!(code, 0, "{stderr}");
 }
@@ -390,10 +396,101 @@ fn ingest_classifies_as_infer_does_and_oversized_packets_are_refused() {
     assert!(again.inferences > 0);
     assert_eq!(again.windows, again.inferences);
     daemon.signal("-TERM");
+    // Closes the client's connections, so the server need not wait for them.
+    drop(rt);
     let (code, stderr) = daemon.wait();
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("larger than the maximum packet size"),
         "{stderr}"
     );
+}
+
+/// The value of `name` on the `/metrics` series whose labels contain `labels` (0 if absent).
+fn metric(admin: &str, name: &str, labels: &str) -> u64 {
+    crate::daemon::http_get(admin, "/metrics")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.split_whitespace().next().is_some_and(|series| {
+                series.starts_with(&format!("{name}{{")) && series.contains(labels)
+            })
+        })
+        .and_then(|l| l.split_whitespace().last())
+        .map_or(0, |v| v.parse::<f64>().unwrap() as u64)
+}
+
+#[test]
+fn a_subscriber_that_never_reads_is_dropped_and_counted_without_stalling_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "", "subscriber_buffer = 1");
+    let mut daemon = start(&config);
+    let admin = daemon.address("admin on http://");
+    let grpc = daemon.address("gRPC on ");
+    daemon.wait_for("ready");
+    let (events, sensor) = recording();
+    let rt = runtime();
+    let (slow_status, windows) = rt.block_on(async {
+        // A subscriber that grants the server 1 KiB of HTTP/2 window and never reads: what
+        // the server may send it is bounded, so its buffer in the hub fills.
+        let channel = Channel::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .initial_stream_window_size(1024)
+            .initial_connection_window_size(1024)
+            .connect()
+            .await
+            .unwrap();
+        let mut slow_client = InflorClient::new(channel);
+        let mut slow = slow_client
+            .subscribe(authorised(proto::SubscribeRequest::default(), TOKEN))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut client = connect(&grpc).await;
+        // Three streams in turn; each call returns once its windows are published, so the
+        // slow subscriber stalls none of them.
+        let mut windows = Vec::new();
+        for id in ["cam_1", "cam_2", "cam_3"] {
+            let s = tokio::time::timeout(
+                PATIENCE,
+                client.ingest(authorised(
+                    tokio_stream::iter(vec![packet(id, sensor, &events)]),
+                    TOKEN,
+                )),
+            )
+            .await
+            .expect("Ingest returns in time")
+            .unwrap()
+            .into_inner();
+            assert_eq!(s.windows, s.inferences);
+            windows.push(s.windows);
+        }
+        // The slow one, reading at last, gets what was buffered for it, then the news.
+        let status = loop {
+            match tokio::time::timeout(PATIENCE, slow.message()).await {
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => panic!("the slow subscription ended without an error"),
+                Ok(Err(status)) => break status,
+                Err(_) => panic!("the slow subscription neither ended nor failed"),
+            }
+        };
+        (status, windows)
+    });
+    assert_eq!(
+        slow_status.code(),
+        tonic::Code::ResourceExhausted,
+        "{slow_status}"
+    );
+    assert!(windows.iter().all(|&w| w > 10), "{windows:?}");
+    assert_eq!(
+        metric(&admin, "inflor_subscribers_dropped_total", "sink=\"grpc\""),
+        1
+    );
+    daemon.signal("-TERM");
+    // Closes the client's connections, so the server need not wait for them.
+    drop(rt);
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+    let s = summary(&stderr);
+    assert_eq!(s["inferences"], windows.iter().sum::<u64>(), "{s:?}");
 }
