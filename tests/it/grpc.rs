@@ -4,7 +4,9 @@
 //! the running stream; a recording pushed through Ingest classifies as `infer` does on the
 //! file; a missing or wrong bearer token is refused with UNAUTHENTICATED; an Ingest packet over
 //! the maximum packet size is refused with OUT_OF_RANGE and the daemon carries on; a
-//! subscriber that never reads is disconnected and counted while Ingest calls complete.
+//! subscriber that never reads is disconnected and counted while Ingest calls complete;
+//! SIGTERM during an open Ingest call ends it with UNAVAILABLE after classifying every event
+//! it took.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -493,4 +495,78 @@ fn a_subscriber_that_never_reads_is_dropped_and_counted_without_stalling_ingest(
     assert_eq!(code, 0, "{stderr}");
     let s = summary(&stderr);
     assert_eq!(s["inferences"], windows.iter().sum::<u64>(), "{s:?}");
+}
+
+#[test]
+fn sigterm_during_ingest_classifies_every_event_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "", "");
+    let mut daemon = start(&config);
+    let grpc = daemon.address("gRPC on ");
+    daemon.wait_for("ready");
+    let (events, sensor) = recording();
+    // The call runs on the runtime's worker while the test waits on the daemon.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut client = rt.block_on(connect(&grpc));
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let call = rt.spawn({
+        let mut client = client.clone();
+        async move {
+            client
+                .ingest(authorised(
+                    tokio_stream::wrappers::ReceiverStream::new(rx),
+                    TOKEN,
+                ))
+                .await
+        }
+    });
+    let sent = 10_000;
+    rt.block_on(async {
+        for (i, chunk) in events[..sent].chunks(1000).enumerate() {
+            let p = if i == 0 {
+                packet("cam", sensor, chunk)
+            } else {
+                packet("", (0, 0), chunk)
+            };
+            tx.send(p).await.unwrap();
+        }
+    });
+    // Once the daemon has taken every event sent, the call is left open and the daemon told
+    // to stop.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let streams = rt
+            .block_on(client.list_streams(authorised(proto::ListStreamsRequest {}, TOKEN)))
+            .unwrap()
+            .into_inner()
+            .streams;
+        if streams.iter().any(|s| s.events_received == sent as u64) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{streams:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    daemon.signal("-TERM");
+    let status = rt
+        .block_on(async { tokio::time::timeout(PATIENCE, call).await })
+        .expect("the call ends in time")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+    drop(tx);
+    drop(client);
+    drop(rt);
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+    let s = summary(&stderr);
+    assert_eq!(s["events_received"], sent as u64, "{s:?}");
+    assert!(s["windows"] >= 5, "{s:?}");
+    assert_eq!(s["inferences"], s["windows"], "{s:?}");
+    let file = outputs(&dir.path().join("out.jsonl"));
+    assert_eq!(file.len() as u64, s["windows"]);
+    assert!(file.iter().all(|o| o["stream"] == "cam"));
 }
