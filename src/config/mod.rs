@@ -1089,4 +1089,20 @@ mod tests {
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].message.contains("admin.listen"));
     }
+
+    #[test]
+    fn a_grpc_sink_needs_no_configured_stream() {
+        let grpc = r#"
+            [[sinks]]
+            kind = "grpc"
+            listen = "127.0.0.1:0"
+        "#;
+        let c = compile(&parse(grpc).unwrap()).unwrap();
+        assert!(c.streams.is_empty());
+        assert!(matches!(c.sinks[..], [Sink::Grpc { token: None, .. }]));
+        let stdout = "[[sinks]]\nkind = \"stdout\"\n";
+        let errors = compile(&parse(stdout).unwrap()).unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "streams");
+    }
 }
