@@ -100,7 +100,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(path) => load(path)?,
         None => embedded_default()?,
     };
-    refuse_unavailable(&compiled)?;
     let filter = compiled.log_level.clone();
     inflor::telemetry::init_tracing(compiled.log_format == LogFormat::Json, &filter)
         .context("setting up logging")?;
@@ -147,23 +146,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         totals.published
     );
     Ok(())
-}
-
-/// Parts a config may name that this build cannot run yet: refused before anything starts.
-fn refuse_unavailable(c: &Compiled) -> anyhow::Result<()> {
-    let mut missing = Vec::new();
-    for (i, s) in c.sinks.iter().enumerate() {
-        if matches!(s, Sink::Grpc { .. }) {
-            missing.push(format!(
-                "sinks[{i}]: the gRPC sink is not supported by this build yet"
-            ));
-        }
-    }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(bad_input(anyhow::anyhow!("{}", missing.join("\n"))))
-    }
 }
 
 /// Opens every USB camera the config names, in stream order, before anything is bound or
@@ -265,6 +247,16 @@ async fn daemon(
             tcp_sinks.push((l, token.clone()));
         }
     }
+    let mut grpc_sinks = Vec::new();
+    for s in &c.sinks {
+        if let Sink::Grpc { listen, token } = s {
+            let l = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding the gRPC server on {listen}"))?;
+            eprintln!("inflor: gRPC on {}", l.local_addr()?);
+            grpc_sinks.push((l, token.clone()));
+        }
+    }
     let mut listeners = Vec::new();
     for s in &c.streams {
         if let Source::Listen { listen, .. } = &s.source {
@@ -300,7 +292,7 @@ async fn daemon(
         }
     }
     let nats_counts: Vec<_> = nats.iter().map(|n| n.counts()).collect();
-    if !tcp_sinks.is_empty() || !nats.is_empty() {
+    if !tcp_sinks.is_empty() || !grpc_sinks.is_empty() || !nats.is_empty() {
         sinks.push(Box::new(hub.clone()));
     }
     let pipeline = Pipeline::start(
@@ -340,6 +332,22 @@ async fn daemon(
             sink_cancel.clone(),
         ));
     }
+    let grpc: Vec<sink::grpc::Server> = grpc_sinks
+        .into_iter()
+        .map(|(l, token)| {
+            sink::grpc::Server::start(
+                l,
+                sink::grpc::Config {
+                    token,
+                    max_connections: c.limits.max_connections,
+                    max_packet_bytes: c.limits.max_packet_mib << 20,
+                    batch_events: c.limits.batch_events,
+                },
+                hub.clone(),
+                handle.clone(),
+            )
+        })
+        .collect();
     // Half the grace period for the NATS clients to write out what they hold at shutdown,
     // leaving the rest to the sources and the executors.
     for n in nats {
@@ -448,12 +456,14 @@ async fn daemon(
     ready.store(true, Ordering::Release);
     tracing::info!(streams = c.streams.len(), "ready");
 
-    // Runs until every source has ended (a replay without loop) or a signal arrives.
+    // Runs until every source has ended (a replay without loop) or a signal arrives; with a
+    // gRPC server, until a signal (Ingest streams may come at any time).
     let mut signals = Signals::new()?;
     let mut failed = false;
+    let until_signal = !grpc.is_empty();
     loop {
         tokio::select! {
-            done = sources.join_next() => match done {
+            done = sources.join_next(), if !(until_signal && sources.is_empty()) => match done {
                 Some(r) => failed |= source_ended(r),
                 None => break,
             },
@@ -466,7 +476,13 @@ async fn daemon(
     }
     ready.store(false, Ordering::Release);
     cancel.cancel();
+    let drain_started = tokio::time::Instant::now();
     let drain = async {
+        // gRPC Ingest calls are sources too: they stop taking packets, and what they took is
+        // binned and classified before the pipeline shuts down.
+        for g in &grpc {
+            g.stop_ingest().await;
+        }
         while let Some(r) = sources.join_next().await {
             failed |= source_ended(r);
         }
@@ -475,6 +491,15 @@ async fn daemon(
             .context("draining the pipeline")?;
         hub.close();
         sink_cancel.cancel();
+        // Subscribers get what remains of the grace period (less a margin to exit in) to
+        // read what the hub sent them.
+        let left = c
+            .shutdown_grace
+            .saturating_sub(drain_started.elapsed())
+            .mul_f64(0.8);
+        for g in grpc {
+            g.stop(left).await;
+        }
         while sink_tasks.join_next().await.is_some() {}
         anyhow::Ok(totals)
     };

@@ -710,8 +710,16 @@ pub fn compile(config: &Config) -> Result<Compiled, ConfigErrors> {
             format!("{level:?} is not a log filter (e.g. info, inflor=debug)"),
         );
     }
-    if config.streams.is_empty() {
-        errors.add("streams", "at least one [[streams]] entry is needed");
+    // A gRPC server takes streams through Ingest, so it needs no configured one.
+    let ingest = config
+        .sinks
+        .iter()
+        .any(|s| matches!(s, SinkConfig::Grpc { .. }));
+    if config.streams.is_empty() && !ingest {
+        errors.add(
+            "streams",
+            "at least one [[streams]] entry (or a gRPC sink, for Ingest) is needed",
+        );
     }
     // Every listener, to refuse two on one address.
     let mut listeners: HashMap<SocketAddr, String> = HashMap::new();
@@ -1080,5 +1088,21 @@ mod tests {
         let errors = compile(&parse(text).unwrap()).unwrap_err().0;
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].message.contains("admin.listen"));
+    }
+
+    #[test]
+    fn a_grpc_sink_needs_no_configured_stream() {
+        let grpc = r#"
+            [[sinks]]
+            kind = "grpc"
+            listen = "127.0.0.1:0"
+        "#;
+        let c = compile(&parse(grpc).unwrap()).unwrap();
+        assert!(c.streams.is_empty());
+        assert!(matches!(c.sinks[..], [Sink::Grpc { token: None, .. }]));
+        let stdout = "[[sinks]]\nkind = \"stdout\"\n";
+        let errors = compile(&parse(stdout).unwrap()).unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "streams");
     }
 }

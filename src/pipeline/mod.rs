@@ -648,6 +648,16 @@ impl StreamWriter {
         result
     }
 
+    /// Like [`StreamWriter::finish`], and returns the stream's final counts (`streams` is 1,
+    /// `published` 0: outputs are counted by the publisher, over every stream).
+    pub async fn finish_counted(mut self) -> (Result<(), PipelineError>, Totals) {
+        let result = self.flush_windowing().await;
+        self.close().await;
+        let mut totals = Totals::default();
+        add_counters(&mut totals, &self.entry.counters);
+        (result, totals)
+    }
+
     async fn flush_windowing(&mut self) -> Result<(), PipelineError> {
         let Some(mut windowing) = self.windowing.take() else {
             return Ok(());

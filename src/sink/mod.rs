@@ -3,8 +3,10 @@
 //! the web view) each get a bounded buffer from the [`Hub`]: one that falls behind is
 //! disconnected and counted, never allowed to stall the pipeline. Forwarders (NATS) get one
 //! too, but are never disconnected: what does not fit is counted against them. Imports
-//! `session` (types), `pipeline` (the publish trait) and `telemetry`.
+//! `session` (types), `pipeline` (the publish trait, and streams for gRPC `Ingest`), `event`,
+//! `config` and `telemetry`.
 
+pub mod grpc;
 pub mod nats;
 pub mod tcp;
 
@@ -166,6 +168,8 @@ pub struct Hub {
     buffer: usize,
     /// Subscribers disconnected for falling behind, exactly (the metric is per sink kind).
     dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// Set by [`Hub::close`]: a subscriber whose channel ends before that was dropped.
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Hub {
@@ -175,6 +179,7 @@ impl Hub {
             subscribers: Arc::new(Mutex::new(Vec::new())),
             buffer: buffer.max(1),
             dropped: Arc::default(),
+            closed: Arc::default(),
         }
     }
 
@@ -187,6 +192,11 @@ impl Hub {
     ) -> tokio::sync::mpsc::Receiver<Published> {
         let (tx, rx) = tokio::sync::mpsc::channel(self.buffer);
         if let Ok(mut subs) = self.subscribers.lock() {
+            // Checked under the lock `close` takes, so a late subscriber cannot outlive it:
+            // its channel is closed at once.
+            if self.is_closed() {
+                return rx;
+            }
             subs.push(Subscriber {
                 sink,
                 filter,
@@ -231,10 +241,18 @@ impl Hub {
         self.len() == 0
     }
 
+    /// Whether [`Hub::close`] has run: a subscriber whose channel ends before that was
+    /// disconnected for falling behind.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Closes every subscriber's channel (at shutdown, after the last output): each ends once
-    /// it has sent what it holds.
+    /// it has sent what it holds. Later subscribers get a channel that is closed already.
     pub fn close(&self) {
         if let Ok(mut subs) = self.subscribers.lock() {
+            self.closed
+                .store(true, std::sync::atomic::Ordering::Release);
             let kinds: Vec<&'static str> = subs.iter().map(|s| s.sink).collect();
             subs.clear();
             for k in kinds {

@@ -8,6 +8,7 @@ mod exec;
 mod formats_aedat4;
 mod formats_jaer;
 mod formats_prophesee;
+mod grpc;
 mod malformed;
 mod model;
 mod nats;
