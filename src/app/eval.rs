@@ -106,6 +106,29 @@ struct SampleResult<'a> {
     logits: &'a [f32],
 }
 
+/// The plan that runs `model` on whole recordings (background steps for a recording's T bins),
+/// and a pool of `threads` workers to run recordings in parallel.
+pub fn plan_and_pool(
+    model: &Model,
+    executor: ExecutorKind,
+    threads: u16,
+) -> anyhow::Result<(Arc<Plan>, rayon::ThreadPool)> {
+    let plan = Plan::new(
+        model.network.clone(),
+        executor,
+        PlanOptions {
+            background_steps: model.metadata.input.timesteps,
+            ..PlanOptions::default()
+        },
+    )
+    .context("preparing the executor")?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(usize::from(threads))
+        .build()
+        .context("starting worker threads")?;
+    Ok((plan, pool))
+}
+
 /// Classifies one recording through a session: the output of its first window (None when
 /// it has no events).
 pub fn classify_file(
@@ -191,20 +214,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             args.dataset.display()
         )));
     }
-    let plan = Plan::new(
-        model.network.clone(),
-        args.executor,
-        PlanOptions {
-            background_steps: model.metadata.input.timesteps,
-            ..PlanOptions::default()
-        },
-    )
-    .context("preparing the executor")?;
+    let (plan, pool) = plan_and_pool(&model, args.executor, args.threads)?;
     let options = args.decode.options();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(usize::from(args.threads))
-        .build()
-        .context("starting worker threads")?;
     let bar = crate::app::progress_bar(samples.len() as u64, "eval");
     let results: Vec<_> = pool.install(|| {
         samples

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use inflor::dataset::{Dataset, Split, SplitSpec};
-use inflor::exec::{ExecutorKind, Histogram, MembraneHistograms, Plan, PlanOptions};
+use inflor::exec::{ExecutorKind, Histogram, MembraneHistograms};
 use inflor::model::{LoadError, Model, file};
 use inflor::snn::network::Op;
 use inflor::snn::neuron::VTH;
@@ -265,20 +265,8 @@ fn measure(
             dataset.display()
         )));
     }
-    let plan = Plan::new(
-        model.network.clone(),
-        args.executor,
-        PlanOptions {
-            background_steps: model.metadata.input.timesteps,
-            ..PlanOptions::default()
-        },
-    )
-    .context("preparing the executor")?;
+    let (plan, pool) = crate::app::eval::plan_and_pool(model, args.executor, args.threads)?;
     let options = args.decode.options();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(usize::from(args.threads))
-        .build()
-        .context("starting worker threads")?;
     let bar = crate::app::progress_bar(samples.len() as u64, "membrane");
     let results: Vec<_> = pool.install(|| {
         samples
