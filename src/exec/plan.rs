@@ -238,7 +238,27 @@ impl Plan {
         Scratch {
             plan: self.id,
             buffers,
+            rest: None,
         }
+    }
+
+    /// Runs `frames` from rest on membranes the worker's `scratch` keeps, for streams whose
+    /// windows are independent (membranes reset per window): such a stream then holds no
+    /// membranes between its windows, so the memory of many streams is that of the workers.
+    pub fn run_from_rest(
+        &self,
+        scratch: &mut Scratch,
+        frames: &[SparseFrame],
+        options: &RunOptions,
+    ) -> Result<RunOutput, ExecError> {
+        let mut state = match scratch.rest.take() {
+            Some(s) if s.plan == self.id => s,
+            _ => self.new_state(),
+        };
+        state.reset();
+        let run = self.run(scratch, &mut state, frames, options);
+        scratch.rest = Some(state);
+        run
     }
 
     /// Runs `frames` as consecutive timesteps continuing from the state's membranes: it
@@ -359,12 +379,15 @@ pub struct Scratch {
     /// The plan that made this scratch.
     plan: u64,
     buffers: Buffers,
+    /// Membranes for [`Plan::run_from_rest`], reset before each use.
+    rest: Option<State>,
 }
 
 impl Scratch {
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        match &self.buffers {
+        let rest = self.rest.as_ref().map_or(0, State::heap_bytes);
+        rest + match &self.buffers {
             Buffers::Reference(s) => s.heap_bytes(),
             Buffers::Dense(s) => s.heap_bytes(),
             Buffers::Event(s) => s.heap_bytes(),

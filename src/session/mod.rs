@@ -108,10 +108,11 @@ pub enum SessionError {
 pub struct Classifier {
     plan: Arc<Plan>,
     classes: Arc<[String]>,
-    state: State,
+    /// The stream's membranes between windows; None when they reset per window, and the
+    /// worker's own run each window from rest.
+    state: Option<State>,
     stream: String,
     top_k: usize,
-    membranes: Membranes,
     keep_frames: bool,
     label: Option<String>,
     run_options: RunOptions,
@@ -131,11 +132,10 @@ impl Classifier {
             return Err(SessionError::PlanMismatch);
         }
         Ok(Self {
-            state: plan.new_state(),
+            state: (options.membranes == Membranes::Continuous).then(|| plan.new_state()),
             classes: model.metadata.class_names.clone().into(),
             stream: options.stream.clone(),
             top_k: options.top_k.max(1),
-            membranes: options.membranes,
             keep_frames: options.keep_frames,
             label: options.label.clone(),
             run_options: RunOptions {
@@ -160,7 +160,7 @@ impl Classifier {
 
     /// Heap bytes of the stream's executor state (the membranes).
     pub fn state_bytes(&self) -> usize {
-        self.state.heap_bytes()
+        self.state.as_ref().map_or(0, State::heap_bytes)
     }
 
     /// Marks that input of this stream was lost: the next output carries `gap: true`.
@@ -176,20 +176,17 @@ impl Classifier {
         window: &WindowFrames,
         received: Instant,
     ) -> Result<Output, ExecError> {
-        let frames = match self.membranes {
-            Membranes::Reset => {
-                self.state.reset();
-                &window.frames[..]
-            }
-            Membranes::Continuous => {
-                self.state.reset_output();
-                &window.frames[window.frames.len() - window.new_frames..]
+        let started = Instant::now();
+        let run = match &mut self.state {
+            None => self
+                .plan
+                .run_from_rest(scratch, &window.frames, &self.run_options)?,
+            Some(state) => {
+                state.reset_output();
+                let new = &window.frames[window.frames.len() - window.new_frames..];
+                self.plan.run(scratch, state, new, &self.run_options)?
             }
         };
-        let started = Instant::now();
-        let run = self
-            .plan
-            .run(scratch, &mut self.state, frames, &self.run_options)?;
         let compute = started.elapsed();
         let top: Vec<Score> = run
             .top_k(self.top_k)
