@@ -134,6 +134,42 @@ pub fn bundled_model() -> anyhow::Result<inflor::model::Model> {
         .context("the bundled model assets/tiny-dvs-digits.safetensors does not load")
 }
 
+/// A DVS-Digits test recording compiled into the binary, for the embedded default of
+/// `inflor run` (each is one stream, looped, with its true label).
+#[derive(Debug, Clone, Copy)]
+pub struct BundledRecording {
+    /// Its file name under `assets/`.
+    pub name: &'static str,
+    /// The digit it shows.
+    pub label: &'static str,
+    /// Its bytes (AEDAT 2.0, DVS128).
+    pub bytes: &'static [u8],
+}
+
+/// The bundled recordings: test recordings 0 of the digits 0, 3, 7 and 9 (`assets/README.md`).
+pub const BUNDLED_RECORDINGS: &[BundledRecording] = &[
+    BundledRecording {
+        name: "dvs-digits-0.aedat",
+        label: "0",
+        bytes: inspect::BUNDLED,
+    },
+    BundledRecording {
+        name: "dvs-digits-3.aedat",
+        label: "3",
+        bytes: include_bytes!("../../assets/dvs-digits-3.aedat"),
+    },
+    BundledRecording {
+        name: "dvs-digits-7.aedat",
+        label: "7",
+        bytes: include_bytes!("../../assets/dvs-digits-7.aedat"),
+    },
+    BundledRecording {
+        name: "dvs-digits-9.aedat",
+        label: "9",
+        bytes: include_bytes!("../../assets/dvs-digits-9.aedat"),
+    },
+];
+
 /// A progress bar on stderr, drawn only when stderr is a terminal.
 pub fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total);

@@ -21,14 +21,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::bad_input;
 
-/// The name the bundled recording goes by in the embedded default's stream.
-const BUNDLED_RECORDING: &str = "bundled:dvs-digits-0.aedat";
+/// The prefix of the path a bundled recording goes by in the embedded default's streams.
+const BUNDLED_PREFIX: &str = "bundled:";
 
 /// Arguments of `inflor run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The TOML config (see `config/` for commented examples). Without it: the bundled model
-    /// on the bundled recording, replayed in a loop at real time, classifications on stdout,
+    /// on the bundled recordings (one stream each), replayed in a loop at real time,
+    /// classifications with the true label on stdout,
     /// metrics on http://127.0.0.1:9464/metrics.
     pub config: Option<PathBuf>,
 }
@@ -69,27 +70,41 @@ fn compile_text(text: &str, name: &Path) -> anyhow::Result<Compiled> {
     config::load(text, &config::Overrides::from_env()).map_err(report)
 }
 
-/// The embedded default: the bundled recording, looped at real time, text on stdout.
+/// The embedded default: each bundled recording as a stream of its own, looped at real time
+/// with its true label, text on stdout.
 fn embedded_default() -> anyhow::Result<Compiled> {
-    // The stream reads the recording compiled into the binary; the config names the binary
+    // The streams read the recordings compiled into the binary; the config names the binary
     // itself only to pass the check that a file source's path is a file.
     let exe = std::env::current_exe().context("locating the inflor binary")?;
-    let text = format!(
-        r#"
+    let mut text = String::new();
+    for r in crate::app::BUNDLED_RECORDINGS {
+        text.push_str(&format!(
+            r#"
 [[streams]]
-id = "bundled"
+id = "bundled-{label}"
 source = {{ kind = "file", path = {exe:?}, speed = 1.0, loop = true }}
-label = "0"
-
+label = "{label}"
+"#,
+            label = r.label,
+            exe = exe.display().to_string()
+        ));
+    }
+    text.push_str(
+        r#"
 [[sinks]]
 kind = "stdout"
 format = "text"
 "#,
-        exe = exe.display().to_string()
     );
     let mut compiled = compile_text(&text, Path::new("the embedded default config"))?;
-    if let Some(Source::File { path, .. }) = compiled.streams.first_mut().map(|s| &mut s.source) {
-        *path = PathBuf::from(BUNDLED_RECORDING);
+    for (stream, r) in compiled
+        .streams
+        .iter_mut()
+        .zip(crate::app::BUNDLED_RECORDINGS)
+    {
+        if let Source::File { path, .. } = &mut stream.source {
+            *path = PathBuf::from(format!("{BUNDLED_PREFIX}{}", r.name));
+        }
     }
     Ok(compiled)
 }
@@ -370,10 +385,18 @@ async fn daemon(
                 repeat,
             } => {
                 let writer = handle.open(spec)?;
-                let embedded = (path == Path::new(BUNDLED_RECORDING)).then_some(file::Embedded {
-                    name: "dvs-digits-0.aedat",
-                    bytes: crate::app::inspect::BUNDLED,
-                });
+                let embedded = path
+                    .to_str()
+                    .and_then(|p| p.strip_prefix(BUNDLED_PREFIX))
+                    .and_then(|name| {
+                        crate::app::BUNDLED_RECORDINGS
+                            .iter()
+                            .find(|r| r.name == name)
+                    })
+                    .map(|r| file::Embedded {
+                        name: r.name,
+                        bytes: r.bytes,
+                    });
                 let replay = file::Replay {
                     path: path.clone(),
                     format: *format,
