@@ -2,7 +2,7 @@
 //! recordings as a CIFAR10-DVS-style dataset (see `inflor::dataset::synth` for the model).
 //!
 //! DVS-Digits, the dataset documented in `docs/dvs-digits.md`, is
-//! `inflor synth --digits ../shared/data/digits/digits.csv.gz --out dvs-digits --seed 1`.
+//! `inflor synth --digits assets/digits.csv.gz --out dvs-digits --seed 1`.
 
 use std::path::{Path, PathBuf};
 

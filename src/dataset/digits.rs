@@ -1,7 +1,7 @@
 //! DVS-Digits: the definition of the emulated dataset made from the 1797 UCI handwritten
 //! digits (see `docs/dvs-digits.md`): classes, file names, split and how each digit is shown.
 //!
-//! `inflor synth --digits ../shared/data/digits/digits.csv.gz --out dvs-digits --seed 1`
+//! `inflor synth --digits assets/digits.csv.gz --out dvs-digits --seed 1`
 //! generates it with the default emulator parameters.
 
 use super::generate::LabelledImage;

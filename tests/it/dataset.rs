@@ -589,11 +589,26 @@ fn image_fixtures_load() {
     assert!(png.pixels.iter().any(|&v| v > 0.9) && png.pixels.iter().any(|&v| v < 0.1));
 }
 
+/// The UCI digits CSV bundled in `assets/` (so a fresh clone can make DVS-Digits).
+fn bundled_digits_csv() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/digits.csv.gz")
+}
+
 #[test]
-fn digits_csv_loads() {
+fn bundled_digits_csv_is_the_shared_data_copy() {
     let Some(csv) = shared_data_or_skip("digits/digits.csv.gz") else {
         return;
     };
+    assert!(
+        std::fs::read(&csv).unwrap() == std::fs::read(bundled_digits_csv()).unwrap(),
+        "assets/digits.csv.gz differs from {}",
+        csv.display()
+    );
+}
+
+#[test]
+fn digits_csv_loads() {
+    let csv = bundled_digits_csv();
     let digits = load_digits_csv(&csv).unwrap();
     assert_eq!(digits.len(), 1797);
     let mut per_class = [0usize; 10];
@@ -611,9 +626,7 @@ fn digits_csv_loads() {
 /// must then be regenerated (see assets/README.md).
 #[test]
 fn bundled_dvs_digits_recording_is_what_the_emulator_writes() {
-    let Some(csv) = shared_data_or_skip("digits/digits.csv.gz") else {
-        return;
-    };
+    let csv = bundled_digits_csv();
     let digits = load_digits_csv(&csv).unwrap();
     let inputs = inflor::dataset::digits::inputs(&digits[..1]).unwrap();
     assert_eq!(inputs[0].label, 0);
@@ -644,9 +657,7 @@ fn inflor() -> Command {
 
 #[test]
 fn synth_and_dataset_info_commands() {
-    let Some(csv) = shared_data_or_skip("digits/digits.csv.gz") else {
-        return;
-    };
+    let csv = bundled_digits_csv();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("digits");
     let synth = inflor()
