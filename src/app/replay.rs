@@ -58,7 +58,8 @@ pub struct ReplayArgs {
     /// neither this nor --realtime is given.
     #[arg(long, value_name = "X", value_parser = parse_speed)]
     pub speed: Option<f64>,
-    /// Replay only the first N recordings of the split.
+    /// Replay only N recordings of the split, taken from each class in turn (the first of
+    /// every class, then the second...), so a short run still covers every class.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
     /// Recordings replayed in parallel, each on an executor worker thread of its own.
@@ -373,7 +374,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         .transpose()?;
     let mut samples = select(&args.dataset, &args.split_rule, args.split, &model)?;
     if let Some(n) = args.limit {
-        samples.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+        samples = each_class_in_turn(samples, usize::try_from(n).unwrap_or(usize::MAX));
     }
     if let Some(path) = &args.confusion_png {
         check_png_path(path).map_err(bad_input)?;
@@ -458,6 +459,24 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The first `n` of `samples` taken from each class in turn, back in dataset order.
+fn each_class_in_turn(samples: Vec<Sample>, n: usize) -> Vec<Sample> {
+    let mut seen: HashMap<usize, usize> = HashMap::new();
+    let mut ranked: Vec<(usize, usize, Sample)> = samples
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let rank = seen.entry(s.label).or_default();
+            *rank += 1;
+            (*rank, i, s)
+        })
+        .collect();
+    ranked.sort_by_key(|&(rank, i, _)| (rank, i));
+    ranked.truncate(n);
+    ranked.sort_by_key(|&(_, i, _)| i);
+    ranked.into_iter().map(|(_, _, s)| s).collect()
 }
 
 fn check_png_path(path: &Path) -> Result<(), ReplayError> {
@@ -923,6 +942,31 @@ mod tests {
         let one = Percentiles::of(vec![7.0]);
         assert_eq!((one.p50, one.p99), (7.0, 7.0));
         assert_eq!(Percentiles::of(Vec::new()).p50, 0.0);
+    }
+
+    #[test]
+    fn a_limit_takes_each_class_in_turn_and_keeps_dataset_order() {
+        let sample = |label: usize, n: u64| Sample {
+            path: PathBuf::from(format!("{label}/{n}")),
+            relative: format!("{label}/{n}"),
+            label,
+            index: Some(n),
+            split: inflor::dataset::Split::Test,
+        };
+        let all = vec![
+            sample(0, 0),
+            sample(0, 1),
+            sample(0, 2),
+            sample(1, 0),
+            sample(2, 0),
+        ];
+        let names = |v: Vec<Sample>| v.into_iter().map(|s| s.relative).collect::<Vec<_>>();
+        assert_eq!(
+            names(each_class_in_turn(all.clone(), 4)),
+            ["0/0", "0/1", "1/0", "2/0"]
+        );
+        assert_eq!(names(each_class_in_turn(all.clone(), 2)), ["0/0", "1/0"]);
+        assert_eq!(each_class_in_turn(all, 99).len(), 5);
     }
 
     #[test]
