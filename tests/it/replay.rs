@@ -25,7 +25,7 @@ fn pattern(label: usize, variant: usize) -> GrayImage {
             let (x, y) = (i % size, i / size);
             let along = if label < 5 { x } else { y };
             let inside = (1..size - 1).contains(&x) && (1..size - 1).contains(&y);
-            if inside && (along * stripes / size + variant) % 2 == 0 {
+            if inside && (along * stripes / size + variant).is_multiple_of(2) {
                 0.9
             } else {
                 0.05
