@@ -400,10 +400,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         vec![Box::new(collector.clone())],
     )
     .context("starting the executor workers")?;
-    // The sources only wait on file reads (on blocking threads) and on the pacing clock; one
-    // runtime thread keeps them fed.
+    // A source bins its events on its own task, as in the daemon (file reads go to blocking
+    // threads), so each recording in flight gets a runtime thread for its binning.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(threads)
         .thread_name("inflor-replay-io")
         .enable_all()
         .build()
