@@ -1,7 +1,8 @@
 //! `inflor eval`: a model's accuracy on a dataset split, run through `Session` and the
 //! executors exactly as `infer` and the daemon run it: top-1 and top-5 accuracy, per-class
 //! accuracy and the confusion matrix. Each recording is classified by its first window (the
-//! whole recording for the per-recording window policies), as the trainer sees it.
+//! whole recording for the per-recording window policies), as the trainer sees it. The split
+//! selection and the scores are [`labelled`](crate::app::labelled)'s, shared with `replay`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -128,7 +129,7 @@ pub fn classify_file_measuring(
             }
             let opts = SessionOptions {
                 stream: path.display().to_string(),
-                top_k: model.metadata.class_names.len().min(5),
+                top_k: top_k(model.metadata.class_names.len()),
                 quantization_node: quantization,
                 ..SessionOptions::default()
             };
