@@ -45,6 +45,9 @@ pub enum Command {
     Train(Box<app::train::TrainArgs>),
     /// Evaluate a model on a dataset split: top-1/top-5, per-class accuracy, confusion matrix.
     Eval(app::eval::EvalArgs),
+    /// Replay a dataset split through the daemon's pipeline: accuracy, latency, throughput,
+    /// firing rates and energy in one report.
+    Replay(Box<app::replay::ReplayArgs>),
     /// The InfLoR ablations (neuron kinds, MPR, quantization error) as a Markdown table.
     Ablate(app::ablate::AblateArgs),
     /// PNG plots of a training run: loss, accuracy, firing rates, membrane histograms.

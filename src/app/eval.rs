@@ -1,14 +1,15 @@
 //! `inflor eval`: a model's accuracy on a dataset split, run through `Session` and the
 //! executors exactly as `infer` and the daemon run it: top-1 and top-5 accuracy, per-class
 //! accuracy and the confusion matrix. Each recording is classified by its first window (the
-//! whole recording for the per-recording window policies), as the trainer sees it.
+//! whole recording for the per-recording window policies), as the trainer sees it. The split
+//! selection and the scores are [`labelled`](crate::app::labelled)'s, shared with `replay`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use inflor::dataset::{Dataset, Split, SplitSpec};
+use inflor::dataset::SplitSpec;
 use inflor::exec::{ExecutorKind, Plan, PlanOptions};
 use inflor::format::{DecodeOptions, FileReader};
 use inflor::model::Model;
@@ -18,6 +19,8 @@ use serde::Serialize;
 
 use crate::app::bad_input;
 use crate::app::decode_args::DecodeArgs;
+pub use crate::app::labelled::SplitArg;
+use crate::app::labelled::{Accuracy, Tally, parse_split_rule, select, top_k};
 
 /// `inflor eval` arguments.
 #[derive(Debug, clap::Args)]
@@ -31,7 +34,7 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
     pub split: SplitArg,
     /// The split rule: auto, default, test-below:N, ratio:R or list:PATH (as `dataset info`).
-    #[arg(long, default_value = "auto", value_parser = parse_split)]
+    #[arg(long, default_value = "auto", value_parser = parse_split_rule)]
     pub split_rule: SplitSpec,
     /// Executor: event, dense or reference (identical logits).
     #[arg(long, value_enum, default_value_t = ExecutorKind::Event)]
@@ -50,51 +53,14 @@ pub struct EvalArgs {
     pub decode: DecodeArgs,
 }
 
-/// Which part of the dataset to evaluate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SplitArg {
-    /// The test split.
-    Test,
-    /// The training split.
-    Train,
-    /// Every recording.
-    All,
-}
-
-fn parse_split(s: &str) -> Result<SplitSpec, String> {
-    s.parse()
-}
-
 /// The evaluation result.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// The model's class names.
-    pub classes: Vec<String>,
-    /// Recordings classified.
-    pub samples: usize,
-    /// Recordings that could not be classified, by relative path.
-    pub failed: Vec<String>,
-    /// Top-1 accuracy.
-    pub top1: f64,
-    /// Top-5 accuracy (top-k with k = min(5, classes)).
-    pub top5: f64,
-    /// Per-class accuracy (recall), NaN-free: classes without samples have 0 and count 0.
-    pub per_class: Vec<ClassScore>,
-    /// `confusion[true][predicted]`.
-    pub confusion: Vec<Vec<usize>>,
+    /// The accuracy scores.
+    #[serde(flatten)]
+    pub accuracy: Accuracy,
     /// The executor used.
     pub executor: String,
-}
-
-/// One class's accuracy.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClassScore {
-    /// Name.
-    pub name: String,
-    /// Samples of that class.
-    pub count: usize,
-    /// Fraction of them classified correctly.
-    pub accuracy: f64,
 }
 
 /// One recording's result, for `--logits-out`.
@@ -163,7 +129,7 @@ pub fn classify_file_measuring(
             }
             let opts = SessionOptions {
                 stream: path.display().to_string(),
-                top_k: model.metadata.class_names.len().min(5),
+                top_k: top_k(model.metadata.class_names.len()),
                 quantization_node: quantization,
                 ..SessionOptions::default()
             };
@@ -191,29 +157,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         Some(path) => crate::app::load_model(path)?,
         None => crate::app::bundled_model()?,
     };
-    let dataset = Dataset::open(&args.dataset, &args.split_rule).map_err(bad_input)?;
-    if dataset.classes != model.metadata.class_names {
-        return Err(bad_input(anyhow::anyhow!(
-            "the dataset's classes {:?} are not the model's {:?}",
-            dataset.classes,
-            model.metadata.class_names
-        )));
-    }
-    let samples: Vec<_> = dataset
-        .samples
-        .iter()
-        .filter(|s| match args.split {
-            SplitArg::Test => s.split == Split::Test,
-            SplitArg::Train => s.split == Split::Train,
-            SplitArg::All => true,
-        })
-        .collect();
-    if samples.is_empty() {
-        return Err(bad_input(anyhow::anyhow!(
-            "{}: no recordings in that split",
-            args.dataset.display()
-        )));
-    }
+    let samples = select(&args.dataset, &args.split_rule, args.split, &model)?;
     let (plan, pool) = plan_and_pool(&model, args.executor, args.threads)?;
     let options = args.decode.options();
     let bar = crate::app::progress_bar(samples.len() as u64, "eval");
@@ -228,11 +172,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             .collect()
     });
     bar.finish_and_clear();
-    let classes = model.metadata.class_names.len();
-    let k = classes.min(5);
-    let mut confusion = vec![vec![0usize; classes]; classes];
-    let (mut top1, mut top5, mut n) = (0usize, 0usize, 0usize);
-    let mut failed = Vec::new();
+    let mut tally = Tally::new(&model.metadata.class_names);
     let mut logits_out = match &args.logits_out {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -244,19 +184,16 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             Ok(Some(o)) => o,
             Ok(None) => {
                 eprintln!("{}: no events, not classified", s.path.display());
-                failed.push(s.relative.clone());
+                tally.fail(&s.relative);
                 continue;
             }
             Err(e) => {
                 eprintln!("{}: {}", s.path.display(), crate::app::chain(&e));
-                failed.push(s.relative.clone());
+                tally.fail(&s.relative);
                 continue;
             }
         };
-        n += 1;
-        confusion[s.label][output.predicted] += 1;
-        top1 += usize::from(output.predicted == s.label);
-        top5 += usize::from(output.top_k.iter().take(k).any(|t| t.class == s.label));
+        tally.add(s.label, &output);
         if let Some(w) = logits_out.as_mut() {
             serde_json::to_writer(
                 &mut *w,
@@ -273,28 +210,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if let Some(mut w) = logits_out {
         w.flush()?;
     }
-    let per_class = (0..classes)
-        .map(|c| {
-            let count: usize = confusion[c].iter().sum();
-            ClassScore {
-                name: model.metadata.class_names[c].clone(),
-                count,
-                accuracy: if count > 0 {
-                    confusion[c][c] as f64 / count as f64
-                } else {
-                    0.0
-                },
-            }
-        })
-        .collect();
     let report = Report {
-        classes: model.metadata.class_names.clone(),
-        samples: n,
-        failed,
-        top1: top1 as f64 / n.max(1) as f64,
-        top5: top5 as f64 / n.max(1) as f64,
-        per_class,
-        confusion,
+        accuracy: tally.finish(),
         executor: format!("{:?}", args.executor).to_lowercase(),
     };
     let stdout = std::io::stdout();
@@ -303,54 +220,30 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         serde_json::to_writer(&mut out, &report)?;
         writeln!(out)?;
     } else {
-        print_report(&mut out, &report, k)?;
+        print_report(&mut out, &report)?;
     }
     out.flush()?;
-    if !report.failed.is_empty() {
+    if !report.accuracy.failed.is_empty() {
         return Err(bad_input(anyhow::anyhow!(
             "{} of {} recordings could not be classified (see above)",
-            report.failed.len(),
+            report.accuracy.failed.len(),
             samples.len()
         )));
     }
     Ok(())
 }
 
-fn print_report(out: &mut impl Write, r: &Report, k: usize) -> anyhow::Result<()> {
+fn print_report(out: &mut impl Write, r: &Report) -> anyhow::Result<()> {
+    let a = &r.accuracy;
     writeln!(
         out,
-        "{} recordings ({} executor): top-1 {:.2}%, top-{k} {:.2}%",
-        r.samples,
+        "{} recordings ({} executor): top-1 {:.2}%, top-{} {:.2}%",
+        a.samples,
         r.executor,
-        100.0 * r.top1,
-        100.0 * r.top5
+        100.0 * a.top1,
+        top_k(a.classes.len()),
+        100.0 * a.top5
     )?;
-    writeln!(out, "per class:")?;
-    for c in &r.per_class {
-        writeln!(
-            out,
-            "  {:<16} {:>6.2}%  ({} recordings)",
-            c.name,
-            100.0 * c.accuracy,
-            c.count
-        )?;
-    }
-    let width = r.classes.iter().map(String::len).max().unwrap_or(1).max(4);
-    writeln!(
-        out,
-        "confusion matrix (rows: true class, columns: predicted):"
-    )?;
-    write!(out, "  {:>width$}", "")?;
-    for name in &r.classes {
-        write!(out, " {name:>width$}")?;
-    }
-    writeln!(out)?;
-    for (name, row) in r.classes.iter().zip(&r.confusion) {
-        write!(out, "  {name:>width$}")?;
-        for v in row {
-            write!(out, " {v:>width$}")?;
-        }
-        writeln!(out)?;
-    }
+    a.print(out)?;
     Ok(())
 }

@@ -9,8 +9,10 @@ pub mod decode_args;
 pub mod eval;
 pub mod infer;
 pub mod inspect;
+pub mod labelled;
 pub mod model;
 pub mod plot;
+pub mod replay;
 pub mod run;
 pub mod serve_events;
 pub mod synth;
@@ -44,6 +46,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::ServeEvents(args) => serve_events::run(args),
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
+        Command::Replay(args) => replay::run(*args),
         Command::Ablate(args) => ablate::run(args),
         Command::Plot(args) => plot::run(args),
         Command::Cameras(args) => cameras::run(args),

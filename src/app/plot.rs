@@ -312,15 +312,15 @@ fn measure(
 /// system.
 const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 /// The font family the plots name.
-const FAMILY: &str = "sans-serif";
+pub(crate) const FAMILY: &str = "sans-serif";
 
-fn register_font() -> anyhow::Result<()> {
+pub(crate) fn register_font() -> anyhow::Result<()> {
     plotters::style::register_font(FAMILY, FontStyle::Normal, FONT)
         .map_err(|_| anyhow::anyhow!("the bundled font assets/fonts/DejaVuSans.ttf does not load"))
 }
 
 /// Renders `draw` onto a white `size` canvas and writes it to `path` as an 8-bit RGB PNG.
-fn write_png(
+pub(crate) fn write_png(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> anyhow::Result<()>,
@@ -348,7 +348,7 @@ fn write_png(
 
 /// A drawing error as anyhow (plotters' errors borrow nothing but are not `Sync` for every
 /// backend, so they are formatted).
-fn drawing<E: std::fmt::Display>(e: E) -> anyhow::Error {
+pub(crate) fn drawing<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing a plot: {e}")
 }
 

@@ -14,6 +14,7 @@ mod model;
 mod nats;
 mod plot;
 mod python;
+mod replay;
 mod session;
 mod snn;
 mod support;
