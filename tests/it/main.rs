@@ -18,3 +18,4 @@ mod session;
 mod snn;
 mod support;
 mod train;
+mod web;

@@ -1,0 +1,298 @@
+//! The live web view in a real browser: headless Chromium, driven through chromedriver (W3C
+//! WebDriver over plain HTTP on loopback), loads `/` from `inflor run`'s embedded default and
+//! sees each bundled stream's frame drawn and its predicted class appear, with the true label,
+//! then move on to later windows; SIGINT with the page still open drains and exits 0.
+//! Skipped without `chromium` and `chromedriver` on the PATH (Debian's `chromium` and
+//! `chromium-driver`), except under env CI, where their absence is a failure.
+//! `INFLOR_WEB_SCREENSHOT=PATH` saves what the browser shows (docs/web-view.png is made so).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use crate::daemon::{PATIENCE, Process};
+
+/// Chromium and chromedriver from the PATH, or None (and the test is skipped) when either is
+/// missing outside CI.
+fn browser() -> Option<(PathBuf, PathBuf)> {
+    let find = |name: &str| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+    };
+    if let (Some(chromium), Some(driver)) = (find("chromium"), find("chromedriver")) {
+        return Some((chromium, driver));
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "chromium and chromedriver are missing and CI is set (.ci/run installs Debian's \
+         chromium and chromium-driver)"
+    );
+    eprintln!("skipped: needs chromium and chromedriver (Debian: chromium chromium-driver)");
+    None
+}
+
+/// One HTTP/1.1 exchange with `addr`; returns the status and the body.
+fn http(addr: &str, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    s.read_to_end(&mut bytes).unwrap();
+    let text = String::from_utf8(bytes).expect("a UTF-8 response");
+    let (head, rest) = text.split_once("\r\n\r\n").expect("a complete response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {head}"));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            unchunk(rest)
+        } else {
+            rest.to_owned()
+        },
+    )
+}
+
+fn unchunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("a chunk size");
+        let n = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        if n == 0 {
+            return body;
+        }
+        body.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+}
+
+/// A chromedriver process and one headless Chromium session.
+struct Driver {
+    child: Child,
+    addr: String,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Driver {
+    fn start(chromium: &Path, chromedriver: &Path) -> Self {
+        let mut child = Command::new(chromedriver)
+            .arg("--port=0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        let needle = "started successfully on port ";
+        let port = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .expect("chromedriver says which port it took");
+            if let Some(i) = line.find(needle) {
+                break line[i + needle.len()..].trim_end_matches('.').to_owned();
+            }
+        };
+        let addr = format!("127.0.0.1:{port}");
+        let profile = tempfile::tempdir().unwrap();
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-dev-shm-usage", "--window-size=1400,1100",
+                    format!("--user-data-dir={}", profile.path().display())],
+            },
+        }}});
+        let (status, body) = http(&addr, "POST", "/session", Some(&caps));
+        assert_eq!(status, 200, "a browser session: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let session = v["value"]["sessionId"].as_str().unwrap().to_owned();
+        Self {
+            child,
+            addr,
+            session,
+            _profile: profile,
+        }
+    }
+
+    /// A WebDriver command on the session; returns its `value`.
+    fn call(&self, method: &str, what: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let path = format!("/session/{}/{what}", self.session);
+        let (status, text) = http(&self.addr, method, &path, body.as_ref());
+        assert_eq!(status, 200, "{method} {what}: {text}");
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["value"].take()
+    }
+
+    fn script(&self, js: &str) -> serde_json::Value {
+        self.call(
+            "POST",
+            "execute/sync",
+            Some(serde_json::json!({"script": js, "args": []})),
+        )
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = http(
+            &self.addr,
+            "DELETE",
+            &format!("/session/{}", self.session),
+            None,
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the page shows of each stream, read from its DOM and canvas.
+const STATE: &str = r#"
+return {
+  status: document.getElementById("status").textContent,
+  streams: Array.from(document.querySelectorAll("section.stream")).map((s) => {
+    const c = s.querySelector("canvas");
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let lit = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i] || d[i + 1] || d[i + 2]) lit++;
+    return {
+      stream: s.dataset.stream,
+      window: Number(s.dataset.window),
+      predicted: s.querySelector(".predicted").textContent,
+      truth: s.querySelector(".truth").textContent,
+      topk: s.querySelectorAll(".topk li").length,
+      layers: s.querySelectorAll(".layers > div").length,
+      recent: s.querySelectorAll(".recent li").length,
+      figures: s.querySelector(".figures").textContent,
+      lit,
+    };
+  }),
+};
+"#;
+
+/// Polls the page until `done` holds of what it shows; fails after [`PATIENCE`].
+fn until(
+    driver: &Driver,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let state = driver.script(STATE);
+        if done(&state) {
+            return state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed {what}; it shows {state:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn chromium_shows_each_streams_frame_and_class_updating_live() {
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
+    };
+    let mut daemon = Process::start_with_env(&["run"], &[("INFLOR_ADMIN", "127.0.0.1:0")]);
+    let admin = daemon.address("admin on http://");
+    daemon.wait_for(&format!("web view on http://{admin}/"));
+    let driver = Driver::start(&chromium, &chromedriver);
+    driver.call(
+        "POST",
+        "url",
+        Some(serde_json::json!({"url": format!("http://{admin}/")})),
+    );
+    let digits = ["0", "3", "7", "9"];
+    let first = until(&driver, "every bundled stream's class and frame", |s| {
+        let streams = s["streams"].as_array().unwrap();
+        streams.len() == digits.len()
+            && streams.iter().all(|c| {
+                !c["predicted"].as_str().unwrap().is_empty() && c["lit"].as_u64() > Some(0)
+            })
+    });
+    assert_eq!(first["status"], "live");
+    for (card, digit) in first["streams"].as_array().unwrap().iter().zip(digits) {
+        assert_eq!(card["stream"], format!("bundled-{digit}"), "{card}");
+        let predicted = card["predicted"].as_str().unwrap();
+        assert!(
+            predicted.len() == 1 && predicted.chars().all(|c| c.is_ascii_digit()),
+            "{card}"
+        );
+        assert_eq!(card["truth"], format!("true: {digit}"), "{card}");
+        assert_eq!(card["topk"], 5, "{card}");
+        assert!(card["layers"].as_u64() > Some(0), "{card}");
+        assert!(card["recent"].as_u64() > Some(0), "{card}");
+        for figure in [
+            "events/s",
+            "windows/s",
+            "compute",
+            "end to end",
+            "windows dropped",
+        ] {
+            assert!(card["figures"].as_str().unwrap().contains(figure), "{card}");
+        }
+    }
+    // Later windows replace the first ones on every card.
+    let seen: Vec<u64> = first["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["window"].as_u64().unwrap())
+        .collect();
+    until(&driver, "later windows on every card", |s| {
+        let streams = s["streams"].as_array().unwrap();
+        streams.len() == seen.len()
+            && streams.iter().zip(&seen).all(|(c, &w)| {
+                c["window"].as_u64() > Some(w) && !c["predicted"].as_str().unwrap().is_empty()
+            })
+    });
+    if let Some(path) = std::env::var_os("INFLOR_WEB_SCREENSHOT") {
+        // A few seconds in, so that the rates and the history have filled.
+        until(&driver, "a full history", |s| {
+            s["streams"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["recent"].as_u64() >= Some(12))
+        });
+        let png = driver.call("GET", "screenshot", None);
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        std::fs::write(&path, bytes).unwrap();
+    }
+    // The open page does not hold the shutdown up: its feed ends with the drain.
+    daemon.signal("-INT");
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+}
