@@ -39,69 +39,97 @@ fn browser() -> Option<(PathBuf, PathBuf)> {
 
 /// One HTTP/1.1 exchange with `addr`; returns the status and the body.
 fn http(addr: &str, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    exchange(addr, method, path, body).unwrap_or_else(|e| panic!("{method} {addr}{path}: {e}"))
+}
+
+fn exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> std::io::Result<(u16, String)> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(PATIENCE))?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
-    let mut bytes = Vec::new();
-    s.read_to_end(&mut bytes).unwrap();
-    let text = String::from_utf8(bytes).expect("a UTF-8 response");
-    let (head, rest) = text.split_once("\r\n\r\n").expect("a complete response");
+    )?;
+    // chromedriver may keep the connection open: the body is read by its length.
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Err(bad("the response ended in its head"));
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("a status line: {head}"));
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    (
-        status,
-        if chunked {
-            unchunk(rest)
-        } else {
-            rest.to_owned()
-        },
-    )
-}
-
-fn unchunk(mut rest: &str) -> String {
-    let mut body = String::new();
-    loop {
-        let (size, after) = rest.split_once("\r\n").expect("a chunk size");
-        let n = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
-        if n == 0 {
-            return body;
+        .ok_or_else(|| bad("no status line"))?;
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|n| n.trim().parse::<usize>().map_err(|_| bad("a bad length")))
+        .transpose()?;
+    let mut bytes = Vec::new();
+    match length {
+        Some(n) => {
+            bytes.resize(n, 0);
+            r.read_exact(&mut bytes)?;
         }
-        body.push_str(&after[..n]);
-        rest = &after[n + 2..];
+        None if head.contains("transfer-encoding: chunked") => loop {
+            let mut size = String::new();
+            r.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim(), 16).map_err(|_| bad("a bad chunk"))?;
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&chunk[..n]);
+        },
+        None => {
+            r.read_to_end(&mut bytes)?;
+        }
     }
+    let text = String::from_utf8(bytes).map_err(|_| bad("a response that is not UTF-8"))?;
+    Ok((status, text))
 }
 
 /// A chromedriver process and one headless Chromium session.
 struct Driver {
     child: Child,
     addr: String,
+    /// Empty until the session is made (a failed start still ends chromedriver).
     session: String,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 impl Driver {
     fn start(chromium: &Path, chromedriver: &Path) -> Self {
-        let mut child = Command::new(chromedriver)
-            .arg("--port=0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
+        let mut driver = Self {
+            child: Command::new(chromedriver)
+                .arg("--port=0")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver starts"),
+            addr: String::new(),
+            session: String::new(),
+            profile: tempfile::tempdir().unwrap(),
+        };
         let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
+        let stdout = driver.child.stdout.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
@@ -119,27 +147,21 @@ impl Driver {
                 break line[i + needle.len()..].trim_end_matches('.').to_owned();
             }
         };
-        let addr = format!("127.0.0.1:{port}");
-        let profile = tempfile::tempdir().unwrap();
+        driver.addr = format!("127.0.0.1:{port}");
         let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": chromium,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                     "--disable-dev-shm-usage", "--window-size=1400,1100",
-                    format!("--user-data-dir={}", profile.path().display())],
+                    format!("--user-data-dir={}", driver.profile.path().display())],
             },
         }}});
-        let (status, body) = http(&addr, "POST", "/session", Some(&caps));
+        let (status, body) = http(&driver.addr, "POST", "/session", Some(&caps));
         assert_eq!(status, 200, "a browser session: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let session = v["value"]["sessionId"].as_str().unwrap().to_owned();
-        Self {
-            child,
-            addr,
-            session,
-            _profile: profile,
-        }
+        driver.session = v["value"]["sessionId"].as_str().unwrap().to_owned();
+        driver
     }
 
     /// A WebDriver command on the session; returns its `value`.
@@ -162,12 +184,14 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = http(
-            &self.addr,
-            "DELETE",
-            &format!("/session/{}", self.session),
-            None,
-        );
+        if !self.session.is_empty() {
+            let _ = exchange(
+                &self.addr,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                None,
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -256,7 +280,7 @@ fn chromium_shows_each_streams_frame_and_class_updating_live() {
             "windows/s",
             "compute",
             "end to end",
-            "windows dropped",
+            "dropped win / ev",
         ] {
             assert!(card["figures"].as_str().unwrap().contains(figure), "{card}");
         }
@@ -284,6 +308,11 @@ fn chromium_shows_each_streams_frame_and_class_updating_live() {
                 .iter()
                 .all(|c| c["recent"].as_u64() >= Some(12))
         });
+        driver.call(
+            "POST",
+            "window/rect",
+            Some(serde_json::json!({"width": 1400, "height": 780})),
+        );
         let png = driver.call("GET", "screenshot", None);
         use base64::Engine;
         let bytes = base64::engine::general_purpose::STANDARD

@@ -128,7 +128,9 @@ function rows(list, items, row) {
 
 function bar(label, fraction, value, tag) {
   const r = el(tag || "div");
-  r.append(el("span", "", label));
+  const name = el("span", "", label);
+  name.title = label;
+  r.append(name);
   const b = el("div", "bar");
   const fill = el("b");
   fill.style.width = (100 * Math.max(0, Math.min(1, fraction))).toFixed(1) + "%";
@@ -187,8 +189,7 @@ function render(id) {
   figure(c.figures, "queue", n.queue_depth === undefined ? "–" : String(n.queue_depth));
   const dw = n.windows_dropped || 0;
   const de = n.events_dropped || 0;
-  figure(c.figures, "windows dropped", fmt(dw, 0), dw > 0);
-  figure(c.figures, "events dropped", fmt(de, 0), de > 0);
+  figure(c.figures, "dropped win / ev", fmt(dw, 0) + " / " + fmt(de, 0), dw + de > 0);
   figure(c.figures, "rate-limited", fmt(n.events_rate_limited || 0, 0));
   rows(c.recent, s.recent || [], (r) => {
     const li = el("li", "", "#" + r.window + " " + r.class);
