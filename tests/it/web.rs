@@ -1,7 +1,9 @@
 //! The live web view in a real browser: headless Chromium, driven through chromedriver (W3C
 //! WebDriver over plain HTTP on loopback), loads `/` from `inflor run`'s embedded default and
 //! sees each bundled stream's frame drawn and its predicted class appear, with the true label,
-//! then move on to later windows; SIGINT with the page still open drains and exits 0.
+//! then move on to later windows; SIGINT with the page still open drains and exits 0. Without a
+//! browser: a plain HTTP client reads the page and every stream's output and image from the
+//! feed, and `[admin] web = false` serves neither.
 //! Skipped without `chromium` and `chromedriver` on the PATH (Debian's `chromium` and
 //! `chromium-driver`), except under env CI, where their absence is a failure.
 //! `INFLOR_WEB_SCREENSHOT=PATH` saves what the browser shows (docs/web-view.png is made so).
@@ -324,4 +326,126 @@ fn chromium_shows_each_streams_frame_and_class_updating_live() {
     daemon.signal("-INT");
     let (code, stderr) = daemon.wait();
     assert_eq!(code, 0, "{stderr}");
+}
+
+/// Reads `/events` at `admin` with a plain HTTP/1.1 client (chunked transfer, then SSE
+/// framing) until `done` returns true of an `update` event.
+fn feed_until(admin: &str, mut done: impl FnMut(&serde_json::Value) -> bool) {
+    let mut s = TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(s, "GET /events HTTP/1.1\r\nHost: {admin}\r\n\r\n").unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    let mut text = String::new();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                continue;
+            };
+            assert!(block.starts_with("event: update\n"), "{block}");
+            let update: serde_json::Value = serde_json::from_str(data).unwrap();
+            if done(&update) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "no such update in time");
+        let mut size = String::new();
+        r.read_line(&mut size).unwrap();
+        let n = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+        assert!(n > 0, "the feed ended");
+        let mut chunk = vec![0; n + 2];
+        r.read_exact(&mut chunk).unwrap();
+        text.push_str(std::str::from_utf8(&chunk[..n]).unwrap());
+    }
+}
+
+#[test]
+fn the_embedded_default_serves_the_page_and_its_feed_and_web_false_turns_them_off() {
+    let mut daemon = Process::start_with_env(&["run"], &[("INFLOR_ADMIN", "127.0.0.1:0")]);
+    let admin = daemon.address("admin on http://");
+    let (status, page) = http(&admin, "GET", "/", None);
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<canvas") && page.contains("view.js"),
+        "{page}"
+    );
+    // Every bundled stream, each with its output (true label included) and its image; an
+    // update carries the streams that changed since the one before.
+    let mut latest = std::collections::BTreeMap::new();
+    let mut counters = serde_json::Value::Null;
+    feed_until(&admin, |u| {
+        // Streams appear as their first windows are classified.
+        let ids = u["ids"].as_array().unwrap();
+        let all = ["bundled-0", "bundled-3", "bundled-7", "bundled-9"];
+        assert!(
+            ids.iter().all(|i| all.contains(&i.as_str().unwrap())),
+            "{u}"
+        );
+        for s in u["streams"].as_array().unwrap() {
+            latest.insert(s["stream"].as_str().unwrap().to_owned(), s.clone());
+        }
+        counters = u["counters"].clone();
+        latest.len() == 4
+    });
+    for s in latest.values() {
+        let digit = s["stream"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("bundled-")
+            .unwrap();
+        assert_eq!(s["output"]["label"], digit, "{s}");
+        assert_eq!(s["output"]["top_k"].as_array().unwrap().len(), 5);
+        assert_eq!(
+            (s["frame"]["width"].as_u64(), s["frame"]["height"].as_u64()),
+            (Some(32), Some(32))
+        );
+        assert_eq!(
+            counters[s["stream"].as_str().unwrap()]["windows_dropped"],
+            0
+        );
+    }
+    daemon.signal("-INT");
+    assert_eq!(daemon.wait().0, 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("no-web.toml");
+    std::fs::write(
+        &config,
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+web = false
+
+[[streams]]
+id = "digits"
+source = { kind = "file", path = "assets/dvs-digits-0.aedat", speed = 1.0, loop = true }
+
+[[sinks]]
+kind = "stdout"
+format = "json"
+"#,
+    )
+    .unwrap();
+    let mut daemon = Process::start(&["run", config.to_str().unwrap()]);
+    let admin = daemon.address("admin on http://");
+    daemon.wait_for("ready");
+    assert_eq!(http(&admin, "GET", "/", None).0, 404);
+    assert_eq!(http(&admin, "GET", "/events", None).0, 404);
+    assert_eq!(http(&admin, "GET", "/healthz", None).0, 200);
+    daemon.signal("-INT");
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("web view on"), "{stderr}");
 }
