@@ -31,9 +31,11 @@ const VIEW_CSS: &str = include_str!("web/view.css");
 
 /// Predictions each stream's history keeps (the page lists them newest first).
 pub const HISTORY: usize = 20;
-/// The shortest time between two updates sent to one browser: 20 a second is smooth to the
-/// eye, and at 100 windows/s per stream it means most windows are skipped for display.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
+/// The shortest time between two updates sent to one browser. Ten a second reads as live,
+/// and at 100 windows/s per stream most windows are skipped for display. Each update redraws
+/// the page, and the browser often shares the daemon's CPU next to a camera: 20 a second cost
+/// headless Chromium about 40% of a core for four streams.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Event images are summed over blocks of pixels down to at most this many pixels a side, so
 /// an update stays small whatever the model's input size.
 pub const MAX_SIDE: usize = 128;

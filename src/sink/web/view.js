@@ -1,6 +1,7 @@
 // The inflor live view. The feed (/events, Server-Sent Events) sends each stream's latest
-// state, at most 20 times a second; updates only replace `latest`, and the page is drawn from
-// it once per animation frame, so a busy tab skips states rather than queueing them.
+// state, at most 10 times a second; updates only replace `latest`, and the page is drawn from
+// it in the next animation frame, so a busy tab skips states rather than queueing them. No
+// frame is asked for while nothing changes: an idle loop would keep the browser drawing.
 "use strict";
 
 const ON = [255, 176, 0];
@@ -12,6 +13,7 @@ const counters = new Map(); // stream id -> its pipeline counters
 const dirty = new Set(); // ids whose card must be redrawn
 const cards = new Map(); // stream id -> its card's elements
 let ids = [];
+let pending = false; // a frame is requested
 
 const main = document.getElementById("streams");
 const status = document.getElementById("status");
@@ -38,6 +40,10 @@ function connect() {
       s.received = performance.now();
       latest.set(s.stream, s);
       dirty.add(s.stream);
+    }
+    if (!pending) {
+      pending = true;
+      requestAnimationFrame(draw);
     }
   });
 }
@@ -99,16 +105,18 @@ function decode(b64) {
   return a;
 }
 
-function drawFrame(canvas, f) {
+function drawFrame(c, f) {
   if (!f) return;
-  if (canvas.width !== f.width || canvas.height !== f.height) {
+  const canvas = c.canvas;
+  const ctx = canvas.getContext("2d");
+  if (canvas.width !== f.width || canvas.height !== f.height || !c.img) {
     canvas.width = f.width;
     canvas.height = f.height;
+    c.img = ctx.createImageData(f.width, f.height);
   }
   const on = decode(f.on);
   const off = decode(f.off);
-  const ctx = canvas.getContext("2d");
-  const img = ctx.createImageData(f.width, f.height);
+  const img = c.img;
   const px = img.data;
   for (let i = 0; i < on.length; i++) {
     const a = on[i] / 255;
@@ -121,22 +129,44 @@ function drawFrame(canvas, f) {
   ctx.putImageData(img, 0, 0);
 }
 
-// Rows are few (top-k, layers, recent): rebuilt whole rather than diffed.
-function rows(list, items, row) {
-  list.replaceChildren(...items.map(row));
+// Rows are updated in place (text and widths only when they change), so a redraw touches as
+// little of the page as it can: the page redraws up to 10 times a second.
+function rows(list, items, make, update) {
+  while (list.children.length > items.length) list.lastElementChild.remove();
+  while (list.children.length < items.length) list.append(make());
+  items.forEach((item, i) => update(list.children[i], item));
 }
 
-function bar(label, fraction, value, tag) {
-  const r = el(tag || "div");
-  const name = el("span", "", label);
-  name.title = label;
-  r.append(name);
-  const b = el("div", "bar");
-  const fill = el("b");
-  fill.style.width = (100 * Math.max(0, Math.min(1, fraction))).toFixed(1) + "%";
-  b.append(fill);
-  r.append(b, el("span", "num", value));
-  return r;
+function setText(e, text) {
+  if (e.textContent !== text) e.textContent = text;
+}
+
+function setClass(e, cls) {
+  if (e.className !== cls) e.className = cls;
+}
+
+function makeBar(tag) {
+  return () => {
+    const r = el(tag);
+    const b = el("div", "bar");
+    b.append(el("b"));
+    r.append(el("span"), b, el("span", "num"));
+    return r;
+  };
+}
+
+function setBar(r, label, fraction, value) {
+  const [name, b, num] = r.children;
+  if (name.textContent !== label) {
+    name.textContent = label;
+    name.title = label;
+  }
+  const width = (100 * Math.max(0, Math.min(1, fraction))).toFixed(1) + "%";
+  if (b.dataset.width !== width) {
+    b.dataset.width = width;
+    b.firstChild.style.width = width;
+  }
+  setText(num, value);
 }
 
 function fmt(x, digits) {
@@ -146,10 +176,34 @@ function fmt(x, digits) {
   return x.toFixed(digits);
 }
 
-function figure(dl, name, value, warn) {
-  const d = el("div");
-  d.append(el("dt", "", name), el("dd", warn ? "warn" : "", value));
-  dl.append(d);
+const FIGURES = [
+  "events/s",
+  "windows/s",
+  "events in window",
+  "compute",
+  "end to end",
+  "queue",
+  "dropped win / ev",
+  "rate-limited",
+];
+
+// The figures' value cells, by name, made once per card.
+function figures(c) {
+  if (!c.values) {
+    c.values = new Map();
+    for (const name of FIGURES) {
+      const d = el("div");
+      const dd = el("dd");
+      d.append(el("dt", "", name), dd);
+      c.figures.append(d);
+      c.values.set(name, dd);
+    }
+  }
+  return (name, value, warn) => {
+    const dd = c.values.get(name);
+    setText(dd, value);
+    setClass(dd, warn ? "warn" : "");
+  };
 }
 
 function render(id) {
@@ -160,7 +214,9 @@ function render(id) {
   c.node.dataset.window = o.window;
   c.node.dataset.predicted = o.class;
   c.window.textContent = "#" + o.window + (o.gap ? " · gap" : "") + (o.complete ? "" : " · partial");
-  drawFrame(c.canvas, s.frame);
+  drawFrame(c, s.frame);
+  c.canvas.classList.toggle("none", !s.frame);
+  c.canvas.title = s.frame ? "events of window #" + o.window : "no image: this source keeps no frames";
   c.predicted.textContent = o.class;
   if (o.label !== undefined && o.label !== null) {
     c.truth.textContent = "true: " + o.label;
@@ -173,48 +229,58 @@ function render(id) {
   const logits = o.logits || [];
   const m = Math.max(...logits);
   const z = logits.reduce((acc, l) => acc + Math.exp(l - m), 0);
-  rows(c.topk, o.top_k || [], (k) =>
-    bar(k.name, z > 0 ? Math.exp(k.logit - m) / z : 0, k.logit.toFixed(3), "li"),
+  rows(c.topk, o.top_k || [], makeBar("li"), (r, k) =>
+    setBar(r, k.name, z > 0 ? Math.exp(k.logit - m) / z : 0, k.logit.toFixed(3)),
   );
   const layers = ((o.stats && o.stats.layers) || []).filter((l) => l.neurons > 0);
   const peak = Math.max(1e-9, ...layers.map((l) => l.firing_rate));
-  rows(c.layers, layers, (l) => bar(l.name, l.firing_rate / peak, l.firing_rate.toFixed(4)));
+  rows(c.layers, layers, makeBar("div"), (r, l) =>
+    setBar(r, l.name, l.firing_rate / peak, l.firing_rate.toFixed(4)),
+  );
   const n = counters.get(id) || {};
-  c.figures.replaceChildren();
-  figure(c.figures, "events/s", fmt(s.events_per_s, 0));
-  figure(c.figures, "windows/s", fmt(s.windows_per_s, 1));
-  figure(c.figures, "events in window", fmt(o.events, 0));
-  figure(c.figures, "compute", (o.latency.compute_us / 1e3).toFixed(2) + " ms");
-  figure(c.figures, "end to end", (o.latency.end_to_end_us / 1e3).toFixed(2) + " ms");
-  figure(c.figures, "queue", n.queue_depth === undefined ? "–" : String(n.queue_depth));
+  const figure = figures(c);
+  figure("events/s", fmt(s.events_per_s, 0));
+  figure("windows/s", fmt(s.windows_per_s, 1));
+  figure("events in window", fmt(o.events, 0));
+  figure("compute", (o.latency.compute_us / 1e3).toFixed(2) + " ms");
+  figure("end to end", (o.latency.end_to_end_us / 1e3).toFixed(2) + " ms");
+  figure("queue", n.queue_depth === undefined ? "–" : String(n.queue_depth));
   const dw = n.windows_dropped || 0;
   const de = n.events_dropped || 0;
-  figure(c.figures, "dropped win / ev", fmt(dw, 0) + " / " + fmt(de, 0), dw + de > 0);
-  figure(c.figures, "rate-limited", fmt(n.events_rate_limited || 0, 0));
-  rows(c.recent, s.recent || [], (r) => {
-    const li = el("li", "", "#" + r.window + " " + r.class);
-    if (r.label !== undefined) {
-      li.classList.add(r.label === r.class ? "ok" : "bad");
-      li.title = "true: " + r.label;
-    }
-    if (r.gap) li.classList.add("gap");
-    return li;
-  });
+  figure("dropped win / ev", fmt(dw, 0) + " / " + fmt(de, 0), dw + de > 0);
+  figure("rate-limited", fmt(n.events_rate_limited || 0, 0));
+  rows(
+    c.recent,
+    s.recent || [],
+    () => el("li"),
+    (li, r) => {
+      setText(li, "#" + r.window + " " + r.class);
+      let cls = "";
+      if (r.label !== undefined) {
+        cls = r.label === r.class ? "ok" : "bad";
+        li.title = "true: " + r.label;
+      }
+      setClass(li, r.gap ? cls + " gap" : cls);
+    },
+  );
 }
 
-function tick() {
-  if (dirty.size > 0) {
-    layout();
-    for (const id of dirty) render(id);
-    dirty.clear();
-  }
+function draw() {
+  pending = false;
+  layout();
+  for (const id of dirty) render(id);
+  dirty.clear();
+  fade();
+}
+
+// Cards of streams that have gone quiet fade; checked each second, not each frame.
+function fade() {
   const now = performance.now();
   for (const [id, c] of cards) {
     const s = latest.get(id);
     c.node.classList.toggle("stale", !s || now - s.received > STALE_MS);
   }
-  requestAnimationFrame(tick);
 }
 
 connect();
-requestAnimationFrame(tick);
+setInterval(fade, 1000);
