@@ -314,7 +314,9 @@ async fn daemon(
     }
     let nats_counts: Vec<_> = nats.iter().map(|n| n.counts()).collect();
     // The web view keeps each stream's latest output; a browser never holds the pipeline up.
-    let web = c.web.then(|| sink::web::WebView::new(c.limits.max_streams));
+    let web = c
+        .web
+        .then(|| sink::web::WebView::new(c.limits.max_streams, c.limits.max_connections));
     if let Some(w) = &web {
         sinks.push(Box::new(w.sink()));
     }

@@ -58,6 +58,7 @@ struct Shared {
     clients: AtomicUsize,
     closed: AtomicBool,
     max_streams: usize,
+    max_clients: usize,
 }
 
 #[derive(Default)]
@@ -203,8 +204,8 @@ impl FrameImage {
 
 impl WebView {
     /// An empty view that tracks at most `max_streams` streams (the least recently updated
-    /// is forgotten to make room).
-    pub fn new(max_streams: usize) -> Self {
+    /// is forgotten to make room) and feeds at most `max_clients` browsers at once.
+    pub fn new(max_streams: usize, max_clients: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
                 state: Mutex::new(ViewState::default()),
@@ -212,6 +213,7 @@ impl WebView {
                 clients: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
                 max_streams: max_streams.max(1),
+                max_clients: max_clients.max(1),
             }),
         }
     }
@@ -357,18 +359,26 @@ struct Feed {
 }
 
 impl Feed {
-    fn new(context: Arc<FeedContext>) -> Self {
-        let mut changed = context.shared.changed.subscribe();
+    /// A feed, or None when `max_clients` browsers are fed already.
+    fn new(context: Arc<FeedContext>) -> Option<Self> {
+        let shared = &context.shared;
+        let n = shared
+            .clients
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < shared.max_clients).then_some(n + 1)
+            })
+            .ok()?
+            + 1;
+        metrics::gauge!(t::SUBSCRIBERS, "sink" => "web").set(n as f64);
+        let mut changed = shared.changed.subscribe();
         // What is there already goes out at once.
         changed.mark_changed();
-        let n = context.shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::gauge!(t::SUBSCRIBERS, "sink" => "web").set(n as f64);
-        Self {
+        Some(Self {
             context,
             changed,
             sent: BTreeMap::new(),
             next_at: None,
-        }
+        })
     }
 
     fn closed(&self) -> bool {
@@ -506,8 +516,15 @@ fn counters(rows: &serde_json::Value, ids: &[String]) -> serde_json::Value {
     serde_json::Value::Object(out)
 }
 
-async fn events(State(context): State<Arc<FeedContext>>) -> impl IntoResponse {
-    let feed = Feed::new(context);
+async fn events(State(context): State<Arc<FeedContext>>) -> axum::response::Response {
+    let Some(feed) = Feed::new(context) else {
+        metrics::counter!(t::CONNECTIONS_REFUSED, "listener" => "web").increment(1);
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too many web view clients (limits.max_connections)\n",
+        )
+            .into_response();
+    };
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         let update = feed.next().await?;
         Some((
@@ -519,6 +536,7 @@ async fn events(State(context): State<Arc<FeedContext>>) -> impl IntoResponse {
         [(header::CACHE_CONTROL, "no-cache")],
         Sse::new(stream).keep_alive(KeepAlive::default()),
     )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -686,7 +704,7 @@ mod tests {
 
     #[test]
     fn the_page_and_its_files_are_served_from_the_binary() {
-        let view = WebView::new(4);
+        let view = WebView::new(4, 4);
         let (_rt, addr) = serve(&view);
         let (head, body) = get(&addr, "/");
         assert!(head.starts_with("http/1.1 200"), "{head}");
@@ -707,7 +725,7 @@ mod tests {
 
     #[test]
     fn the_feed_carries_each_streams_latest_output_its_image_and_history() {
-        let view = WebView::new(4);
+        let view = WebView::new(4, 4);
         let mut sink = view.sink();
         let first = output("cam", 0, Some(frames()));
         publish(&mut sink, &first);
@@ -780,7 +798,7 @@ mod tests {
 
     #[test]
     fn a_browser_that_stops_reading_never_holds_the_sink_up() {
-        let view = WebView::new(4);
+        let view = WebView::new(4, 4);
         let mut sink = view.sink();
         let (_rt, addr) = serve(&view);
         let mut stalled = Events::open(&addr);
@@ -814,6 +832,22 @@ mod tests {
     }
 
     #[test]
+    fn browsers_beyond_the_limit_are_refused() {
+        let view = WebView::new(4, 1);
+        let mut sink = view.sink();
+        publish(&mut sink, &output("cam", 0, None));
+        let (_rt, addr) = serve(&view);
+        let mut first = Events::open(&addr);
+        assert_eq!(first.update()["streams"][0]["output"]["window"], 0);
+        let (head, body) = get(&addr, "/events");
+        assert!(head.starts_with("http/1.1 503"), "{head}");
+        assert!(body.contains("limits.max_connections"), "{body}");
+        // The page itself is still served.
+        assert!(get(&addr, "/").0.starts_with("http/1.1 200"));
+        assert_eq!(view.clients(), 1);
+    }
+
+    #[test]
     fn images_pool_large_inputs_and_merged_polarities_draw_as_on() {
         let mut sum = Vec::new();
         let shape = FrameShape {
@@ -844,7 +878,7 @@ mod tests {
 
     #[test]
     fn the_view_keeps_at_most_its_stream_limit_forgetting_the_stalest() {
-        let view = WebView::new(2);
+        let view = WebView::new(2, 2);
         let mut sink = view.sink();
         for s in ["a", "b", "a", "c"] {
             publish(&mut sink, &output(s, 0, None));
