@@ -29,8 +29,8 @@ const BUNDLED_PREFIX: &str = "bundled:";
 pub struct RunArgs {
     /// The TOML config (see `config/` for commented examples). Without it: the bundled model
     /// on the bundled recordings (one stream each), replayed in a loop at real time,
-    /// classifications with the true label on stdout,
-    /// metrics on http://127.0.0.1:9464/metrics.
+    /// classifications with the true label on stdout, the live web view on
+    /// http://127.0.0.1:9464/ and metrics on http://127.0.0.1:9464/metrics.
     pub config: Option<PathBuf>,
 }
 
@@ -216,7 +216,8 @@ fn input_spec(model: &Model, s: &Stream) -> anyhow::Result<InputSpec> {
     Ok(input)
 }
 
-fn stream_spec(model: &Model, s: &Stream) -> anyhow::Result<StreamSpec> {
+/// `web`: the web view is on, so each output keeps its window's frames for the view's image.
+fn stream_spec(model: &Model, s: &Stream, web: bool) -> anyhow::Result<StreamSpec> {
     let source = match &s.source {
         Source::File { path, .. } => format!("file {}", path.display()),
         Source::DvTcp { address, .. } => format!("dv_tcp {address}"),
@@ -232,6 +233,7 @@ fn stream_spec(model: &Model, s: &Stream) -> anyhow::Result<StreamSpec> {
             hop: s.hop,
             membranes: s.membranes,
             label: s.label.clone(),
+            keep_frames: web,
             ..SessionOptions::default()
         },
         backpressure: s.backpressure,
@@ -251,7 +253,11 @@ async fn daemon(
 ) -> anyhow::Result<(Totals, Option<(u64, u64)>)> {
     // Every listener is bound before anything starts, so a taken port fails cleanly.
     let admin = inflor::telemetry::bind(c.admin).await?;
-    eprintln!("inflor: admin on http://{}", admin.local_addr()?);
+    let admin_addr = admin.local_addr()?;
+    eprintln!("inflor: admin on http://{admin_addr}");
+    if c.web {
+        eprintln!("inflor: web view on http://{admin_addr}/");
+    }
     let mut tcp_sinks = Vec::new();
     for s in &c.sinks {
         if let Sink::Tcp { listen, token } = s {
@@ -307,6 +313,13 @@ async fn daemon(
         }
     }
     let nats_counts: Vec<_> = nats.iter().map(|n| n.counts()).collect();
+    // The web view keeps each stream's latest output; a browser never holds the pipeline up.
+    let web = c
+        .web
+        .then(|| sink::web::WebView::new(c.limits.max_streams, c.limits.max_connections));
+    if let Some(w) = &web {
+        sinks.push(Box::new(w.sink()));
+    }
     if !tcp_sinks.is_empty() || !grpc_sinks.is_empty() || !nats.is_empty() {
         sinks.push(Box::new(hub.clone()));
     }
@@ -324,13 +337,14 @@ async fn daemon(
     let ready = Arc::new(AtomicBool::new(false));
     let admin_cancel = CancellationToken::new();
     let streams_handle = handle.clone();
+    let streams: sink::web::Counters = Arc::new(move || streams_handle.streams_json());
     let router = inflor::telemetry::admin_router(
         inflor::telemetry::AdminState {
             metrics,
             ready: Arc::clone(&ready),
-            streams: Arc::new(move || streams_handle.streams_json()),
+            streams: Arc::clone(&streams),
         },
-        None,
+        web.as_ref().map(|w| w.router(streams)),
     );
     let admin_stop = admin_cancel.clone();
     let admin_task = tokio::spawn(inflor::telemetry::serve(admin, router, async move {
@@ -375,7 +389,7 @@ async fn daemon(
     let mut cameras = cameras.into_iter();
     let options = source::network_options(c.limits.max_packet_mib << 20, c.limits.batch_events);
     for s in &c.streams {
-        let spec = stream_spec(&model, s).map_err(bad_input)?;
+        let spec = stream_spec(&model, s, c.web).map_err(bad_input)?;
         let cancel = cancel.clone();
         match &s.source {
             Source::File {
@@ -513,6 +527,9 @@ async fn daemon(
             .await
             .context("draining the pipeline")?;
         hub.close();
+        if let Some(w) = &web {
+            w.close();
+        }
         sink_cancel.cancel();
         // Subscribers get what remains of the grace period (less a margin to exit in) to
         // read what the hub sent them.
@@ -540,7 +557,9 @@ async fn daemon(
         }
     };
     admin_cancel.cancel();
-    let _ = admin_task.await;
+    // Open requests (a web view's feed ended by `close`, a scrape) finish first; a browser
+    // that stopped reading is not waited for.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), admin_task).await;
     if failed {
         anyhow::bail!("a source failed (see the log); everything it delivered was published");
     }

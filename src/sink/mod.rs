@@ -1,14 +1,16 @@
 //! Sinks: where each window's `Output` goes. Standard output and files are written by the
-//! publisher thread in order and never drop anything. Subscribers (the TCP endpoint, gRPC,
-//! the web view) each get a bounded buffer from the [`Hub`]: one that falls behind is
-//! disconnected and counted, never allowed to stall the pipeline. Forwarders (NATS) get one
-//! too, but are never disconnected: what does not fit is counted against them. Imports
-//! `session` (types), `pipeline` (the publish trait, and streams for gRPC `Ingest`), `event`,
-//! `config` and `telemetry`.
+//! publisher thread in order and never drop anything. Subscribers (the TCP endpoint, gRPC)
+//! each get a bounded buffer from the [`Hub`]: one that falls behind is disconnected and
+//! counted, never allowed to stall the pipeline. Forwarders (NATS) get one too, but are never
+//! disconnected: what does not fit is counted against them. The web view ([`web`]) keeps only
+//! each stream's latest output, so a browser can skip windows but never hold one up. Imports
+//! `session` (types), `pipeline` (the publish trait, and streams for gRPC `Ingest`), `binner`
+//! (the frames the web view draws), `event`, `config` and `telemetry`.
 
 pub mod grpc;
 pub mod nats;
 pub mod tcp;
+pub mod web;
 
 use std::io::Write;
 use std::path::Path;

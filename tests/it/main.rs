@@ -19,3 +19,4 @@ mod session;
 mod snn;
 mod support;
 mod train;
+mod web;
