@@ -52,6 +52,32 @@ pub struct Output {
     pub frames: Option<Vec<SparseFrame>>,
 }
 
+impl Output {
+    /// A copy without the frames, for consumers that only read the record: the frames are
+    /// the bulk of a kept window and copying them per subscriber would cost for nothing.
+    pub fn clone_without_frames(&self) -> Self {
+        Self {
+            stream: self.stream.clone(),
+            window: self.window,
+            start_us: self.start_us,
+            end_us: self.end_us,
+            events: self.events,
+            predicted: self.predicted,
+            class: self.class.clone(),
+            top_k: self.top_k.clone(),
+            logits: self.logits.clone(),
+            stats: self.stats.clone(),
+            latency: self.latency,
+            gap: self.gap,
+            complete: self.complete,
+            executor: self.executor.clone(),
+            quantization: self.quantization.clone(),
+            label: self.label.clone(),
+            frames: None,
+        }
+    }
+}
+
 /// Mean (H − O)² without and with MPR over the neuron-timesteps of one layer in one window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuantizationStats {

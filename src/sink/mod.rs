@@ -277,8 +277,10 @@ impl Publish for Hub {
         if subs.is_empty() {
             return;
         }
+        // Subscribers get the record and its line; the frames (kept for the web view) would
+        // only be copied for nothing.
         let published = Published {
-            output: Arc::new(output.clone()),
+            output: Arc::new(output.clone_without_frames()),
             line: Arc::from(line),
         };
         let mut changed = Vec::new();
