@@ -56,6 +56,10 @@
 //!
 //! # Exactness
 //!
+//! Nodes with int8 weights gather their integer rows into i32 sums instead, which are exact
+//! in any order, and make each current with the network's one f32 expression
+//! ([`crate::snn::network::int8_current`]); they never take the GEMM path.
+//!
 //! Every value is computed from the same f32 operands as the reference, summed in f64 and
 //! rounded once; the neuron step is `snn::neuron`'s. Spikes and logits are therefore the
 //! reference's bit for bit (tests/it/exec.rs checks every built-in architecture).
@@ -178,6 +182,8 @@ pub struct EventPlan {
     background: Background,
     /// Per conv node, its weights tap-major for the gather (see [`ops::tap_major`]).
     by_tap: Vec<Option<Vec<f32>>>,
+    /// Per int8 conv node, its integer weights tap-major (None for 1×1 and float convs).
+    by_tap_i8: Vec<Option<Vec<i8>>>,
     /// Per conv node, the input density above which it runs as im2col + GEMM.
     gemm_above: Vec<f64>,
     /// Per conv node, its weights in f64 once the GEMM path first ran it.
@@ -293,7 +299,14 @@ impl EventPlan {
                     .inputs
                     .first()
                     .is_some_and(|&src| network.is_binary(src));
-                options.gemm_threshold(network, i, binary)
+                // An int8 conv always gathers: its rows are a quarter of the f32 ones' size
+                // and its sums exact in i32; the crossover to a dense integer GEMM inside
+                // this executor has not been measured yet.
+                if network.int8(i).is_some() {
+                    f64::INFINITY
+                } else {
+                    options.gemm_threshold(network, i, binary)
+                }
             })
             .collect();
         let max_pixels = nodes
@@ -307,6 +320,12 @@ impl EventPlan {
             background: Background::new(nodes.len(), 0),
             by_tap: (0..nodes.len())
                 .map(|i| ConvNode::of(network, i).and_then(|c| ops::tap_major(&c)))
+                .collect(),
+            by_tap_i8: (0..nodes.len())
+                .map(|i| {
+                    let q = network.int8(i)?;
+                    ops::tap_major_of(&ConvNode::of(network, i)?, &q.weight)
+                })
                 .collect(),
             gemm_above,
             gemm_weights: (0..nodes.len()).map(|_| OnceLock::new()).collect(),
@@ -328,6 +347,16 @@ impl EventPlan {
             plan.background = background;
         }
         Ok(plan)
+    }
+
+    /// The gather's view of conv node `i` (with its int8 weights, if any).
+    fn conv<'a>(&'a self, network: &'a Network, i: usize) -> Option<Conv<'a>> {
+        let c = ConvNode::of(network, i)?;
+        let int8 = network.int8(i).map(|q| {
+            let weight = self.by_tap_i8[i].as_deref().unwrap_or(&q.weight);
+            (weight, q.scale.as_slice())
+        });
+        Some(Conv::of(&c, self.by_tap[i].as_deref(), int8))
     }
 
     /// The instruction set the kernels use.
@@ -696,9 +725,7 @@ impl EventPlan {
                 Op::Input | Op::Flatten => {}
                 Op::Conv2d { .. } => {
                     let src = self.nodes[node.inputs[0]].source;
-                    let Some(k) =
-                        ConvNode::of(network, i).map(|c| Conv::of(&c, self.by_tap[i].as_deref()))
-                    else {
+                    let Some(k) = self.conv(network, i) else {
                         continue;
                     };
                     let input = &before[src].lists;
@@ -733,7 +760,13 @@ impl EventPlan {
                 }
                 Op::Linear { .. } => {
                     let src = self.nodes[node.inputs[0]].source;
-                    let ops = ops::linear(ctx, node, &before[src].lists, &mut out.values);
+                    let ops = ops::linear(
+                        ctx,
+                        node,
+                        network.int8(i),
+                        &before[src].lists,
+                        &mut out.values,
+                    );
                     let row = &mut stats.nodes[i];
                     row.performed_ops += ops;
                     row.dense_macs += network.dense_macs(i);
@@ -790,9 +823,7 @@ impl EventPlan {
                                 _ => None,
                             };
                             let input = &before[src].lists;
-                            let Some(k) = ConvNode::of(network, conv)
-                                .map(|c| Conv::of(&c, self.by_tap[conv].as_deref()))
-                            else {
+                            let Some(k) = self.conv(network, conv) else {
                                 continue;
                             };
                             if region.all && density(input) > self.gemm_above[conv] {

@@ -1,5 +1,7 @@
 //! The executor's per-node computations over a list of active output pixels. Each follows the
-//! arithmetic contract of [`crate::exec`]: f32 operands, f64 sums, one rounding per value.
+//! arithmetic contract of [`crate::exec`]: f32 operands, f64 sums, one rounding per value; or,
+//! for a node with int8 weights, an i32 sum of the selected integer rows and
+//! [`int8_current`].
 
 use std::cell::RefCell;
 
@@ -8,8 +10,10 @@ use crate::exec::ConvNode;
 use crate::exec::sparse::bands::{PixelsMut, for_bands};
 use crate::exec::sparse::lists::{ListsMut, PixelLists};
 use crate::exec::stats::QuantizationError;
-use crate::kernels::{ConvGeometry, Isa, Transpose, dgemm, im2col, sum_rows, sum_rows_scaled};
-use crate::snn::network::{Node, Op, Shape};
+use crate::kernels::{
+    ConvGeometry, Isa, Transpose, dgemm, im2col, sum_rows, sum_rows_i8, sum_rows_scaled,
+};
+use crate::snn::network::{Int8Weights, Node, Op, Shape, int8_current};
 use crate::snn::neuron::{NeuronKind, fire};
 
 /// Fewest active output pixels per band when a layer is split across threads.
@@ -39,6 +43,8 @@ struct Gather {
     rows: Vec<u32>,
     values: Vec<f32>,
     current: Vec<f32>,
+    /// An int8 conv's integer sums.
+    sums: Vec<i32>,
 }
 
 thread_local! {
@@ -56,6 +62,8 @@ pub struct Conv<'a> {
     /// The same weights tap-major, `[Kh][Kw][Cin][Cout]` (the gather's layout).
     by_tap: &'a [f32],
     bias: &'a [f32],
+    /// For an int8 conv: its integer weights tap-major (as `by_tap`) and its scales.
+    int8: Option<(&'a [i8], &'a [f32])>,
 }
 
 /// A conv's weights reordered from `[Cin][Kh][Kw][Cout]` to `[Kh][Kw][Cin][Cout]`, or None
@@ -66,14 +74,19 @@ pub struct Conv<'a> {
 /// in the network's layout they jump by Kh·Kw·Cout: measured 16 % faster for 128 channels and
 /// 50 % for 512, whose weights do not fit in L2 (BENCHMARKS.md).
 pub fn tap_major(conv: &ConvNode<'_>) -> Option<Vec<f32>> {
+    tap_major_of(conv, conv.weight)
+}
+
+/// [`tap_major`] of `weight`, any weights in `conv`'s layout (its int8 weights).
+pub fn tap_major_of<T: Copy + Default>(conv: &ConvNode<'_>, weight: &[T]) -> Option<Vec<T>> {
     let g = &conv.geometry;
     let (cin, cout) = (g.in_channels, conv.out_channels);
     let taps = g.kernel_height * g.kernel_width;
     if taps == 1 {
         return None;
     }
-    let mut out = vec![0.0f32; conv.weight.len()];
-    for (c, per_channel) in conv.weight.chunks_exact(taps * cout).enumerate().take(cin) {
+    let mut out = vec![T::default(); weight.len()];
+    for (c, per_channel) in weight.chunks_exact(taps * cout).enumerate().take(cin) {
         for (tap, row) in per_channel.chunks_exact(cout).enumerate() {
             out[(tap * cin + c) * cout..][..cout].copy_from_slice(row);
         }
@@ -82,15 +95,26 @@ pub fn tap_major(conv: &ConvNode<'_>) -> Option<Vec<f32>> {
 }
 
 impl<'a> Conv<'a> {
-    /// The gather's view of `conv`; `by_tap` is its [`tap_major`] weights (None for 1×1).
-    pub fn of(conv: &ConvNode<'a>, by_tap: Option<&'a [f32]>) -> Self {
+    /// The gather's view of `conv`; `by_tap` is its [`tap_major`] weights (None for 1×1),
+    /// `int8` its integer weights tap-major and its scales, for an int8 conv.
+    pub fn of(
+        conv: &ConvNode<'a>,
+        by_tap: Option<&'a [f32]>,
+        int8: Option<(&'a [i8], &'a [f32])>,
+    ) -> Self {
         Self {
             geometry: conv.geometry,
             out_ch: conv.out_channels,
             weight: conv.weight,
             by_tap: by_tap.unwrap_or(conv.weight),
             bias: conv.bias,
+            int8,
         }
+    }
+
+    /// Whether the conv has int8 weights.
+    pub fn is_int8(&self) -> bool {
+        self.int8.is_some()
     }
 
     /// Fills `g` with the weight-row offsets (and values) of the nonzero inputs in output
@@ -141,7 +165,14 @@ impl<'a> Conv<'a> {
         out: &mut [f32],
     ) -> u64 {
         self.gather(p, input, g);
-        if input.is_binary() {
+        if let Some((weight, scale)) = self.int8 {
+            // Integer sums are exact in any order; the one f32 expression makes the current.
+            g.sums.resize(self.out_ch, 0);
+            sum_rows_i8(weight, &g.rows, &mut g.sums);
+            for (((o, &sum), &s), &b) in out.iter_mut().zip(&g.sums).zip(scale).zip(self.bias) {
+                *o = int8_current(sum, s, b);
+            }
+        } else if input.is_binary() {
             sum_rows(isa, self.by_tap, self.bias, &g.rows, out);
         } else {
             sum_rows_scaled(isa, self.by_tap, self.bias, &g.rows, &g.values, out);
@@ -532,7 +563,13 @@ pub fn global_pool(x: &[f32], in_shape: Shape, out: &mut [f32]) {
 
 /// Linear: the input's nonzero entries in NHWC order, each adding its weight row. Returns the
 /// accumulates done.
-pub fn linear(ctx: Ctx, node: &Node, input: &PixelLists, out: &mut [f32]) -> u64 {
+pub fn linear(
+    ctx: Ctx,
+    node: &Node,
+    int8: Option<&Int8Weights>,
+    input: &PixelLists,
+    out: &mut [f32],
+) -> u64 {
     let Op::Linear {
         out_features,
         weight,
@@ -555,7 +592,13 @@ pub fn linear(ctx: Ctx, node: &Node, input: &PixelLists, out: &mut [f32]) -> u64
             );
             g.values.extend_from_slice(input.values_at(p));
         }
-        if input.is_binary() {
+        if let Some(q) = int8 {
+            g.sums.resize(*out_features, 0);
+            sum_rows_i8(&q.weight, &g.rows, &mut g.sums);
+            for (((o, &sum), &s), &b) in out.iter_mut().zip(&g.sums).zip(&q.scale).zip(bias) {
+                *o = int8_current(sum, s, b);
+            }
+        } else if input.is_binary() {
             sum_rows(ctx.isa, weight, bias, &g.rows, out);
         } else {
             sum_rows_scaled(ctx.isa, weight, bias, &g.rows, &g.values, out);
