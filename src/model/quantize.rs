@@ -64,7 +64,8 @@ pub fn to_grid(w: f32, scale: f32) -> Option<i8> {
         return (w == 0.0).then_some(0);
     }
     let q = (f64::from(w) / f64::from(scale)).round();
-    if !(q.abs() <= f64::from(INT8_MAX_WEIGHT)) {
+    // NaN (a non-finite w) fails this too.
+    if q.is_nan() || q.abs() > f64::from(INT8_MAX_WEIGHT) {
         return None;
     }
     let q = q as i8;
