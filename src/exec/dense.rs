@@ -216,6 +216,7 @@ impl DensePlan {
                     let chunk = (CHUNK_VALUES / k.max(1)).clamp(1, total.max(1));
                     let mut start = 0;
                     if let Some(q) = network.int8(i) {
+                        // Every row done: the f64 loop below has nothing left to do.
                         start = total;
                         conv_int8(
                             &g,
@@ -287,6 +288,7 @@ impl DensePlan {
                 } => {
                     let x = &scratch.values[node.inputs[0]];
                     if let Some(q) = network.int8(i) {
+                        // Spikes, so `as u8` is exact (checked when the weights were attached).
                         scratch.spikes.clear();
                         scratch.spikes.extend(x.iter().map(|&v| v as u8));
                         scratch.sums.clear();
@@ -303,14 +305,13 @@ impl DensePlan {
                             let c = j % out_features;
                             *o = int8_current(sum, q.scale[c], bias[c]);
                         }
-                    }
-                    scratch.cols.clear();
-                    scratch.cols.extend(x.iter().map(|&v| f64::from(v)));
-                    scratch.acc.clear();
-                    for _ in 0..steps {
-                        scratch.acc.extend(bias.iter().map(|&b| f64::from(b)));
-                    }
-                    if network.int8(i).is_none() {
+                    } else {
+                        scratch.cols.clear();
+                        scratch.cols.extend(x.iter().map(|&v| f64::from(v)));
+                        scratch.acc.clear();
+                        for _ in 0..steps {
+                            scratch.acc.extend(bias.iter().map(|&b| f64::from(b)));
+                        }
                         dgemm(
                             steps,
                             *in_features,
