@@ -15,15 +15,20 @@
 //! baseline target. [`Int8Isa::detect`] picks the best one this CPU has, once; an
 //! [`Int8Isa`] can only be made for a CPU that has it, so the dispatch is sound. Integer sums
 //! are exact, so every instruction set gives the same i32 as the scalar definitions
-//! ([`sum_rows_i8_scalar`]), which the tests check on every set this CPU has. (AVX-512 VNNI's
-//! `vpdpbusd`, four byte products per lane and instruction, needs a packed weight layout and
-//! is not used yet.)
+//! ([`sum_rows_i8_scalar`], [`igemm_scalar`]), which the tests check on every set this CPU
+//! has.
+//!
+//! The GEMM has one more path, AVX-512 VNNI, where the CPU has it: `vpdpbusd` makes four
+//! u8 × i8 products per i32 lane and instruction, which needs the weights packed four rows at
+//! a time, so it is its own loop (see `x86::igemm_vnni`). The row sums of the event-driven
+//! executor add one row per spike and gain nothing from it.
 
 use std::sync::OnceLock;
 
 /// Which compilation of the integer loops runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Level {
+    Avx512Vnni,
     Avx512,
     Avx2,
     Portable,
@@ -55,6 +60,9 @@ impl Int8Isa {
             if std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512bw")
             {
+                if std::arch::is_x86_feature_detected!("avx512vnni") {
+                    isas.push(Self(Level::Avx512Vnni));
+                }
                 isas.push(Self(Level::Avx512));
             }
             if std::arch::is_x86_feature_detected!("avx2") {
@@ -65,9 +73,10 @@ impl Int8Isa {
         isas
     }
 
-    /// Short name for logs and benchmark labels (`avx512`, `avx2`, `portable`).
+    /// Short name for logs and benchmark labels (`avx512-vnni`, `avx512`, `avx2`, `portable`).
     pub fn name(self) -> &'static str {
         match self.0 {
+            Level::Avx512Vnni => "avx512-vnni",
             Level::Avx512 => "avx512",
             Level::Avx2 => "avx2",
             Level::Portable => "portable",
@@ -91,8 +100,8 @@ pub fn sum_rows_i8_with(isa: Int8Isa, weight: &[i8], rows: &[u32], out: &mut [i3
     debug_assert!(rows.iter().all(|&r| r as usize + out.len() <= weight.len()));
     match isa.0 {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an `Int8Isa` of this level exists only if the CPU has AVX-512F and BW.
-        Level::Avx512 => unsafe { x86::rows_avx512(weight, rows, out) },
+        // SAFETY: an `Int8Isa` of these levels exists only if the CPU has AVX-512F and BW.
+        Level::Avx512 | Level::Avx512Vnni => unsafe { x86::rows_avx512(weight, rows, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for AVX2.
         Level::Avx2 => unsafe { x86::rows_avx2(weight, rows, out) },
@@ -130,9 +139,111 @@ fn igemm_body(m: usize, k: usize, n: usize, a: &[u8], b: &[i8], c: &mut [i32]) {
     }
 }
 
+thread_local! {
+    /// The VNNI GEMM's weights packed in groups of four rows (reused from call to call).
+    static PACKED: std::cell::RefCell<Vec<i8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use std::arch::x86_64::{
+        __m512i, _mm512_dpbusd_epi32, _mm512_loadu_si512, _mm512_mask_storeu_epi32,
+        _mm512_maskz_loadu_epi8, _mm512_maskz_loadu_epi32, _mm512_set1_epi32, _mm512_setzero_si512,
+        _mm512_storeu_si512,
+    };
+
     use super::{igemm_body, rows_body};
+
+    /// i32 lanes of one 512-bit vector.
+    const LANES: usize = 16;
+
+    /// The GEMM with AVX-512 VNNI: `vpdpbusd` adds four u8 × i8 products into each of 16
+    /// i32 lanes per instruction. `b` is first packed into `packed` as `[k/4][n][4]` (four
+    /// consecutive rows of a column side by side, zero rows past k), so one 64-byte load
+    /// holds the four weights of 16 columns; the four inputs of a group are broadcast. Four
+    /// vectors of columns are accumulated at once so consecutive `vpdpbusd`s do not wait for
+    /// each other. Products are exact and so are the i32 sums, so this equals the scalar GEMM.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, AVX-512BW and AVX-512 VNNI; `a`, `b`, `c` hold at least
+    /// m·k, k·n and m·n values.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn igemm_vnni(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[u8],
+        b: &[i8],
+        c: &mut [i32],
+        packed: &mut Vec<i8>,
+    ) {
+        let groups = k.div_ceil(4);
+        packed.clear();
+        packed.resize(groups * n * 4, 0);
+        for (l, row) in b.chunks_exact(n.max(1)).take(k).enumerate() {
+            let (g, r) = (l / 4, l % 4);
+            for (j, &w) in row.iter().enumerate() {
+                packed[(g * n + j) * 4 + r] = w;
+            }
+        }
+        for i in 0..m {
+            let a_row = &a[i * k..][..k];
+            let word = |g: usize| -> i32 {
+                let mut bytes = [0u8; 4];
+                let first = 4 * g;
+                let len = (k - first).min(4);
+                bytes[..len].copy_from_slice(&a_row[first..first + len]);
+                i32::from_le_bytes(bytes)
+            };
+            let c_row = c[i * n..][..n].as_mut_ptr();
+            let mut j = 0;
+            // SAFETY (all blocks): columns j..j + width lie inside c's row i, and packed
+            // group g's columns j..j + width at (g·n + j)·4 .. + 4·width inside `packed`;
+            // masked loads and stores touch only the columns below n.
+            unsafe {
+                while n - j >= 4 * LANES {
+                    let mut acc: [__m512i; 4] = [_mm512_setzero_si512(); 4];
+                    for (v, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm512_loadu_si512(c_row.add(j + v * LANES).cast());
+                    }
+                    for g in 0..groups {
+                        let x = _mm512_set1_epi32(word(g));
+                        let w = packed.as_ptr().add((g * n + j) * 4);
+                        for (v, acc) in acc.iter_mut().enumerate() {
+                            let wv = _mm512_loadu_si512(w.add(v * 4 * LANES).cast());
+                            *acc = _mm512_dpbusd_epi32(*acc, x, wv);
+                        }
+                    }
+                    for (v, acc) in acc.iter().enumerate() {
+                        _mm512_storeu_si512(c_row.add(j + v * LANES).cast(), *acc);
+                    }
+                    j += 4 * LANES;
+                }
+                while j < n {
+                    let width = (n - j).min(LANES);
+                    let lanes: u16 = if width == LANES {
+                        u16::MAX
+                    } else {
+                        (1 << width) - 1
+                    };
+                    let bytes: u64 = if width == LANES {
+                        u64::MAX
+                    } else {
+                        (1 << (4 * width)) - 1
+                    };
+                    let mut acc = _mm512_maskz_loadu_epi32(lanes, c_row.add(j));
+                    for g in 0..groups {
+                        let x = _mm512_set1_epi32(word(g));
+                        let wv =
+                            _mm512_maskz_loadu_epi8(bytes, packed.as_ptr().add((g * n + j) * 4));
+                        acc = _mm512_dpbusd_epi32(acc, x, wv);
+                    }
+                    _mm512_mask_storeu_epi32(c_row.add(j), lanes, acc);
+                    j += width;
+                }
+            }
+        }
+    }
 
     /// # Safety
     /// The CPU must have AVX-512F and AVX-512BW.
@@ -200,6 +311,11 @@ pub fn igemm_with(isa: Int8Isa, m: usize, k: usize, n: usize, a: &[u8], b: &[i8]
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
     match isa.0 {
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Int8Isa` of this level exists only if the CPU has AVX-512F, BW and
+        // VNNI; `a` is 0/1 by the documented contract (any u8 is exact in vpdpbusd anyway).
+        Level::Avx512Vnni => {
+            PACKED.with_borrow_mut(|packed| unsafe { x86::igemm_vnni(m, k, n, a, b, c, packed) })
+        }
         // SAFETY: an `Int8Isa` of this level exists only if the CPU has AVX-512F and BW.
         Level::Avx512 => unsafe { x86::igemm_avx512(m, k, n, a, b, c) },
         #[cfg(target_arch = "x86_64")]
@@ -261,6 +377,12 @@ mod tests {
                 igemm_scalar(m, k, n, &a, &b, &mut slow);
                 assert_eq!(fast, slow, "{} {m}x{k}x{n}", isa.name());
             }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+        {
+            assert_eq!(Int8Isa::detect().name(), "avx512-vnni");
         }
     }
 }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use inflor::binner::{
     FrameBinner, FrameShape, FrameSpec, RecordingWindows, ResizeMode, SparseFrame,
 };
-use inflor::exec::{ExecutorKind, Plan, PlanOptions, Pool, RunOptions, RunOutput, State};
+use inflor::exec::{
+    EventOptions, ExecutorKind, Plan, PlanOptions, Pool, RunOptions, RunOutput, State,
+};
 use inflor::format::{DecodeOptions, read_file};
 use inflor::model::{ArchSpec, Architecture, Model, NodeOp, QuantizeMethod, quantize};
 use inflor::snn::network::{INT8_MAX_WEIGHT, Int8Weights, MAX_INT8_FAN_IN, Node};
@@ -101,14 +103,13 @@ fn run(
     kind: ExecutorKind,
     frames: &[SparseFrame],
     pool: Option<Pool>,
-    tracking: bool,
+    event: EventOptions,
 ) -> (RunOutput, Vec<f32>) {
-    let mut options = PlanOptions {
+    let options = PlanOptions {
         pool,
         background_steps: frames.len(),
-        ..PlanOptions::default()
+        event,
     };
-    options.event.tracking = tracking;
     let plan = Plan::new(Arc::clone(network), kind, options).expect("plan");
     let mut state: State = plan.new_state();
     let out = plan
@@ -124,13 +125,19 @@ fn check_all(
     network: Network,
     frames: &[SparseFrame],
     threads: usize,
-    tracking: bool,
+    event: EventOptions,
 ) -> RunOutput {
     let network = Arc::new(network);
-    let (expect, expect_membranes) = run(&network, ExecutorKind::Reference, frames, None, true);
+    let (expect, expect_membranes) = run(
+        &network,
+        ExecutorKind::Reference,
+        frames,
+        None,
+        EventOptions::default(),
+    );
     for kind in [ExecutorKind::Dense, ExecutorKind::Event] {
         let pool = (threads > 1).then(|| Pool::new(threads).expect("pool"));
-        let (got, membranes) = run(&network, kind, frames, pool, tracking);
+        let (got, membranes) = run(&network, kind, frames, pool, event);
         let (Some(es), Some(gs)) = (&expect.spikes, &got.spikes) else {
             panic!("spikes not recorded");
         };
@@ -200,7 +207,12 @@ fn quantize_picks_the_nodes_that_read_spikes() {
 fn tiny_48x48_int8_executors_agree() {
     let model = int8_model(Architecture::Tiny, 48, 3, NeuronKind::Srif);
     let frames = random_frames(48, 6, 0.05, false, 4);
-    let out = check_all((*model.network).clone(), &frames, 1, true);
+    let out = check_all(
+        (*model.network).clone(),
+        &frames,
+        1,
+        EventOptions::default(),
+    );
     assert!(out.stats.total_spikes() > 0);
 }
 
@@ -208,7 +220,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
 
     /// Any architecture, neuron kind, weights, input density and kind (counts or spikes),
-    /// thread count and region tracking: the three executors give the same run.
+    /// thread count, region tracking and GEMM thresholds of the event-driven executor (its
+    /// float first conv may take the GEMM path; int8 convs always gather): the three
+    /// executors give the same run.
     #[test]
     fn int8_executors_agree_on_every_architecture_and_neuron(
         arch in prop::sample::select(Architecture::ALL.to_vec()),
@@ -217,6 +231,8 @@ proptest! {
         binary in any::<bool>(),
         threads in 1usize..3,
         tracking in any::<bool>(),
+        max_active_fraction in 0.0f64..1.0,
+        gemm_above in prop::sample::select(vec![-1.0f64, 0.1, 0.5, 2.0]),
         kind in prop::sample::select(vec![
             NeuronKind::Srif,
             NeuronKind::IfHard,
@@ -225,7 +241,14 @@ proptest! {
     ) {
         let model = int8_model(arch, 16, seed, kind);
         let frames = random_frames(16, 3, density, binary, seed.wrapping_add(1));
-        check_all((*model.network).clone(), &frames, threads, tracking);
+        let options = EventOptions {
+            tracking,
+            max_active_fraction,
+            gemm_above_binary: gemm_above,
+            gemm_above_valued: gemm_above,
+            ..EventOptions::default()
+        };
+        check_all((*model.network).clone(), &frames, threads, options);
     }
 }
 
@@ -263,9 +286,14 @@ fn int8_real_recordings_agree() {
             .expect("binner")
             .bin_recording(&rec.events, RecordingWindows::EqualCount { bins: t })
             .expect("bin");
-        let out = check_all((*tiny.network).clone(), &frames, 1, true);
+        let out = check_all((*tiny.network).clone(), &frames, 1, EventOptions::default());
         assert!(out.stats.total_spikes() > 0);
-        check_all((*resnet20.network).clone(), &frames, 2, true);
+        check_all(
+            (*resnet20.network).clone(),
+            &frames,
+            2,
+            EventOptions::default(),
+        );
     }
 }
 
@@ -325,7 +353,7 @@ fn the_integer_sum_cannot_overflow_at_the_largest_fan_in() {
     };
     // A current of 1 makes every SRIF neuron spike at t = 0.
     let frames = vec![SparseFrame::from_dense(shape, &vec![1.0; MAX_INT8_FAN_IN])];
-    let out = check_all(network, &frames, 1, true);
+    let out = check_all(network, &frames, 1, EventOptions::default());
     assert_eq!(out.logits, vec![worst as f32, -worst as f32]);
 
     let refused = widest_linear(MAX_INT8_FAN_IN + 1);
