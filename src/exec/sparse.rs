@@ -58,7 +58,9 @@
 //!
 //! Nodes with int8 weights gather their integer rows into i32 sums instead, which are exact
 //! in any order, and make each current with the network's one f32 expression
-//! ([`crate::snn::network::int8_current`]); they never take the GEMM path.
+//! ([`crate::snn::network::int8_current`]). Above the GEMM threshold an int8 conv runs as
+//! im2col of its 0/1 input times its int8 weights ([`ops::conv_dense_int8`]), exact in i32
+//! too, so that switch never changes a bit either.
 //!
 //! Every value is computed from the same f32 operands as the reference, summed in f64 and
 //! rounded once; the neuron step is `snn::neuron`'s. Spikes and logits are therefore the
@@ -299,14 +301,9 @@ impl EventPlan {
                     .inputs
                     .first()
                     .is_some_and(|&src| network.is_binary(src));
-                // An int8 conv always gathers: its rows are a quarter of the f32 ones' size
-                // and its sums exact in i32; the crossover to a dense integer GEMM inside
-                // this executor has not been measured yet.
-                if network.int8(i).is_some() {
-                    f64::INFINITY
-                } else {
-                    options.gemm_threshold(network, i, binary)
-                }
+                // Int8 convs use the float convs' thresholds: the crossover of the integer
+                // gather and the integer GEMM has not been measured yet.
+                options.gemm_threshold(network, i, binary)
             })
             .collect();
         let max_pixels = nodes
@@ -352,9 +349,10 @@ impl EventPlan {
     /// The gather's view of conv node `i` (with its int8 weights, if any).
     fn conv<'a>(&'a self, network: &'a Network, i: usize) -> Option<Conv<'a>> {
         let c = ConvNode::of(network, i)?;
-        let int8 = network.int8(i).map(|q| {
-            let weight = self.by_tap_i8[i].as_deref().unwrap_or(&q.weight);
-            (weight, q.scale.as_slice())
+        let int8 = network.int8(i).map(|q| ops::Int8Conv {
+            weight: &q.weight,
+            by_tap: self.by_tap_i8[i].as_deref().unwrap_or(&q.weight),
+            scale: &q.scale,
         });
         Some(Conv::of(&c, self.by_tap[i].as_deref(), int8))
     }
@@ -730,16 +728,25 @@ impl EventPlan {
                     };
                     let input = &before[src].lists;
                     let ops = if region.all && density(input) > self.gemm_above[i] {
-                        let weights = self.gemm_weights[i].get_or_init(|| k.weights_f64());
-                        ops::conv_dense(
+                        if !ops::conv_dense_int8(
                             ctx,
                             &k,
-                            weights,
                             input,
                             active,
                             &mut s.dense_scratch,
                             &mut out.values,
-                        );
+                        ) {
+                            let weights = self.gemm_weights[i].get_or_init(|| k.weights_f64());
+                            ops::conv_dense(
+                                ctx,
+                                &k,
+                                weights,
+                                input,
+                                active,
+                                &mut s.dense_scratch,
+                                &mut out.values,
+                            );
+                        }
                         s.gemm_steps[i] += 1;
                         network.dense_macs(i)
                     } else {
@@ -828,18 +835,27 @@ impl EventPlan {
                             };
                             if region.all && density(input) > self.gemm_above[conv] {
                                 // Too dense for the gather: the whole layer as one GEMM.
-                                let weights =
-                                    self.gemm_weights[conv].get_or_init(|| k.weights_f64());
                                 s.currents.resize(node.shape.len(), 0.0);
-                                ops::conv_dense(
+                                if !ops::conv_dense_int8(
                                     ctx,
                                     &k,
-                                    weights,
                                     input,
                                     active,
                                     &mut s.dense_scratch,
                                     &mut s.currents,
-                                );
+                                ) {
+                                    let weights =
+                                        self.gemm_weights[conv].get_or_init(|| k.weights_f64());
+                                    ops::conv_dense(
+                                        ctx,
+                                        &k,
+                                        weights,
+                                        input,
+                                        active,
+                                        &mut s.dense_scratch,
+                                        &mut s.currents,
+                                    );
+                                }
                                 s.gemm_steps[conv] += 1;
                                 gemm_ops = Some(network.dense_macs(conv));
                                 (

@@ -252,6 +252,51 @@ proptest! {
     }
 }
 
+/// Forcing every conv onto the event-driven executor's GEMM path (int8 convs onto the integer
+/// GEMM) gives the reference's run, and int8 convs did take that path.
+#[test]
+fn int8_gemm_path_inside_the_event_executor_gives_the_same_bits() {
+    for arch in [
+        Architecture::Tiny,
+        Architecture::Resnet20,
+        Architecture::VggSnn,
+    ] {
+        let model = int8_model(arch, 24, 13, NeuronKind::Srif);
+        let network = Arc::new((*model.network).clone());
+        let frames = random_frames(24, 3, 0.2, false, 13);
+        let options = EventOptions {
+            gemm_above_binary: -1.0,
+            gemm_above_valued: -1.0,
+            ..EventOptions::default()
+        };
+        check_all((*network).clone(), &frames, 2, options);
+        let plan = Plan::new(
+            Arc::clone(&network),
+            ExecutorKind::Event,
+            PlanOptions {
+                background_steps: 3,
+                event: options,
+                ..PlanOptions::default()
+            },
+        )
+        .expect("plan");
+        let mut scratch = plan.new_scratch();
+        plan.run(&mut scratch, &mut plan.new_state(), &frames, &recording())
+            .expect("run");
+        let int8_gemm_steps: u64 = scratch
+            .gemm_steps()
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| network.int8(i).is_some())
+            .map(|(_, &n)| n)
+            .sum();
+        assert!(
+            int8_gemm_steps > 0,
+            "{arch}: no int8 conv took the GEMM path"
+        );
+    }
+}
+
 /// Real MNIST-DVS recordings (DVS128, AEDAT 2.0), binned into 6 frames of 2×48×48 with
 /// bilinear resizing, through int8 tiny and resnet20 (two threads): the same run on all three
 /// executors. Needs ../shared/data (skipped without it, except under CI).

@@ -11,7 +11,7 @@ use crate::exec::sparse::bands::{PixelsMut, for_bands};
 use crate::exec::sparse::lists::{ListsMut, PixelLists};
 use crate::exec::stats::QuantizationError;
 use crate::kernels::{
-    ConvGeometry, Isa, Transpose, dgemm, im2col, sum_rows, sum_rows_i8, sum_rows_scaled,
+    ConvGeometry, Isa, Transpose, dgemm, igemm, im2col, sum_rows, sum_rows_i8, sum_rows_scaled,
 };
 use crate::snn::network::{Int8Weights, Node, Op, Shape, int8_current};
 use crate::snn::neuron::{NeuronKind, fire};
@@ -62,8 +62,19 @@ pub struct Conv<'a> {
     /// The same weights tap-major, `[Kh][Kw][Cin][Cout]` (the gather's layout).
     by_tap: &'a [f32],
     bias: &'a [f32],
-    /// For an int8 conv: its integer weights tap-major (as `by_tap`) and its scales.
-    int8: Option<(&'a [i8], &'a [f32])>,
+    /// For an int8 conv: its integer weights.
+    int8: Option<Int8Conv<'a>>,
+}
+
+/// An int8 conv's integer weights, in both layouts, and its scales.
+#[derive(Debug, Clone, Copy)]
+pub struct Int8Conv<'a> {
+    /// `[Cin][Kh][Kw][Cout]` (the GEMM path's layout).
+    pub weight: &'a [i8],
+    /// `[Kh][Kw][Cin][Cout]` (the gather's layout; the same slice for a 1×1 kernel).
+    pub by_tap: &'a [i8],
+    /// One per output channel, batch norm folded in.
+    pub scale: &'a [f32],
 }
 
 /// A conv's weights reordered from `[Cin][Kh][Kw][Cout]` to `[Kh][Kw][Cin][Cout]`, or None
@@ -97,11 +108,7 @@ pub fn tap_major_of<T: Copy + Default>(conv: &ConvNode<'_>, weight: &[T]) -> Opt
 impl<'a> Conv<'a> {
     /// The gather's view of `conv`; `by_tap` is its [`tap_major`] weights (None for 1×1),
     /// `int8` its integer weights tap-major and its scales, for an int8 conv.
-    pub fn of(
-        conv: &ConvNode<'a>,
-        by_tap: Option<&'a [f32]>,
-        int8: Option<(&'a [i8], &'a [f32])>,
-    ) -> Self {
+    pub fn of(conv: &ConvNode<'a>, by_tap: Option<&'a [f32]>, int8: Option<Int8Conv<'a>>) -> Self {
         Self {
             geometry: conv.geometry,
             out_ch: conv.out_channels,
@@ -165,11 +172,11 @@ impl<'a> Conv<'a> {
         out: &mut [f32],
     ) -> u64 {
         self.gather(p, input, g);
-        if let Some((weight, scale)) = self.int8 {
+        if let Some(q) = self.int8 {
             // Integer sums are exact in any order; the one f32 expression makes the current.
             g.sums.resize(self.out_ch, 0);
-            sum_rows_i8(weight, &g.rows, &mut g.sums);
-            for (((o, &sum), &s), &b) in out.iter_mut().zip(&g.sums).zip(scale).zip(self.bias) {
+            sum_rows_i8(q.by_tap, &g.rows, &mut g.sums);
+            for (((o, &sum), &s), &b) in out.iter_mut().zip(&g.sums).zip(q.scale).zip(self.bias) {
                 *o = int8_current(sum, s, b);
             }
         } else if input.is_binary() {
@@ -253,6 +260,11 @@ pub struct DenseScratch {
     cols: Vec<f64>,
     /// GEMM accumulator, `[pixels][Cout]`.
     acc: Vec<f64>,
+    /// The int8 path's input spikes (NHWC, 0/1) and im2col matrix.
+    spikes: Vec<u8>,
+    spike_cols: Vec<u8>,
+    /// The int8 path's integer sums, `[pixels][Cout]`.
+    sums: Vec<i32>,
 }
 
 impl DenseScratch {
@@ -260,6 +272,9 @@ impl DenseScratch {
     pub fn heap_bytes(&self) -> usize {
         self.image.capacity() * std::mem::size_of::<f32>()
             + (self.cols.capacity() + self.acc.capacity()) * std::mem::size_of::<f64>()
+            + self.spikes.capacity()
+            + self.spike_cols.capacity()
+            + self.sums.capacity() * std::mem::size_of::<i32>()
     }
 }
 
@@ -342,6 +357,68 @@ pub fn conv_dense(
             0
         },
     );
+}
+
+/// [`conv_dense`] for an int8 conv (whose input is spikes): im2col of the 0/1 input as bytes,
+/// one integer GEMM per band of pixels ([`crate::kernels::igemm`], exact in i32), and
+/// [`int8_current`] per value, so the result is the gather's bit for bit. Returns false (and
+/// writes nothing) for a float conv.
+pub fn conv_dense_int8(
+    ctx: Ctx,
+    conv: &Conv<'_>,
+    input: &PixelLists,
+    all: &[u32],
+    scratch: &mut DenseScratch,
+    out: &mut [f32],
+) -> bool {
+    let Some(q) = conv.int8 else {
+        return false;
+    };
+    let g = &conv.geometry;
+    let pixels = all.len();
+    let k = g.columns();
+    let cout = conv.out_ch;
+    let cin = g.in_channels;
+    scratch.spikes.clear();
+    scratch.spikes.resize(g.in_len(), 0);
+    for p in 0..input.pixels() {
+        for &c in input.channels_at(p) {
+            scratch.spikes[p * cin + c as usize] = 1;
+        }
+    }
+    scratch.spike_cols.resize(pixels * k, 0);
+    scratch.sums.clear();
+    scratch.sums.resize(pixels * cout, 0);
+    let image = &scratch.spikes;
+    for_bands(
+        ctx.parallel,
+        pixels,
+        all,
+        grain(ctx, all.len()).max(4 * GRAIN),
+        (
+            PixelsMut::new(scratch.spike_cols.as_mut_slice(), k),
+            (
+                PixelsMut::new(scratch.sums.as_mut_slice(), cout),
+                PixelsMut::new(&mut *out, cout),
+            ),
+        ),
+        &|first, _, (cols, (sums, out))| {
+            let rows = sums.data.len() / cout.max(1);
+            im2col(g, image, first, rows, cols.data, |v| v);
+            igemm(rows, k, cout, cols.data, q.weight, sums.data);
+            for (o_px, s_px) in out
+                .data
+                .chunks_exact_mut(cout)
+                .zip(sums.data.chunks_exact(cout))
+            {
+                for (((o, &sum), &s), &b) in o_px.iter_mut().zip(s_px).zip(q.scale).zip(conv.bias) {
+                    *o = int8_current(sum, s, b);
+                }
+            }
+            0
+        },
+    );
+    true
 }
 
 /// Where a neuron node's current comes from.
