@@ -37,7 +37,7 @@ pub struct QuantizeArgs {
     /// The int8 model to write (.safetensors).
     pub out: PathBuf,
     /// A dataset folder: classify its test split with both models and report their accuracy.
-    #[arg(long)]
+    #[arg(long, value_name = "DATASET")]
     pub calibrate: Option<PathBuf>,
     /// Each channel's scale is this percentile of its weight magnitudes (100: the largest,
     /// nothing clipped).

@@ -106,7 +106,8 @@ use region::{Geometry, Region, Stamps};
 /// How the event-driven executor runs (part of [`crate::exec::PlanOptions`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EventOptions {
-    /// Instruction set for the kernels (None: the best this CPU has).
+    /// Instruction set for the f64 kernels (None: the best this CPU has). The integer
+    /// kernels of int8 nodes always use the best this CPU has ([`crate::kernels::Int8Isa`]).
     pub isa: Option<Isa>,
     /// Compute only the pixels input events reach, holding the background elsewhere.
     pub tracking: bool,
