@@ -12,8 +12,9 @@
 //! (its input is event counts, bilinear-resized and possibly normalized: real values) keeps
 //! f32 weights and the f64 sum of the exactness contract in `exec`: quantizing it would mean
 //! quantizing the input too, which changes what the model sees, and it holds a small share of
-//! the synaptic work (Cin = 2: 18 weights per output for a 3×3 kernel against 9·Cin for
-//! every later conv). The same holds for a classifier after a global average pool (its input
+//! the work (Cin = 2: 18 weights per output for a 3×3 kernel against 9·Cin for every later
+//! conv; on 2×48×48, 0.11 % of resnet19's dense multiply-accumulates, 0.61 % of resnet20's,
+//! 12 % of tiny's). The same holds for a classifier after a global average pool (its input
 //! is a mean of spikes, not spikes).
 
 use serde::{Deserialize, Serialize};
