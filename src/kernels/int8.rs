@@ -18,10 +18,11 @@
 //! ([`sum_rows_i8_scalar`], [`igemm_scalar`]), which the tests check on every set this CPU
 //! has.
 //!
-//! The GEMM has one more path, AVX-512 VNNI, where the CPU has it: `vpdpbusd` makes four
-//! u8 × i8 products per i32 lane and instruction, which needs the weights packed four rows at
-//! a time, so it is its own loop (see `x86::igemm_vnni`). The row sums of the event-driven
-//! executor add one row per spike and gain nothing from it.
+//! The GEMM has two more paths, AVX-512 VNNI and AVX-VNNI, where the CPU has them:
+//! `vpdpbusd` makes four u8 × i8 products per i32 lane and instruction, which needs the
+//! weights packed four rows at a time, so it is its own loop, written once over a lanes trait
+//! (16 or 8 i32 lanes) and instantiated per instruction set (see `x86::vnni_body`). The row
+//! sums of the event-driven executor add one row per spike and gain nothing from it.
 
 use std::sync::OnceLock;
 
@@ -30,6 +31,7 @@ use std::sync::OnceLock;
 enum Level {
     Avx512Vnni,
     Avx512,
+    AvxVnni,
     Avx2,
     Portable,
 }
@@ -66,6 +68,9 @@ impl Int8Isa {
                 isas.push(Self(Level::Avx512));
             }
             if std::arch::is_x86_feature_detected!("avx2") {
+                if std::arch::is_x86_feature_detected!("avxvnni") {
+                    isas.push(Self(Level::AvxVnni));
+                }
                 isas.push(Self(Level::Avx2));
             }
         }
@@ -78,6 +83,7 @@ impl Int8Isa {
         match self.0 {
             Level::Avx512Vnni => "avx512-vnni",
             Level::Avx512 => "avx512",
+            Level::AvxVnni => "avx-vnni",
             Level::Avx2 => "avx2",
             Level::Portable => "portable",
         }
@@ -104,7 +110,7 @@ pub fn sum_rows_i8_with(isa: Int8Isa, weight: &[i8], rows: &[u32], out: &mut [i3
         Level::Avx512 | Level::Avx512Vnni => unsafe { x86::rows_avx512(weight, rows, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for AVX2.
-        Level::Avx2 => unsafe { x86::rows_avx2(weight, rows, out) },
+        Level::Avx2 | Level::AvxVnni => unsafe { x86::rows_avx2(weight, rows, out) },
         _ => rows_body(weight, rows, out),
     }
 }
@@ -147,28 +153,114 @@ thread_local! {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        __m512i, _mm512_dpbusd_epi32, _mm512_loadu_si512, _mm512_mask_storeu_epi32,
-        _mm512_maskz_loadu_epi8, _mm512_maskz_loadu_epi32, _mm512_set1_epi32, _mm512_setzero_si512,
+        __m256i, __m512i, _mm256_dpbusd_avx_epi32, _mm256_loadu_si256, _mm256_set1_epi32,
+        _mm256_storeu_si256, _mm512_dpbusd_epi32, _mm512_loadu_si512, _mm512_set1_epi32,
         _mm512_storeu_si512,
     };
 
     use super::{igemm_body, rows_body};
 
-    /// i32 lanes of one 512-bit vector.
-    const LANES: usize = 16;
+    /// A vector of i32 accumulators into which `vpdpbusd` adds, per lane, four u8 × i8
+    /// products: what the VNNI GEMM needs from an instruction set. Implementations are
+    /// zero-sized; their methods are `unsafe` because they read and write raw pointers and
+    /// need their instruction set.
+    trait DotLanes {
+        /// i32 lanes per vector.
+        const LANES: usize;
+        /// One vector.
+        type V: Copy;
+        /// `LANES` i32 at `p`.
+        ///
+        /// # Safety
+        /// `p..p + LANES` readable; the instruction set available.
+        unsafe fn load(p: *const i32) -> Self::V;
+        /// `4 · LANES` i8 at `p` (four weights per lane).
+        ///
+        /// # Safety
+        /// `p..p + 4·LANES` readable; the instruction set available.
+        unsafe fn load_weights(p: *const i8) -> Self::V;
+        /// `acc` plus, per lane, the four products of x's bytes (u8) with the lane's four
+        /// weights (i8).
+        ///
+        /// # Safety
+        /// The instruction set available.
+        unsafe fn dot(acc: Self::V, x: i32, w: Self::V) -> Self::V;
+        /// Stores `LANES` i32 at `p`.
+        ///
+        /// # Safety
+        /// `p..p + LANES` writable; the instruction set available.
+        unsafe fn store(p: *mut i32, v: Self::V);
+    }
 
-    /// The GEMM with AVX-512 VNNI: `vpdpbusd` adds four u8 × i8 products into each of 16
-    /// i32 lanes per instruction. `b` is first packed into `packed` as `[k/4][n][4]` (four
-    /// consecutive rows of a column side by side, zero rows past k), so one 64-byte load
-    /// holds the four weights of 16 columns; the four inputs of a group are broadcast. Four
+    /// AVX-512 VNNI: 16 lanes.
+    struct Avx512Vnni;
+
+    impl DotLanes for Avx512Vnni {
+        const LANES: usize = 16;
+        type V = __m512i;
+        #[inline(always)]
+        unsafe fn load(p: *const i32) -> __m512i {
+            // SAFETY: the caller's contract.
+            unsafe { _mm512_loadu_si512(p.cast()) }
+        }
+        #[inline(always)]
+        unsafe fn load_weights(p: *const i8) -> __m512i {
+            // SAFETY: the caller's contract.
+            unsafe { _mm512_loadu_si512(p.cast()) }
+        }
+        #[inline(always)]
+        unsafe fn dot(acc: __m512i, x: i32, w: __m512i) -> __m512i {
+            // SAFETY: the caller's contract (the instruction set).
+            unsafe { _mm512_dpbusd_epi32(acc, _mm512_set1_epi32(x), w) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut i32, v: __m512i) {
+            // SAFETY: the caller's contract.
+            unsafe { _mm512_storeu_si512(p.cast(), v) }
+        }
+    }
+
+    /// AVX-VNNI (the 256-bit VEX encoding): 8 lanes.
+    struct AvxVnni;
+
+    impl DotLanes for AvxVnni {
+        const LANES: usize = 8;
+        type V = __m256i;
+        #[inline(always)]
+        unsafe fn load(p: *const i32) -> __m256i {
+            // SAFETY: the caller's contract.
+            unsafe { _mm256_loadu_si256(p.cast()) }
+        }
+        #[inline(always)]
+        unsafe fn load_weights(p: *const i8) -> __m256i {
+            // SAFETY: the caller's contract.
+            unsafe { _mm256_loadu_si256(p.cast()) }
+        }
+        #[inline(always)]
+        unsafe fn dot(acc: __m256i, x: i32, w: __m256i) -> __m256i {
+            // SAFETY: the caller's contract (the instruction set).
+            unsafe { _mm256_dpbusd_avx_epi32(acc, _mm256_set1_epi32(x), w) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut i32, v: __m256i) {
+            // SAFETY: the caller's contract.
+            unsafe { _mm256_storeu_si256(p.cast(), v) }
+        }
+    }
+
+    /// The GEMM with VNNI, one body for both widths: `vpdpbusd` adds four u8 × i8 products
+    /// into each i32 lane per instruction. `b` is first packed into `packed` as `[k/4][n][4]`
+    /// (four consecutive rows of a column side by side, zero rows past k), so one load holds
+    /// the four weights of LANES columns; the four inputs of a group are broadcast. Four
     /// vectors of columns are accumulated at once so consecutive `vpdpbusd`s do not wait for
-    /// each other. Products are exact and so are the i32 sums, so this equals the scalar GEMM.
+    /// each other; the last columns (fewer than a vector) go through zero-padded copies.
+    /// Products are exact and so are the i32 sums, so this equals the scalar GEMM.
     ///
     /// # Safety
-    /// The CPU must have AVX-512F, AVX-512BW and AVX-512 VNNI; `a`, `b`, `c` hold at least
-    /// m·k, k·n and m·n values.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn igemm_vnni(
+    /// `L`'s instruction set must be available; `a`, `b`, `c` hold at least m·k, k·n and m·n
+    /// values.
+    #[inline(always)]
+    unsafe fn vnni_body<L: DotLanes>(
         m: usize,
         k: usize,
         n: usize,
@@ -177,6 +269,7 @@ mod x86 {
         c: &mut [i32],
         packed: &mut Vec<i8>,
     ) {
+        let lanes = L::LANES;
         let groups = k.div_ceil(4);
         packed.clear();
         packed.resize(groups * n * 4, 0);
@@ -195,54 +288,95 @@ mod x86 {
                 bytes[..len].copy_from_slice(&a_row[first..first + len]);
                 i32::from_le_bytes(bytes)
             };
-            let c_row = c[i * n..][..n].as_mut_ptr();
+            let c_row = &mut c[i * n..][..n];
             let mut j = 0;
-            // SAFETY (all blocks): columns j..j + width lie inside c's row i, and packed
-            // group g's columns j..j + width at (g·n + j)·4 .. + 4·width inside `packed`;
-            // masked loads and stores touch only the columns below n.
+            // SAFETY (both loops): columns j..j + lanes·B lie inside row i of c, and group g's
+            // weights of those columns at (g·n + j)·4 .. + 4·lanes·B inside `packed`.
             unsafe {
-                while n - j >= 4 * LANES {
-                    let mut acc: [__m512i; 4] = [_mm512_setzero_si512(); 4];
-                    for (v, acc) in acc.iter_mut().enumerate() {
-                        *acc = _mm512_loadu_si512(c_row.add(j + v * LANES).cast());
-                    }
+                while n - j >= 4 * lanes {
+                    let p = c_row.as_mut_ptr().add(j);
+                    let mut acc = [
+                        L::load(p),
+                        L::load(p.add(lanes)),
+                        L::load(p.add(2 * lanes)),
+                        L::load(p.add(3 * lanes)),
+                    ];
                     for g in 0..groups {
-                        let x = _mm512_set1_epi32(word(g));
+                        let x = word(g);
                         let w = packed.as_ptr().add((g * n + j) * 4);
                         for (v, acc) in acc.iter_mut().enumerate() {
-                            let wv = _mm512_loadu_si512(w.add(v * 4 * LANES).cast());
-                            *acc = _mm512_dpbusd_epi32(*acc, x, wv);
+                            *acc = L::dot(*acc, x, L::load_weights(w.add(v * 4 * lanes)));
                         }
                     }
                     for (v, acc) in acc.iter().enumerate() {
-                        _mm512_storeu_si512(c_row.add(j + v * LANES).cast(), *acc);
+                        L::store(p.add(v * lanes), *acc);
                     }
-                    j += 4 * LANES;
+                    j += 4 * lanes;
                 }
-                while j < n {
-                    let width = (n - j).min(LANES);
-                    let lanes: u16 = if width == LANES {
-                        u16::MAX
-                    } else {
-                        (1 << width) - 1
-                    };
-                    let bytes: u64 = if width == LANES {
-                        u64::MAX
-                    } else {
-                        (1 << (4 * width)) - 1
-                    };
-                    let mut acc = _mm512_maskz_loadu_epi32(lanes, c_row.add(j));
+                while n - j >= lanes {
+                    let p = c_row.as_mut_ptr().add(j);
+                    let mut acc = L::load(p);
                     for g in 0..groups {
-                        let x = _mm512_set1_epi32(word(g));
-                        let wv =
-                            _mm512_maskz_loadu_epi8(bytes, packed.as_ptr().add((g * n + j) * 4));
-                        acc = _mm512_dpbusd_epi32(acc, x, wv);
+                        let w = packed.as_ptr().add((g * n + j) * 4);
+                        acc = L::dot(acc, word(g), L::load_weights(w));
                     }
-                    _mm512_mask_storeu_epi32(c_row.add(j), lanes, acc);
-                    j += width;
+                    L::store(p, acc);
+                    j += lanes;
                 }
             }
+            if j < n {
+                let width = n - j;
+                let mut sums = [0i32; 16];
+                let mut weights = [0i8; 64];
+                sums[..width].copy_from_slice(&c_row[j..]);
+                // SAFETY: the stack buffers hold 16 i32 and 64 i8, at least one vector of
+                // each for both widths; the lanes past `width` add zeros and are dropped.
+                unsafe {
+                    let mut acc = L::load(sums.as_ptr());
+                    for g in 0..groups {
+                        weights[..4 * width]
+                            .copy_from_slice(&packed[(g * n + j) * 4..][..4 * width]);
+                        acc = L::dot(acc, word(g), L::load_weights(weights.as_ptr()));
+                    }
+                    L::store(sums.as_mut_ptr(), acc);
+                }
+                c_row[j..].copy_from_slice(&sums[..width]);
+            }
         }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F, AVX-512BW and AVX-512 VNNI; `a`, `b`, `c` hold at least
+    /// m·k, k·n and m·n values.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn igemm_avx512_vnni(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[u8],
+        b: &[i8],
+        c: &mut [i32],
+        packed: &mut Vec<i8>,
+    ) {
+        // SAFETY: this function's contract.
+        unsafe { vnni_body::<Avx512Vnni>(m, k, n, a, b, c, packed) }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and AVX-VNNI; `a`, `b`, `c` hold at least m·k, k·n and m·n
+    /// values.
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub(super) unsafe fn igemm_avx_vnni(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[u8],
+        b: &[i8],
+        c: &mut [i32],
+        packed: &mut Vec<i8>,
+    ) {
+        // SAFETY: this function's contract.
+        unsafe { vnni_body::<AvxVnni>(m, k, n, a, b, c, packed) }
     }
 
     /// # Safety
@@ -313,13 +447,17 @@ pub fn igemm_with(isa: Int8Isa, m: usize, k: usize, n: usize, a: &[u8], b: &[i8]
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an `Int8Isa` of this level exists only if the CPU has AVX-512F, BW and
         // VNNI; `a` is 0/1 by the documented contract (any u8 is exact in vpdpbusd anyway).
-        Level::Avx512Vnni => {
-            PACKED.with_borrow_mut(|packed| unsafe { x86::igemm_vnni(m, k, n, a, b, c, packed) })
-        }
+        Level::Avx512Vnni => PACKED
+            .with_borrow_mut(|packed| unsafe { x86::igemm_avx512_vnni(m, k, n, a, b, c, packed) }),
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: an `Int8Isa` of this level exists only if the CPU has AVX-512F and BW.
         Level::Avx512 => unsafe { x86::igemm_avx512(m, k, n, a, b, c) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above, for AVX2.
+        // SAFETY: an `Int8Isa` of this level exists only if the CPU has AVX2 and AVX-VNNI.
+        Level::AvxVnni => PACKED
+            .with_borrow_mut(|packed| unsafe { x86::igemm_avx_vnni(m, k, n, a, b, c, packed) }),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Int8Isa` of this level exists only if the CPU has AVX2.
         Level::Avx2 => unsafe { x86::igemm_avx2(m, k, n, a, b, c) },
         _ => igemm_body(m, k, n, a, b, c),
     }
@@ -383,6 +521,10 @@ mod tests {
             && std::arch::is_x86_feature_detected!("avx512bw")
         {
             assert_eq!(Int8Isa::detect().name(), "avx512-vnni");
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avxvnni") {
+            assert!(Int8Isa::available().iter().any(|i| i.name() == "avx-vnni"));
         }
     }
 }
