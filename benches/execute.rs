@@ -10,7 +10,9 @@
 //!
 //! Modes (environment variables):
 //! - none: the criterion groups `execute/{arch}`: `event/{1,2}t/{density}` (the event-driven
-//!   plan without a pool, and with a 2-thread `exec::Pool`) and `dense/1t/{density}`.
+//!   plan without a pool, and with a 2-thread `exec::Pool`) and `dense/1t/{density}`; then
+//!   the same network quantized to int8 (`inflor model quantize`, per-channel max-abs):
+//!   `event-int8/{1,2}t/{density}` and `dense-int8/1t/{density}`.
 //! - `INFLOR_EXECUTE_REPORT=1`: a table per architecture and density with wall and CPU time
 //!   of both executors side by side, firing rates, synaptic ops, neuron updates, the floor,
 //!   per-node times and which convs took the GEMM path; then the memory lines.
@@ -49,7 +51,7 @@ use inflor::exec::{
 };
 use inflor::format::{DecodeOptions, read_file};
 use inflor::kernels::{Isa, sum_rows};
-use inflor::model::{ArchSpec, Architecture, Model};
+use inflor::model::{ArchSpec, Architecture, Model, QuantizeMethod, quantize};
 use inflor::snn::{Network, NeuronKind, Node, Op, Shape};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -90,6 +92,19 @@ fn frames(density: f64, t: usize, seed: u64) -> Vec<SparseFrame> {
 /// in `INFLOR_EXECUTE_MODELS` (default `target/execute-models`) because calibrating resnet19
 /// takes minutes.
 fn calibrated(arch: Architecture) -> Arc<Network> {
+    calibrated_model(arch).network
+}
+
+/// The int8 copy of [`calibrated`]'s network (`inflor model quantize`'s per-channel max-abs
+/// post-training quantization).
+fn calibrated_int8(arch: Architecture) -> Arc<Network> {
+    quantize(&calibrated_model(arch), QuantizeMethod::MaxAbs)
+        .expect("quantize")
+        .network
+}
+
+/// The calibrated model behind [`calibrated`].
+fn calibrated_model(arch: Architecture) -> Model {
     let dir = std::env::var("INFLOR_EXECUTE_MODELS")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
@@ -97,7 +112,7 @@ fn calibrated(arch: Architecture) -> Arc<Network> {
         });
     let path = dir.join(format!("{}.safetensors", arch.name()));
     if let Ok(model) = Model::load(&path) {
-        return model.network;
+        return model;
     }
     let started = Instant::now();
     let spec = spec(arch);
@@ -119,7 +134,7 @@ fn calibrated(arch: Architecture) -> Arc<Network> {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    model.network
+    model
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -521,6 +536,17 @@ fn benches(c: &mut Criterion) {
             })
             .collect();
         let dense = plan(&network, ExecutorKind::Dense, 1, EventOptions::default());
+        let int8 = calibrated_int8(arch);
+        let int8_events: Vec<(usize, Arc<Plan>)> = threads()
+            .into_iter()
+            .map(|t| {
+                (
+                    t,
+                    plan(&int8, ExecutorKind::Event, t, EventOptions::default()),
+                )
+            })
+            .collect();
+        let int8_dense = plan(&int8, ExecutorKind::Dense, 1, EventOptions::default());
         for density in densities() {
             let input = frames(density, T, 1234);
             for (threads, event) in &events {
@@ -537,6 +563,22 @@ fn benches(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new("dense/1t", density), &input, |b, input| {
                 b.iter(|| classify(&dense, &mut scratch, &mut state, input))
             });
+            for (threads, event) in &int8_events {
+                let mut state = event.new_state();
+                let mut scratch = event.new_scratch();
+                group.bench_with_input(
+                    BenchmarkId::new(format!("event-int8/{threads}t"), density),
+                    &input,
+                    |b, input| b.iter(|| classify(event, &mut scratch, &mut state, input)),
+                );
+            }
+            let mut state = int8_dense.new_state();
+            let mut scratch = int8_dense.new_scratch();
+            group.bench_with_input(
+                BenchmarkId::new("dense-int8/1t", density),
+                &input,
+                |b, input| b.iter(|| classify(&int8_dense, &mut scratch, &mut state, input)),
+            );
         }
         group.finish();
     }

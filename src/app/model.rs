@@ -1,13 +1,15 @@
-//! `inflor model`: show a model file (`info`) or create a randomly initialised one with
-//! calibrated BN statistics (`init`).
+//! `inflor model`: show a model file (`info`), create a randomly initialised one with
+//! calibrated BN statistics (`init`), or quantize one to int8 weights (`quantize`).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use inflor::binner::{InputSpec, Normalization, POLARITY_CHANNELS, ResizeMode, WindowPolicy};
 use inflor::calibrate::{Calibration, CalibrationError, calibrate};
+use inflor::exec::ExecutorKind;
 use inflor::model::{
     ArchSpec, Architecture, BatchNormConfig, BatchNormKind, Metadata, Model, NodeOp, Provenance,
+    QuantizeError, QuantizeMethod,
 };
 use inflor::snn::{NeuronKind, Op};
 
@@ -21,6 +23,35 @@ pub enum ModelCommand {
     /// Write a randomly initialised model whose BN statistics are calibrated on seeded
     /// synthetic inputs so hidden layers fire at a realistic rate.
     Init(InitArgs),
+    /// Write an int8 copy of a float model (post-training quantization: one scale per output
+    /// channel, every conv and linear that reads spikes), reporting test-split accuracy
+    /// before and after when given a dataset.
+    Quantize(QuantizeArgs),
+}
+
+/// `inflor model quantize` arguments.
+#[derive(Debug, clap::Args)]
+pub struct QuantizeArgs {
+    /// The float model (.safetensors).
+    pub model: PathBuf,
+    /// The int8 model to write (.safetensors).
+    pub out: PathBuf,
+    /// A dataset folder: classify its test split with both models and report their accuracy.
+    #[arg(long, value_name = "DATASET")]
+    pub calibrate: Option<PathBuf>,
+    /// Each channel's scale is this percentile of its weight magnitudes (100: the largest,
+    /// nothing clipped).
+    #[arg(long, default_value_t = 100.0)]
+    pub percentile: f64,
+    /// Recordings classified in parallel for the accuracy report.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: u16,
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// How to read the dataset's recordings.
+    #[command(flatten)]
+    pub decode: crate::app::decode_args::DecodeArgs,
 }
 
 /// `inflor model info` arguments.
@@ -172,7 +203,121 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
     match cmd {
         ModelCommand::Info(args) => info(&args),
         ModelCommand::Init(args) => init(&args),
+        ModelCommand::Quantize(args) => quantize(&args),
     }
+}
+
+fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
+    check_output(&args.out, args.force)?;
+    let model = crate::app::load_model(&args.model)?;
+    let method = if args.percentile == 100.0 {
+        QuantizeMethod::MaxAbs
+    } else {
+        QuantizeMethod::Percentile(args.percentile)
+    };
+    let mut quantized = inflor::model::quantize(&model, method).map_err(|e| match e {
+        QuantizeError::Load(e) => anyhow::Error::new(e),
+        other => bad_input(other),
+    })?;
+    let nodes = quantized
+        .metadata
+        .quantization
+        .as_ref()
+        .map_or(0, |q| q.nodes.len());
+    let weighted = model
+        .network
+        .nodes()
+        .iter()
+        .filter(|n| n.op.is_weighted())
+        .count();
+    quantized.metadata.provenance.created_by =
+        format!("inflor {} model quantize", env!("CARGO_PKG_VERSION"));
+    if let Some(dataset) = &args.calibrate {
+        let options = args.decode.options();
+        let before = test_accuracy(&model, dataset, args.threads, &options)?;
+        let after = test_accuracy(&quantized, dataset, args.threads, &options)?;
+        println!(
+            "test split of {} ({} recordings): top-1 {:.2}% float, {:.2}% int8 ({:+.2} points)",
+            dataset.display(),
+            before.1,
+            100.0 * before.0,
+            100.0 * after.0,
+            100.0 * (after.0 - before.0)
+        );
+        quantized.metadata.provenance.extra.insert(
+            "quantization".into(),
+            serde_json::json!({
+                "from": args.model.display().to_string(),
+                "dataset": dataset.display().to_string(),
+                "recordings": before.1,
+                "top1_float": before.0,
+                "top1_int8": after.0,
+            }),
+        );
+    }
+    quantized
+        .save(&args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "wrote {} ({nodes} of {weighted} conv/linear nodes int8, {})",
+        args.out.display(),
+        method.name()
+    );
+    Ok(())
+}
+
+/// Top-1 accuracy of `model` on the test split of `dataset` (with the auto split rule), and
+/// the recordings classified; through `eval`'s plan and per-recording classification.
+fn test_accuracy(
+    model: &Model,
+    dataset: &std::path::Path,
+    threads: u16,
+    options: &inflor::format::DecodeOptions,
+) -> anyhow::Result<(f64, usize)> {
+    use inflor::dataset::{Dataset, Split, SplitSpec};
+    use rayon::prelude::*;
+    let dataset_path = dataset;
+    let dataset = Dataset::open(dataset, &SplitSpec::Auto).map_err(bad_input)?;
+    if dataset.classes != model.metadata.class_names {
+        return Err(bad_input(anyhow::anyhow!(
+            "the dataset's classes {:?} are not the model's {:?}",
+            dataset.classes,
+            model.metadata.class_names
+        )));
+    }
+    let samples: Vec<_> = dataset
+        .samples
+        .iter()
+        .filter(|s| s.split == Split::Test)
+        .collect();
+    if samples.is_empty() {
+        return Err(bad_input(anyhow::anyhow!(
+            "{}: no recordings in the test split",
+            dataset_path.display()
+        )));
+    }
+    let (plan, pool) = crate::app::eval::plan_and_pool(model, ExecutorKind::Event, threads)?;
+    let bar = crate::app::progress_bar(samples.len() as u64, "accuracy");
+    let results: Vec<_> = pool.install(|| {
+        samples
+            .par_iter()
+            .map(|s| {
+                let r = crate::app::eval::classify_file(model, &plan, &s.path, options);
+                bar.inc(1);
+                r.map(|o| o.map(|o| o.predicted == s.label))
+            })
+            .collect()
+    });
+    bar.finish_and_clear();
+    let mut correct = 0usize;
+    let mut classified = 0usize;
+    for r in results {
+        if let Some(right) = r? {
+            classified += 1;
+            correct += usize::from(right);
+        }
+    }
+    Ok((correct as f64 / classified.max(1) as f64, classified))
 }
 
 /// `[C, H, W]` of a network shape (which is NHWC internally), as users give inputs.
@@ -203,6 +348,7 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
                     "parameters": n.op.parameter_count(),
                     "dense_macs_per_timestep": network.dense_macs(i),
                     "binary_input": n.inputs.first().is_some_and(|&j| network.is_binary(j)),
+                    "int8": network.int8(i).is_some(),
                 })
             })
             .collect();
@@ -252,6 +398,22 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
             "classes"
         }
     );
+    if let Some(q) = &m.quantization {
+        println!(
+            "weights:          int8 in {} of {} conv/linear nodes ({}; the others f32)",
+            q.nodes.len(),
+            network
+                .nodes()
+                .iter()
+                .filter(|n| n.op.is_weighted())
+                .count(),
+            if q.method.is_empty() {
+                "per-channel scales"
+            } else {
+                q.method.as_str()
+            }
+        );
+    }
     println!(
         "neuron:           {} (Vth {}, surrogate {}, MPR {})",
         describe_neuron(n.model),

@@ -15,6 +15,10 @@
 //! contract in `exec`), so its spikes and logits equal the reference executor's bit for bit.
 //! Weights are converted to f64 once, when the plan is built, and weights and biases are read
 //! from the plan's own network only.
+//!
+//! Nodes with int8 weights run as an integer GEMM instead ([`crate::kernels::igemm`]): 0/1
+//! im2col bytes times the int8 weights into i32, exact in any order, then
+//! [`int8_current`] per output value; their f64 weights are not made.
 
 use rayon::prelude::*;
 
@@ -22,8 +26,8 @@ use crate::binner::SparseFrame;
 use crate::exec::pool::{Pool, within};
 use crate::exec::stats::{FanOut, InferenceStats, QuantizationError};
 use crate::exec::{ConvNode, LayerSpikes, RunOptions, RunOutput, State, frame_to_nhwc};
-use crate::kernels::{ConvGeometry, Transpose, dgemm, im2col};
-use crate::snn::network::{Network, Op, Shape};
+use crate::kernels::{ConvGeometry, Transpose, dgemm, igemm, im2col};
+use crate::snn::network::{Int8Weights, Network, Op, Shape, int8_current};
 use crate::snn::neuron::fire;
 
 /// Target size of one im2col chunk, in f64 values (8 MiB).
@@ -55,6 +59,10 @@ pub struct DenseScratch {
     cols: Vec<f64>,
     /// GEMM result chunk [rows][Cout].
     acc: Vec<f64>,
+    /// The int8 path's im2col chunk of 0/1 spikes [rows][K] (also a linear's input).
+    spikes: Vec<u8>,
+    /// The int8 path's integer sums [rows][Cout].
+    sums: Vec<i32>,
 }
 
 impl DenseScratch {
@@ -68,6 +76,8 @@ impl DenseScratch {
             .sum();
         f32s * std::mem::size_of::<f32>()
             + (self.cols.capacity() + self.acc.capacity()) * std::mem::size_of::<f64>()
+            + self.spikes.capacity()
+            + self.sums.capacity() * std::mem::size_of::<i32>()
     }
 
     /// A zeroed buffer of `len` values, from the freed ones when possible.
@@ -90,7 +100,14 @@ fn f64_weights(op: &Op) -> Vec<f64> {
 
 /// The im2col rows `first..first + rows` of a layer-major input `x` (`[T][in_len]`), whose
 /// row r is timestep r / P, output pixel r % P.
-fn im2col_rows(g: &ConvGeometry, x: &[f32], first: usize, rows: usize, cols: &mut [f64]) {
+fn im2col_rows<T: Copy + Default>(
+    g: &ConvGeometry,
+    x: &[f32],
+    first: usize,
+    rows: usize,
+    cols: &mut [T],
+    convert: impl Fn(f32) -> T + Copy,
+) {
     let (p, k, in_len) = (g.out_pixels(), g.columns(), g.in_len());
     let mut r = 0;
     while r < rows {
@@ -102,7 +119,7 @@ fn im2col_rows(g: &ConvGeometry, x: &[f32], first: usize, rows: usize, cols: &mu
             pos,
             n,
             &mut cols[r * k..][..n * k],
-            f64::from,
+            convert,
         );
         r += n;
     }
@@ -119,7 +136,14 @@ impl DensePlan {
             }
         }
         Self {
-            weights: nodes.iter().map(|n| f64_weights(&n.op)).collect(),
+            weights: nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| match network.int8(i) {
+                    Some(_) => Vec::new(),
+                    None => f64_weights(&n.op),
+                })
+                .collect(),
             fan_outs: (0..nodes.len()).map(|i| FanOut::of(network, i)).collect(),
             last_use,
         }
@@ -191,6 +215,23 @@ impl DensePlan {
                     let total = steps * g.out_pixels();
                     let chunk = (CHUNK_VALUES / k.max(1)).clamp(1, total.max(1));
                     let mut start = 0;
+                    if let Some(q) = network.int8(i) {
+                        // Every row done: the f64 loop below has nothing left to do.
+                        start = total;
+                        conv_int8(
+                            &g,
+                            x,
+                            q,
+                            conv.bias,
+                            total,
+                            chunk,
+                            threads,
+                            pool,
+                            &mut scratch.spikes,
+                            &mut scratch.sums,
+                            &mut out,
+                        );
+                    }
                     while start < total {
                         let rows = chunk.min(total - start);
                         scratch.cols.resize(rows * k, 0.0);
@@ -200,7 +241,7 @@ impl DensePlan {
                         }
                         let band = |first: usize, cols: &mut [f64], acc: &mut [f64]| {
                             let n = acc.len() / cout.max(1);
-                            im2col_rows(&g, x, start + first, n, cols);
+                            im2col_rows(&g, x, start + first, n, cols, f64::from);
                             dgemm(
                                 n,
                                 k,
@@ -246,25 +287,45 @@ impl DensePlan {
                     ..
                 } => {
                     let x = &scratch.values[node.inputs[0]];
-                    scratch.cols.clear();
-                    scratch.cols.extend(x.iter().map(|&v| f64::from(v)));
-                    scratch.acc.clear();
-                    for _ in 0..steps {
-                        scratch.acc.extend(bias.iter().map(|&b| f64::from(b)));
-                    }
-                    dgemm(
-                        steps,
-                        *in_features,
-                        *out_features,
-                        &scratch.cols,
-                        Transpose::No,
-                        &self.weights[i],
-                        Transpose::No,
-                        1.0,
-                        &mut scratch.acc,
-                    );
-                    for (o, &a) in out.iter_mut().zip(&scratch.acc) {
-                        *o = a as f32;
+                    if let Some(q) = network.int8(i) {
+                        // Spikes, so `as u8` is exact (checked when the weights were attached).
+                        scratch.spikes.clear();
+                        scratch.spikes.extend(x.iter().map(|&v| v as u8));
+                        scratch.sums.clear();
+                        scratch.sums.resize(steps * out_features, 0);
+                        igemm(
+                            steps,
+                            *in_features,
+                            *out_features,
+                            &scratch.spikes,
+                            &q.weight,
+                            &mut scratch.sums,
+                        );
+                        for (j, (o, &sum)) in out.iter_mut().zip(&scratch.sums).enumerate() {
+                            let c = j % out_features;
+                            *o = int8_current(sum, q.scale[c], bias[c]);
+                        }
+                    } else {
+                        scratch.cols.clear();
+                        scratch.cols.extend(x.iter().map(|&v| f64::from(v)));
+                        scratch.acc.clear();
+                        for _ in 0..steps {
+                            scratch.acc.extend(bias.iter().map(|&b| f64::from(b)));
+                        }
+                        dgemm(
+                            steps,
+                            *in_features,
+                            *out_features,
+                            &scratch.cols,
+                            Transpose::No,
+                            &self.weights[i],
+                            Transpose::No,
+                            1.0,
+                            &mut scratch.acc,
+                        );
+                        for (o, &a) in out.iter_mut().zip(&scratch.acc) {
+                            *o = a as f32;
+                        }
                     }
                     if let Some(f) = &self.fan_outs[i] {
                         for xt in x.chunks_exact(in_len) {
@@ -384,6 +445,57 @@ impl DensePlan {
             spikes,
             stats,
         }
+    }
+}
+
+/// An int8 conv over all `total` im2col rows (T × P) of a layer-major spike input `x`: the
+/// rows as 0/1 bytes, one integer GEMM per band of rows (on the pool when it has several
+/// threads), and [`int8_current`] once per output value, in chunks of `chunk` rows.
+#[allow(clippy::too_many_arguments)]
+fn conv_int8(
+    g: &ConvGeometry,
+    x: &[f32],
+    q: &Int8Weights,
+    bias: &[f32],
+    total: usize,
+    chunk: usize,
+    threads: usize,
+    pool: Option<&Pool>,
+    cols: &mut Vec<u8>,
+    sums: &mut Vec<i32>,
+    out: &mut [f32],
+) {
+    let (k, cout) = (g.columns(), bias.len());
+    let mut start = 0;
+    while start < total {
+        let rows = chunk.min(total - start);
+        cols.resize(rows * k, 0);
+        sums.clear();
+        sums.resize(rows * cout, 0);
+        let band = |first: usize, cols: &mut [u8], sums: &mut [i32]| {
+            let n = sums.len() / cout.max(1);
+            // Inputs are spikes (checked when the weights were attached), so `as u8` is exact.
+            im2col_rows(g, x, start + first, n, cols, |v| v as u8);
+            igemm(n, k, cout, cols, &q.weight, sums);
+        };
+        let per_band = rows.div_ceil(threads).max(BAND_ROWS);
+        if threads > 1 && rows > per_band {
+            within(pool, || {
+                cols.par_chunks_mut(per_band * k)
+                    .zip(sums.par_chunks_mut(per_band * cout))
+                    .enumerate()
+                    .for_each(|(b, (c, s))| band(b * per_band, c, s));
+            });
+        } else {
+            band(0, cols, sums);
+        }
+        let dst = &mut out[start * cout..][..rows * cout];
+        for (pixel, sum) in dst.chunks_exact_mut(cout).zip(sums.chunks_exact(cout)) {
+            for (((o, &s), &scale), &b) in pixel.iter_mut().zip(sum).zip(&q.scale).zip(bias) {
+                *o = int8_current(s, scale, b);
+            }
+        }
+        start += rows;
     }
 }
 

@@ -31,6 +31,17 @@
 //! plus deviation" update) produce the same f64 and therefore the same f32.
 //! The tests check bit equality of spikes and logits across executors on every architecture.
 //!
+//! # Int8 nodes
+//!
+//! A conv or linear node with integer weights ([`crate::snn::network::Int8Weights`]; its
+//! input is always spikes) is the exception to the f64 rule: each executor sums the int8
+//! weights of the spiking inputs in i32, which is exact in any order (the fan-in bound
+//! [`crate::snn::network::MAX_INT8_FAN_IN`] keeps it far from overflow), and computes the
+//! output with the one f32 expression [`crate::snn::network::int8_current`]. The reference
+//! loops, the dense executor's integer GEMM and the event-driven gather therefore agree bit
+//! for bit by construction. Every other node of an int8 model (the first conv, pools, adds,
+//! neurons) follows the table above.
+//!
 //! MPR (φ) is never evaluated at inference (it cannot change a spike); only the quantization
 //! statistic evaluates it.
 //!

@@ -1,12 +1,13 @@
 //! The reference executor: plain, obviously correct loops over every node, output value and
 //! weight, following the exactness contract in `exec` literally. Slow; it exists to check the
 //! fast executors. It counts synaptic ops with its own loops (independently of
-//! [`crate::exec::stats::FanOut`]). It always runs on the caller's thread.
+//! [`crate::exec::stats::FanOut`]). It always runs on the caller's thread. Nodes with int8
+//! weights sum `weight × spike` in i32 and apply [`int8_current`] once.
 
 use crate::binner::SparseFrame;
 use crate::exec::stats::{InferenceStats, QuantizationError};
 use crate::exec::{ConvNode, LayerSpikes, RunOptions, RunOutput, State, frame_to_nhwc};
-use crate::snn::network::{Network, Op};
+use crate::snn::network::{Network, Op, int8_current};
 use crate::snn::neuron::fire;
 
 /// The reference executor's per-worker buffers: one output buffer per node.
@@ -69,12 +70,16 @@ pub(crate) fn run(
                         let g = conv.geometry;
                         let out_ch = conv.out_channels;
                         let is = in_shape.unwrap_or(s);
+                        let int8 = network.int8(i);
+                        // Integer sums of int8 nodes (their inputs are 0/1 spikes).
+                        let mut sums = vec![0i32; out_ch];
                         let mut acc = vec![0.0f64; out_ch];
                         for oy in 0..s.height {
                             for ox in 0..s.width {
                                 for (a, &b) in acc.iter_mut().zip(conv.bias) {
                                     *a = f64::from(b);
                                 }
+                                sums.fill(0);
                                 for ky in 0..g.kernel_height {
                                     let iy = (oy * g.stride + ky) as isize - g.padding as isize;
                                     if iy < 0 || iy as usize >= is.height {
@@ -90,9 +95,17 @@ pub(crate) fn run(
                                             let first =
                                                 ((ci * g.kernel_height + ky) * g.kernel_width + kx)
                                                     * out_ch;
-                                            let row_w = &conv.weight[first..first + out_ch];
-                                            for (a, &w) in acc.iter_mut().zip(row_w) {
-                                                *a += f64::from(w) * f64::from(v);
+                                            if let Some(q) = int8 {
+                                                let spike = v as i32;
+                                                let row_q = &q.weight[first..first + out_ch];
+                                                for (a, &w) in sums.iter_mut().zip(row_q) {
+                                                    *a += i32::from(w) * spike;
+                                                }
+                                            } else {
+                                                let row_w = &conv.weight[first..first + out_ch];
+                                                for (a, &w) in acc.iter_mut().zip(row_w) {
+                                                    *a += f64::from(w) * f64::from(v);
+                                                }
                                             }
                                             let macs = out_ch as u64;
                                             row.performed_ops += macs;
@@ -104,7 +117,12 @@ pub(crate) fn run(
                                     }
                                 }
                                 for (co, &a) in acc.iter().enumerate() {
-                                    out[s.index(oy, ox, co)] = a as f32;
+                                    out[s.index(oy, ox, co)] = match int8 {
+                                        Some(q) => {
+                                            int8_current(sums[co], q.scale[co], conv.bias[co])
+                                        }
+                                        None => a as f32,
+                                    };
                                 }
                             }
                         }
@@ -117,17 +135,29 @@ pub(crate) fn run(
                     bias,
                 } => {
                     let x = input(0);
+                    let int8 = network.int8(i);
                     for o in 0..*out_features {
                         let mut acc = f64::from(bias[o]);
+                        let mut sum = 0i32;
                         for k in 0..*in_features {
-                            acc += f64::from(weight[k * out_features + o]) * f64::from(x[k]);
+                            match int8 {
+                                Some(q) => {
+                                    sum += i32::from(q.weight[k * out_features + o]) * x[k] as i32
+                                }
+                                None => {
+                                    acc += f64::from(weight[k * out_features + o]) * f64::from(x[k])
+                                }
+                            }
                             row.performed_ops += 1;
                             row.dense_macs += 1;
                             if x[k] != 0.0 {
                                 row.synaptic_ops += 1;
                             }
                         }
-                        out[o] = acc as f32;
+                        out[o] = match int8 {
+                            Some(q) => int8_current(sum, q.scale[o], bias[o]),
+                            None => acc as f32,
+                        };
                     }
                 }
                 Op::AvgPool { k, stride } | Op::SumPool { k, stride } => {

@@ -56,6 +56,12 @@
 //!
 //! # Exactness
 //!
+//! Nodes with int8 weights gather their integer rows into i32 sums instead, which are exact
+//! in any order, and make each current with the network's one f32 expression
+//! ([`crate::snn::network::int8_current`]). Above the GEMM threshold an int8 conv runs as
+//! im2col of its 0/1 input times its int8 weights ([`ops::conv_dense_int8`]), exact in i32
+//! too, so that switch never changes a bit either.
+//!
 //! Every value is computed from the same f32 operands as the reference, summed in f64 and
 //! rounded once; the neuron step is `snn::neuron`'s. Spikes and logits are therefore the
 //! reference's bit for bit (tests/it/exec.rs checks every built-in architecture).
@@ -100,7 +106,8 @@ use region::{Geometry, Region, Stamps};
 /// How the event-driven executor runs (part of [`crate::exec::PlanOptions`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EventOptions {
-    /// Instruction set for the kernels (None: the best this CPU has).
+    /// Instruction set for the f64 kernels (None: the best this CPU has). The integer
+    /// kernels of int8 nodes always use the best this CPU has ([`crate::kernels::Int8Isa`]).
     pub isa: Option<Isa>,
     /// Compute only the pixels input events reach, holding the background elsewhere.
     pub tracking: bool,
@@ -178,6 +185,8 @@ pub struct EventPlan {
     background: Background,
     /// Per conv node, its weights tap-major for the gather (see [`ops::tap_major`]).
     by_tap: Vec<Option<Vec<f32>>>,
+    /// Per int8 conv node, its integer weights tap-major (None for 1×1 and float convs).
+    by_tap_i8: Vec<Option<Vec<i8>>>,
     /// Per conv node, the input density above which it runs as im2col + GEMM.
     gemm_above: Vec<f64>,
     /// Per conv node, its weights in f64 once the GEMM path first ran it.
@@ -293,6 +302,8 @@ impl EventPlan {
                     .inputs
                     .first()
                     .is_some_and(|&src| network.is_binary(src));
+                // Int8 convs use the float convs' thresholds: the crossover of the integer
+                // gather and the integer GEMM has not been measured yet.
                 options.gemm_threshold(network, i, binary)
             })
             .collect();
@@ -307,6 +318,12 @@ impl EventPlan {
             background: Background::new(nodes.len(), 0),
             by_tap: (0..nodes.len())
                 .map(|i| ConvNode::of(network, i).and_then(|c| ops::tap_major(&c)))
+                .collect(),
+            by_tap_i8: (0..nodes.len())
+                .map(|i| {
+                    let q = network.int8(i)?;
+                    ops::tap_major_of(&ConvNode::of(network, i)?, &q.weight)
+                })
                 .collect(),
             gemm_above,
             gemm_weights: (0..nodes.len()).map(|_| OnceLock::new()).collect(),
@@ -328,6 +345,17 @@ impl EventPlan {
             plan.background = background;
         }
         Ok(plan)
+    }
+
+    /// The gather's view of conv node `i` (with its int8 weights, if any).
+    fn conv<'a>(&'a self, network: &'a Network, i: usize) -> Option<Conv<'a>> {
+        let c = ConvNode::of(network, i)?;
+        let int8 = network.int8(i).map(|q| ops::Int8Conv {
+            weight: &q.weight,
+            by_tap: self.by_tap_i8[i].as_deref().unwrap_or(&q.weight),
+            scale: &q.scale,
+        });
+        Some(Conv::of(&c, self.by_tap[i].as_deref(), int8))
     }
 
     /// The instruction set the kernels use.
@@ -696,23 +724,30 @@ impl EventPlan {
                 Op::Input | Op::Flatten => {}
                 Op::Conv2d { .. } => {
                     let src = self.nodes[node.inputs[0]].source;
-                    let Some(k) =
-                        ConvNode::of(network, i).map(|c| Conv::of(&c, self.by_tap[i].as_deref()))
-                    else {
+                    let Some(k) = self.conv(network, i) else {
                         continue;
                     };
                     let input = &before[src].lists;
                     let ops = if region.all && density(input) > self.gemm_above[i] {
-                        let weights = self.gemm_weights[i].get_or_init(|| k.weights_f64());
-                        ops::conv_dense(
+                        if !ops::conv_dense_int8(
                             ctx,
                             &k,
-                            weights,
                             input,
                             active,
                             &mut s.dense_scratch,
                             &mut out.values,
-                        );
+                        ) {
+                            let weights = self.gemm_weights[i].get_or_init(|| k.weights_f64());
+                            ops::conv_dense(
+                                ctx,
+                                &k,
+                                weights,
+                                input,
+                                active,
+                                &mut s.dense_scratch,
+                                &mut out.values,
+                            );
+                        }
                         s.gemm_steps[i] += 1;
                         network.dense_macs(i)
                     } else {
@@ -733,7 +768,13 @@ impl EventPlan {
                 }
                 Op::Linear { .. } => {
                     let src = self.nodes[node.inputs[0]].source;
-                    let ops = ops::linear(ctx, node, &before[src].lists, &mut out.values);
+                    let ops = ops::linear(
+                        ctx,
+                        node,
+                        network.int8(i),
+                        &before[src].lists,
+                        &mut out.values,
+                    );
                     let row = &mut stats.nodes[i];
                     row.performed_ops += ops;
                     row.dense_macs += network.dense_macs(i);
@@ -790,25 +831,32 @@ impl EventPlan {
                                 _ => None,
                             };
                             let input = &before[src].lists;
-                            let Some(k) = ConvNode::of(network, conv)
-                                .map(|c| Conv::of(&c, self.by_tap[conv].as_deref()))
-                            else {
+                            let Some(k) = self.conv(network, conv) else {
                                 continue;
                             };
                             if region.all && density(input) > self.gemm_above[conv] {
                                 // Too dense for the gather: the whole layer as one GEMM.
-                                let weights =
-                                    self.gemm_weights[conv].get_or_init(|| k.weights_f64());
                                 s.currents.resize(node.shape.len(), 0.0);
-                                ops::conv_dense(
+                                if !ops::conv_dense_int8(
                                     ctx,
                                     &k,
-                                    weights,
                                     input,
                                     active,
                                     &mut s.dense_scratch,
                                     &mut s.currents,
-                                );
+                                ) {
+                                    let weights =
+                                        self.gemm_weights[conv].get_or_init(|| k.weights_f64());
+                                    ops::conv_dense(
+                                        ctx,
+                                        &k,
+                                        weights,
+                                        input,
+                                        active,
+                                        &mut s.dense_scratch,
+                                        &mut s.currents,
+                                    );
+                                }
                                 s.gemm_steps[conv] += 1;
                                 gemm_ops = Some(network.dense_macs(conv));
                                 (

@@ -1,6 +1,7 @@
 //! Numeric kernels shared by the executors and the trainer: GEMM wrappers with one contract
 //! ([`gemm`]), im2col / col2im over NHWC images ([`im2col`]), and sums of selected weight rows
-//! in f64, one generic SIMD body per instruction set with a scalar twin ([`rows`]). A leaf:
+//! in f64, one generic SIMD body per instruction set with a scalar twin ([`rows`]), and the
+//! integer row sums and GEMM of int8 models ([`int8`]). A leaf:
 //! imports nothing else from the crate.
 //!
 //! Layout conventions (the same as `exec`): images are `[H][W][C]`, channel contiguous;
@@ -9,8 +10,12 @@
 
 pub mod gemm;
 pub mod im2col;
+pub mod int8;
 pub mod rows;
 
 pub use gemm::{Transpose, dgemm, sgemm};
 pub use im2col::{ConvGeometry, col2im_add, im2col};
+pub use int8::{
+    Int8Isa, igemm, igemm_scalar, igemm_with, sum_rows_i8, sum_rows_i8_scalar, sum_rows_i8_with,
+};
 pub use rows::{Isa, sum_rows, sum_rows_scalar, sum_rows_scaled};

@@ -5,6 +5,11 @@
 //! `__metadata__` also carries `"format": "pt"` (what Hugging Face tools expect) and
 //! `"inflor_format_version"`, so the version can be read without parsing the document.
 //!
+//! An int8 model (see [`crate::model::quantize`]) stores the weights of the nodes its
+//! metadata's `quantization` lists as `I8` tensors holding the integers, each with an F32
+//! `<weight>_scale` tensor `[Cout]` beside it; every other tensor is F32. In memory such a
+//! weight holds its dequantized values, so reading and writing are exact inverses.
+//!
 //! Version 2 (written now) stores the graph. Version 1 named a built-in architecture instead;
 //! it is still read, by generating that architecture's graph (see [`parse_metadata`]).
 
@@ -17,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::binner::{InputSpec, Normalization, ResizeMode, WindowPolicy};
 use crate::model::arch::{ArchError, ArchSpec, Architecture, BatchNormConfig};
 use crate::model::graph::Graph;
+use crate::model::quantize::{Quantization, dequantize, scale_name, to_grid, weight_of};
 use crate::model::tensor::{Parameters, Tensor};
 use crate::model::{LoadError, SaveError};
 use crate::snn::neuron::{NeuronKind, Surrogate, VTH};
@@ -46,6 +52,9 @@ pub struct Metadata {
     pub class_names: Vec<String>,
     /// Where the weights came from.
     pub provenance: Provenance,
+    /// Which nodes have int8 weights (absent in a float model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
 }
 
 impl Metadata {
@@ -60,6 +69,7 @@ impl Metadata {
             input,
             class_names: (0..classes).map(|c| format!("class{c}")).collect(),
             provenance: Provenance::default(),
+            quantization: None,
         })
     }
 }
@@ -226,6 +236,7 @@ fn upgrade(v1: MetadataV1) -> Result<Metadata, LoadError> {
         },
         class_names: v1.class_names,
         provenance,
+        quantization: None,
     })
 }
 
@@ -239,22 +250,32 @@ pub fn read(bytes: &[u8]) -> Result<(Metadata, Parameters), LoadError> {
         .and_then(|m| m.get(METADATA_KEY))
         .ok_or(LoadError::MissingMetadata)?;
     let metadata = parse_metadata(text)?;
+    let integer = integer_weights(&metadata);
     let mut parameters = Parameters::new();
+    let mut quantized = Vec::new();
     for (name, view) in tensors.iter() {
         if name.ends_with(".num_batches_tracked") {
             continue;
         }
-        if view.dtype() != Dtype::F32 {
+        let is_integer = integer.contains(&name);
+        let expected = if is_integer { Dtype::I8 } else { Dtype::F32 };
+        if view.dtype() != expected {
             return Err(LoadError::WrongDtype {
                 name: name.to_owned(),
                 found: format!("{:?}", view.dtype()),
+                expected: if is_integer { "I8" } else { "F32" },
             });
         }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let data = if is_integer {
+            quantized.push(name.to_owned());
+            // The integers for now; dequantized once the scales are read.
+            view.data().iter().map(|&b| f32::from(b as i8)).collect()
+        } else {
+            view.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        };
         parameters.insert(
             name.to_owned(),
             Tensor {
@@ -263,19 +284,73 @@ pub fn read(bytes: &[u8]) -> Result<(Metadata, Parameters), LoadError> {
             },
         );
     }
+    for name in quantized {
+        let scales = parameters
+            .get(&scale_name(&name))
+            .map(|t| t.data.clone())
+            .unwrap_or_default();
+        let Some(t) = parameters.get_mut(&name) else {
+            continue;
+        };
+        let out = t.shape.first().copied().unwrap_or(0);
+        if scales.len() != out || out == 0 {
+            return Err(LoadError::BadMetadata(format!(
+                "int8 tensor {name} has {out} output channels but {} has {} scales",
+                scale_name(&name),
+                scales.len()
+            )));
+        }
+        let per_channel = t.data.len() / out;
+        for (k, w) in t.data.iter_mut().enumerate() {
+            // Exact: w holds an integer in -128..=127.
+            *w = dequantize(*w as i8, scales[k / per_channel]);
+        }
+    }
     Ok((metadata, parameters))
+}
+
+/// The weight tensors that `metadata` says are int8.
+fn integer_weights(metadata: &Metadata) -> Vec<&str> {
+    metadata.quantization.as_ref().map_or(Vec::new(), |q| {
+        q.nodes
+            .iter()
+            .filter_map(|n| weight_of(&metadata.graph, n))
+            .collect()
+    })
 }
 
 /// The `.safetensors` bytes of `metadata` (written as the current version) and `parameters`.
 pub fn write(metadata: &Metadata, parameters: &Parameters) -> Result<Vec<u8>, SaveError> {
-    let mut raw: Vec<(&str, Vec<usize>, Vec<u8>)> = Vec::with_capacity(parameters.len());
+    let integer = integer_weights(metadata);
+    let mut raw: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(parameters.len());
     for (name, t) in parameters {
-        let bytes = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        raw.push((name.as_str(), t.shape.clone(), bytes));
+        if integer.contains(&name.as_str()) {
+            let scales = parameters
+                .get(&scale_name(name))
+                .map_or(&[][..], |s| s.data.as_slice());
+            let out = t.shape.first().copied().unwrap_or(0);
+            let per_channel = t.data.len() / out.max(1);
+            let mut bytes = Vec::with_capacity(t.data.len());
+            for (k, &w) in t.data.iter().enumerate() {
+                let q = scales
+                    .get(k / per_channel.max(1))
+                    .and_then(|&s| to_grid(w, s))
+                    .ok_or_else(|| {
+                        SaveError::Invalid(format!(
+                            "int8 tensor {name}: element {k} is not on its channel's grid"
+                        ))
+                    })?;
+                bytes.push(q as u8);
+            }
+            raw.push((name.as_str(), Dtype::I8, t.shape.clone(), bytes));
+        } else {
+            let bytes = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            raw.push((name.as_str(), Dtype::F32, t.shape.clone(), bytes));
+        }
     }
     let mut views = Vec::with_capacity(raw.len());
-    for (name, shape, bytes) in &raw {
-        views.push((*name, TensorView::new(Dtype::F32, shape.clone(), bytes)?));
+    for (name, dtype, shape, bytes) in &raw {
+        views.push((*name, TensorView::new(*dtype, shape.clone(), bytes)?));
     }
     let mut current = metadata.clone();
     current.format_version = FORMAT_VERSION;

@@ -20,8 +20,13 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::model::quantize::{
+    Quantization, dequantize, scale_name, to_grid, valid_scale, weight_of,
+};
 use crate::model::tensor::{ParamRole, ParamSpec, Parameters, Tensor};
-use crate::snn::network::{GraphError as NetworkError, Network, Node, Op, Shape, window_out};
+use crate::snn::network::{
+    GraphError as NetworkError, Int8Weights, Network, Node, Op, Shape, window_out,
+};
 use crate::snn::neuron::{NeuronKind, VTH};
 
 /// A network as an explicit list of nodes in topological order: the first is the only
@@ -242,6 +247,14 @@ pub enum BuildError {
     Unfoldable {
         /// The batch-norm node.
         name: String,
+    },
+    /// The int8 weights of a node are not usable (see [`crate::model::quantize`]).
+    #[error("int8 weights of {name}: {reason}")]
+    Int8 {
+        /// The node or tensor.
+        name: String,
+        /// What is wrong.
+        reason: String,
     },
     /// The inference network rejected the result (a bug: the graph checks should catch it).
     #[error(transparent)]
@@ -517,11 +530,55 @@ impl Graph {
         specs
     }
 
+    /// [`Graph::parameter_specs`] plus, after each weight of a node `quantization` lists, its
+    /// `<weight>_scale` tensor `[Cout]`.
+    pub fn parameter_specs_with(&self, quantization: Option<&Quantization>) -> Vec<ParamSpec> {
+        let specs = self.parameter_specs();
+        let Some(q) = quantization else {
+            return specs;
+        };
+        let quantized: Vec<&str> = q.nodes.iter().filter_map(|n| weight_of(self, n)).collect();
+        let mut out = Vec::with_capacity(specs.len() + quantized.len());
+        for spec in specs {
+            let scale = (spec.role == ParamRole::Weight && quantized.contains(&spec.name.as_str()))
+                .then(|| ParamSpec {
+                    name: scale_name(&spec.name),
+                    shape: vec![spec.shape[0]],
+                    role: ParamRole::WeightScale,
+                });
+            out.push(spec);
+            out.extend(scale);
+        }
+        out
+    }
+
     /// Checks that `params` holds exactly the tensors the graph names, with their shapes and
     /// finite values (and non-negative running variances). PyTorch's `num_batches_tracked`
     /// entries are ignored.
     pub fn check_parameters(&self, params: &Parameters) -> Result<(), BuildError> {
-        let specs = self.parameter_specs();
+        self.check_parameters_with(params, None)
+    }
+
+    /// [`Graph::check_parameters`] for a model whose `quantization` nodes have int8 weights:
+    /// their scale tensors are expected too, each scale zero or a positive normal f32, and
+    /// every such weight on its channel's grid (see [`crate::model::quantize::to_grid`]).
+    pub fn check_parameters_with(
+        &self,
+        params: &Parameters,
+        quantization: Option<&Quantization>,
+    ) -> Result<(), BuildError> {
+        if let Some(q) = quantization {
+            for (k, name) in q.nodes.iter().enumerate() {
+                if weight_of(self, name).is_none() || q.nodes[..k].contains(name) {
+                    return Err(BuildError::Int8 {
+                        name: name.clone(),
+                        reason: "is not a conv2d or linear node of the graph, or is listed twice"
+                            .into(),
+                    });
+                }
+            }
+        }
+        let specs = self.parameter_specs_with(quantization);
         for spec in &specs {
             let Some(t) = params.get(&spec.name) else {
                 return Err(BuildError::MissingTensor {
@@ -537,15 +594,32 @@ impl Graph {
                 });
             }
             let variance = spec.role == ParamRole::RunningVar;
-            if let Some(index) = t
-                .data
-                .iter()
-                .position(|v| !v.is_finite() || (variance && *v < 0.0))
-            {
+            let scale = spec.role == ParamRole::WeightScale;
+            if let Some(index) = t.data.iter().position(|v| {
+                !v.is_finite() || (variance && *v < 0.0) || (scale && !valid_scale(*v))
+            }) {
                 return Err(BuildError::InvalidValue {
                     name: spec.name.clone(),
                     index,
                 });
+            }
+            if let Some(scales) = params
+                .get(&scale_name(&spec.name))
+                .filter(|_| spec.role == ParamRole::Weight)
+                .filter(|_| specs.iter().any(|s| s.name == scale_name(&spec.name)))
+            {
+                let per_channel = t.data.len() / spec.shape[0].max(1);
+                if let Some(index) = t.data.iter().enumerate().position(|(k, &w)| {
+                    scales
+                        .data
+                        .get(k / per_channel.max(1))
+                        .is_none_or(|&s| to_grid(w, s).is_none())
+                }) {
+                    return Err(BuildError::Int8 {
+                        name: spec.name.clone(),
+                        reason: format!("element {index} is not on its channel's int8 grid"),
+                    });
+                }
             }
         }
         if let Some(extra) = params.keys().find(|name| {
@@ -694,16 +768,146 @@ impl Graph {
     /// weights to `[In][Out]` (turning PyTorch's C·H·W flatten order into H·W·C), and uses
     /// `neuron` for every neuron node.
     pub fn network(&self, params: &Parameters, neuron: NeuronKind) -> Result<Network, BuildError> {
-        self.check_parameters(params)?;
+        self.network_with(params, neuron, None)
+    }
+
+    /// [`Graph::network`] with int8 weights for the nodes `quantization` lists: each gets
+    /// [`Int8Weights`] in the network's layout, with its scales multiplied by the folded batch
+    /// norm's (in f64, rounded once), and f32 weights that are the dequantized integers
+    /// (`f32(q · scale)` with the folded scale), for tools that read f32 weights.
+    pub fn network_with(
+        &self,
+        params: &Parameters,
+        neuron: NeuronKind,
+        quantization: Option<&Quantization>,
+    ) -> Result<Network, BuildError> {
+        self.check_parameters_with(params, quantization)?;
         let lowering = self.lowering()?;
         let mut nodes = Vec::new();
-        for (i, _) in self.nodes.iter().enumerate() {
-            if matches!(self.nodes[i].op, NodeOp::BatchNorm { .. }) {
+        let mut int8 = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if matches!(node.op, NodeOp::BatchNorm { .. }) {
                 continue;
             }
-            nodes.push(self.lower_node(&lowering, i, params, neuron)?);
+            let mut lowered = self.lower_node(&lowering, i, params, neuron)?;
+            if quantization.is_some_and(|q| q.nodes.contains(&node.name)) {
+                let w = self.lower_int8(&lowering, i, params)?;
+                if let Op::Conv2d {
+                    weight, out_ch: n, ..
+                }
+                | Op::Linear {
+                    weight,
+                    out_features: n,
+                    ..
+                } = &mut lowered.op
+                {
+                    for (k, v) in weight.iter_mut().enumerate() {
+                        *v = dequantize(w.weight[k], w.scale[k % *n]);
+                    }
+                }
+                int8.push((nodes.len(), w));
+            }
+            nodes.push(lowered);
         }
-        Ok(Network::new(nodes)?)
+        let mut network = Network::new(nodes)?;
+        for (index, w) in int8 {
+            network = network.with_int8(index, w)?;
+        }
+        Ok(network)
+    }
+
+    /// The int8 weights of quantized conv or linear graph node `index` in the network's layout
+    /// (`[Cin][Kh][Kw][Cout]` or `[In][Out]`, as [`Graph::lower_node`] lays out f32 weights),
+    /// with the folded batch norm's scale multiplied into the channel scales.
+    fn lower_int8(
+        &self,
+        lowering: &Lowering,
+        index: usize,
+        params: &Parameters,
+    ) -> Result<Int8Weights, BuildError> {
+        let node = &self.nodes[index];
+        let missing = |name: &str| BuildError::MissingTensor {
+            name: name.to_owned(),
+            expected: Vec::new(),
+        };
+        let (weight, out) = match &node.op {
+            NodeOp::Conv2d {
+                weight,
+                out_channels,
+                ..
+            } => (weight, *out_channels),
+            NodeOp::Linear {
+                weight,
+                out_features,
+                ..
+            } => (weight, *out_features),
+            _ => {
+                return Err(BuildError::Int8 {
+                    name: node.name.clone(),
+                    reason: "is not a conv2d or linear node".into(),
+                });
+            }
+        };
+        let w = params.get(weight).ok_or_else(|| missing(weight))?;
+        let scale_tensor = scale_name(weight);
+        let scales = params
+            .get(&scale_tensor)
+            .ok_or_else(|| missing(&scale_tensor))?;
+        let per_channel = w.data.len() / out.max(1);
+        let q = |src: usize| -> Result<i8, BuildError> {
+            to_grid(w.data[src], scales.data[src / per_channel]).ok_or_else(|| BuildError::Int8 {
+                name: weight.clone(),
+                reason: format!("element {src} is not on its channel's int8 grid"),
+            })
+        };
+        let mut lowered = vec![0i8; w.data.len()];
+        match &node.op {
+            NodeOp::Conv2d {
+                in_channels,
+                kernel,
+                ..
+            } => {
+                let (cin, kh, kw) = (*in_channels, kernel[0], kernel[1]);
+                for co in 0..out {
+                    for ci in 0..cin {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let src = ((co * cin + ci) * kh + ky) * kw + kx;
+                                let dst = ((ci * kh + ky) * kw + kx) * out + co;
+                                lowered[dst] = q(src)?;
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                let from = self.flattened_shape(lowering, index);
+                let plane = from.height * from.width;
+                let nin = per_channel;
+                for o in 0..out {
+                    for c in 0..from.channels {
+                        for p in 0..plane {
+                            lowered[(p * from.channels + c) * out + o] =
+                                q(o * nin + c * plane + p)?;
+                        }
+                    }
+                }
+            }
+        }
+        let fold = match lowering.batch_norm_of[index] {
+            Some(bn) => Some(self.batch_norm_fold(bn, params)?.0),
+            None => None,
+        };
+        let scale = (0..out)
+            .map(|c| {
+                let s = f64::from(scales.data[c]);
+                fold.as_ref().map_or(s, |f| s * f[c]) as f32
+            })
+            .collect();
+        Ok(Int8Weights {
+            weight: lowered,
+            scale,
+        })
     }
 
     /// Builds the inference node of graph node `index` (not a batch norm), folding the batch

@@ -14,11 +14,15 @@
 //!     w = f.get_tensor("conv1.weight")          # [Cout, Cin, Kh, Kw]
 //! ```
 //!
+//! In an int8 model ([`quantize`]) the weights of the nodes `meta["quantization"]["nodes"]`
+//! are `int8` tensors with a `float32` `<weight>_scale` tensor `[Cout]` beside them.
+//!
 //! `docs/model-format.md` documents the schema and the tensor semantics.
 
 pub mod arch;
 pub mod file;
 pub mod graph;
+pub mod quantize;
 pub mod tensor;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +35,7 @@ use crate::snn::neuron::VTH;
 pub use arch::{ArchError, ArchSpec, Architecture, BatchNormConfig, BatchNormKind};
 pub use file::{Metadata, NeuronSpec, Provenance, default_input};
 pub use graph::{BuildError, Graph, GraphError, GraphNode, NodeOp};
+pub use quantize::{Method as QuantizeMethod, Quantization, QuantizeError, WeightType, quantize};
 pub use tensor::{ParamRole, ParamSpec, Parameters, Tensor};
 
 /// Why a model could not be loaded or assembled.
@@ -76,13 +81,15 @@ pub enum LoadError {
     /// The neuron model name is unknown.
     #[error("unknown neuron model {0:?} (known: srif, if_hard, lif_hard)")]
     UnknownNeuron(String),
-    /// A tensor is stored in a type other than F32.
-    #[error("tensor {name} is {found}, expected F32")]
+    /// A tensor is stored in a type other than F32 (or I8 for the weights of int8 nodes).
+    #[error("tensor {name} is {found}, expected {expected}")]
     WrongDtype {
         /// Tensor name.
         name: String,
         /// Its dtype.
         found: String,
+        /// The dtype this tensor must have.
+        expected: &'static str,
     },
     /// The graph is invalid or the tensors do not fit it.
     #[error(transparent)]
@@ -128,7 +135,11 @@ impl Model {
     /// Validates the metadata against the parameters and builds the network.
     pub fn new(metadata: Metadata, parameters: Parameters) -> Result<Self, LoadError> {
         validate(&metadata)?;
-        let network = metadata.graph.network(&parameters, metadata.neuron.model)?;
+        let network = metadata.graph.network_with(
+            &parameters,
+            metadata.neuron.model,
+            metadata.quantization.as_ref(),
+        )?;
         Ok(Self {
             metadata,
             parameters,
@@ -166,10 +177,11 @@ impl Model {
     /// Rebuilds the network after the parameters (or the metadata) changed.
     pub fn rebuild(&mut self) -> Result<(), LoadError> {
         validate(&self.metadata)?;
-        let network = self
-            .metadata
-            .graph
-            .network(&self.parameters, self.metadata.neuron.model)?;
+        let network = self.metadata.graph.network_with(
+            &self.parameters,
+            self.metadata.neuron.model,
+            self.metadata.quantization.as_ref(),
+        )?;
         self.network = Arc::new(network);
         Ok(())
     }

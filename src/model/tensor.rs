@@ -52,4 +52,6 @@ pub enum ParamRole {
     RunningMean,
     /// Batch-norm running variance (statistics, not trained by gradient).
     RunningVar,
+    /// The per-output-channel scales of an int8 weight (`<weight>_scale`, `[Cout]`).
+    WeightScale,
 }

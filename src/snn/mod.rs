@@ -30,5 +30,5 @@
 pub mod network;
 pub mod neuron;
 
-pub use network::{GraphError, Network, Node, Op, Shape};
+pub use network::{GraphError, Int8Weights, Network, Node, Op, Shape, int8_current};
 pub use neuron::{NeuronKind, Surrogate, VTH};

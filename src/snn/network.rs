@@ -1,6 +1,9 @@
 //! The immutable inference graph: nodes in topological order, NHWC activations, BN already
 //! folded into the weights. Built from an architecture ([`crate::snn::arch`]) plus parameters,
 //! or by hand for tests; validated once in [`Network::new`] so executors can index freely.
+//! Integer (int8) weights of a conv or linear node are held beside the node
+//! ([`Network::with_int8`]), together with the one f32 expression that turns their integer sum
+//! into the node's output ([`int8_current`]).
 
 use std::ops::Range;
 
@@ -218,6 +221,37 @@ pub enum GraphError {
     },
 }
 
+/// The largest fan-in (Cin·Kh·Kw of a conv, In of a linear) an int8 node may have. Its
+/// integer sum is then at most 127 × 132 104 = 16 777 208 ≤ 2^24 in magnitude: far inside i32
+/// (no overflow in any order of accumulation), and exactly representable in f32, so the
+/// conversion in [`int8_current`] is exact and the only roundings are its multiply and add.
+pub const MAX_INT8_FAN_IN: usize = (1 << 24) / 127;
+
+/// The largest integer weight magnitude: the grid is symmetric, −127..=127 (−128 is never
+/// used, so negating a channel never overflows and the fan-in bound holds for both signs).
+pub const INT8_MAX_WEIGHT: i8 = 127;
+
+/// The integer weights of one conv or linear node whose input is binary spikes: the node's
+/// output is `int8_current(Σ weight over the spiking inputs, scale[o], bias[o])` for each
+/// output channel o, with the bias of the node's op.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Int8Weights {
+    /// Same layout as the op's f32 weights (`[Cin][Kh][Kw][Cout]` or `[In][Out]`), each in
+    /// −127..=127.
+    pub weight: Vec<i8>,
+    /// One scale per output channel (BN folded in), finite.
+    pub scale: Vec<f32>,
+}
+
+/// A quantized node's output value from its exact integer sum: `f32(sum) · scale + bias`, in
+/// f32, in that order, with no fused multiply-add. Every executor (and the NumPy reference)
+/// computes exactly this, so their outputs agree bit for bit whatever order they summed in.
+/// `sum` is exact in f32 because the fan-in is at most [`MAX_INT8_FAN_IN`].
+#[inline(always)]
+pub fn int8_current(sum: i32, scale: f32, bias: f32) -> f32 {
+    sum as f32 * scale + bias
+}
+
 /// An immutable, validated network. Share it across streams in an `Arc`; each stream keeps
 /// its own [`crate::snn::State`].
 #[derive(Debug, Clone, PartialEq)]
@@ -227,6 +261,8 @@ pub struct Network {
     /// is not a `Neuron`).
     membranes: Vec<Range<usize>>,
     neuron_count: usize,
+    /// Per node, its integer weights (None: f32 weights). Empty when no node has any.
+    int8: Vec<Option<Int8Weights>>,
 }
 
 /// Output size of a window op along one axis, or None if the window does not fit.
@@ -404,20 +440,113 @@ impl Network {
             nodes,
             membranes,
             neuron_count,
+            int8: Vec::new(),
         })
+    }
+
+    /// The same network with integer weights for conv or linear node `index`. Refused unless
+    /// the node's input is binary spikes ([`Network::is_binary`]), its fan-in is at most
+    /// [`MAX_INT8_FAN_IN`], the weights fit the op's layout and lie in −127..=127, and there is
+    /// one finite scale per output channel. The op's f32 weights are left as they are (the
+    /// caller sets them to the dequantized values, for tools that read f32 weights); executors
+    /// use the integers.
+    pub fn with_int8(mut self, index: usize, weights: Int8Weights) -> Result<Self, GraphError> {
+        let Some(node) = self.nodes.get(index) else {
+            return Err(GraphError::Mismatch {
+                node: index,
+                name: String::new(),
+                reason: "no such node".into(),
+            });
+        };
+        let mismatch = |reason: String| GraphError::Mismatch {
+            node: index,
+            name: node.name.clone(),
+            reason,
+        };
+        let (fan_in, out, len) = match &node.op {
+            Op::Conv2d {
+                in_ch,
+                out_ch,
+                kernel,
+                weight,
+                ..
+            } => (in_ch * kernel.0 * kernel.1, *out_ch, weight.len()),
+            Op::Linear {
+                in_features,
+                out_features,
+                weight,
+                ..
+            } => (*in_features, *out_features, weight.len()),
+            _ => {
+                return Err(mismatch(
+                    "only conv2d and linear nodes have int8 weights".into(),
+                ));
+            }
+        };
+        if !node.inputs.first().is_some_and(|&j| self.is_binary(j)) {
+            return Err(mismatch(
+                "int8 weights need binary (spike) inputs; this node's input is real-valued".into(),
+            ));
+        }
+        if fan_in > MAX_INT8_FAN_IN {
+            return Err(mismatch(format!(
+                "fan-in {fan_in} exceeds {MAX_INT8_FAN_IN}, the most an exact int8 sum allows"
+            )));
+        }
+        if weights.weight.len() != len || weights.scale.len() != out {
+            return Err(mismatch(format!(
+                "int8 weights have {} values (expected {len}) and {} scales (expected {out})",
+                weights.weight.len(),
+                weights.scale.len()
+            )));
+        }
+        if let Some(k) = weights.weight.iter().position(|&w| w == i8::MIN) {
+            return Err(mismatch(format!(
+                "int8 weight {k} is -128 (the grid is -127..=127)"
+            )));
+        }
+        if let Some(k) = weights.scale.iter().position(|s| !s.is_finite()) {
+            return Err(mismatch(format!("int8 scale {k} is not finite")));
+        }
+        if self.int8.is_empty() {
+            self.int8 = vec![None; self.nodes.len()];
+        }
+        self.int8[index] = Some(weights);
+        Ok(self)
+    }
+
+    /// The integer weights of node `index`, if it has any.
+    #[inline]
+    pub fn int8(&self, index: usize) -> Option<&Int8Weights> {
+        self.int8.get(index).and_then(Option::as_ref)
+    }
+
+    /// Whether any node has integer weights.
+    pub fn is_quantized(&self) -> bool {
+        self.int8.iter().any(Option::is_some)
     }
 
     /// The same network with node `index` replaced (re-validated). Consumes `self` so no
     /// weights are copied; for tools that adjust one layer at a time.
     pub fn replace_node(self, index: usize, node: Node) -> Result<Self, GraphError> {
+        let int8 = self.int8;
         let mut nodes = self.nodes;
         if let Some(slot) = nodes.get_mut(index) {
             *slot = node;
         }
-        Self::new(nodes)
+        let mut network = Self::new(nodes)?;
+        // The replaced node's integer weights no longer describe it; the others still do.
+        for (i, w) in int8.into_iter().enumerate() {
+            if let Some(w) = w
+                && i != index
+            {
+                network = network.with_int8(i, w)?;
+            }
+        }
+        Ok(network)
     }
 
-    /// Takes the nodes back out.
+    /// Takes the nodes back out (integer weights are dropped with the network).
     pub fn into_nodes(self) -> Vec<Node> {
         self.nodes
     }

@@ -9,6 +9,7 @@ mod formats_aedat4;
 mod formats_jaer;
 mod formats_prophesee;
 mod grpc;
+mod int8;
 mod malformed;
 mod model;
 mod nats;

@@ -1,5 +1,7 @@
 //! The NumPy reference forward pass in `python/` (written from docs/model-format.md alone)
-//! reproduces `inflor infer`'s logits bit for bit on the bundled recording. The Python used is
+//! reproduces `inflor infer`'s logits bit for bit on the bundled recording, for float models
+//! and for their int8 copies (`inflor model quantize`: exact integer sums, then the one f32
+//! expression, so agreement is to the last bit of that expression). The Python used is
 //! `INFLOR_PYTHON` (default `python3`) with `python/requirements.txt` installed; `.ci/run`
 //! sets it up. Without NumPy and safetensors the test says so and skips, except under `CI`.
 
@@ -55,50 +57,64 @@ fn numpy_reference_matches_infer_logits() {
             "{}",
             String::from_utf8_lossy(&init.stderr)
         );
-        let frames = dir.path().join(format!("{arch}.npy"));
-        let infer = Command::new(bin)
-            .args(["infer", "--json", "--model"])
+        let int8 = dir.path().join(format!("{arch}-int8.safetensors"));
+        let quantize = Command::new(bin)
+            .args(["model", "quantize"])
             .arg(&model)
-            .arg(&recording)
-            .arg("--dump-frames")
-            .arg(&frames)
+            .arg(&int8)
             .output()
             .unwrap();
         assert!(
-            infer.status.success(),
+            quantize.status.success(),
             "{}",
-            String::from_utf8_lossy(&infer.stderr)
+            String::from_utf8_lossy(&quantize.stderr)
         );
-        let reference = Command::new(&python)
-            .arg(repo_file("python/inflor_reference.py"))
-            .arg(&model)
-            .arg(&frames)
-            .output()
-            .unwrap();
-        assert!(
-            reference.status.success(),
-            "{}",
-            String::from_utf8_lossy(&reference.stderr)
-        );
-        let ours: Vec<serde_json::Value> = String::from_utf8_lossy(&infer.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let theirs: Vec<serde_json::Value> = String::from_utf8_lossy(&reference.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert!(!ours.is_empty(), "{arch}: no windows");
-        assert_eq!(ours.len(), theirs.len(), "{arch}: window count");
-        for (w, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-            // infer prints f32 logits at their shortest round-trip form and the reference prints
-            // the same f32 values widened to f64, so compare them as f32 bit patterns.
-            assert_eq!(
-                f32_bits(&a["logits"]),
-                f32_bits(&b["logits"]),
-                "{arch} window {w}"
+        for (model, arch) in [(model, arch.to_owned()), (int8, format!("{arch} int8"))] {
+            let frames = dir.path().join(format!("{arch}.npy"));
+            let infer = Command::new(bin)
+                .args(["infer", "--json", "--model"])
+                .arg(&model)
+                .arg(&recording)
+                .arg("--dump-frames")
+                .arg(&frames)
+                .output()
+                .unwrap();
+            assert!(
+                infer.status.success(),
+                "{}",
+                String::from_utf8_lossy(&infer.stderr)
             );
-            assert_eq!(a["predicted"], b["predicted"], "{arch} window {w}");
+            let reference = Command::new(&python)
+                .arg(repo_file("python/inflor_reference.py"))
+                .arg(&model)
+                .arg(&frames)
+                .output()
+                .unwrap();
+            assert!(
+                reference.status.success(),
+                "{}",
+                String::from_utf8_lossy(&reference.stderr)
+            );
+            let ours: Vec<serde_json::Value> = String::from_utf8_lossy(&infer.stdout)
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let theirs: Vec<serde_json::Value> = String::from_utf8_lossy(&reference.stdout)
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert!(!ours.is_empty(), "{arch}: no windows");
+            assert_eq!(ours.len(), theirs.len(), "{arch}: window count");
+            for (w, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                // infer prints f32 logits at their shortest round-trip form and the reference prints
+                // the same f32 values widened to f64, so compare them as f32 bit patterns.
+                assert_eq!(
+                    f32_bits(&a["logits"]),
+                    f32_bits(&b["logits"]),
+                    "{arch} window {w}"
+                );
+                assert_eq!(a["predicted"], b["predicted"], "{arch} window {w}");
+            }
         }
     }
 }

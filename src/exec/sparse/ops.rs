@@ -1,5 +1,7 @@
 //! The executor's per-node computations over a list of active output pixels. Each follows the
-//! arithmetic contract of [`crate::exec`]: f32 operands, f64 sums, one rounding per value.
+//! arithmetic contract of [`crate::exec`]: f32 operands, f64 sums, one rounding per value; or,
+//! for a node with int8 weights, an i32 sum of the selected integer rows and
+//! [`int8_current`].
 
 use std::cell::RefCell;
 
@@ -8,8 +10,10 @@ use crate::exec::ConvNode;
 use crate::exec::sparse::bands::{PixelsMut, for_bands};
 use crate::exec::sparse::lists::{ListsMut, PixelLists};
 use crate::exec::stats::QuantizationError;
-use crate::kernels::{ConvGeometry, Isa, Transpose, dgemm, im2col, sum_rows, sum_rows_scaled};
-use crate::snn::network::{Node, Op, Shape};
+use crate::kernels::{
+    ConvGeometry, Isa, Transpose, dgemm, igemm, im2col, sum_rows, sum_rows_i8, sum_rows_scaled,
+};
+use crate::snn::network::{Int8Weights, Node, Op, Shape, int8_current};
 use crate::snn::neuron::{NeuronKind, fire};
 
 /// Fewest active output pixels per band when a layer is split across threads.
@@ -39,6 +43,8 @@ struct Gather {
     rows: Vec<u32>,
     values: Vec<f32>,
     current: Vec<f32>,
+    /// An int8 conv's integer sums.
+    sums: Vec<i32>,
 }
 
 thread_local! {
@@ -56,6 +62,19 @@ pub struct Conv<'a> {
     /// The same weights tap-major, `[Kh][Kw][Cin][Cout]` (the gather's layout).
     by_tap: &'a [f32],
     bias: &'a [f32],
+    /// For an int8 conv: its integer weights.
+    int8: Option<Int8Conv<'a>>,
+}
+
+/// An int8 conv's integer weights, in both layouts, and its scales.
+#[derive(Debug, Clone, Copy)]
+pub struct Int8Conv<'a> {
+    /// `[Cin][Kh][Kw][Cout]` (the GEMM path's layout).
+    pub weight: &'a [i8],
+    /// `[Kh][Kw][Cin][Cout]` (the gather's layout; the same slice for a 1×1 kernel).
+    pub by_tap: &'a [i8],
+    /// One per output channel, batch norm folded in.
+    pub scale: &'a [f32],
 }
 
 /// A conv's weights reordered from `[Cin][Kh][Kw][Cout]` to `[Kh][Kw][Cin][Cout]`, or None
@@ -66,14 +85,19 @@ pub struct Conv<'a> {
 /// in the network's layout they jump by Kh·Kw·Cout: measured 16 % faster for 128 channels and
 /// 50 % for 512, whose weights do not fit in L2 (BENCHMARKS.md).
 pub fn tap_major(conv: &ConvNode<'_>) -> Option<Vec<f32>> {
+    tap_major_of(conv, conv.weight)
+}
+
+/// [`tap_major`] of `weight`, any weights in `conv`'s layout (its int8 weights).
+pub fn tap_major_of<T: Copy + Default>(conv: &ConvNode<'_>, weight: &[T]) -> Option<Vec<T>> {
     let g = &conv.geometry;
     let (cin, cout) = (g.in_channels, conv.out_channels);
     let taps = g.kernel_height * g.kernel_width;
     if taps == 1 {
         return None;
     }
-    let mut out = vec![0.0f32; conv.weight.len()];
-    for (c, per_channel) in conv.weight.chunks_exact(taps * cout).enumerate().take(cin) {
+    let mut out = vec![T::default(); weight.len()];
+    for (c, per_channel) in weight.chunks_exact(taps * cout).enumerate().take(cin) {
         for (tap, row) in per_channel.chunks_exact(cout).enumerate() {
             out[(tap * cin + c) * cout..][..cout].copy_from_slice(row);
         }
@@ -82,15 +106,22 @@ pub fn tap_major(conv: &ConvNode<'_>) -> Option<Vec<f32>> {
 }
 
 impl<'a> Conv<'a> {
-    /// The gather's view of `conv`; `by_tap` is its [`tap_major`] weights (None for 1×1).
-    pub fn of(conv: &ConvNode<'a>, by_tap: Option<&'a [f32]>) -> Self {
+    /// The gather's view of `conv`; `by_tap` is its [`tap_major`] weights (None for 1×1),
+    /// `int8` its integer weights tap-major and its scales, for an int8 conv.
+    pub fn of(conv: &ConvNode<'a>, by_tap: Option<&'a [f32]>, int8: Option<Int8Conv<'a>>) -> Self {
         Self {
             geometry: conv.geometry,
             out_ch: conv.out_channels,
             weight: conv.weight,
             by_tap: by_tap.unwrap_or(conv.weight),
             bias: conv.bias,
+            int8,
         }
+    }
+
+    /// Whether the conv has int8 weights.
+    pub fn is_int8(&self) -> bool {
+        self.int8.is_some()
     }
 
     /// Fills `g` with the weight-row offsets (and values) of the nonzero inputs in output
@@ -141,7 +172,14 @@ impl<'a> Conv<'a> {
         out: &mut [f32],
     ) -> u64 {
         self.gather(p, input, g);
-        if input.is_binary() {
+        if let Some(q) = self.int8 {
+            // Integer sums are exact in any order; the one f32 expression makes the current.
+            g.sums.resize(self.out_ch, 0);
+            sum_rows_i8(q.by_tap, &g.rows, &mut g.sums);
+            for (((o, &sum), &s), &b) in out.iter_mut().zip(&g.sums).zip(q.scale).zip(self.bias) {
+                *o = int8_current(sum, s, b);
+            }
+        } else if input.is_binary() {
             sum_rows(isa, self.by_tap, self.bias, &g.rows, out);
         } else {
             sum_rows_scaled(isa, self.by_tap, self.bias, &g.rows, &g.values, out);
@@ -222,6 +260,11 @@ pub struct DenseScratch {
     cols: Vec<f64>,
     /// GEMM accumulator, `[pixels][Cout]`.
     acc: Vec<f64>,
+    /// The int8 path's input spikes (NHWC, 0/1) and im2col matrix.
+    spikes: Vec<u8>,
+    spike_cols: Vec<u8>,
+    /// The int8 path's integer sums, `[pixels][Cout]`.
+    sums: Vec<i32>,
 }
 
 impl DenseScratch {
@@ -229,6 +272,9 @@ impl DenseScratch {
     pub fn heap_bytes(&self) -> usize {
         self.image.capacity() * std::mem::size_of::<f32>()
             + (self.cols.capacity() + self.acc.capacity()) * std::mem::size_of::<f64>()
+            + self.spikes.capacity()
+            + self.spike_cols.capacity()
+            + self.sums.capacity() * std::mem::size_of::<i32>()
     }
 }
 
@@ -311,6 +357,68 @@ pub fn conv_dense(
             0
         },
     );
+}
+
+/// [`conv_dense`] for an int8 conv (whose input is spikes): im2col of the 0/1 input as bytes,
+/// one integer GEMM per band of pixels ([`crate::kernels::igemm`], exact in i32), and
+/// [`int8_current`] per value, so the result is the gather's bit for bit. Returns false (and
+/// writes nothing) for a float conv.
+pub fn conv_dense_int8(
+    ctx: Ctx,
+    conv: &Conv<'_>,
+    input: &PixelLists,
+    all: &[u32],
+    scratch: &mut DenseScratch,
+    out: &mut [f32],
+) -> bool {
+    let Some(q) = conv.int8 else {
+        return false;
+    };
+    let g = &conv.geometry;
+    let pixels = all.len();
+    let k = g.columns();
+    let cout = conv.out_ch;
+    let cin = g.in_channels;
+    scratch.spikes.clear();
+    scratch.spikes.resize(g.in_len(), 0);
+    for p in 0..input.pixels() {
+        for &c in input.channels_at(p) {
+            scratch.spikes[p * cin + c as usize] = 1;
+        }
+    }
+    scratch.spike_cols.resize(pixels * k, 0);
+    scratch.sums.clear();
+    scratch.sums.resize(pixels * cout, 0);
+    let image = &scratch.spikes;
+    for_bands(
+        ctx.parallel,
+        pixels,
+        all,
+        grain(ctx, all.len()).max(4 * GRAIN),
+        (
+            PixelsMut::new(scratch.spike_cols.as_mut_slice(), k),
+            (
+                PixelsMut::new(scratch.sums.as_mut_slice(), cout),
+                PixelsMut::new(&mut *out, cout),
+            ),
+        ),
+        &|first, _, (cols, (sums, out))| {
+            let rows = sums.data.len() / cout.max(1);
+            im2col(g, image, first, rows, cols.data, |v| v);
+            igemm(rows, k, cout, cols.data, q.weight, sums.data);
+            for (o_px, s_px) in out
+                .data
+                .chunks_exact_mut(cout)
+                .zip(sums.data.chunks_exact(cout))
+            {
+                for (((o, &sum), &s), &b) in o_px.iter_mut().zip(s_px).zip(q.scale).zip(conv.bias) {
+                    *o = int8_current(sum, s, b);
+                }
+            }
+            0
+        },
+    );
+    true
 }
 
 /// Where a neuron node's current comes from.
@@ -532,7 +640,13 @@ pub fn global_pool(x: &[f32], in_shape: Shape, out: &mut [f32]) {
 
 /// Linear: the input's nonzero entries in NHWC order, each adding its weight row. Returns the
 /// accumulates done.
-pub fn linear(ctx: Ctx, node: &Node, input: &PixelLists, out: &mut [f32]) -> u64 {
+pub fn linear(
+    ctx: Ctx,
+    node: &Node,
+    int8: Option<&Int8Weights>,
+    input: &PixelLists,
+    out: &mut [f32],
+) -> u64 {
     let Op::Linear {
         out_features,
         weight,
@@ -555,7 +669,13 @@ pub fn linear(ctx: Ctx, node: &Node, input: &PixelLists, out: &mut [f32]) -> u64
             );
             g.values.extend_from_slice(input.values_at(p));
         }
-        if input.is_binary() {
+        if let Some(q) = int8 {
+            g.sums.resize(*out_features, 0);
+            sum_rows_i8(&q.weight, &g.rows, &mut g.sums);
+            for (((o, &sum), &s), &b) in out.iter_mut().zip(&g.sums).zip(&q.scale).zip(bias) {
+                *o = int8_current(sum, s, b);
+            }
+        } else if input.is_binary() {
             sum_rows(ctx.isa, weight, bias, &g.rows, out);
         } else {
             sum_rows_scaled(ctx.isa, weight, bias, &g.rows, &g.values, out);

@@ -1,0 +1,530 @@
+//! Integer kernels of int8 models: sums of selected int8 weight rows into i32 (the gather of
+//! the event-driven executor and the reference's definition), and an int8 GEMM over 0/1
+//! im2col rows (the dense executor).
+//!
+//! Integer sums are exact in every order, so none of these fixes an order for correctness:
+//! every executor gets the same i32 whatever it does, as long as it sums the same terms. The
+//! i32 cannot overflow: a node's fan-in is at most `snn::network::MAX_INT8_FAN_IN`, so a sum
+//! is at most 127 × that ≤ 2^24 in magnitude (tests/it/int8.rs checks the worst case).
+//!
+//! # One body, three instruction sets
+//!
+//! Each loop is written once, as plain Rust over contiguous rows (an i8 row widened and added
+//! into Cout i32 accumulators), and compiled three times: inside `#[target_feature]` entry
+//! points for AVX-512 (F + BW: byte widening on 512-bit vectors) and AVX2, and for the
+//! baseline target. [`Int8Isa::detect`] picks the best one this CPU has, once; an
+//! [`Int8Isa`] can only be made for a CPU that has it, so the dispatch is sound. Integer sums
+//! are exact, so every instruction set gives the same i32 as the scalar definitions
+//! ([`sum_rows_i8_scalar`], [`igemm_scalar`]), which the tests check on every set this CPU
+//! has.
+//!
+//! The GEMM has two more paths, AVX-512 VNNI and AVX-VNNI, where the CPU has them:
+//! `vpdpbusd` makes four u8 × i8 products per i32 lane and instruction, which needs the
+//! weights packed four rows at a time, so it is its own loop, written once over a lanes trait
+//! (16 or 8 i32 lanes) and instantiated per instruction set (see `x86::vnni_body`). The row
+//! sums of the event-driven executor add one row per spike and gain nothing from it.
+
+use std::sync::OnceLock;
+
+/// Which compilation of the integer loops runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Level {
+    Avx512Vnni,
+    Avx512,
+    AvxVnni,
+    Avx2,
+    Portable,
+}
+
+/// An instruction set the integer kernels can use on this CPU. Made only by
+/// [`Int8Isa::detect`], [`Int8Isa::available`] or [`Int8Isa::portable`], so holding one proves
+/// the CPU supports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Int8Isa(Level);
+
+impl Int8Isa {
+    /// The best instruction set this CPU supports (detected once per process).
+    pub fn detect() -> Self {
+        static BEST: OnceLock<Int8Isa> = OnceLock::new();
+        *BEST.get_or_init(|| Self::available()[0])
+    }
+
+    /// The baseline compilation (always available).
+    pub fn portable() -> Self {
+        Self(Level::Portable)
+    }
+
+    /// Every instruction set this CPU supports, best first (the portable one last).
+    pub fn available() -> Vec<Self> {
+        let mut isas = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                if std::arch::is_x86_feature_detected!("avx512vnni") {
+                    isas.push(Self(Level::Avx512Vnni));
+                }
+                isas.push(Self(Level::Avx512));
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                if std::arch::is_x86_feature_detected!("avxvnni") {
+                    isas.push(Self(Level::AvxVnni));
+                }
+                isas.push(Self(Level::Avx2));
+            }
+        }
+        isas.push(Self(Level::Portable));
+        isas
+    }
+
+    /// Short name for logs and benchmark labels (`avx512-vnni`, `avx512`, `avx2`, `portable`).
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            Level::Avx512Vnni => "avx512-vnni",
+            Level::Avx512 => "avx512",
+            Level::AvxVnni => "avx-vnni",
+            Level::Avx2 => "avx2",
+            Level::Portable => "portable",
+        }
+    }
+}
+
+/// `out[o] = Σ_k weight[rows[k] + o]` for every `o < out.len()`: the sum of the int8 rows
+/// that the spiking inputs select, with the best instruction set of this CPU.
+///
+/// Precondition (checked in debug builds; callers build `rows` from validated shapes):
+/// `rows[k] as usize + out.len() <= weight.len()` for every k (a row out of bounds panics).
+#[inline]
+pub fn sum_rows_i8(weight: &[i8], rows: &[u32], out: &mut [i32]) {
+    sum_rows_i8_with(Int8Isa::detect(), weight, rows, out);
+}
+
+/// [`sum_rows_i8`] with a given instruction set.
+#[inline]
+pub fn sum_rows_i8_with(isa: Int8Isa, weight: &[i8], rows: &[u32], out: &mut [i32]) {
+    debug_assert!(rows.iter().all(|&r| r as usize + out.len() <= weight.len()));
+    match isa.0 {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Int8Isa` of these levels exists only if the CPU has AVX-512F and BW.
+        Level::Avx512 | Level::Avx512Vnni => unsafe { x86::rows_avx512(weight, rows, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, for AVX2.
+        Level::Avx2 | Level::AvxVnni => unsafe { x86::rows_avx2(weight, rows, out) },
+        _ => rows_body(weight, rows, out),
+    }
+}
+
+/// The row sum, compiled into each instruction set's entry point.
+#[inline(always)]
+fn rows_body(weight: &[i8], rows: &[u32], out: &mut [i32]) {
+    let cout = out.len();
+    out.fill(0);
+    for &r in rows {
+        let row = &weight[r as usize..][..cout];
+        for (a, &w) in out.iter_mut().zip(row) {
+            *a += i32::from(w);
+        }
+    }
+}
+
+/// The integer GEMM, compiled into each instruction set's entry point.
+#[inline(always)]
+fn igemm_body(m: usize, k: usize, n: usize, a: &[u8], b: &[i8], c: &mut [i32]) {
+    for (a_row, c_row) in a
+        .chunks_exact(k.max(1))
+        .zip(c.chunks_exact_mut(n.max(1)))
+        .take(m)
+    {
+        for (&x, b_row) in a_row.iter().zip(b.chunks_exact(n.max(1))) {
+            let x = i32::from(x);
+            for (acc, &w) in c_row.iter_mut().zip(b_row) {
+                *acc += x * i32::from(w);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The VNNI GEMM's weights packed in groups of four rows (reused from call to call).
+    static PACKED: std::cell::RefCell<Vec<i8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::{
+        __m256i, __m512i, _mm256_dpbusd_avx_epi32, _mm256_loadu_si256, _mm256_set1_epi32,
+        _mm256_storeu_si256, _mm512_dpbusd_epi32, _mm512_loadu_si512, _mm512_set1_epi32,
+        _mm512_storeu_si512,
+    };
+
+    use super::{igemm_body, rows_body};
+
+    /// A vector of i32 accumulators into which `vpdpbusd` adds, per lane, four u8 × i8
+    /// products: what the VNNI GEMM needs from an instruction set. Implementations are
+    /// zero-sized; their methods are `unsafe` because they read and write raw pointers and
+    /// need their instruction set.
+    trait DotLanes {
+        /// i32 lanes per vector.
+        const LANES: usize;
+        /// One vector.
+        type V: Copy;
+        /// `LANES` i32 at `p`.
+        ///
+        /// # Safety
+        /// `p..p + LANES` readable; the instruction set available.
+        unsafe fn load(p: *const i32) -> Self::V;
+        /// `4 · LANES` i8 at `p` (four weights per lane).
+        ///
+        /// # Safety
+        /// `p..p + 4·LANES` readable; the instruction set available.
+        unsafe fn load_weights(p: *const i8) -> Self::V;
+        /// `acc` plus, per lane, the four products of x's bytes (u8) with the lane's four
+        /// weights (i8).
+        ///
+        /// # Safety
+        /// The instruction set available.
+        unsafe fn dot(acc: Self::V, x: i32, w: Self::V) -> Self::V;
+        /// Stores `LANES` i32 at `p`.
+        ///
+        /// # Safety
+        /// `p..p + LANES` writable; the instruction set available.
+        unsafe fn store(p: *mut i32, v: Self::V);
+    }
+
+    /// AVX-512 VNNI: 16 lanes.
+    struct Avx512Vnni;
+
+    impl DotLanes for Avx512Vnni {
+        const LANES: usize = 16;
+        type V = __m512i;
+        #[inline(always)]
+        unsafe fn load(p: *const i32) -> __m512i {
+            // SAFETY: the caller's contract.
+            unsafe { _mm512_loadu_si512(p.cast()) }
+        }
+        #[inline(always)]
+        unsafe fn load_weights(p: *const i8) -> __m512i {
+            // SAFETY: the caller's contract.
+            unsafe { _mm512_loadu_si512(p.cast()) }
+        }
+        #[inline(always)]
+        unsafe fn dot(acc: __m512i, x: i32, w: __m512i) -> __m512i {
+            // SAFETY: the caller's contract (the instruction set).
+            unsafe { _mm512_dpbusd_epi32(acc, _mm512_set1_epi32(x), w) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut i32, v: __m512i) {
+            // SAFETY: the caller's contract.
+            unsafe { _mm512_storeu_si512(p.cast(), v) }
+        }
+    }
+
+    /// AVX-VNNI (the 256-bit VEX encoding): 8 lanes.
+    struct AvxVnni;
+
+    impl DotLanes for AvxVnni {
+        const LANES: usize = 8;
+        type V = __m256i;
+        #[inline(always)]
+        unsafe fn load(p: *const i32) -> __m256i {
+            // SAFETY: the caller's contract.
+            unsafe { _mm256_loadu_si256(p.cast()) }
+        }
+        #[inline(always)]
+        unsafe fn load_weights(p: *const i8) -> __m256i {
+            // SAFETY: the caller's contract.
+            unsafe { _mm256_loadu_si256(p.cast()) }
+        }
+        #[inline(always)]
+        unsafe fn dot(acc: __m256i, x: i32, w: __m256i) -> __m256i {
+            // SAFETY: the caller's contract (the instruction set).
+            unsafe { _mm256_dpbusd_avx_epi32(acc, _mm256_set1_epi32(x), w) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut i32, v: __m256i) {
+            // SAFETY: the caller's contract.
+            unsafe { _mm256_storeu_si256(p.cast(), v) }
+        }
+    }
+
+    /// The GEMM with VNNI, one body for both widths: `vpdpbusd` adds four u8 × i8 products
+    /// into each i32 lane per instruction. `b` is first packed into `packed` as `[k/4][n][4]`
+    /// (four consecutive rows of a column side by side, zero rows past k), so one load holds
+    /// the four weights of LANES columns; the four inputs of a group are broadcast. Four
+    /// vectors of columns are accumulated at once so consecutive `vpdpbusd`s do not wait for
+    /// each other; the last columns (fewer than a vector) go through zero-padded copies.
+    /// Products are exact and so are the i32 sums, so this equals the scalar GEMM.
+    ///
+    /// # Safety
+    /// `L`'s instruction set must be available; `a`, `b`, `c` hold at least m·k, k·n and m·n
+    /// values.
+    #[inline(always)]
+    unsafe fn vnni_body<L: DotLanes>(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[u8],
+        b: &[i8],
+        c: &mut [i32],
+        packed: &mut Vec<i8>,
+    ) {
+        let lanes = L::LANES;
+        let groups = k.div_ceil(4);
+        packed.clear();
+        packed.resize(groups * n * 4, 0);
+        for (l, row) in b.chunks_exact(n.max(1)).take(k).enumerate() {
+            let (g, r) = (l / 4, l % 4);
+            for (j, &w) in row.iter().enumerate() {
+                packed[(g * n + j) * 4 + r] = w;
+            }
+        }
+        for i in 0..m {
+            let a_row = &a[i * k..][..k];
+            let word = |g: usize| -> i32 {
+                let mut bytes = [0u8; 4];
+                let first = 4 * g;
+                let len = (k - first).min(4);
+                bytes[..len].copy_from_slice(&a_row[first..first + len]);
+                i32::from_le_bytes(bytes)
+            };
+            let c_row = &mut c[i * n..][..n];
+            let mut j = 0;
+            // SAFETY (both loops): columns j..j + lanes·B lie inside row i of c, and group g's
+            // weights of those columns at (g·n + j)·4 .. + 4·lanes·B inside `packed`.
+            unsafe {
+                while n - j >= 4 * lanes {
+                    let p = c_row.as_mut_ptr().add(j);
+                    let mut acc = [
+                        L::load(p),
+                        L::load(p.add(lanes)),
+                        L::load(p.add(2 * lanes)),
+                        L::load(p.add(3 * lanes)),
+                    ];
+                    for g in 0..groups {
+                        let x = word(g);
+                        let w = packed.as_ptr().add((g * n + j) * 4);
+                        for (v, acc) in acc.iter_mut().enumerate() {
+                            *acc = L::dot(*acc, x, L::load_weights(w.add(v * 4 * lanes)));
+                        }
+                    }
+                    for (v, acc) in acc.iter().enumerate() {
+                        L::store(p.add(v * lanes), *acc);
+                    }
+                    j += 4 * lanes;
+                }
+                while n - j >= lanes {
+                    let p = c_row.as_mut_ptr().add(j);
+                    let mut acc = L::load(p);
+                    for g in 0..groups {
+                        let w = packed.as_ptr().add((g * n + j) * 4);
+                        acc = L::dot(acc, word(g), L::load_weights(w));
+                    }
+                    L::store(p, acc);
+                    j += lanes;
+                }
+            }
+            if j < n {
+                let width = n - j;
+                let mut sums = [0i32; 16];
+                let mut weights = [0i8; 64];
+                sums[..width].copy_from_slice(&c_row[j..]);
+                // SAFETY: the stack buffers hold 16 i32 and 64 i8, at least one vector of
+                // each for both widths; the lanes past `width` add zeros and are dropped.
+                unsafe {
+                    let mut acc = L::load(sums.as_ptr());
+                    for g in 0..groups {
+                        weights[..4 * width]
+                            .copy_from_slice(&packed[(g * n + j) * 4..][..4 * width]);
+                        acc = L::dot(acc, word(g), L::load_weights(weights.as_ptr()));
+                    }
+                    L::store(sums.as_mut_ptr(), acc);
+                }
+                c_row[j..].copy_from_slice(&sums[..width]);
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F, AVX-512BW and AVX-512 VNNI; `a`, `b`, `c` hold at least
+    /// m·k, k·n and m·n values.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn igemm_avx512_vnni(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[u8],
+        b: &[i8],
+        c: &mut [i32],
+        packed: &mut Vec<i8>,
+    ) {
+        // SAFETY: this function's contract.
+        unsafe { vnni_body::<Avx512Vnni>(m, k, n, a, b, c, packed) }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and AVX-VNNI; `a`, `b`, `c` hold at least m·k, k·n and m·n
+    /// values.
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub(super) unsafe fn igemm_avx_vnni(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[u8],
+        b: &[i8],
+        c: &mut [i32],
+        packed: &mut Vec<i8>,
+    ) {
+        // SAFETY: this function's contract.
+        unsafe { vnni_body::<AvxVnni>(m, k, n, a, b, c, packed) }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX-512BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn rows_avx512(weight: &[i8], rows: &[u32], out: &mut [i32]) {
+        rows_body(weight, rows, out);
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn rows_avx2(weight: &[i8], rows: &[u32], out: &mut [i32]) {
+        rows_body(weight, rows, out);
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX-512BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn igemm_avx512(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[u8],
+        b: &[i8],
+        c: &mut [i32],
+    ) {
+        igemm_body(m, k, n, a, b, c);
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn igemm_avx2(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[u8],
+        b: &[i8],
+        c: &mut [i32],
+    ) {
+        igemm_body(m, k, n, a, b, c);
+    }
+}
+
+/// The definition of [`sum_rows_i8`], one output at a time (what the tests hold it to).
+pub fn sum_rows_i8_scalar(weight: &[i8], rows: &[u32], out: &mut [i32]) {
+    for (o, out) in out.iter_mut().enumerate() {
+        *out = rows
+            .iter()
+            .map(|&r| i32::from(weight[r as usize + o]))
+            .sum();
+    }
+}
+
+/// `c[m×n] += a[m×k] · b[k×n]`, row-major, with `a` the 0/1 im2col matrix of binary spikes
+/// and `b` int8 weights, with the best instruction set of this CPU. Every product is made (the
+/// dense executor's cost does not depend on the input); rows of `b` stream past one row of
+/// `c` at a time.
+pub fn igemm(m: usize, k: usize, n: usize, a: &[u8], b: &[i8], c: &mut [i32]) {
+    igemm_with(Int8Isa::detect(), m, k, n, a, b, c);
+}
+
+/// [`igemm`] with a given instruction set.
+pub fn igemm_with(isa: Int8Isa, m: usize, k: usize, n: usize, a: &[u8], b: &[i8], c: &mut [i32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    match isa.0 {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Int8Isa` of this level exists only if the CPU has AVX-512F, BW and
+        // VNNI; `a` is 0/1 by the documented contract (any u8 is exact in vpdpbusd anyway).
+        Level::Avx512Vnni => PACKED
+            .with_borrow_mut(|packed| unsafe { x86::igemm_avx512_vnni(m, k, n, a, b, c, packed) }),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Int8Isa` of this level exists only if the CPU has AVX-512F and BW.
+        Level::Avx512 => unsafe { x86::igemm_avx512(m, k, n, a, b, c) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Int8Isa` of this level exists only if the CPU has AVX2 and AVX-VNNI.
+        Level::AvxVnni => PACKED
+            .with_borrow_mut(|packed| unsafe { x86::igemm_avx_vnni(m, k, n, a, b, c, packed) }),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Int8Isa` of this level exists only if the CPU has AVX2.
+        Level::Avx2 => unsafe { x86::igemm_avx2(m, k, n, a, b, c) },
+        _ => igemm_body(m, k, n, a, b, c),
+    }
+}
+
+/// The definition of [`igemm`], one product at a time (what the tests hold it to).
+pub fn igemm_scalar(m: usize, k: usize, n: usize, a: &[u8], b: &[i8], c: &mut [i32]) {
+    for i in 0..m {
+        for j in 0..n {
+            for l in 0..k {
+                c[i * n + j] += i32::from(a[i * k + l]) * i32::from(b[l * n + j]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn row_sums_equal_their_definition_on_every_instruction_set() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for isa in Int8Isa::available() {
+            for cout in [1usize, 7, 16, 33, 64, 128, 300] {
+                let rows_total = 40;
+                let weight: Vec<i8> = (0..rows_total * cout)
+                    .map(|_| rng.random_range(-127..=127))
+                    .collect();
+                let rows: Vec<u32> = (0..rows_total)
+                    .filter(|_| rng.random_bool(0.4))
+                    .map(|r| (r * cout) as u32)
+                    .collect();
+                let (mut fast, mut slow) = (vec![5; cout], vec![0; cout]);
+                sum_rows_i8_with(isa, &weight, &rows, &mut fast);
+                sum_rows_i8_scalar(&weight, &rows, &mut slow);
+                assert_eq!(fast, slow, "{}", isa.name());
+            }
+        }
+        assert_eq!(Int8Isa::available().last(), Some(&Int8Isa::portable()));
+    }
+
+    #[test]
+    fn igemm_equals_its_definition_on_every_instruction_set() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for isa in Int8Isa::available() {
+            for (m, k, n) in [(1, 1, 1), (7, 18, 16), (33, 576, 64), (4, 1152, 130)] {
+                let a: Vec<u8> = (0..m * k).map(|_| u8::from(rng.random_bool(0.2))).collect();
+                let b: Vec<i8> = (0..k * n).map(|_| rng.random_range(-127..=127)).collect();
+                let init: Vec<i32> = (0..m * n).map(|_| rng.random_range(-1000..1000)).collect();
+                let (mut fast, mut slow) = (init.clone(), init);
+                igemm_with(isa, m, k, n, &a, &b, &mut fast);
+                igemm_scalar(m, k, n, &a, &b, &mut slow);
+                assert_eq!(fast, slow, "{} {m}x{k}x{n}", isa.name());
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+        {
+            assert_eq!(Int8Isa::detect().name(), "avx512-vnni");
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avxvnni") {
+            assert!(Int8Isa::available().iter().any(|i| i.name() == "avx-vnni"));
+        }
+    }
+}
