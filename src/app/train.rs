@@ -480,6 +480,14 @@ fn start(args: &TrainArgs, dataset: &Dataset, threads: usize) -> anyhow::Result<
     let (mut metadata, parameters, start) = match &args.init {
         Some(path) => {
             let model = crate::app::load_model(path)?;
+            if model.metadata.quantization.is_some() {
+                // Training moves weights off the int8 grid, so the export would be refused;
+                // fine-tune the float model and quantize the result instead.
+                return Err(bad_input(anyhow::anyhow!(
+                    "{} is an int8 model: train from its float original, then `inflor model quantize`",
+                    path.display()
+                )));
+            }
             let have = model.metadata.class_names.len();
             if have != classes {
                 return Err(bad_input(anyhow::anyhow!(

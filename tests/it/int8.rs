@@ -551,5 +551,18 @@ fn model_quantize_cli_reports_accuracy_and_writes_an_int8_model() {
         infer.status.success(),
         "{}",
         String::from_utf8_lossy(&infer.stderr)
-    );
+    ); // Fine-tuning starts from float weights: an int8 model is refused up front, by name.
+    let train = run_inflor(&[
+        "train",
+        ds.to_str().unwrap(),
+        "--init",
+        int8.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--out",
+        dir.path().join("tuned.safetensors").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&train.stderr);
+    assert_eq!(train.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("int8 model"), "{stderr}");
 }
