@@ -570,3 +570,82 @@ fn sigterm_during_ingest_classifies_every_event_taken() {
     assert_eq!(file.len() as u64, s["windows"]);
     assert!(file.iter().all(|o| o["stream"] == "cam"));
 }
+
+/// `limits.max_connections` bounds gRPC connections: one more is closed at once and counted,
+/// the open one keeps working, and its slot is free again once it closes.
+#[test]
+fn connections_beyond_the_limit_are_refused_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "", "max_connections = 1");
+    let mut daemon = start(&config);
+    let admin = daemon.address("admin on http://");
+    let grpc = daemon.address("gRPC on ");
+    daemon.wait_for("ready");
+    let rt = runtime();
+    let list = |client: &mut InflorClient<Channel>| {
+        rt.block_on(async {
+            tokio::time::timeout(
+                PATIENCE,
+                client.list_streams(authorised(proto::ListStreamsRequest {}, TOKEN)),
+            )
+            .await
+            .expect("the server answers or closes in time")
+        })
+    };
+    let mut first = rt.block_on(connect(&grpc));
+    assert!(list(&mut first).is_ok());
+    // The second connection is accepted by the kernel and closed by the server before HTTP/2
+    // starts, so either connecting or the first call fails.
+    let second = rt.block_on(async {
+        tokio::time::timeout(
+            PATIENCE,
+            Channel::from_shared(format!("http://{grpc}"))
+                .unwrap()
+                .connect(),
+        )
+        .await
+        .expect("connecting ends in time")
+    });
+    if let Ok(channel) = second {
+        let mut second = InflorClient::new(channel);
+        assert!(list(&mut second).is_err(), "a second connection was served");
+    }
+    // At least one: the client may try its refused channel again before giving up.
+    let refused = metric(
+        &admin,
+        "inflor_connections_refused_total",
+        "listener=\"grpc\"",
+    );
+    assert!(refused >= 1, "{refused} refused");
+    assert!(list(&mut first).is_ok(), "the first connection still works");
+    drop(first);
+    // Its permit goes back when the server sees the close; a new client gets in after that.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let ok = rt.block_on(async {
+            match Channel::from_shared(format!("http://{grpc}"))
+                .unwrap()
+                .connect()
+                .await
+            {
+                Ok(channel) => InflorClient::new(channel)
+                    .list_streams(authorised(proto::ListStreamsRequest {}, TOKEN))
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            }
+        });
+        if ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    daemon.signal("-TERM");
+    drop(rt);
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+}
