@@ -1,14 +1,20 @@
 //! Integration tests: quantization-aware training (`inflor train --quantize int8`). The
-//! fake-quant weights are post-training quantization's grid; a run exports the int8 model it
-//! trained, whose `inflor eval` accuracy is the trainer's final figure; fine-tuning a float
-//! model works; bad combinations are refused with exit 2.
+//! fake-quant weights are post-training quantization's grid, the forward and backward passes
+//! are those of the int8 weights (straight-through gradients on the float ones); a run exports
+//! the int8 model it trained, whose executors reproduce the trainer's logits and whose `inflor
+//! eval` accuracy is the trainer's final figure; fine-tuning a float model works; bad
+//! combinations are refused with exit 2.
 
+use inflor::dataset::{Dataset, Split};
+use inflor::exec::ExecutorKind;
+use inflor::format::DecodeOptions;
 use inflor::model::quantize::{dequantize, quantizable_nodes, scale_name, to_grid, weight_of};
 use inflor::model::{ArchSpec, Architecture, Model, QuantizeMethod, file, quantize};
-use inflor::train::{Net, SpikingConfig, TrainGraph};
+use inflor::train::data::{batch_frames, bin_bytes};
+use inflor::train::{Mode, Net, SpikingConfig, TrainConfig, TrainGraph, Trainer};
 
 use crate::support::run_inflor;
-use crate::train::{dataset, train};
+use crate::train::{argmax, dataset, session_logits, train};
 
 /// The weight tensors post-training quantization makes int8.
 fn quantized_weights(model: &Model) -> Vec<String> {
@@ -109,6 +115,46 @@ fn qat_exports_the_int8_model_it_trained() {
         model.parameters
     );
 
+    // The trainer's fake-quant evaluation of the checkpoint's float weights is the int8
+    // model's arithmetic: the same predictions, logits to rounding.
+    let m = &float.metadata;
+    let graph = TrainGraph::from_graph(&m.graph, SpikingConfig::default()).unwrap();
+    let mut net = Net::from_parameters(graph, &float.parameters).unwrap();
+    net.fake_quantize(&quantized_weights(&float)).unwrap();
+    let t = m.input.timesteps;
+    let mut trainer = Trainer::new(net, TrainConfig::default(), t);
+    let dataset = Dataset::open(&ds, &"auto".parse().unwrap()).unwrap();
+    let mut correct = 0;
+    for s in dataset.split_samples(Split::Test) {
+        let bytes = std::fs::read(&s.path).unwrap();
+        let frames = bin_bytes(&s.path, &bytes, &m.input, &DecodeOptions::default()).unwrap();
+        let mut batch = Vec::new();
+        batch_frames(&[&frames], t, &mut batch);
+        let (expected, _) = trainer.evaluate(&batch, &[s.label]);
+        correct += usize::from(argmax(&expected) == s.label);
+        for executor in [
+            ExecutorKind::Reference,
+            ExecutorKind::Dense,
+            ExecutorKind::Event,
+        ] {
+            let got = session_logits(&model, executor, &s.path);
+            assert_eq!(
+                argmax(&got),
+                argmax(&expected),
+                "{executor:?} {}",
+                s.relative
+            );
+            for (a, b) in got.iter().zip(&expected) {
+                assert!(
+                    (a - b).abs() <= 1e-4,
+                    "{executor:?} {}: {a} vs {b}",
+                    s.relative
+                );
+            }
+        }
+    }
+    assert!((correct as f64 / 6.0 - final_accuracy).abs() < 1e-12);
+
     // The trainer's per-epoch test accuracy is the int8 model's, on every executor.
     for executor in ["reference", "dense", "event"] {
         let top1 = eval_top1(&out, &ds, executor);
@@ -172,4 +218,63 @@ fn qat_fine_tunes_a_float_model_and_refuses_bad_combinations() {
         &["--resume", ckpt.to_str().unwrap(), "--quantize", "int8"],
         "--resume",
     );
+}
+
+/// The potentials of every neuron node and the parameter gradients of one training step of
+/// `net` on a fixed input and output gradient.
+fn step(net: &mut Net<f32>) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let (t, b) = (4, 2);
+    let len = t * b * net.graph().input_shape().len();
+    let input: Vec<f32> = (0..len)
+        .map(|k| ((k as u64 * 2_654_435_761) >> 7) as f32 % 3.0)
+        .collect();
+    let tape = net.forward(&input, t, b, Mode::Train);
+    let potentials = (0..net.graph().nodes().len())
+        .filter_map(|i| tape.potential(i).map(<[f32]>::to_vec))
+        .collect();
+    let grad: Vec<f32> = (0..tape.outputs().len())
+        .map(|k| (k % 7) as f32 * 0.01 - 0.03)
+        .collect();
+    net.zero_grad();
+    net.backward(tape, grad);
+    (
+        potentials,
+        net.params.iter().map(|p| p.grad.clone()).collect(),
+    )
+}
+
+#[test]
+fn the_fake_quant_passes_are_those_of_the_int8_weights_with_straight_through_gradients() {
+    let spec = ArchSpec {
+        arch: Architecture::Tiny,
+        channels: 2,
+        height: 16,
+        width: 16,
+        classes: 3,
+    };
+    let model = Model::random(spec, 4, 9).unwrap();
+    let graph = TrainGraph::from_graph(&model.metadata.graph, SpikingConfig::default()).unwrap();
+    let mut qat = Net::<f32>::from_parameters(graph.clone(), &model.parameters).unwrap();
+    qat.fake_quantize(&quantized_weights(&model)).unwrap();
+    // A float network holding the int8 weights' values.
+    let mut grid =
+        Net::<f32>::from_parameters(graph.clone(), &qat.fake_quantized_parameters()).unwrap();
+    let mut float = Net::<f32>::from_parameters(graph, &model.parameters).unwrap();
+    let (qat_h, qat_g) = step(&mut qat);
+    let (grid_h, grid_g) = step(&mut grid);
+    let (float_h, _) = step(&mut float);
+    assert_eq!(qat_h, grid_h);
+    assert_ne!(qat_h, float_h, "fake-quant changed nothing");
+    // Straight through: the float weights get the gradient of the int8 weights.
+    assert_eq!(qat_g, grid_g);
+    // The float weights are untouched by the forward pass: they match the float network's
+    // before any update.
+    let fresh = Net::<f32>::from_parameters(
+        TrainGraph::from_graph(&model.metadata.graph, SpikingConfig::default()).unwrap(),
+        &model.parameters,
+    )
+    .unwrap();
+    for (a, b) in qat.params.iter().zip(&fresh.params) {
+        assert_eq!(a.value, b.value, "{}", a.name);
+    }
 }
