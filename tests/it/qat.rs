@@ -278,3 +278,36 @@ fn the_fake_quant_passes_are_those_of_the_int8_weights_with_straight_through_gra
         assert_eq!(a.value, b.value, "{}", a.name);
     }
 }
+
+#[test]
+fn a_resumed_qat_run_is_the_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dataset(dir.path());
+    let a = dir.path().join("a.safetensors");
+    let b = dir.path().join("b.safetensors");
+    train(&ds, &a, &["--epochs", "2", "--quantize", "int8"]);
+    train(&ds, &b, &["--epochs", "1", "--quantize", "int8"]);
+    let resumed = dir.path().join("b2.safetensors");
+    let ckpt = b.with_extension("safetensors.ckpt");
+    let o = train(
+        &ds,
+        &resumed,
+        &["--epochs", "2", "--resume", ckpt.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("quantization-aware training"), "{stderr}");
+    let (a, resumed) = (Model::load(&a).unwrap(), Model::load(&resumed).unwrap());
+    assert!(resumed.network.is_quantized());
+    assert_eq!(a.parameters, resumed.parameters);
+    // Every epoch's losses, the fake-quant network's, are the same too (timings aside).
+    let losses = |m: &Model| -> Vec<(serde_json::Value, serde_json::Value)> {
+        m.metadata.provenance.extra["training"]["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["train_loss"].clone(), e["test_loss"].clone()))
+            .collect()
+    };
+    assert_eq!(losses(&a), losses(&resumed));
+    assert_eq!(losses(&a).len(), 2);
+}
