@@ -10,10 +10,11 @@ use anyhow::Context;
 use inflor::binner::{InputSpec, SparseFrame};
 use inflor::dataset::{Dataset, Sample, Split, SplitSpec};
 use inflor::format::DecodeOptions;
+use inflor::model::quantize::{quantizable_nodes, weight_of};
 use inflor::model::tensor::Tensor;
 use inflor::model::{
     ArchSpec, Architecture, BatchNormConfig, BatchNormKind, Metadata, Model, NeuronSpec,
-    Parameters, Provenance, file,
+    Parameters, Provenance, QuantizeMethod, file, quantize,
 };
 use inflor::snn::neuron::{Surrogate, VTH};
 use inflor::train::data::{FrameCache, batch_frames, bin_bytes};
@@ -126,6 +127,11 @@ pub struct TrainArgs {
     /// Overwrite OUT (and its checkpoint) if they exist.
     #[arg(long)]
     pub force: bool,
+    /// Quantization-aware training: the forward pass uses the int8 weights `inflor model
+    /// quantize` would give (fake-quant, straight-through gradients) and OUT is the int8
+    /// model. The checkpoint keeps the float weights.
+    #[arg(long, value_enum, conflicts_with = "resume")]
+    pub quantize: Option<QuantizeArg>,
     /// Append one JSON object per epoch to this file.
     #[arg(long)]
     pub metrics_out: Option<PathBuf>,
@@ -155,6 +161,16 @@ pub enum OptimizerArg {
     /// Adam (torch.optim.Adam).
     Adam,
 }
+
+/// Weight types of quantization-aware training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QuantizeArg {
+    /// Symmetric int8 weights, one max-abs scale per output channel.
+    Int8,
+}
+
+/// The [`RunRecord::quantize`] value of int8 quantization-aware training.
+const INT8: &str = "int8";
 
 /// Losses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -236,6 +252,9 @@ pub struct RunRecord {
     pub config: TrainConfig,
     /// Neuron training settings.
     pub detach_reset: bool,
+    /// Quantization-aware training's weight type (`int8`), or none for a float run.
+    #[serde(default)]
+    pub quantize: Option<String>,
     /// Threads the run used (the results are deterministic for a seed and a count).
     pub threads: usize,
     /// Training and test recordings used (after skipping bad ones).
@@ -431,7 +450,17 @@ fn resume(path: &Path, args: &TrainArgs) -> anyhow::Result<Run> {
     }
     let spiking = spiking_of(&metadata.neuron, record.detach_reset);
     let graph = TrainGraph::from_graph(&metadata.graph, spiking).map_err(bad_input)?;
-    let net = Net::from_parameters(graph, &tensors).map_err(bad_input)?;
+    let mut net = Net::from_parameters(graph, &tensors).map_err(bad_input)?;
+    match record.quantize.as_deref() {
+        None => {}
+        Some(INT8) => fake_quantize(&mut net, &metadata, &tensors)?,
+        Some(other) => {
+            return Err(bad_input(anyhow::anyhow!(
+                "{}: unknown quantization {other:?} in the training record",
+                path.display()
+            )));
+        }
+    }
     let mut trainer = Trainer::new(net, record.config.clone(), metadata.input.timesteps);
     trainer.optimizer.steps = record.optimizer_steps;
     for (name, data) in slots {
@@ -463,6 +492,36 @@ fn resume(path: &Path, args: &TrainArgs) -> anyhow::Result<Run> {
         record,
         done,
     })
+}
+
+/// Turns on int8 fake-quant for exactly the weights post-training quantization of this model
+/// would make int8 ([`quantizable_nodes`]), and says which on stderr.
+fn fake_quantize(
+    net: &mut Net<f32>,
+    metadata: &Metadata,
+    parameters: &Parameters,
+) -> anyhow::Result<()> {
+    let model = Model::new(metadata.clone(), parameters.clone())
+        .context("the model to train does not load")
+        .map_err(bad_input)?;
+    let nodes = quantizable_nodes(&model);
+    if nodes.is_empty() {
+        return Err(bad_input(anyhow::anyhow!(
+            "--quantize int8: no conv2d or linear node of this model reads binary spikes; nothing to quantize"
+        )));
+    }
+    let weights: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| weight_of(model.graph(), n).map(str::to_owned))
+        .collect();
+    net.fake_quantize(&weights)
+        .context("fake-quantizing the weights")?;
+    eprintln!(
+        "quantization-aware training: int8 weights in {} of the model's conv2d and linear nodes ({})",
+        nodes.len(),
+        nodes.join(", ")
+    );
+    Ok(())
 }
 
 fn spiking_of(neuron: &NeuronSpec, detach_reset: bool) -> SpikingConfig {
@@ -558,7 +617,10 @@ fn start(args: &TrainArgs, dataset: &Dataset, threads: usize) -> anyhow::Result<
     };
     let spiking = spiking_of(&metadata.neuron, args.detach_reset);
     let graph = TrainGraph::from_graph(&metadata.graph, spiking).map_err(bad_input)?;
-    let net = Net::from_parameters(graph, &parameters).map_err(bad_input)?;
+    let mut net = Net::from_parameters(graph, &parameters).map_err(bad_input)?;
+    if args.quantize.is_some() {
+        fake_quantize(&mut net, &metadata, &parameters)?;
+    }
     let trainer = Trainer::new(net, config.clone(), metadata.input.timesteps);
     let record = RunRecord {
         dataset: args.dataset.display().to_string(),
@@ -566,6 +628,7 @@ fn start(args: &TrainArgs, dataset: &Dataset, threads: usize) -> anyhow::Result<
         start,
         config,
         detach_reset: args.detach_reset,
+        quantize: args.quantize.map(|QuantizeArg::Int8| INT8.to_owned()),
         threads,
         train_samples: 0,
         test_samples: 0,
@@ -895,8 +958,14 @@ fn train(args: &TrainArgs, ckpt: &Path, threads: usize) -> anyhow::Result<()> {
         save_checkpoint(&run, ckpt, &dataset_name)?;
     }
     let metadata = export_metadata(&run, &dataset_name);
-    let model = Model::new(metadata, run.trainer.net.to_parameters())
+    let mut model = Model::new(metadata, run.trainer.net.to_parameters())
         .context("the trained model does not load (a bug)")?;
+    if run.record.quantize.is_some() {
+        // The same quantization as the fake-quant forward pass (one shared definition), so
+        // the exported int8 model is the network whose test accuracy was reported.
+        model = quantize(&model, QuantizeMethod::MaxAbs)
+            .context("quantizing the trained model (a bug)")?;
+    }
     model
         .save(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;

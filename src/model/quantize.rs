@@ -116,6 +116,29 @@ impl Method {
     }
 }
 
+/// The integer of weight `w` on the grid of `scale`: the nearest step (ties away from zero),
+/// clipped to ±127; 0 on an all-zero channel (`scale` 0).
+#[inline]
+pub fn grid_value(w: f32, scale: f32) -> i8 {
+    if scale == 0.0 {
+        return 0;
+    }
+    let max = f64::from(INT8_MAX_WEIGHT);
+    (f64::from(w) / f64::from(scale)).round().clamp(-max, max) as i8
+}
+
+/// Quantizes one output channel's weights `w` in place, each replaced by the value of its
+/// integer ([`dequantize`] of [`grid_value`]), and returns the channel's scale chosen by
+/// `method`. Post-training quantization ([`quantize`]) and quantization-aware training's
+/// fake-quant forward both call this, so what is trained is what is exported, bit for bit.
+pub fn fake_quantize(method: Method, w: &mut [f32]) -> f32 {
+    let scale = method.scale(w);
+    for v in w.iter_mut() {
+        *v = dequantize(grid_value(*v, scale), scale);
+    }
+    scale
+}
+
 /// Why a model could not be quantized.
 #[derive(Debug, thiserror::Error)]
 pub enum QuantizeError {
@@ -169,7 +192,7 @@ pub fn quantizable_nodes(model: &Model) -> Vec<String> {
 }
 
 /// The weight tensor name of conv2d or linear node `name`.
-pub(crate) fn weight_of<'g>(graph: &'g Graph, name: &str) -> Option<&'g str> {
+pub fn weight_of<'g>(graph: &'g Graph, name: &str) -> Option<&'g str> {
     graph
         .nodes
         .iter()
@@ -206,20 +229,11 @@ pub fn quantize(model: &Model, method: Method) -> Result<Model, QuantizeError> {
         };
         let out = t.shape.first().copied().unwrap_or(0);
         let per_channel = t.data.len() / out.max(1);
-        let mut scales = Vec::with_capacity(out);
-        for channel in t.data.chunks_exact_mut(per_channel.max(1)) {
-            let scale = method.scale(channel);
-            for w in channel.iter_mut() {
-                let q = if scale == 0.0 {
-                    0
-                } else {
-                    let max = f64::from(INT8_MAX_WEIGHT);
-                    (f64::from(*w) / f64::from(scale)).round().clamp(-max, max) as i8
-                };
-                *w = dequantize(q, scale);
-            }
-            scales.push(scale);
-        }
+        let scales: Vec<f32> = t
+            .data
+            .chunks_exact_mut(per_channel.max(1))
+            .map(|channel| fake_quantize(method, channel))
+            .collect();
         parameters.insert(
             scale_name(weight),
             Tensor {

@@ -25,6 +25,11 @@
 //!   the graph.
 //! - Weight decay is coupled L2 on conv and linear weights only; SGD and Adam follow
 //!   `torch.optim`; the cosine schedule is `CosineAnnealingLR(T_max = epochs)` per epoch.
+//! - Quantization-aware training ([`Net::fake_quantize`]): the chosen weights are replaced
+//!   in both passes by their int8 fake-quant (per output channel, max-abs scale, by
+//!   [`crate::model::quantize::fake_quantize`], the function post-training quantization
+//!   uses), recomputed from the float weights at every forward pass; the weight gradient is
+//!   applied to the float weights unchanged (straight-through estimator).
 //! - Flatten keeps our H·W·C order; linear weights are converted from and to PyTorch's
 //!   C·H·W order at import and export.
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::kernels::ConvGeometry;
+use crate::model::quantize::{Method, fake_quantize};
 use crate::model::tensor::{Parameters, Tensor};
 use crate::snn::neuron::Firing;
 use crate::train::graph::{TrainGraph, TrainOp};
@@ -181,6 +182,10 @@ pub struct Net<R: Real> {
     pub binary_kernels: bool,
     /// Activation and gradient buffers of the last step, reused by the next.
     buffers: Buffers<R>,
+    /// Per parameter: the fake-quantized weights the forward and backward passes use instead
+    /// of the float (shadow) values, for the weights [`Net::fake_quantize`] named; rebuilt
+    /// from the shadow values at every forward pass.
+    quantized: Vec<Option<Vec<R>>>,
 }
 
 /// Buffers kept from one step to the next. Every step allocates the same sizes, tens of MiB
@@ -304,6 +309,7 @@ impl<R: Real> Net<R> {
             firing: Firing::Spike,
             binary_kernels: true,
             buffers: Buffers::default(),
+            quantized: Vec::new(),
             graph,
         };
         let get = |name: String, layout: &Layout| -> Result<Vec<R>, ParamError> {
@@ -423,7 +429,69 @@ impl<R: Real> Net<R> {
             };
             net.slots.push(slot);
         }
+        net.quantized = vec![None; net.params.len()];
         Ok(net)
+    }
+
+    /// Quantization-aware training: from now on the forward pass uses the weight tensors
+    /// named in `weights` (`state_dict` names of conv or linear weights) fake-quantized to
+    /// int8, per output channel with the max-abs scale of post-training quantization
+    /// ([`fake_quantize`]), recomputed from the float values at every forward pass. The
+    /// backward pass is the straight-through estimator: the input gradients go through the
+    /// fake-quantized weights and the weight gradient lands on the float values, which the
+    /// optimiser updates and [`Net::to_parameters`] exports.
+    pub fn fake_quantize(&mut self, weights: &[String]) -> Result<(), ParamError> {
+        for name in weights {
+            let p = self
+                .params
+                .iter()
+                .position(|p| p.decays && &p.name == name)
+                .ok_or_else(|| ParamError::Missing {
+                    name: name.clone(),
+                    expected: vec![],
+                })?;
+            self.quantized[p] = Some(Vec::new());
+        }
+        self.refresh_quantized();
+        Ok(())
+    }
+
+    /// The names of the fake-quantized weight tensors, in graph order.
+    pub fn fake_quantized(&self) -> Vec<&str> {
+        self.params
+            .iter()
+            .zip(&self.quantized)
+            .filter(|(_, q)| q.is_some())
+            .map(|(p, _)| p.name.as_str())
+            .collect()
+    }
+
+    /// Rebuilds every fake-quantized weight from its float values. The output channel is
+    /// the last (fastest) index of both trainer layouts; each channel goes through f32, as
+    /// the exported tensor does, so the grid is the one `quantize` puts the export on.
+    fn refresh_quantized(&mut self) {
+        for (param, q) in self.params.iter().zip(&mut self.quantized) {
+            let Some(q) = q else { continue };
+            let out = param.shape.first().copied().unwrap_or(1).max(1);
+            q.clear();
+            q.resize(param.value.len(), R::ZERO);
+            let mut channel = Vec::with_capacity(param.value.len() / out);
+            for c in 0..out {
+                channel.clear();
+                channel.extend(param.value.iter().skip(c).step_by(out).map(|v| v.to_f32()));
+                fake_quantize(Method::MaxAbs, &mut channel);
+                for (dst, v) in q.iter_mut().skip(c).step_by(out).zip(&channel) {
+                    *dst = R::of_f32(*v);
+                }
+            }
+        }
+    }
+
+    /// The weights the passes use: the fake-quantized ones where set, else the float ones.
+    fn weights(&self, p: usize) -> &[R] {
+        self.quantized[p]
+            .as_deref()
+            .unwrap_or(&self.params[p].value)
     }
 
     fn push(&mut self, name: String, layout: &Layout, value: Vec<R>, decays: bool) -> usize {
@@ -445,6 +513,16 @@ impl<R: Real> Net<R> {
     /// Every tensor in PyTorch layout, by `state_dict` name: parameters, then running
     /// statistics (BN stays unfolded).
     pub fn to_parameters(&self) -> Parameters {
+        self.parameters_of(false)
+    }
+
+    /// [`Net::to_parameters`] with the fake-quantized weights (as of the last forward pass)
+    /// in place of the float ones: the values the int8 export stands for.
+    pub fn fake_quantized_parameters(&self) -> Parameters {
+        self.parameters_of(true)
+    }
+
+    fn parameters_of(&self, fake_quantized: bool) -> Parameters {
         let mut out = BTreeMap::new();
         for (i, node) in self.graph.nodes().iter().enumerate() {
             let layouts: Vec<(usize, Layout)> = match (&self.slots[i], &node.op) {
@@ -503,8 +581,13 @@ impl<R: Real> Net<R> {
             };
             for (p, layout) in layouts {
                 let param = &self.params[p];
-                let mut data = vec![0.0f32; param.value.len()];
-                for (j, v) in param.value.iter().enumerate() {
+                let values = if fake_quantized {
+                    self.weights(p)
+                } else {
+                    &param.value
+                };
+                let mut data = vec![0.0f32; values.len()];
+                for (j, v) in values.iter().enumerate() {
                     data[layout.torch_index(j)] = v.to_f32();
                 }
                 out.insert(
@@ -547,6 +630,7 @@ impl<R: Real> Net<R> {
             spikes: vec![0; n],
         };
         let sparse_ok = self.firing == Firing::Spike && self.binary_kernels;
+        self.refresh_quantized();
         for i in 0..n {
             let node = &self.graph.nodes()[i];
             let shape = self.graph.shape(i);
@@ -577,7 +661,9 @@ impl<R: Real> Net<R> {
                         *out_channels,
                         frames,
                         &tape.values[j],
-                        &self.params[*weight].value,
+                        self.quantized[*weight]
+                            .as_deref()
+                            .unwrap_or(&self.params[*weight].value),
                         bias.map(|b| &self.params[b].value[..]),
                         tape.index[j].as_ref(),
                         &mut out,
@@ -687,7 +773,9 @@ impl<R: Real> Net<R> {
                         *out_features,
                         frames,
                         &tape.values[j],
-                        &self.params[*weight].value,
+                        self.quantized[*weight]
+                            .as_deref()
+                            .unwrap_or(&self.params[*weight].value),
                         bias.map(|b| &self.params[b].value[..]),
                         sparse_ok && self.graph.is_binary(j),
                         &mut y,
@@ -897,8 +985,10 @@ impl<R: Real> Net<R> {
 
     /// A copy of a parameter's values (the backward pass needs them while their gradient is
     /// borrowed mutably; weights are small next to activations).
+    /// Fake-quantized weights where set (straight-through: the gradient of the quantized
+    /// weight is the float weight's).
     fn params_value(&self, p: usize) -> Vec<R> {
-        self.params[p].value.clone()
+        self.weights(p).to_vec()
     }
 }
 

@@ -15,6 +15,7 @@ mod model;
 mod nats;
 mod plot;
 mod python;
+mod qat;
 mod replay;
 mod session;
 mod snn;

@@ -103,7 +103,7 @@ pub(crate) fn train(ds: &Path, out: &Path, extra: &[&str]) -> std::process::Outp
 }
 
 /// The logits of one recording through a session on `executor`.
-fn session_logits(model: &Model, executor: ExecutorKind, path: &Path) -> Vec<f32> {
+pub(crate) fn session_logits(model: &Model, executor: ExecutorKind, path: &Path) -> Vec<f32> {
     let plan: Arc<Plan> = Plan::new(
         model.network.clone(),
         executor,
@@ -127,7 +127,7 @@ fn session_logits(model: &Model, executor: ExecutorKind, path: &Path) -> Vec<f32
     outputs.swap_remove(0).logits
 }
 
-fn argmax(v: &[f32]) -> usize {
+pub(crate) fn argmax(v: &[f32]) -> usize {
     (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
 }
 
