@@ -1,6 +1,7 @@
 //! `inflor model`: show a model file (`info`), create a randomly initialised one with
 //! calibrated BN statistics (`init`), or quantize one to int8 weights (`quantize`).
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -326,6 +327,15 @@ fn chw(s: inflor::snn::Shape) -> String {
 }
 
 fn info(args: &InfoArgs) -> anyhow::Result<()> {
+    // Written with errors returned, not `println!`'s panic, so `inflor model info M | head`
+    // ends quietly when the reader goes away.
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    macro_rules! say {
+        ($($t:tt)*) => {
+            writeln!(out, $($t)*)?
+        };
+    }
     let model = crate::app::load_model(&args.model)?;
     let network = &model.network;
     let macs: u64 = (0..network.nodes().len())
@@ -362,7 +372,7 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
             "dense_macs_per_timestep": macs,
             "layers": layers,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        say!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
     let n = &m.neuron;
@@ -381,9 +391,9 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
             _ => None,
         })
         .collect();
-    println!("model:            {}", args.model.display());
-    println!("format version:   {}", m.format_version);
-    println!(
+    say!("model:            {}", args.model.display());
+    say!("format version:   {}", m.format_version);
+    say!(
         "graph:            {} nodes{}, input {}, {} {}",
         m.graph.nodes.len(),
         m.provenance
@@ -399,7 +409,7 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
         }
     );
     if let Some(q) = &m.quantization {
-        println!(
+        say!(
             "weights:          int8 in {} of {} conv/linear nodes ({}; the others f32)",
             q.nodes.len(),
             network
@@ -414,7 +424,7 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
             }
         );
     }
-    println!(
+    say!(
         "neuron:           {} (Vth {}, surrogate {}, MPR {})",
         describe_neuron(n.model),
         n.vth,
@@ -424,14 +434,14 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
     if !bn_nodes.is_empty() {
         let td = bn_nodes.iter().filter(|b| b.1).count();
         let residual = bn_nodes.iter().filter(|b| b.0 != 1.0).count();
-        println!(
+        say!(
             "batch norm:       {} ({} tdBN, {} with α ≠ 1), folded into the convs at load",
             bn_nodes.len(),
             td,
             residual
         );
     }
-    println!(
+    say!(
         "input:            2x{}x{} (OFF, ON), T = {}, window {}, resize {}, normalization {}",
         i.height,
         i.width,
@@ -440,23 +450,28 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
         serde_json::to_string(&i.resize)?.trim_matches('"'),
         serde_json::to_string(&i.normalization)?.trim_matches('"')
     );
-    println!("classes:          {}", m.class_names.join(", "));
-    print_provenance(&m.provenance);
-    println!(
+    say!("classes:          {}", m.class_names.join(", "));
+    print_provenance(&mut out, &m.provenance)?;
+    say!(
         "parameters:       {} stored, {} after folding BN",
         model.stored_parameter_count(),
         network.parameter_count()
     );
-    println!(
+    say!(
         "neurons:          {} (state {} KiB per stream)",
         network.neuron_count(),
         state_bytes / 1024
     );
-    println!("dense MACs/step:  {macs}");
-    println!();
-    println!(
+    say!("dense MACs/step:  {macs}");
+    say!();
+    say!(
         "{:>4}  {:<24} {:<15} {:>13} {:>11} {:>14}  input",
-        "node", "name", "op", "shape (CxHxW)", "params", "MACs/step"
+        "node",
+        "name",
+        "op",
+        "shape (CxHxW)",
+        "params",
+        "MACs/step"
     );
     for (idx, node) in network.nodes().iter().enumerate() {
         let input = match &node.op {
@@ -477,7 +492,7 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(", "),
         };
-        println!(
+        say!(
             "{:>4}  {:<24} {:<15} {:>13} {:>11} {:>14}  {}",
             idx,
             node.name,
@@ -612,7 +627,12 @@ fn init(args: &InitArgs) -> anyhow::Result<()> {
 
 /// The provenance as lines: its fields, and one level into nested records, where lists (a
 /// training run's per-epoch history) are counted rather than printed.
-fn print_provenance(p: &inflor::model::Provenance) {
+fn print_provenance(out: &mut impl Write, p: &inflor::model::Provenance) -> std::io::Result<()> {
+    macro_rules! say {
+        ($($t:tt)*) => {
+            writeln!(out, $($t)*)?
+        };
+    }
     let mut fields = vec![
         ("created by".to_owned(), p.created_by.clone()),
         ("origin".to_owned(), p.origin.clone()),
@@ -633,10 +653,11 @@ fn print_provenance(p: &inflor::model::Provenance) {
             v => fields.push((key.clone(), brief(v))),
         }
     }
-    println!("provenance:");
+    say!("provenance:");
     for (k, v) in fields {
-        println!("  {k:<28} {v}");
+        say!("  {k:<28} {v}");
     }
+    Ok(())
 }
 
 fn brief(v: &serde_json::Value) -> String {

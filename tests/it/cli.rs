@@ -342,3 +342,32 @@ fn infer_gives_the_same_logits_with_every_executor() {
     assert_eq!(logits[0], logits[1]);
     assert_eq!(logits[0], logits[2]);
 }
+
+/// A reader that goes away early (`inflor model info M | head -1`) ends the command quietly
+/// with exit 0, not with a panic about a broken pipe.
+#[test]
+fn a_closed_stdout_ends_model_info_quietly() {
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/tiny-dvs-digits.safetensors"
+    );
+    for json in [false, true] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_inflor"));
+        cmd.args(["model", "info"]);
+        if json {
+            cmd.arg("--json");
+        }
+        let mut child = cmd
+            .arg(model)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Closing the read end before the child writes makes its first write fail.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "json {json}: {stderr}");
+        assert!(!stderr.contains("panicked"), "json {json}: {stderr}");
+    }
+}
