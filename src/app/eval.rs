@@ -214,15 +214,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         accuracy: tally.finish(),
         executor: format!("{:?}", args.executor).to_lowercase(),
     };
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    if args.json {
-        serde_json::to_writer(&mut out, &report)?;
-        writeln!(out)?;
-    } else {
-        print_report(&mut out, &report)?;
-    }
-    out.flush()?;
+    crate::app::labelled::write_report(args.json, &report, print_report)?;
     if !report.accuracy.failed.is_empty() {
         return Err(bad_input(anyhow::anyhow!(
             "{} of {} recordings could not be classified (see above)",

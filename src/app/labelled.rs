@@ -44,6 +44,24 @@ impl SplitArg {
     }
 }
 
+/// Writes a command's report to stdout: the whole report as one JSON line with `json`, else
+/// its text form.
+pub fn write_report<R: Serialize>(
+    json: bool,
+    report: &R,
+    text: impl FnOnce(&mut std::io::StdoutLock<'static>, &R) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, report)?;
+        writeln!(out)?;
+    } else {
+        text(&mut out, report)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 /// Parses `--split-rule`.
 pub fn parse_split_rule(s: &str) -> Result<SplitSpec, String> {
     s.parse()

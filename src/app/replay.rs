@@ -439,15 +439,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         wall,
         speed,
     );
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    if args.json {
-        serde_json::to_writer(&mut out, &report)?;
-        writeln!(out)?;
-    } else {
-        print_report(&mut out, &report)?;
-    }
-    out.flush()?;
+    crate::app::labelled::write_report(args.json, &report, |out, r| Ok(print_report(out, r)?))?;
     if let Some(path) = &args.confusion_png {
         draw_confusion(path, &report.accuracy)?;
     }
