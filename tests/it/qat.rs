@@ -72,17 +72,7 @@ fn fake_quant_weights_are_the_ptq_grid() {
 
 /// The exported model's `inflor eval --json` top-1 on `executor`.
 fn eval_top1(model: &std::path::Path, ds: &std::path::Path, executor: &str) -> f64 {
-    let o = run_inflor(&[
-        "eval",
-        "--model",
-        model.to_str().unwrap(),
-        ds.to_str().unwrap(),
-        "--executor",
-        executor,
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report = crate::train::eval_json(model, ds, executor);
     assert_eq!(report["samples"], 6);
     report["top1"].as_f64().unwrap()
 }

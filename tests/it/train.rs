@@ -207,17 +207,7 @@ fn train_exports_a_model_that_sessions_evaluate_as_the_trainer_does() {
 
     // `inflor eval` reports the same accuracy with both executors.
     for executor in ["dense", "event"] {
-        let o = run_inflor(&[
-            "eval",
-            "--model",
-            out.to_str().unwrap(),
-            ds.to_str().unwrap(),
-            "--executor",
-            executor,
-            "--json",
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let report = eval_json(&out, &ds, executor);
         assert_eq!(report["samples"], 6);
         let top1 = report["top1"].as_f64().unwrap();
         assert!((top1 - correct as f64 / 6.0).abs() < 1e-12, "{executor}");
@@ -531,4 +521,19 @@ fn ablate_trains_every_configuration_and_tabulates_the_means() {
         "{text}"
     );
     assert!(row("SRIF + MPR").contains("±"), "{text}");
+}
+
+/// `inflor eval --json` of `model` on `ds` with `executor`, which must succeed.
+pub(crate) fn eval_json(model: &Path, ds: &Path, executor: &str) -> serde_json::Value {
+    let o = run_inflor(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        ds.to_str().unwrap(),
+        "--executor",
+        executor,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
 }
