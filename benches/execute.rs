@@ -17,7 +17,8 @@
 //!   of both executors side by side, firing rates, synaptic ops, neuron updates, the floor,
 //!   per-node times and which convs took the GEMM path; then the memory lines.
 //!   `INFLOR_EXECUTE_EXPORT=dir` also writes each network and input for the PyTorch peer
-//!   (`scripts/bench_torch_execute.py`).
+//!   (`scripts/bench_torch_execute.py`). `INFLOR_EXECUTE_INT8=1` reports the int8 copies
+//!   instead of the float networks.
 //! - `INFLOR_EXECUTE_CROSSOVER=1`: one conv layer at input densities 5–100 %, binary and
 //!   quarter-valued, gather versus im2col + GEMM (where `EventOptions`'s GEMM thresholds
 //!   come from).
@@ -275,8 +276,13 @@ fn report() {
     let export = std::env::var("INFLOR_EXECUTE_EXPORT")
         .ok()
         .map(PathBuf::from);
+    let int8 = std::env::var("INFLOR_EXECUTE_INT8").is_ok();
     for arch in archs() {
-        let network = calibrated(arch);
+        let network = if int8 {
+            calibrated_int8(arch)
+        } else {
+            calibrated(arch)
+        };
         let name = arch.name();
         if let Some(dir) = &export {
             export_network(dir, name, &network);

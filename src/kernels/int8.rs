@@ -22,7 +22,10 @@
 //! `vpdpbusd` makes four u8 × i8 products per i32 lane and instruction, which needs the
 //! weights packed four rows at a time, so it is its own loop, written once over a lanes trait
 //! (16 or 8 i32 lanes) and instantiated per instruction set (see `x86::vnni_body`). The row
-//! sums of the event-driven executor add one row per spike and gain nothing from it.
+//! sums of the event-driven executor add one row per spike and gain nothing from it; they
+//! keep their sums in i16 registers instead (twice the lanes of i32, and no store per row),
+//! widened into i32 every [`I16_ROWS`] rows, before an i16 could overflow (`x86::rows_lanes`,
+//! one body over a lanes trait for AVX-512 BW and AVX2).
 
 use std::sync::OnceLock;
 
@@ -93,7 +96,7 @@ impl Int8Isa {
 /// `out[o] = Σ_k weight[rows[k] + o]` for every `o < out.len()`: the sum of the int8 rows
 /// that the spiking inputs select, with the best instruction set of this CPU.
 ///
-/// Precondition (checked in debug builds; callers build `rows` from validated shapes):
+/// Precondition (callers build `rows` from validated shapes):
 /// `rows[k] as usize + out.len() <= weight.len()` for every k (a row out of bounds panics).
 #[inline]
 pub fn sum_rows_i8(weight: &[i8], rows: &[u32], out: &mut [i32]) {
@@ -103,15 +106,111 @@ pub fn sum_rows_i8(weight: &[i8], rows: &[u32], out: &mut [i32]) {
 /// [`sum_rows_i8`] with a given instruction set.
 #[inline]
 pub fn sum_rows_i8_with(isa: Int8Isa, weight: &[i8], rows: &[u32], out: &mut [i32]) {
-    debug_assert!(rows.iter().all(|&r| r as usize + out.len() <= weight.len()));
+    // One pass over the offsets (a compare per row, against out.len() adds per row) makes the
+    // vector loops' unchecked reads sound.
+    let last = rows.iter().copied().max().unwrap_or(0) as usize;
+    assert!(
+        rows.is_empty() || last + out.len() <= weight.len(),
+        "row offset {last} + {} past {} weights",
+        out.len(),
+        weight.len()
+    );
     match isa.0 {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an `Int8Isa` of these levels exists only if the CPU has AVX-512F and BW.
+        // SAFETY: an `Int8Isa` of these levels exists only if the CPU has AVX-512F and BW;
+        // every row lies inside `weight` (asserted above).
         Level::Avx512 | Level::Avx512Vnni => unsafe { x86::rows_avx512(weight, rows, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for AVX2.
         Level::Avx2 | Level::AvxVnni => unsafe { x86::rows_avx2(weight, rows, out) },
         _ => rows_body(weight, rows, out),
+    }
+}
+
+/// Rows summed in i16 before widening into i32: 256 · 128 = 2^15, so no run of this many int8
+/// values, -128 included, leaves i16 (the file's grid, −127..=127, would allow 258).
+const I16_ROWS: usize = 256;
+
+/// One kernel tap's share of an output pixel's inputs: `channels[start..start + len]` are the
+/// spiking input channels under that tap, and channel c's weight row starts at `base + c·Cout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TapSpan {
+    /// Offset of the tap's channel-0 row in the weights.
+    pub base: usize,
+    /// First entry of the tap's channels in the channel list.
+    pub start: usize,
+    /// Number of channels.
+    pub len: usize,
+}
+
+/// Panics unless every row that `spans` select lies inside `weight`: one compare per spike,
+/// which makes the vector loops' unchecked reads sound. Inlined into each instruction set's
+/// entry point, where the maximum vectorises.
+#[inline(always)]
+fn check_spans(weight: &[i8], channels: &[u32], spans: &[TapSpan], cout: usize) {
+    for s in spans {
+        let list = &channels[s.start..s.start + s.len];
+        let last = list.iter().fold(0, |m, &c| m.max(c));
+        let end = s.base + last as usize * cout + cout;
+        assert!(
+            s.len == 0 || end <= weight.len(),
+            "tap row ends at {end}, past {} weights",
+            weight.len()
+        );
+    }
+}
+
+/// The weight-row offsets that `spans` select, in order.
+#[inline(always)]
+fn span_rows<'a>(
+    channels: &'a [u32],
+    spans: &'a [TapSpan],
+    cout: usize,
+) -> impl Iterator<Item = usize> + Clone + 'a {
+    spans.iter().flat_map(move |s| {
+        channels[s.start..s.start + s.len]
+            .iter()
+            .map(move |&c| s.base + c as usize * cout)
+    })
+}
+
+/// [`sum_rows_i8`] with the rows named per kernel tap instead of listed one by one: the same
+/// sums, without first writing out a row offset per spike and tap (what the event-driven
+/// conv's gather did per output pixel).
+///
+/// Panics if a span lies outside `channels` or names a row outside `weight`.
+#[inline]
+pub fn sum_taps_i8(weight: &[i8], channels: &[u32], spans: &[TapSpan], out: &mut [i32]) {
+    sum_taps_i8_with(Int8Isa::detect(), weight, channels, spans, out);
+}
+
+/// [`sum_taps_i8`] with a given instruction set.
+pub fn sum_taps_i8_with(
+    isa: Int8Isa,
+    weight: &[i8],
+    channels: &[u32],
+    spans: &[TapSpan],
+    out: &mut [i32],
+) {
+    let cout = out.len();
+    match isa.0 {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Int8Isa` of these levels exists only if the CPU has AVX-512F and BW.
+        Level::Avx512 | Level::Avx512Vnni => unsafe {
+            x86::taps_avx512(weight, channels, spans, out)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, for AVX2.
+        Level::Avx2 | Level::AvxVnni => unsafe { x86::taps_avx2(weight, channels, spans, out) },
+        _ => {
+            check_spans(weight, channels, spans, cout);
+            out.fill(0);
+            for r in span_rows(channels, spans, cout) {
+                for (a, &w) in out.iter_mut().zip(&weight[r..r + cout]) {
+                    *a += i32::from(w);
+                }
+            }
+        }
     }
 }
 
@@ -153,12 +252,205 @@ thread_local! {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        __m256i, __m512i, _mm256_dpbusd_avx_epi32, _mm256_loadu_si256, _mm256_set1_epi32,
-        _mm256_storeu_si256, _mm512_dpbusd_epi32, _mm512_loadu_si512, _mm512_set1_epi32,
+        __m256i, __m512i, _mm_loadu_si128, _mm256_add_epi16, _mm256_add_epi32,
+        _mm256_castsi256_si128, _mm256_cvtepi8_epi16, _mm256_cvtepi16_epi32,
+        _mm256_dpbusd_avx_epi32, _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_set1_epi32,
+        _mm256_setzero_si256, _mm256_storeu_si256, _mm512_add_epi16, _mm512_add_epi32,
+        _mm512_castsi512_si256, _mm512_cvtepi8_epi16, _mm512_cvtepi16_epi32, _mm512_dpbusd_epi32,
+        _mm512_extracti64x4_epi64, _mm512_loadu_si512, _mm512_set1_epi32, _mm512_setzero_si512,
         _mm512_storeu_si512,
     };
 
-    use super::{igemm_body, rows_body};
+    use super::{I16_ROWS, TapSpan, check_spans, igemm_body, span_rows};
+
+    /// A vector of i16 accumulators into which int8 weight rows are widened and added: what
+    /// the row sums need from an instruction set. Implementations are zero-sized; their
+    /// methods are `unsafe` because they read and write raw pointers and need their
+    /// instruction set.
+    trait RowLanes {
+        /// i16 lanes per vector.
+        const LANES: usize;
+        /// One vector.
+        type V: Copy;
+        /// All lanes 0.
+        ///
+        /// # Safety
+        /// The instruction set available.
+        unsafe fn zero() -> Self::V;
+        /// `LANES` i8 at `p`, sign-extended to i16.
+        ///
+        /// # Safety
+        /// `p..p + LANES` readable; the instruction set available.
+        unsafe fn load_widen(p: *const i8) -> Self::V;
+        /// Lane-wise i16 sum (the caller guarantees it cannot overflow).
+        ///
+        /// # Safety
+        /// The instruction set available.
+        unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+        /// `out[..LANES] += acc`, each lane sign-extended to i32.
+        ///
+        /// # Safety
+        /// `out..out + LANES` readable and writable; the instruction set available.
+        unsafe fn widen_add(acc: Self::V, out: *mut i32);
+    }
+
+    /// AVX-512 BW: 32 i16 lanes.
+    struct Avx512Rows;
+
+    impl RowLanes for Avx512Rows {
+        const LANES: usize = 32;
+        type V = __m512i;
+        #[inline(always)]
+        unsafe fn zero() -> __m512i {
+            // SAFETY: the caller's contract (the instruction set).
+            unsafe { _mm512_setzero_si512() }
+        }
+        #[inline(always)]
+        unsafe fn load_widen(p: *const i8) -> __m512i {
+            // SAFETY: the caller's contract.
+            unsafe { _mm512_cvtepi8_epi16(_mm256_loadu_si256(p.cast())) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m512i, b: __m512i) -> __m512i {
+            // SAFETY: the caller's contract (the instruction set).
+            unsafe { _mm512_add_epi16(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn widen_add(acc: __m512i, out: *mut i32) {
+            // SAFETY: the caller's contract: 32 i32 at `out`.
+            unsafe {
+                let lo = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(acc));
+                let hi = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64::<1>(acc));
+                let o = out.cast::<__m512i>();
+                _mm512_storeu_si512(o, _mm512_add_epi32(_mm512_loadu_si512(o), lo));
+                let o = out.add(16).cast::<__m512i>();
+                _mm512_storeu_si512(o, _mm512_add_epi32(_mm512_loadu_si512(o), hi));
+            }
+        }
+    }
+
+    /// AVX2: 16 i16 lanes.
+    struct Avx2Rows;
+
+    impl RowLanes for Avx2Rows {
+        const LANES: usize = 16;
+        type V = __m256i;
+        #[inline(always)]
+        unsafe fn zero() -> __m256i {
+            // SAFETY: the caller's contract (the instruction set).
+            unsafe { _mm256_setzero_si256() }
+        }
+        #[inline(always)]
+        unsafe fn load_widen(p: *const i8) -> __m256i {
+            // SAFETY: the caller's contract.
+            unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast())) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m256i, b: __m256i) -> __m256i {
+            // SAFETY: the caller's contract (the instruction set).
+            unsafe { _mm256_add_epi16(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn widen_add(acc: __m256i, out: *mut i32) {
+            // SAFETY: the caller's contract: 16 i32 at `out`.
+            unsafe {
+                let lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc));
+                let hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(acc));
+                let o = out.cast::<__m256i>();
+                _mm256_storeu_si256(o, _mm256_add_epi32(_mm256_loadu_si256(o), lo));
+                let o = out.add(8).cast::<__m256i>();
+                _mm256_storeu_si256(o, _mm256_add_epi32(_mm256_loadu_si256(o), hi));
+            }
+        }
+    }
+
+    /// The row sums, one body for both widths and both ways of naming rows (`rows` yields
+    /// each selected row's offset in `weight`, and can be walked again). Output channels go
+    /// in blocks of N vectors whose i16 accumulators stay in registers while every selected
+    /// row streams past (the sums never round-trip through memory per row, which is what
+    /// bounded the plain loop); every [`I16_ROWS`] rows the block is widened into the i32
+    /// outputs, before an i16 could overflow. The channels past the last whole vector are
+    /// summed in scalar code.
+    ///
+    /// # Safety
+    /// `L`'s instruction set must be available, and `r + out.len() <= weight.len()` for
+    /// every r that `rows` yields.
+    #[inline(always)]
+    unsafe fn rows_lanes<L: RowLanes, R: Iterator<Item = usize> + Clone>(
+        weight: &[i8],
+        rows: R,
+        out: &mut [i32],
+    ) {
+        let (cout, lanes) = (out.len(), L::LANES);
+        out.fill(0);
+        let mut j = 0;
+        // SAFETY (all blocks): j + N·lanes <= cout, so each row's block lies inside its row.
+        unsafe {
+            while cout - j >= 8 * lanes {
+                rows_block::<L, R, 8>(weight, rows.clone(), out, j);
+                j += 8 * lanes;
+            }
+            if cout - j >= 4 * lanes {
+                rows_block::<L, R, 4>(weight, rows.clone(), out, j);
+                j += 4 * lanes;
+            }
+            if cout - j >= 2 * lanes {
+                rows_block::<L, R, 2>(weight, rows.clone(), out, j);
+                j += 2 * lanes;
+            }
+            if cout - j >= lanes {
+                rows_block::<L, R, 1>(weight, rows.clone(), out, j);
+                j += lanes;
+            }
+        }
+        if j < cout {
+            for r in rows {
+                let row = &weight[r + j..][..cout - j];
+                for (a, &w) in out[j..].iter_mut().zip(row) {
+                    *a += i32::from(w);
+                }
+            }
+        }
+    }
+
+    /// Channels `j..j + N·LANES` of the row sums (see [`rows_lanes`]).
+    ///
+    /// # Safety
+    /// As [`rows_lanes`], and `j + N·LANES <= out.len()`.
+    #[inline(always)]
+    unsafe fn rows_block<L: RowLanes, R: Iterator<Item = usize>, const N: usize>(
+        weight: &[i8],
+        rows: R,
+        out: &mut [i32],
+        j: usize,
+    ) {
+        // SAFETY: the caller's contract bounds every read and write. (No closure here: a
+        // closure does not inherit the target features, and its intrinsics would be calls.)
+        unsafe {
+            let o = out.as_mut_ptr().add(j);
+            let mut acc = [L::zero(); N];
+            let mut run = 0;
+            for r in rows {
+                let p = weight.as_ptr().add(r + j);
+                for (v, acc) in acc.iter_mut().enumerate() {
+                    *acc = L::add(*acc, L::load_widen(p.add(v * L::LANES)));
+                }
+                run += 1;
+                if run == I16_ROWS {
+                    for (v, acc) in acc.iter_mut().enumerate() {
+                        L::widen_add(*acc, o.add(v * L::LANES));
+                        *acc = L::zero();
+                    }
+                    run = 0;
+                }
+            }
+            if run > 0 {
+                for (v, acc) in acc.iter().enumerate() {
+                    L::widen_add(*acc, o.add(v * L::LANES));
+                }
+            }
+        }
+    }
 
     /// A vector of i32 accumulators into which `vpdpbusd` adds, per lane, four u8 × i8
     /// products: what the VNNI GEMM needs from an instruction set. Implementations are
@@ -380,17 +672,52 @@ mod x86 {
     }
 
     /// # Safety
-    /// The CPU must have AVX-512F and AVX-512BW.
+    /// The CPU must have AVX-512F and AVX-512BW; `r + out.len() <= weight.len()` for every r
+    /// in `rows`.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn rows_avx512(weight: &[i8], rows: &[u32], out: &mut [i32]) {
-        rows_body(weight, rows, out);
+        // SAFETY: this function's contract.
+        unsafe { rows_lanes::<Avx512Rows, _>(weight, rows.iter().map(|&r| r as usize), out) }
     }
 
     /// # Safety
-    /// The CPU must have AVX2.
+    /// The CPU must have AVX-512F and AVX-512BW (a span outside `channels` or `weight` panics).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn taps_avx512(
+        weight: &[i8],
+        channels: &[u32],
+        spans: &[TapSpan],
+        out: &mut [i32],
+    ) {
+        check_spans(weight, channels, spans, out.len());
+        let rows = span_rows(channels, spans, out.len());
+        // SAFETY: the CPU has the features (this function's contract); every row lies inside
+        // `weight` (checked above).
+        unsafe { rows_lanes::<Avx512Rows, _>(weight, rows, out) }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 (a span outside `channels` or `weight` panics).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn taps_avx2(
+        weight: &[i8],
+        channels: &[u32],
+        spans: &[TapSpan],
+        out: &mut [i32],
+    ) {
+        check_spans(weight, channels, spans, out.len());
+        let rows = span_rows(channels, spans, out.len());
+        // SAFETY: the CPU has the features (this function's contract); every row lies inside
+        // `weight` (checked above).
+        unsafe { rows_lanes::<Avx2Rows, _>(weight, rows, out) }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2; `r + out.len() <= weight.len()` for every r in `rows`.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn rows_avx2(weight: &[i8], rows: &[u32], out: &mut [i32]) {
-        rows_body(weight, rows, out);
+        // SAFETY: this function's contract.
+        unsafe { rows_lanes::<Avx2Rows, _>(weight, rows.iter().map(|&r| r as usize), out) }
     }
 
     /// # Safety
@@ -484,8 +811,18 @@ mod tests {
     fn row_sums_equal_their_definition_on_every_instruction_set() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         for isa in Int8Isa::available() {
-            for cout in [1usize, 7, 16, 33, 64, 128, 300] {
-                let rows_total = 40;
+            for (cout, rows_total) in [
+                (1usize, 40usize),
+                (7, 40),
+                (16, 40),
+                (33, 40),
+                (64, 40),
+                (128, 40),
+                (300, 40),
+                (487, 40),
+                (512, 700),
+                (96, 1000),
+            ] {
                 let weight: Vec<i8> = (0..rows_total * cout)
                     .map(|_| rng.random_range(-127..=127))
                     .collect();
@@ -500,6 +837,85 @@ mod tests {
             }
         }
         assert_eq!(Int8Isa::available().last(), Some(&Int8Isa::portable()));
+    }
+
+    #[test]
+    fn row_sums_of_extreme_weights_never_overflow_their_i16_runs() {
+        // Every channel block width (8, 4, 2 and 1 vectors, then the scalar tail) over more
+        // rows than one i16 run, with the weights that reach the i16 limits fastest.
+        let cout = 8 * 32 + 4 * 32 + 2 * 32 + 32 + 7;
+        for w in [i8::MIN, -127, 127] {
+            let weight = vec![w; 2 * cout];
+            for n in [I16_ROWS - 1, I16_ROWS, I16_ROWS + 1, 3 * I16_ROWS + 5] {
+                let rows: Vec<u32> = (0..n).map(|k| (k % 2 * cout) as u32).collect();
+                let want = vec![i32::from(w) * n as i32; cout];
+                for isa in Int8Isa::available() {
+                    let mut got = vec![0; cout];
+                    sum_rows_i8_with(isa, &weight, &rows, &mut got);
+                    assert_eq!(got, want, "{} w={w} rows={n}", isa.name());
+                }
+            }
+        }
+        // One run more would leave i16: the bound is tight.
+        assert!(I16_ROWS as i32 * 127 <= i32::from(i16::MAX));
+        assert!(I16_ROWS as i32 * -128 >= i32::from(i16::MIN));
+        assert!((I16_ROWS as i32 + 1) * -128 < i32::from(i16::MIN));
+    }
+
+    #[test]
+    fn tap_sums_equal_the_row_sums_of_their_rows_on_every_instruction_set() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for (cin, cout, taps) in [
+            (3usize, 5usize, 9usize),
+            (64, 128, 9),
+            (130, 256, 9),
+            (8, 512, 1),
+        ] {
+            let weight: Vec<i8> = (0..taps * cin * cout)
+                .map(|_| rng.random_range(-128..=127))
+                .collect();
+            let mut channels = Vec::new();
+            let mut spans = Vec::new();
+            for tap in 0..taps {
+                let start = channels.len();
+                channels.extend((0..cin as u32).filter(|_| rng.random_bool(0.3)));
+                spans.push(TapSpan {
+                    base: tap * cin * cout,
+                    start,
+                    len: channels.len() - start,
+                });
+            }
+            let rows: Vec<u32> = span_rows(&channels, &spans, cout)
+                .map(|r| r as u32)
+                .collect();
+            let mut want = vec![0; cout];
+            sum_rows_i8_scalar(&weight, &rows, &mut want);
+            for isa in Int8Isa::available() {
+                let mut got = vec![7; cout];
+                sum_taps_i8_with(isa, &weight, &channels, &spans, &mut got);
+                assert_eq!(got, want, "{} {cin}x{cout}", isa.name());
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "past")]
+    fn a_tap_row_past_the_weights_panics() {
+        let weight = vec![1i8; 64];
+        let spans = [TapSpan {
+            base: 0,
+            start: 0,
+            len: 2,
+        }];
+        sum_taps_i8(&weight, &[0, 2], &spans, &mut [0; 32]);
+    }
+
+    #[test]
+    #[should_panic(expected = "past")]
+    fn a_row_past_the_weights_panics_on_every_path() {
+        let weight = vec![1i8; 64];
+        let mut out = vec![0; 32];
+        sum_rows_i8(&weight, &[0, 33], &mut out);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod rows;
 pub use gemm::{Transpose, dgemm, sgemm};
 pub use im2col::{ConvGeometry, col2im_add, im2col};
 pub use int8::{
-    Int8Isa, igemm, igemm_scalar, igemm_with, sum_rows_i8, sum_rows_i8_scalar, sum_rows_i8_with,
+    Int8Isa, TapSpan, igemm, igemm_scalar, igemm_with, sum_rows_i8, sum_rows_i8_scalar,
+    sum_rows_i8_with, sum_taps_i8, sum_taps_i8_with,
 };
 pub use rows::{Isa, sum_rows, sum_rows_scalar, sum_rows_scaled};

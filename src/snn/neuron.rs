@@ -112,40 +112,41 @@ impl NeuronKind {
 
     /// Steps every neuron of a layer: `membranes` is updated in place, `spikes` receives 0/1.
     /// Returns the number of spikes. The match is hoisted out of the loop so each arm
-    /// vectorises.
+    /// vectorises; the count is a u32 per run of at most 2^31 neurons because a spike turned
+    /// into a usize (a saturating float-to-integer conversion) kept the loop scalar.
     #[inline]
     pub fn step_all(self, membranes: &mut [f32], currents: &[f32], spikes: &mut [f32]) -> usize {
         debug_assert_eq!(membranes.len(), currents.len());
         debug_assert_eq!(membranes.len(), spikes.len());
+        const RUN: usize = 1 << 31;
         let mut count = 0usize;
-        match self {
-            Self::Srif => {
-                for ((u, &x), o) in membranes.iter_mut().zip(currents).zip(spikes.iter_mut()) {
-                    let (s, next) = Self::Srif.step(*u, x);
-                    *u = next;
-                    *o = s;
-                    count += s as usize;
-                }
-            }
-            Self::IfHard => {
-                for ((u, &x), o) in membranes.iter_mut().zip(currents).zip(spikes.iter_mut()) {
-                    let (s, next) = Self::IfHard.step(*u, x);
-                    *u = next;
-                    *o = s;
-                    count += s as usize;
-                }
-            }
-            Self::LifHard { tau } => {
-                for ((u, &x), o) in membranes.iter_mut().zip(currents).zip(spikes.iter_mut()) {
-                    let (s, next) = Self::LifHard { tau }.step(*u, x);
-                    *u = next;
-                    *o = s;
-                    count += s as usize;
-                }
-            }
+        for ((u, x), o) in membranes
+            .chunks_mut(RUN)
+            .zip(currents.chunks(RUN))
+            .zip(spikes.chunks_mut(RUN))
+        {
+            count += match self {
+                Self::Srif => step_run(Self::Srif, u, x, o),
+                Self::IfHard => step_run(Self::IfHard, u, x, o),
+                Self::LifHard { tau } => step_run(Self::LifHard { tau }, u, x, o),
+            } as usize;
         }
         count
     }
+}
+
+/// [`NeuronKind::step_all`] on at most 2^31 neurons (so the u32 count cannot overflow), for
+/// one kind known at the call site.
+#[inline(always)]
+fn step_run(kind: NeuronKind, membranes: &mut [f32], currents: &[f32], spikes: &mut [f32]) -> u32 {
+    let mut count = 0u32;
+    for ((u, &x), o) in membranes.iter_mut().zip(currents).zip(spikes.iter_mut()) {
+        let (s, next) = kind.step(*u, x);
+        *u = next;
+        *o = s;
+        count += u32::from(s != 0.0);
+    }
+    count
 }
 
 /// Θ(H − VTH) with Θ(0) = 1: 1.0 when the potential reaches the threshold, else 0.0

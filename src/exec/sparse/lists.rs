@@ -68,6 +68,19 @@ impl PixelLists {
         &self.channel[start..start + self.count[p] as usize]
     }
 
+    /// Where pixel `p`'s channels lie in [`Self::slots`]: (first entry, count).
+    #[inline]
+    pub fn slot(&self, p: usize) -> (usize, usize) {
+        (p * self.channels, self.count[p] as usize)
+    }
+
+    /// Every pixel's channel slots, `channels` per pixel, of which the first `count` of each
+    /// pixel are its list (see [`Self::slot`]).
+    #[inline]
+    pub fn slots(&self) -> &[u32] {
+        &self.channel
+    }
+
     /// Pixel `p`'s values, parallel to [`Self::channels_at`] (empty when binary).
     #[inline]
     pub fn values_at(&self, p: usize) -> &[f32] {

@@ -11,7 +11,8 @@ use crate::exec::sparse::bands::{PixelsMut, for_bands};
 use crate::exec::sparse::lists::{ListsMut, PixelLists};
 use crate::exec::stats::QuantizationError;
 use crate::kernels::{
-    ConvGeometry, Isa, Transpose, dgemm, igemm, im2col, sum_rows, sum_rows_i8, sum_rows_scaled,
+    ConvGeometry, Isa, TapSpan, Transpose, dgemm, igemm, im2col, sum_rows, sum_rows_i8,
+    sum_rows_scaled, sum_taps_i8,
 };
 use crate::snn::network::{Int8Weights, Node, Op, Shape, int8_current};
 use crate::snn::neuron::{NeuronKind, fire};
@@ -41,6 +42,8 @@ pub struct Ctx {
 #[derive(Debug, Default)]
 struct Gather {
     rows: Vec<u32>,
+    /// An int8 conv's taps (its rows named per tap, see [`sum_taps_i8`]).
+    spans: Vec<TapSpan>,
     values: Vec<f32>,
     current: Vec<f32>,
     /// An int8 conv's integer sums.
@@ -124,12 +127,11 @@ impl<'a> Conv<'a> {
         self.int8.is_some()
     }
 
-    /// Fills `g` with the weight-row offsets (and values) of the nonzero inputs in output
-    /// pixel `p`'s window, in (ky, kx, c) order.
-    #[inline]
-    fn gather(&self, p: usize, input: &PixelLists, g: &mut Gather) {
-        g.rows.clear();
-        g.values.clear();
+    /// Calls `tap(q, first)` for each kernel tap of output pixel `p` that lies inside the
+    /// input, in (ky, kx) order: `q` is the input pixel under it and `first` the index of its
+    /// channel-0 row (`(ky·Kw + kx)·Cin`).
+    #[inline(always)]
+    fn for_taps(&self, p: usize, mut tap: impl FnMut(usize, usize)) {
         let geo = &self.geometry;
         let (oy, ox) = (p / geo.out_width, p % geo.out_width);
         let (kh, kw) = (geo.kernel_height, geo.kernel_width);
@@ -148,17 +150,46 @@ impl<'a> Conv<'a> {
                 else {
                     continue;
                 };
-                let q = iy * geo.in_width + ix;
-                let first = (ky * kw + kx) * cin;
-                g.rows.extend(
-                    input
-                        .channels_at(q)
-                        .iter()
-                        .map(|&c| ((first + c as usize) * self.out_ch) as u32),
-                );
-                g.values.extend_from_slice(input.values_at(q));
+                tap(iy * geo.in_width + ix, (ky * kw + kx) * cin);
             }
         }
+    }
+
+    /// Fills `g` with the weight-row offsets (and values) of the nonzero inputs in output
+    /// pixel `p`'s window, in (ky, kx, c) order.
+    #[inline]
+    fn gather(&self, p: usize, input: &PixelLists, g: &mut Gather) {
+        g.rows.clear();
+        g.values.clear();
+        self.for_taps(p, |q, first| {
+            g.rows.extend(
+                input
+                    .channels_at(q)
+                    .iter()
+                    .map(|&c| ((first + c as usize) * self.out_ch) as u32),
+            );
+            g.values.extend_from_slice(input.values_at(q));
+        });
+    }
+
+    /// Fills `g.spans` with output pixel `p`'s taps over `input`'s channel slots; returns the
+    /// rows they name.
+    #[inline]
+    fn gather_spans(&self, p: usize, input: &PixelLists, g: &mut Gather) -> usize {
+        g.spans.clear();
+        let mut rows = 0;
+        self.for_taps(p, |q, first| {
+            let (start, len) = input.slot(q);
+            if len > 0 {
+                g.spans.push(TapSpan {
+                    base: first * self.out_ch,
+                    start,
+                    len,
+                });
+                rows += len;
+            }
+        });
+        rows
     }
 
     /// Output pixel `p`'s currents into `out` (Cout values). Returns the accumulates done.
@@ -171,15 +202,18 @@ impl<'a> Conv<'a> {
         g: &mut Gather,
         out: &mut [f32],
     ) -> u64 {
-        self.gather(p, input, g);
         if let Some(q) = self.int8 {
             // Integer sums are exact in any order; the one f32 expression makes the current.
+            let rows = self.gather_spans(p, input, g);
             g.sums.resize(self.out_ch, 0);
-            sum_rows_i8(q.by_tap, &g.rows, &mut g.sums);
+            sum_taps_i8(q.by_tap, input.slots(), &g.spans, &mut g.sums);
             for (((o, &sum), &s), &b) in out.iter_mut().zip(&g.sums).zip(q.scale).zip(self.bias) {
                 *o = int8_current(sum, s, b);
             }
-        } else if input.is_binary() {
+            return (rows * self.out_ch) as u64;
+        }
+        self.gather(p, input, g);
+        if input.is_binary() {
             sum_rows(isa, self.by_tap, self.bias, &g.rows, out);
         } else {
             sum_rows_scaled(isa, self.by_tap, self.bias, &g.rows, &g.values, out);
