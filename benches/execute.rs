@@ -53,7 +53,7 @@ use inflor::exec::{
 use inflor::format::{DecodeOptions, read_file};
 use inflor::kernels::{Isa, sum_rows};
 use inflor::model::{ArchSpec, Architecture, Model, QuantizeMethod, quantize};
-use inflor::snn::{Network, NeuronKind, Node, Op, Shape};
+use inflor::snn::{Int8Weights, Network, NeuronKind, Node, Op, Shape};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -685,6 +685,103 @@ fn crossover() {
             }
             println!("{line}");
         }
+    }
+    crossover_int8(&mut rng);
+}
+
+/// The int8 twin of [`crossover`]'s binary case: a spiking layer (which passes the 0/1 input
+/// through) feeding an int8 3×3 conv, gathered (`sum_taps_i8`) or as im2col + the VNNI GEMM.
+fn crossover_int8(rng: &mut ChaCha8Rng) {
+    for (side, c) in [(48usize, 64usize), (48, 128), (24, 256), (12, 512)] {
+        let weight: Vec<i8> = (0..c * 9 * c)
+            .map(|_| rng.random_range(-127..=127))
+            .collect();
+        let conv = Op::Conv2d {
+            in_ch: c,
+            out_ch: c,
+            kernel: (3, 3),
+            stride: 1,
+            padding: 1,
+            weight: weight.iter().map(|&w| f32::from(w) * 4e-4).collect(),
+            bias: (0..c).map(|_| rng.random_range(-0.1f32..0.3)).collect(),
+        };
+        let linear = Op::Linear {
+            in_features: c,
+            out_features: 10,
+            weight: (0..c * 10)
+                .map(|_| rng.random_range(-0.1f32..0.1))
+                .collect(),
+            bias: vec![0.0; 10],
+        };
+        let s = Shape::new(side, side, c);
+        let network = Arc::new(
+            Network::new(vec![
+                Node::new("input", Op::Input, vec![], s),
+                Node::new("sn0", Op::Neuron(NeuronKind::Srif), vec![0], s),
+                Node::new("conv", conv, vec![1], s),
+                Node::new("sn", Op::Neuron(NeuronKind::Srif), vec![2], s),
+                Node::new("pool", Op::GlobalAvgPool, vec![3], Shape::vector(c)),
+                Node::new("fc", linear, vec![4], Shape::vector(10)),
+                Node::new("out", Op::Output, vec![5], Shape::vector(10)),
+            ])
+            .expect("network")
+            .with_int8(
+                2,
+                Int8Weights {
+                    weight,
+                    scale: vec![4e-4; c],
+                },
+            )
+            .expect("int8 conv"),
+        );
+        let shape = FrameShape {
+            channels: c,
+            height: side,
+            width: side,
+        };
+        let always = |gemm: bool| EventOptions {
+            gemm_above_int8: if gemm { -1.0 } else { f64::INFINITY },
+            ..EventOptions::default()
+        };
+        let plans = [
+            plan(&network, ExecutorKind::Event, 1, always(false)),
+            plan(&network, ExecutorKind::Event, 1, always(true)),
+            plan(&network, ExecutorKind::Event, 1, EventOptions::default()),
+            plan(&network, ExecutorKind::Dense, 1, EventOptions::default()),
+        ];
+        let mut line = format!(
+            "crossover int8 {side}x{side}x{c} (ms cpu per timestep, gather/GEMM/event as shipped/dense):"
+        );
+        for density in [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0] {
+            let frames: Vec<SparseFrame> = (0..4)
+                .map(|_| {
+                    let dense: Vec<f32> = (0..shape.len())
+                        .map(|_| f32::from(u8::from(rng.random_bool(density))))
+                        .collect();
+                    SparseFrame::from_dense(shape, &dense)
+                })
+                .collect();
+            let ms: Vec<String> = plans
+                .iter()
+                .map(|p| {
+                    let mut state = p.new_state();
+                    let mut scratch = p.new_scratch();
+                    let (_, cpu) = time(
+                        || {
+                            classify(p, &mut scratch, &mut state, &frames);
+                        },
+                        if p.kind() == ExecutorKind::Dense {
+                            3
+                        } else {
+                            5
+                        },
+                    );
+                    format!("{:.2}", cpu.as_secs_f64() * 1e3 / 4.0)
+                })
+                .collect();
+            line.push_str(&format!(" d={density}: {}", ms.join("/")));
+        }
+        println!("{line}");
     }
 }
 

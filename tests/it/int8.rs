@@ -246,6 +246,7 @@ proptest! {
             max_active_fraction,
             gemm_above_binary: gemm_above,
             gemm_above_valued: gemm_above,
+            gemm_above_int8: gemm_above,
             ..EventOptions::default()
         };
         check_all((*model.network).clone(), &frames, threads, options);
@@ -267,6 +268,7 @@ fn int8_gemm_path_inside_the_event_executor_gives_the_same_bits() {
         let options = EventOptions {
             gemm_above_binary: -1.0,
             gemm_above_valued: -1.0,
+            gemm_above_int8: -1.0,
             ..EventOptions::default()
         };
         check_all((*network).clone(), &frames, 2, options);

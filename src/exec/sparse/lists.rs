@@ -1,5 +1,7 @@
 //! Per-pixel lists of the nonzero inputs of a layer: what the gather kernels read.
 
+use crate::kernels::compact_nonzero;
+
 /// The nonzero values of an `[pixels][channels]` activation, pixel by pixel: pixel p's nonzero
 /// channels are `channel[p·C .. p·C + count[p]]`, ascending, with `value` alongside unless the
 /// activation is binary (spikes, whose value is always 1).
@@ -147,22 +149,8 @@ impl ListsMut<'_> {
         debug_assert_eq!(dense.len(), self.channels);
         let base = p * self.channels;
         let slots = &mut self.channel[base..base + self.channels];
-        // Branch-free compaction: every channel is written at the next free slot, which only
-        // advances past nonzero values (k ≤ c, so the write stays inside the slot).
-        let mut k = 0usize;
-        if self.binary {
-            for (c, &v) in dense.iter().enumerate() {
-                slots[k] = c as u32;
-                k += usize::from(v != 0.0);
-            }
-        } else {
-            let values = &mut self.value[base..base + self.channels];
-            for (c, &v) in dense.iter().enumerate() {
-                slots[k] = c as u32;
-                values[k] = v;
-                k += usize::from(v != 0.0);
-            }
-        }
+        let values = (!self.binary).then(|| &mut self.value[base..base + self.channels]);
+        let k = compact_nonzero(dense, slots, values);
         self.count[p] = k as u32;
     }
 
