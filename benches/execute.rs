@@ -51,7 +51,7 @@ use inflor::exec::{
     EventOptions, ExecutorKind, Plan, PlanOptions, Pool, RunOptions, RunOutput, Scratch, State,
 };
 use inflor::format::{DecodeOptions, read_file};
-use inflor::kernels::{Isa, sum_rows};
+use inflor::kernels::{Int8Isa, Isa, TapSpan, sum_rows, sum_taps_i8};
 use inflor::model::{ArchSpec, Architecture, Model, QuantizeMethod, quantize};
 use inflor::snn::{Int8Weights, Network, NeuronKind, Node, Op, Shape};
 use rand::{RngExt, SeedableRng};
@@ -264,19 +264,55 @@ fn kernel_peak() -> f64 {
     (reps * rows.len() * cout) as f64 / cpu.as_secs_f64()
 }
 
+/// The int8 row sums' add rate with their rows in L1 (256 channels, 64 rows, 9 taps of 28
+/// spikes): the practical peak of this CPU's integer adds, which the int8 floor divides by.
+fn kernel_peak_int8() -> f64 {
+    let cout = 256;
+    let weight: Vec<i8> = (0..64 * cout).map(|i| (i % 13) as i8 - 6).collect();
+    let channels: Vec<u32> = (0..9 * 28).map(|i| (i * 7 % 64) as u32).collect();
+    let spans: Vec<TapSpan> = (0..9)
+        .map(|t| TapSpan {
+            base: 0,
+            start: t * 28,
+            len: 28,
+        })
+        .collect();
+    let mut out = vec![0i32; cout];
+    let reps = 20_000;
+    let (_, cpu) = time(
+        || {
+            for _ in 0..reps {
+                sum_taps_i8(&weight, &channels, &spans, &mut out);
+                std::hint::black_box(&mut out);
+            }
+        },
+        3,
+    );
+    (reps * channels.len() * cout) as f64 / cpu.as_secs_f64()
+}
+
 fn report() {
-    let peak = kernel_peak();
+    let int8 = std::env::var("INFLOR_EXECUTE_INT8").is_ok();
+    let peak = if int8 {
+        kernel_peak_int8()
+    } else {
+        kernel_peak()
+    };
     println!(
-        "# machine: {} logical CPUs, kernel ISA {}, kernel peak (L1) {:.1} G f64 adds/s per core, load {}",
+        "# machine: {} logical CPUs, kernel ISA {}, kernel peak (L1) {:.1} G {} adds/s per core, load {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        Isa::detect().name(),
+        if int8 {
+            Int8Isa::detect().name()
+        } else {
+            Isa::detect().name()
+        },
         peak / 1e9,
+        if int8 { "int8 (i16)" } else { "f64" },
         load_average()
     );
     let export = std::env::var("INFLOR_EXECUTE_EXPORT")
         .ok()
         .map(PathBuf::from);
-    let int8 = std::env::var("INFLOR_EXECUTE_INT8").is_ok();
     for arch in archs() {
         let network = if int8 {
             calibrated_int8(arch)

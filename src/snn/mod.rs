@@ -30,5 +30,5 @@
 pub mod network;
 pub mod neuron;
 
-pub use network::{GraphError, Int8Weights, Network, Node, Op, Shape, int8_current};
+pub use network::{GraphError, Int8Weights, Network, Node, Op, Shape, int8_current, int8_currents};
 pub use neuron::{NeuronKind, Surrogate, VTH};

@@ -252,6 +252,35 @@ pub fn int8_current(sum: i32, scale: f32, bias: f32) -> f32 {
     sum as f32 * scale + bias
 }
 
+/// [`int8_current`] of each output channel: `out[c] = int8_current(sums[c], scale[c],
+/// bias[c])`, over the shortest of the four. Compiled for AVX-512 where the CPU has it (the
+/// same IEEE conversion, multiply and add per lane, so the same bits).
+#[inline]
+pub fn int8_currents(sums: &[i32], scale: &[f32], bias: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        unsafe { int8_currents_avx512(sums, scale, bias, out) };
+        return;
+    }
+    int8_currents_body(sums, scale, bias, out);
+}
+
+#[inline(always)]
+fn int8_currents_body(sums: &[i32], scale: &[f32], bias: &[f32], out: &mut [f32]) {
+    for (((o, &sum), &s), &b) in out.iter_mut().zip(sums).zip(scale).zip(bias) {
+        *o = int8_current(sum, s, b);
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn int8_currents_avx512(sums: &[i32], scale: &[f32], bias: &[f32], out: &mut [f32]) {
+    int8_currents_body(sums, scale, bias, out);
+}
+
 /// An immutable, validated network. Share it across streams in an `Arc`; each stream keeps
 /// its own [`crate::snn::State`].
 #[derive(Debug, Clone, PartialEq)]

@@ -125,14 +125,38 @@ impl NeuronKind {
             .zip(currents.chunks(RUN))
             .zip(spikes.chunks_mut(RUN))
         {
-            count += match self {
-                Self::Srif => step_run(Self::Srif, u, x, o),
-                Self::IfHard => step_run(Self::IfHard, u, x, o),
-                Self::LifHard { tau } => step_run(Self::LifHard { tau }, u, x, o),
-            } as usize;
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                count += unsafe { step_run_avx512(self, u, x, o) } as usize;
+                continue;
+            }
+            count += step_kinds(self, u, x, o) as usize;
         }
         count
     }
+}
+
+/// [`step_run`] with the kind's match hoisted out of the loop.
+#[inline(always)]
+fn step_kinds(kind: NeuronKind, u: &mut [f32], x: &[f32], o: &mut [f32]) -> u32 {
+    match kind {
+        NeuronKind::Srif => step_run(NeuronKind::Srif, u, x, o),
+        NeuronKind::IfHard => step_run(NeuronKind::IfHard, u, x, o),
+        NeuronKind::LifHard { tau } => step_run(NeuronKind::LifHard { tau }, u, x, o),
+    }
+}
+
+/// [`step_kinds`] compiled for AVX-512: 16 neurons per instruction instead of the baseline's
+/// 4. The same IEEE operations in the same order (Rust never fuses a multiply-add), so the
+/// same bits.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn step_run_avx512(kind: NeuronKind, u: &mut [f32], x: &[f32], o: &mut [f32]) -> u32 {
+    step_kinds(kind, u, x, o)
 }
 
 /// [`NeuronKind::step_all`] on at most 2^31 neurons (so the u32 count cannot overflow), for

@@ -14,7 +14,7 @@ use crate::kernels::{
     ConvGeometry, Isa, TapSpan, Transpose, dgemm, igemm, im2col, sum_rows, sum_rows_i8,
     sum_rows_scaled, sum_taps_i8,
 };
-use crate::snn::network::{Int8Weights, Node, Op, Shape, int8_current};
+use crate::snn::network::{Int8Weights, Node, Op, Shape, int8_current, int8_currents};
 use crate::snn::neuron::{NeuronKind, fire};
 
 /// Fewest active output pixels per band when a layer is split across threads.
@@ -207,9 +207,7 @@ impl<'a> Conv<'a> {
             let rows = self.gather_spans(p, input, g);
             g.sums.resize(self.out_ch, 0);
             sum_taps_i8(q.by_tap, input.slots(), &g.spans, &mut g.sums);
-            for (((o, &sum), &s), &b) in out.iter_mut().zip(&g.sums).zip(q.scale).zip(self.bias) {
-                *o = int8_current(sum, s, b);
-            }
+            int8_currents(&g.sums, q.scale, self.bias, out);
             return (rows * self.out_ch) as u64;
         }
         self.gather(p, input, g);
