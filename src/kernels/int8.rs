@@ -160,6 +160,16 @@ fn check_spans(weight: &[i8], channels: &[u32], spans: &[TapSpan], cout: usize) 
     }
 }
 
+/// A plain row list as one span: each entry is a row offset (stride 1).
+#[inline(always)]
+fn whole(rows: &[u32]) -> [TapSpan; 1] {
+    [TapSpan {
+        base: 0,
+        start: 0,
+        len: rows.len(),
+    }]
+}
+
 /// The weight-row offsets that `spans` select, in order.
 #[inline(always)]
 fn span_rows<'a>(
@@ -261,7 +271,7 @@ mod x86 {
         _mm512_storeu_si512,
     };
 
-    use super::{I16_ROWS, TapSpan, check_spans, igemm_body, span_rows};
+    use super::{I16_ROWS, TapSpan, check_spans, igemm_body, span_rows, whole};
 
     /// A vector of i16 accumulators into which int8 weight rows are widened and added: what
     /// the row sums need from an instruction set. Implementations are zero-sized; their
@@ -270,6 +280,8 @@ mod x86 {
     trait RowLanes {
         /// i16 lanes per vector.
         const LANES: usize;
+        /// Enough registers for blocks of 16 vectors (plus the loaded row).
+        const WIDE: bool;
         /// One vector.
         type V: Copy;
         /// All lanes 0.
@@ -299,6 +311,7 @@ mod x86 {
 
     impl RowLanes for Avx512Rows {
         const LANES: usize = 32;
+        const WIDE: bool = true;
         type V = __m512i;
         #[inline(always)]
         unsafe fn zero() -> __m512i {
@@ -334,6 +347,7 @@ mod x86 {
 
     impl RowLanes for Avx2Rows {
         const LANES: usize = 16;
+        const WIDE: bool = false;
         type V = __m256i;
         #[inline(always)]
         unsafe fn zero() -> __m256i {
@@ -364,21 +378,23 @@ mod x86 {
         }
     }
 
-    /// The row sums, one body for both widths and both ways of naming rows (`rows` yields
-    /// each selected row's offset in `weight`, and can be walked again). Output channels go
-    /// in blocks of N vectors whose i16 accumulators stay in registers while every selected
-    /// row streams past (the sums never round-trip through memory per row, which is what
-    /// bounded the plain loop); every [`I16_ROWS`] rows the block is widened into the i32
-    /// outputs, before an i16 could overflow. The channels past the last whole vector are
-    /// summed in scalar code.
+    /// The row sums, one body for both widths and both ways of naming rows: row offsets are
+    /// `span.base + c·stride` for each channel c of each span (a plain row list is one span
+    /// with stride 1). Output channels go in blocks of N vectors whose i16 accumulators stay
+    /// in registers while every selected row streams past (the sums never round-trip through
+    /// memory per row, which is what bounded the plain loop); every [`I16_ROWS`] rows the
+    /// block is widened into the i32 outputs, before an i16 could overflow. The channels past
+    /// the last whole vector are summed in scalar code.
     ///
     /// # Safety
-    /// `L`'s instruction set must be available, and `r + out.len() <= weight.len()` for
-    /// every r that `rows` yields.
+    /// `L`'s instruction set must be available; every span lies inside `channels`, and every
+    /// row it names satisfies `row + out.len() <= weight.len()`.
     #[inline(always)]
-    unsafe fn rows_lanes<L: RowLanes, R: Iterator<Item = usize> + Clone>(
+    unsafe fn rows_lanes<L: RowLanes>(
         weight: &[i8],
-        rows: R,
+        channels: &[u32],
+        spans: &[TapSpan],
+        stride: usize,
         out: &mut [i32],
     ) {
         let (cout, lanes) = (out.len(), L::LANES);
@@ -386,25 +402,29 @@ mod x86 {
         let mut j = 0;
         // SAFETY (all blocks): j + N·lanes <= cout, so each row's block lies inside its row.
         unsafe {
+            while L::WIDE && cout - j >= 16 * lanes {
+                rows_block::<L, 16>(weight, channels, spans, stride, out, j);
+                j += 16 * lanes;
+            }
             while cout - j >= 8 * lanes {
-                rows_block::<L, R, 8>(weight, rows.clone(), out, j);
+                rows_block::<L, 8>(weight, channels, spans, stride, out, j);
                 j += 8 * lanes;
             }
             if cout - j >= 4 * lanes {
-                rows_block::<L, R, 4>(weight, rows.clone(), out, j);
+                rows_block::<L, 4>(weight, channels, spans, stride, out, j);
                 j += 4 * lanes;
             }
             if cout - j >= 2 * lanes {
-                rows_block::<L, R, 2>(weight, rows.clone(), out, j);
+                rows_block::<L, 2>(weight, channels, spans, stride, out, j);
                 j += 2 * lanes;
             }
             if cout - j >= lanes {
-                rows_block::<L, R, 1>(weight, rows.clone(), out, j);
+                rows_block::<L, 1>(weight, channels, spans, stride, out, j);
                 j += lanes;
             }
         }
         if j < cout {
-            for r in rows {
+            for r in span_rows(channels, spans, stride) {
                 let row = &weight[r + j..][..cout - j];
                 for (a, &w) in out[j..].iter_mut().zip(row) {
                     *a += i32::from(w);
@@ -418,9 +438,11 @@ mod x86 {
     /// # Safety
     /// As [`rows_lanes`], and `j + N·LANES <= out.len()`.
     #[inline(always)]
-    unsafe fn rows_block<L: RowLanes, R: Iterator<Item = usize>, const N: usize>(
+    unsafe fn rows_block<L: RowLanes, const N: usize>(
         weight: &[i8],
-        rows: R,
+        channels: &[u32],
+        spans: &[TapSpan],
+        stride: usize,
         out: &mut [i32],
         j: usize,
     ) {
@@ -430,18 +452,21 @@ mod x86 {
             let o = out.as_mut_ptr().add(j);
             let mut acc = [L::zero(); N];
             let mut run = 0;
-            for r in rows {
-                let p = weight.as_ptr().add(r + j);
-                for (v, acc) in acc.iter_mut().enumerate() {
-                    *acc = L::add(*acc, L::load_widen(p.add(v * L::LANES)));
-                }
-                run += 1;
-                if run == I16_ROWS {
+            for s in spans {
+                let w = weight.as_ptr().add(s.base + j);
+                for &c in channels.get_unchecked(s.start..s.start + s.len) {
+                    let p = w.add(c as usize * stride);
                     for (v, acc) in acc.iter_mut().enumerate() {
-                        L::widen_add(*acc, o.add(v * L::LANES));
-                        *acc = L::zero();
+                        *acc = L::add(*acc, L::load_widen(p.add(v * L::LANES)));
                     }
-                    run = 0;
+                    run += 1;
+                    if run == I16_ROWS {
+                        for (v, acc) in acc.iter_mut().enumerate() {
+                            L::widen_add(*acc, o.add(v * L::LANES));
+                            *acc = L::zero();
+                        }
+                        run = 0;
+                    }
                 }
             }
             if run > 0 {
@@ -677,7 +702,7 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn rows_avx512(weight: &[i8], rows: &[u32], out: &mut [i32]) {
         // SAFETY: this function's contract.
-        unsafe { rows_lanes::<Avx512Rows, _>(weight, rows.iter().map(|&r| r as usize), out) }
+        unsafe { rows_lanes::<Avx512Rows>(weight, rows, &whole(rows), 1, out) }
     }
 
     /// # Safety
@@ -690,10 +715,9 @@ mod x86 {
         out: &mut [i32],
     ) {
         check_spans(weight, channels, spans, out.len());
-        let rows = span_rows(channels, spans, out.len());
         // SAFETY: the CPU has the features (this function's contract); every row lies inside
         // `weight` (checked above).
-        unsafe { rows_lanes::<Avx512Rows, _>(weight, rows, out) }
+        unsafe { rows_lanes::<Avx512Rows>(weight, channels, spans, out.len(), out) }
     }
 
     /// # Safety
@@ -706,10 +730,9 @@ mod x86 {
         out: &mut [i32],
     ) {
         check_spans(weight, channels, spans, out.len());
-        let rows = span_rows(channels, spans, out.len());
         // SAFETY: the CPU has the features (this function's contract); every row lies inside
         // `weight` (checked above).
-        unsafe { rows_lanes::<Avx2Rows, _>(weight, rows, out) }
+        unsafe { rows_lanes::<Avx2Rows>(weight, channels, spans, out.len(), out) }
     }
 
     /// # Safety
@@ -717,7 +740,7 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn rows_avx2(weight: &[i8], rows: &[u32], out: &mut [i32]) {
         // SAFETY: this function's contract.
-        unsafe { rows_lanes::<Avx2Rows, _>(weight, rows.iter().map(|&r| r as usize), out) }
+        unsafe { rows_lanes::<Avx2Rows>(weight, rows, &whole(rows), 1, out) }
     }
 
     /// # Safety
