@@ -21,7 +21,7 @@
 //!   instead of the float networks.
 //! - `INFLOR_EXECUTE_CROSSOVER=1`: one conv layer at input densities 5–100 %, binary and
 //!   quarter-valued, gather versus im2col + GEMM (where `EventOptions`'s GEMM thresholds
-//!   come from).
+//!   come from), then the same for an int8 conv (`=int8`: only that).
 //! - `INFLOR_EXECUTE_MEMORY=1`: only the memory lines (per stream, per worker, per network).
 //! - `INFLOR_EXECUTE_REAL=1`: a real MNIST-DVS recording through each network, with and
 //!   without region tracking, and how many spikes differ from the background.
@@ -633,6 +633,10 @@ fn benches(c: &mut Criterion) {
 /// other.
 fn crossover() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
+    if std::env::var("INFLOR_EXECUTE_CROSSOVER").as_deref() == Ok("int8") {
+        crossover_int8(&mut rng);
+        return;
+    }
     for valued in [false, true] {
         for (side, c) in [(48usize, 64usize), (48, 128), (24, 256), (12, 512)] {
             let conv = Op::Conv2d {

@@ -59,9 +59,9 @@
 //! Nodes with int8 weights gather their integer rows into i16 runs widened into i32 sums
 //! instead ([`crate::kernels::sum_taps_i8`]), which are exact in any order, and make each
 //! current with the network's one f32 expression ([`crate::snn::network::int8_current`]).
-//! Above `EventOptions::gemm_above_int8` (never, by default: the row sums measured faster at
-//! every density) an int8 conv runs as im2col of its 0/1 input times its int8 weights
-//! ([`ops::conv_dense_int8`]), exact in i32 too, so that switch never changes a bit either.
+//! Above `EventOptions::gemm_above_int8` (60 % input density, the measured crossover) an int8
+//! conv runs as im2col of its 0/1 input times its int8 weights ([`ops::conv_dense_int8`]),
+//! exact in i32 too, so that switch never changes a bit either.
 //!
 //! Every value is computed from the same f32 operands as the reference, summed in f64 and
 //! rounded once; the neuron step is `snn::neuron`'s. Spikes and logits are therefore the
@@ -125,9 +125,9 @@ pub struct EventOptions {
     /// multiply-add.
     pub gemm_above_valued: f64,
     /// The same for int8 convs (whose inputs are spikes): above it, im2col + the integer
-    /// (VNNI) GEMM instead of the i16 row sums. Infinite by default: measured on one 3×3
-    /// layer of 64–512 channels (`INFLOR_EXECUTE_CROSSOVER=1 cargo bench --bench execute`),
-    /// the row sums were faster at every density up to 100 %.
+    /// (VNNI) GEMM instead of the i16 row sums. Measured on one 3×3 layer of 64–512
+    /// channels (`INFLOR_EXECUTE_CROSSOVER=int8 cargo bench --bench execute`), the row sums
+    /// win up to 50 % input density and the GEMM from about 70 % (see BENCHMARKS.md).
     pub gemm_above_int8: f64,
     /// Weights larger than this (tap-major, f32) no longer stay in the core's cache while the
     /// gather walks the output pixels; the thresholds are then scaled by
@@ -148,7 +148,7 @@ impl Default for EventOptions {
             max_background_fraction: 0.25,
             gemm_above_binary: 0.5,
             gemm_above_valued: 0.5,
-            gemm_above_int8: f64::INFINITY,
+            gemm_above_int8: 0.6,
             cache_bytes: 1 << 20,
             large_weights_factor: 1.0,
             profile: false,

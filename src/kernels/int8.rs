@@ -21,7 +21,8 @@
 //! The GEMM has two more paths, AVX-512 VNNI and AVX-VNNI, where the CPU has them:
 //! `vpdpbusd` makes four u8 × i8 products per i32 lane and instruction, which needs the
 //! weights packed four rows at a time, so it is its own loop, written once over a lanes trait
-//! (16 or 8 i32 lanes) and instantiated per instruction set (see `x86::vnni_body`). The row
+//! (16 or 8 i32 lanes) and instantiated per instruction set (see `x86::vnni_body`); it works
+//! on blocks of 4 rows × 4 vectors so each weight load feeds four products. The row
 //! sums of the event-driven executor add one row per spike and gain nothing from it; they
 //! keep their sums in i16 registers instead (twice the lanes of i32, and no store per row),
 //! widened into i32 every [`I16_ROWS`] rows, before an i16 could overflow (`x86::rows_lanes`,
@@ -596,6 +597,51 @@ mod x86 {
                 packed[(g * n + j) * 4 + r] = w;
             }
         }
+        // Blocks of 4 rows × 4 vectors of columns: 16 accumulators, so each packed weight
+        // vector loaded feeds four `vpdpbusd`s (one per row) instead of one. What is left
+        // (the last rows, the last columns) goes row by row below.
+        let (m4, n4) = (m / 4 * 4, n / (4 * lanes) * (4 * lanes));
+        let full = k / 4;
+        let word_of = |row: &[u8], g: usize| -> i32 {
+            if g < full {
+                i32::from_le_bytes([row[4 * g], row[4 * g + 1], row[4 * g + 2], row[4 * g + 3]])
+            } else {
+                let mut bytes = [0u8; 4];
+                bytes[..k - 4 * g].copy_from_slice(&row[4 * g..]);
+                i32::from_le_bytes(bytes)
+            }
+        };
+        for i in (0..m4).step_by(4) {
+            let rows = [0, 1, 2, 3].map(|r| &a[(i + r) * k..][..k]);
+            for j in (0..n4).step_by(4 * lanes) {
+                // SAFETY: rows i..i + 4 and columns j..j + 4·lanes lie inside c (i + 4 <= m,
+                // j + 4·lanes <= n), and group g's weights of those columns inside `packed`.
+                unsafe {
+                    let p = c.as_mut_ptr().add(i * n + j);
+                    let mut acc = [[L::load(p); 4]; 4];
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        for (v, acc) in acc.iter_mut().enumerate() {
+                            *acc = L::load(p.add(r * n + v * lanes));
+                        }
+                    }
+                    for g in 0..groups {
+                        let w = packed.as_ptr().add((g * n + j) * 4);
+                        let wv = [0, 1, 2, 3].map(|v| L::load_weights(w.add(v * 4 * lanes)));
+                        for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                            let x = word_of(row, g);
+                            for (acc, &w) in acc.iter_mut().zip(&wv) {
+                                *acc = L::dot(*acc, x, w);
+                            }
+                        }
+                    }
+                    for (r, acc) in acc.iter().enumerate() {
+                        for (v, acc) in acc.iter().enumerate() {
+                            L::store(p.add(r * n + v * lanes), *acc);
+                        }
+                    }
+                }
+            }
+        }
         for i in 0..m {
             let a_row = &a[i * k..][..k];
             let word = |g: usize| -> i32 {
@@ -606,7 +652,7 @@ mod x86 {
                 i32::from_le_bytes(bytes)
             };
             let c_row = &mut c[i * n..][..n];
-            let mut j = 0;
+            let mut j = if i < m4 { n4 } else { 0 };
             // SAFETY (both loops): columns j..j + lanes·B lie inside row i of c, and group g's
             // weights of those columns at (g·n + j)·4 .. + 4·lanes·B inside `packed`.
             unsafe {
