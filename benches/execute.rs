@@ -10,9 +10,9 @@
 //!
 //! Modes (environment variables):
 //! - none: the criterion groups `execute/{arch}`: `event/{1,2}t/{density}` (the event-driven
-//!   plan without a pool, and with a 2-thread `exec::Pool`) and `dense/1t/{density}`; then
-//!   the same network quantized to int8 (`inflor model quantize`, per-channel max-abs):
-//!   `event-int8/{1,2}t/{density}` and `dense-int8/1t/{density}`.
+//!   plan without a pool, and with a 2-thread `exec::Pool`) and `dense/{1,2}t/{density}`;
+//!   then the same network quantized to int8 (`inflor model quantize`, per-channel max-abs):
+//!   `event-int8/{1,2}t/{density}` and `dense-int8/{1,2}t/{density}`.
 //! - `INFLOR_EXECUTE_REPORT=1`: a table per architecture and density with wall and CPU time
 //!   of both executors side by side, firing rates, synaptic ops, neuron updates, the floor,
 //!   per-node times and which convs took the GEMM path; then the memory lines.
@@ -577,7 +577,15 @@ fn benches(c: &mut Criterion) {
                 )
             })
             .collect();
-        let dense = plan(&network, ExecutorKind::Dense, 1, EventOptions::default());
+        let denses: Vec<(usize, Arc<Plan>)> = threads()
+            .into_iter()
+            .map(|t| {
+                (
+                    t,
+                    plan(&network, ExecutorKind::Dense, t, EventOptions::default()),
+                )
+            })
+            .collect();
         let int8 = calibrated_int8(arch);
         let int8_events: Vec<(usize, Arc<Plan>)> = threads()
             .into_iter()
@@ -588,7 +596,15 @@ fn benches(c: &mut Criterion) {
                 )
             })
             .collect();
-        let int8_dense = plan(&int8, ExecutorKind::Dense, 1, EventOptions::default());
+        let int8_denses: Vec<(usize, Arc<Plan>)> = threads()
+            .into_iter()
+            .map(|t| {
+                (
+                    t,
+                    plan(&int8, ExecutorKind::Dense, t, EventOptions::default()),
+                )
+            })
+            .collect();
         for density in densities() {
             let input = frames(density, T, 1234);
             for (threads, event) in &events {
@@ -600,11 +616,15 @@ fn benches(c: &mut Criterion) {
                     |b, input| b.iter(|| classify(event, &mut scratch, &mut state, input)),
                 );
             }
-            let mut state = dense.new_state();
-            let mut scratch = dense.new_scratch();
-            group.bench_with_input(BenchmarkId::new("dense/1t", density), &input, |b, input| {
-                b.iter(|| classify(&dense, &mut scratch, &mut state, input))
-            });
+            for (threads, dense) in &denses {
+                let mut state = dense.new_state();
+                let mut scratch = dense.new_scratch();
+                group.bench_with_input(
+                    BenchmarkId::new(format!("dense/{threads}t"), density),
+                    &input,
+                    |b, input| b.iter(|| classify(dense, &mut scratch, &mut state, input)),
+                );
+            }
             for (threads, event) in &int8_events {
                 let mut state = event.new_state();
                 let mut scratch = event.new_scratch();
@@ -614,13 +634,15 @@ fn benches(c: &mut Criterion) {
                     |b, input| b.iter(|| classify(event, &mut scratch, &mut state, input)),
                 );
             }
-            let mut state = int8_dense.new_state();
-            let mut scratch = int8_dense.new_scratch();
-            group.bench_with_input(
-                BenchmarkId::new("dense-int8/1t", density),
-                &input,
-                |b, input| b.iter(|| classify(&int8_dense, &mut scratch, &mut state, input)),
-            );
+            for (threads, dense) in &int8_denses {
+                let mut state = dense.new_state();
+                let mut scratch = dense.new_scratch();
+                group.bench_with_input(
+                    BenchmarkId::new(format!("dense-int8/{threads}t"), density),
+                    &input,
+                    |b, input| b.iter(|| classify(dense, &mut scratch, &mut state, input)),
+                );
+            }
         }
         group.finish();
     }
