@@ -263,7 +263,7 @@ pub fn conv_backward<R: Real>(
         }
     }
     if let Some(grad_bias) = grad_bias {
-        let sums = channel_sums(grad_out, cout, |v, _| v.to_f64());
+        let sums = channel_sums(grad_out, cout);
         for (gb, s) in grad_bias.iter_mut().zip(sums) {
             *gb += R::of_f64(s);
         }
@@ -297,38 +297,42 @@ pub fn conv_backward<R: Real>(
     }
 }
 
-/// Per-channel sums of `f(value, index)` over a `[..][channels]` buffer, in f64, split into
-/// pieces that are combined in order.
-fn channel_sums<R: Real>(
-    values: &[R],
-    channels: usize,
-    f: impl Fn(R, usize) -> f64 + Sync,
+/// Per-channel f64 sums over the rows of `[rows][width]` data: `piece(rows, acc)` adds the
+/// rows of one piece into `acc` (`width` values), and the pieces, whose bounds depend only on
+/// `rows` and the thread count, are added in order, so the sums are deterministic.
+fn channel_reduce(
+    rows: usize,
+    width: usize,
+    piece: impl Fn(std::ops::Range<usize>, &mut [f64]) + Sync,
 ) -> Vec<f64> {
-    let rows = values.len() / channels;
     let groups = pieces(rows);
     let per = rows.div_ceil(groups).max(1);
-    let partials: Vec<Vec<f64>> = values
-        .par_chunks(per * channels)
-        .enumerate()
-        .map(|(gi, chunk)| {
-            let mut s = vec![0.0f64; channels];
-            let base = gi * per * channels;
-            for (r, row) in chunk.chunks_exact(channels).enumerate() {
-                let at = base + r * channels;
-                for (c, v) in row.iter().enumerate() {
-                    s[c] += f(*v, at + c);
-                }
-            }
-            s
+    let partials: Vec<Vec<f64>> = (0..rows.div_ceil(per))
+        .into_par_iter()
+        .map(|gi| {
+            let mut acc = vec![0.0f64; width];
+            piece(gi * per..((gi + 1) * per).min(rows), &mut acc);
+            acc
         })
         .collect();
-    let mut total = vec![0.0f64; channels];
+    let mut total = vec![0.0f64; width];
     for p in partials {
         for (t, v) in total.iter_mut().zip(p) {
             *t += v;
         }
     }
     total
+}
+
+/// Per-channel sums of a `[..][channels]` buffer, in f64.
+fn channel_sums<R: Real>(values: &[R], channels: usize) -> Vec<f64> {
+    channel_reduce(values.len() / channels, channels, |rows, acc| {
+        for row in values[rows.start * channels..rows.end * channels].chunks_exact(channels) {
+            for (a, v) in acc.iter_mut().zip(row) {
+                *a += v.to_f64();
+            }
+        }
+    })
 }
 
 /// What a training batch norm keeps for its backward pass.
@@ -354,12 +358,16 @@ pub fn bn_forward_train<R: Real>(
     y: &mut [R],
 ) -> BnSaved {
     let m = (x.len() / channels) as f64;
-    let sums = channel_sums(x, channels, |v, _| v.to_f64());
+    let sums = channel_sums(x, channels);
     let mean: Vec<f64> = sums.iter().map(|s| s / m).collect();
     // Two passes: the centred second moment does not cancel when |μ| ≫ σ.
-    let sq = channel_sums(x, channels, |v, i| {
-        let d = v.to_f64() - mean[i % channels];
-        d * d
+    let sq = channel_reduce(x.len() / channels, channels, |rows, acc| {
+        for row in x[rows.start * channels..rows.end * channels].chunks_exact(channels) {
+            for ((a, v), mu) in acc.iter_mut().zip(row).zip(&mean) {
+                let d = v.to_f64() - mu;
+                *a += d * d;
+            }
+        }
     });
     let var: Vec<f64> = sq.iter().map(|s| s / m).collect();
     let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
@@ -406,8 +414,8 @@ fn affine<R: Real>(x: &[R], channels: usize, a: &[R], b: &[R], y: &mut [R]) {
         .zip(x.par_chunks(chunk))
         .for_each(|(y, x)| {
             for (yr, xr) in y.chunks_exact_mut(channels).zip(x.chunks_exact(channels)) {
-                for c in 0..channels {
-                    yr[c] = a[c] * xr[c] + b[c];
+                for (((y, x), a), b) in yr.iter_mut().zip(xr).zip(a).zip(b) {
+                    *y = *a * *x + *b;
                 }
             }
         });
@@ -425,11 +433,29 @@ pub fn bn_backward<R: Real>(
     grad_x: &mut [R],
 ) -> (Vec<f64>, Vec<f64>) {
     let m = (x.len() / channels) as f64;
-    let sum_dy = channel_sums(grad_y, channels, |v, _| v.to_f64());
-    let sum_dy_xhat = channel_sums(grad_y, channels, |v, i| {
-        let c = i % channels;
-        v.to_f64() * (x[i].to_f64() - saved.mean[c]) * saved.inv_std[c]
+    // One pass for both sums: [Σdy | Σdy·x̂] side by side.
+    let both = channel_reduce(x.len() / channels, 2 * channels, |rows, acc| {
+        let (sum_dy, sum_dy_xhat) = acc.split_at_mut(channels);
+        let span = rows.start * channels..rows.end * channels;
+        for (dy, x) in grad_y[span.clone()]
+            .chunks_exact(channels)
+            .zip(x[span].chunks_exact(channels))
+        {
+            for ((((s, sx), dy), x), (mu, inv_std)) in sum_dy
+                .iter_mut()
+                .zip(sum_dy_xhat.iter_mut())
+                .zip(dy)
+                .zip(x)
+                .zip(saved.mean.iter().zip(&saved.inv_std))
+            {
+                let dy = dy.to_f64();
+                *s += dy;
+                *sx += dy * (x.to_f64() - mu) * inv_std;
+            }
+        }
     });
+    let (sum_dy, sum_dy_xhat) = both.split_at(channels);
+    let sum_dy = sum_dy.to_vec();
     // dx = γ·f·s/M·(M·dy − Σdy − x̂·Σ(dy·x̂)) = k1·dy + k2·x + k3, per channel.
     let mut k1 = Vec::with_capacity(channels);
     let mut k2 = Vec::with_capacity(channels);
@@ -452,8 +478,14 @@ pub fn bn_backward<R: Real>(
                 .zip(x.chunks_exact(channels))
                 .zip(gy.chunks_exact(channels))
             {
-                for c in 0..channels {
-                    gr[c] = k1[c] * yr[c] + k2[c] * xr[c] + k3[c];
+                for ((((g, dy), x), (k1, k2)), k3) in gr
+                    .iter_mut()
+                    .zip(yr)
+                    .zip(xr)
+                    .zip(k1.iter().zip(&k2))
+                    .zip(&k3)
+                {
+                    *g = *k1 * *dy + *k2 * *x + *k3;
                 }
             }
         });
@@ -645,7 +677,7 @@ pub fn linear_backward<R: Real>(
         grad_weight,
     );
     if let Some(grad_bias) = grad_bias {
-        let sums = channel_sums(&grad_y[..frames * outputs], outputs, |v, _| v.to_f64());
+        let sums = channel_sums(&grad_y[..frames * outputs], outputs);
         for (gb, s) in grad_bias.iter_mut().zip(sums) {
             *gb += R::of_f64(s);
         }
@@ -667,6 +699,9 @@ pub fn linear_backward<R: Real>(
 
 /// Neuron forward over `[T][L]` currents: writes the potentials H and outputs O (spikes, or
 /// the surrogate value under [`Firing::Surrogate`]). Returns the number of nonzero outputs.
+///
+/// The membrane U[t−1] is not stored: it is `reset(H[t−1], O[t−1])`, recomputed from the
+/// previous timestep's H and O, which saves a buffer the size of one timestep and its writes.
 pub fn neuron_forward<R: Real>(
     cfg: &SpikingConfig,
     firing: Firing,
@@ -676,48 +711,70 @@ pub fn neuron_forward<R: Real>(
     o: &mut [R],
 ) -> usize {
     let l = x.len() / timesteps;
-    let kind = cfg.kind;
-    let mut u = vec![R::ZERO; l];
     let mut count = 0usize;
-    let vth = R::of_f32(VTH);
     for t in 0..timesteps {
-        let range = t * l..(t + 1) * l;
-        count += u
+        let (h_done, h_t) = h[..timesteps * l].split_at_mut(t * l);
+        let (o_done, o_t) = o[..timesteps * l].split_at_mut(t * l);
+        let previous = t
+            .checked_sub(1)
+            .map(|p| (&h_done[p * l..][..l], &o_done[p * l..][..l]));
+        let x_t = &x[t * l..][..l];
+        count += h_t[..l]
             .par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(x[range.clone()].par_chunks(ELEMENTWISE_CHUNK))
-            .zip(h[range.clone()].par_chunks_mut(ELEMENTWISE_CHUNK))
-            .zip(o[range].par_chunks_mut(ELEMENTWISE_CHUNK))
-            .map(|(((u, x), h), o)| {
-                let mut n = 0usize;
-                for (((u, &x), h), o) in u.iter_mut().zip(x).zip(h.iter_mut()).zip(o.iter_mut()) {
-                    let pot = kind.charge_as(*u, x);
-                    let out = match firing {
-                        Firing::Spike => {
-                            if pot >= vth {
-                                R::ONE
-                            } else {
-                                R::ZERO
-                            }
-                        }
-                        Firing::Surrogate => {
-                            R::of_f64(cfg.surrogate.soft_spike_f64(pot.to_f64(), cfg.mpr))
-                        }
-                    };
-                    *h = pot;
-                    *o = out;
-                    *u = kind.reset_as(pot, out);
-                    n += usize::from(out != R::ZERO);
-                }
-                n
+            .zip(o_t[..l].par_chunks_mut(ELEMENTWISE_CHUNK))
+            .enumerate()
+            .map(|(ci, (h, o))| {
+                let at = ci * ELEMENTWISE_CHUNK;
+                let x = &x_t[at..][..h.len()];
+                let previous =
+                    previous.map(|(ph, po)| (&ph[at..][..h.len()], &po[at..][..h.len()]));
+                fire(cfg, firing, x, previous, h, o)
             })
             .sum::<usize>();
     }
     count
 }
 
+/// One timestep of the neuron over a slice: `previous` holds H and O of the timestep before
+/// (None at t = 0, where the membrane is 0). Returns the number of nonzero outputs.
+fn fire<R: Real>(
+    cfg: &SpikingConfig,
+    firing: Firing,
+    x: &[R],
+    previous: Option<(&[R], &[R])>,
+    h: &mut [R],
+    o: &mut [R],
+) -> usize {
+    let kind = cfg.kind;
+    let vth = R::of_f32(VTH);
+    let mut n = 0usize;
+    for i in 0..h.len() {
+        let u = previous.map_or(R::ZERO, |(ph, po)| kind.reset_as(ph[i], po[i]));
+        let pot = kind.charge_as(u, x[i]);
+        let out = match firing {
+            Firing::Spike => {
+                if pot >= vth {
+                    R::ONE
+                } else {
+                    R::ZERO
+                }
+            }
+            Firing::Surrogate => R::of_f64(cfg.surrogate.soft_spike_f64(pot.to_f64(), cfg.mpr)),
+        };
+        h[i] = pot;
+        o[i] = out;
+        n += usize::from(out != R::ZERO);
+    }
+    n
+}
+
 /// Neuron backward (BPTT through the membrane, see
 /// [`crate::snn::neuron::NeuronKind::grad_potential`]): from dL/dO `[T][L]`, the saved H and O,
 /// writes dL/dX.
+///
+/// dL/dU[t] is `leak·dL/dH[t + 1]`, read back from the dL/dX already written for t + 1
+/// (dX = dH), so no membrane-gradient buffer is kept; the surrogate gradients of a slice are
+/// computed into its dL/dX, which the BPTT step then overwrites in place.
 pub fn neuron_backward<R: Real>(
     cfg: &SpikingConfig,
     timesteps: usize,
@@ -727,32 +784,34 @@ pub fn neuron_backward<R: Real>(
     grad_x: &mut [R],
 ) {
     let l = h.len() / timesteps;
-    let mut grad_u = vec![R::ZERO; l];
     for t in (0..timesteps).rev() {
+        let (head, later) = grad_x[..timesteps * l].split_at_mut((t + 1) * l);
+        let next = (t + 1 < timesteps).then(|| &later[..l]);
         let range = t * l..(t + 1) * l;
-        grad_u
+        let (h_t, o_t, go_t) = (&h[range.clone()], &o[range.clone()], &grad_o[range]);
+        head[t * l..]
             .par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(h[range.clone()].par_chunks(ELEMENTWISE_CHUNK))
-            .zip(o[range.clone()].par_chunks(ELEMENTWISE_CHUNK))
-            .zip(grad_o[range.clone()].par_chunks(ELEMENTWISE_CHUNK))
-            .zip(grad_x[range].par_chunks_mut(ELEMENTWISE_CHUNK))
-            .for_each(|((((gu, h), o), go), gx)| {
-                let mut g = vec![R::ZERO; h.len()];
-                R::spike_gradients(cfg.surrogate, cfg.mpr, h, &mut g);
-                bptt_step(cfg, h, o, &g, go, gu, gx);
+            .enumerate()
+            .for_each(|(ci, gx)| {
+                let at = ci * ELEMENTWISE_CHUNK;
+                let n = gx.len();
+                let h = &h_t[at..][..n];
+                R::spike_gradients(cfg.surrogate, cfg.mpr, h, gx);
+                let next = next.map(|g| &g[at..][..n]);
+                bptt_step(cfg, h, &o_t[at..][..n], &go_t[at..][..n], next, gx);
             });
     }
 }
 
 /// One timestep of BPTT over a slice, with the neuron kind and detach flag hoisted out of the
-/// loop so each arm is a straight loop.
+/// loop so each arm is a straight loop. `grad_x` holds dO/dH on entry and dL/dH on return;
+/// `next` is dL/dH of the following timestep (None at the last).
 fn bptt_step<R: Real>(
     cfg: &SpikingConfig,
     h: &[R],
     o: &[R],
-    g: &[R],
     grad_o: &[R],
-    grad_u: &mut [R],
+    next: Option<&[R]>,
     grad_x: &mut [R],
 ) {
     use crate::snn::neuron::NeuronKind;
@@ -760,10 +819,25 @@ fn bptt_step<R: Real>(
         ($kind:expr, $detach:expr) => {{
             let kind = $kind;
             let leak: R = kind.leak();
-            for i in 0..h.len() {
-                let gh = kind.grad_potential($detach, h[i], o[i], g[i], grad_o[i], grad_u[i]);
-                grad_x[i] = gh;
-                grad_u[i] = leak * gh;
+            match next {
+                Some(next) => {
+                    for i in 0..h.len() {
+                        grad_x[i] = kind.grad_potential(
+                            $detach,
+                            h[i],
+                            o[i],
+                            grad_x[i],
+                            grad_o[i],
+                            leak * next[i],
+                        );
+                    }
+                }
+                None => {
+                    for i in 0..h.len() {
+                        grad_x[i] =
+                            kind.grad_potential($detach, h[i], o[i], grad_x[i], grad_o[i], R::ZERO);
+                    }
+                }
             }
         }};
     }
