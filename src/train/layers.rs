@@ -30,48 +30,77 @@ fn pieces(len: usize) -> usize {
     rayon::current_num_threads().clamp(1, len.max(1))
 }
 
-/// The active (nonzero) channels of every pixel of a 0/1 activation, frame by frame: what
-/// the sparse convolution and its weight gradient walk instead of every input.
+/// The active (nonzero) channels of every pixel of a mostly-zero activation, frame by
+/// frame: what the sparse convolution and its weight gradient walk instead of every input.
+/// An index of 0/1 spikes holds positions only; an index of other values (event counts)
+/// also holds the values, by which the weight rows are scaled.
 #[derive(Debug, Clone, Default)]
-pub struct SpikeIndex {
-    /// Per frame: `offsets[p]..offsets[p + 1]` indexes `channels` for pixel p.
-    frames: Vec<(Vec<u32>, Vec<u32>)>,
-    /// Number of ones.
+pub struct SpikeIndex<R> {
+    frames: Vec<IndexedFrame<R>>,
+    /// Whether the values are kept (the input is not 0/1).
+    valued: bool,
+    /// Number of nonzero values.
     pub ones: usize,
     /// Number of values.
     pub len: usize,
 }
 
-impl SpikeIndex {
-    /// Indexes `frames` frames of `pixels × channels` values each (nonzero means active).
-    pub fn build<R: Real>(input: &[R], frames: usize, pixels: usize, channels: usize) -> Self {
+/// One frame of a [`SpikeIndex`].
+#[derive(Debug, Clone, Default)]
+struct IndexedFrame<R> {
+    /// `offsets[p]..offsets[p + 1]` indexes `channels` (and `values`) for pixel p.
+    offsets: Vec<u32>,
+    channels: Vec<u32>,
+    /// The nonzero values, for a valued index; empty otherwise.
+    values: Vec<R>,
+}
+
+impl<R: Real> SpikeIndex<R> {
+    /// Indexes `frames` frames of `pixels × channels` 0/1 values each (nonzero means active).
+    pub fn build(input: &[R], frames: usize, pixels: usize, channels: usize) -> Self {
+        Self::index(input, frames, pixels, channels, false)
+    }
+
+    /// Indexes `frames` frames of `pixels × channels` values each, keeping the nonzero values.
+    pub fn build_valued(input: &[R], frames: usize, pixels: usize, channels: usize) -> Self {
+        Self::index(input, frames, pixels, channels, true)
+    }
+
+    fn index(input: &[R], frames: usize, pixels: usize, channels: usize, valued: bool) -> Self {
         let frame_len = pixels * channels;
-        let index: Vec<(Vec<u32>, Vec<u32>)> = input[..frames * frame_len]
+        let index: Vec<IndexedFrame<R>> = input[..frames * frame_len]
             .par_chunks(frame_len)
             .map(|frame| {
-                let mut offsets = Vec::with_capacity(pixels + 1);
-                let mut chans = Vec::new();
-                offsets.push(0u32);
+                let mut f = IndexedFrame {
+                    offsets: Vec::with_capacity(pixels + 1),
+                    channels: Vec::new(),
+                    values: Vec::new(),
+                };
+                f.offsets.push(0u32);
                 for px in frame.chunks_exact(channels) {
                     for (c, v) in px.iter().enumerate() {
                         if *v != R::ZERO {
-                            chans.push(c as u32);
+                            f.channels.push(c as u32);
+                            if valued {
+                                f.values.push(*v);
+                            }
                         }
                     }
-                    offsets.push(chans.len() as u32);
+                    f.offsets.push(f.channels.len() as u32);
                 }
-                (offsets, chans)
+                f
             })
             .collect();
-        let ones = index.iter().map(|(_, c)| c.len()).sum();
+        let ones = index.iter().map(|f| f.channels.len()).sum();
         Self {
             frames: index,
+            valued,
             ones,
             len: frames * frame_len,
         }
     }
 
-    /// Fraction of ones.
+    /// Fraction of nonzero values.
     pub fn density(&self) -> f64 {
         if self.len == 0 {
             0.0
@@ -80,30 +109,52 @@ impl SpikeIndex {
         }
     }
 
-    /// The weight-row offsets (`row · cout`) that output pixel `pos` of frame `frame` sums.
-    fn rows(&self, g: &ConvGeometry, cout: usize, frame: usize, pos: usize, rows: &mut Vec<u32>) {
-        rows.clear();
-        let (offsets, chans) = &self.frames[frame];
-        let (oy, ox) = (pos / g.out_width, pos % g.out_width);
-        let (kh, kw) = (g.kernel_height, g.kernel_width);
-        for ky in 0..kh {
-            let Some(iy) = (oy * g.stride + ky)
-                .checked_sub(g.padding)
-                .filter(|&y| y < g.in_height)
-            else {
+    /// For every nonzero input of frame `frame` and every kernel tap through which it
+    /// reaches an output pixel: the pair (weight-row offset `row · cout`, output offset
+    /// `pixel · cout`) in `pairs`, and for a valued index the input value in `scales`. The
+    /// walk is over the nonzero inputs only (input-stationary), so an empty pixel costs one
+    /// comparison rather than a visit per tap of each output pixel it reaches.
+    fn taps(
+        &self,
+        g: &ConvGeometry,
+        cout: usize,
+        frame: usize,
+        pairs: &mut Vec<(u32, u32)>,
+        scales: &mut Vec<R>,
+    ) {
+        pairs.clear();
+        scales.clear();
+        let f = &self.frames[frame];
+        let (kh, kw, s) = (g.kernel_height, g.kernel_width, g.stride);
+        for (p, span) in f.offsets.windows(2).enumerate() {
+            if span[0] == span[1] {
                 continue;
-            };
-            for kx in 0..kw {
-                let Some(ix) = (ox * g.stride + kx)
-                    .checked_sub(g.padding)
-                    .filter(|&x| x < g.in_width)
-                else {
+            }
+            let span = span[0] as usize..span[1] as usize;
+            let (iy, ix) = (p / g.in_width, p % g.in_width);
+            for ky in 0..kh {
+                // Output row oy reads input row oy·s + ky − padding.
+                let Some(ny) = (iy + g.padding).checked_sub(ky) else {
                     continue;
                 };
-                let p = iy * g.in_width + ix;
-                let tap = ky * kw + kx;
-                for &c in &chans[offsets[p] as usize..offsets[p + 1] as usize] {
-                    rows.push(((c as usize * kh * kw + tap) * cout) as u32);
+                if ny % s != 0 || ny / s >= g.out_height {
+                    continue;
+                }
+                for kx in 0..kw {
+                    let Some(nx) = (ix + g.padding).checked_sub(kx) else {
+                        continue;
+                    };
+                    if nx % s != 0 || nx / s >= g.out_width {
+                        continue;
+                    }
+                    let to = ((ny / s * g.out_width + nx / s) * cout) as u32;
+                    let tap = ky * kw + kx;
+                    for &c in &f.channels[span.clone()] {
+                        pairs.push((((c as usize * kh * kw + tap) * cout) as u32, to));
+                    }
+                    if self.valued {
+                        scales.extend_from_slice(&f.values[span.clone()]);
+                    }
                 }
             }
         }
@@ -135,8 +186,9 @@ fn im2col_rows<R: Real>(g: &ConvGeometry, input: &[R], r0: usize, rows: usize, c
 }
 
 /// Convolution forward: `out[n][p][co] = Σ_k im2col(input_n)[p][k]·weight[k][co] + bias[co]`,
-/// one GEMM over all frames (in row blocks), or, when `spikes` indexes a 0/1 input sparse
-/// enough, sums of the weight rows of the active inputs only.
+/// one GEMM over all frames (in row blocks), or, when `spikes` indexes an input sparse
+/// enough, sums of the weight rows of the nonzero inputs only (scaled by the values for a
+/// valued index).
 #[allow(clippy::too_many_arguments)]
 pub fn conv_forward<R: Real>(
     g: &ConvGeometry,
@@ -145,22 +197,22 @@ pub fn conv_forward<R: Real>(
     input: &[R],
     weight: &[R],
     bias: Option<&[R]>,
-    spikes: Option<&SpikeIndex>,
+    spikes: Option<&SpikeIndex<R>>,
     out: &mut [R],
 ) {
     let (p, k) = (g.out_pixels(), g.columns());
     let out = &mut out[..frames * p * cout];
     match spikes.filter(|s| s.density() <= SPARSE_MAX_DENSITY) {
         Some(index) => {
-            out.par_chunks_mut(p * cout)
-                .enumerate()
-                .for_each(|(frame, out)| {
-                    let mut rows = Vec::new();
-                    for (pos, o) in out.chunks_exact_mut(cout).enumerate() {
-                        index.rows(g, cout, frame, pos, &mut rows);
-                        R::sum_rows(weight, &rows, o);
-                    }
-                });
+            out.par_chunks_mut(p * cout).enumerate().for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(pairs, scales), (frame, out)| {
+                    index.taps(g, cout, frame, pairs, scales);
+                    out.fill(R::ZERO);
+                    let scales = index.valued.then_some(&scales[..]);
+                    R::add_row_pairs(weight, pairs, scales, cout, out);
+                },
+            );
         }
         None => {
             let mb = block_rows(k);
@@ -206,7 +258,7 @@ pub fn conv_backward<R: Real>(
     frames: usize,
     input: &[R],
     weight: &[R],
-    spikes: Option<&SpikeIndex>,
+    spikes: Option<&SpikeIndex<R>>,
     grad_out: &[R],
     grad_weight: &mut [R],
     grad_bias: Option<&mut [R]>,
@@ -214,22 +266,29 @@ pub fn conv_backward<R: Real>(
 ) {
     let (p, k, in_len) = (g.out_pixels(), g.columns(), g.in_len());
     let grad_out = &grad_out[..frames * p * cout];
-    let total_rows = frames * p;
-    let groups = pieces(total_rows);
-    let per_group = total_rows.div_ceil(groups);
     let sparse = spikes.filter(|s| s.density() <= SPARSE_MAX_DENSITY);
+    // Pieces of whole frames for the sparse walk, of output rows for the dense GEMM.
+    let total = if sparse.is_some() { frames } else { frames * p };
+    let groups = pieces(total);
+    let per_group = total.div_ceil(groups);
     let partials: Vec<Vec<R>> = (0..groups)
         .into_par_iter()
         .map(|gi| {
             let mut partial = vec![R::ZERO; k * cout];
-            let r0 = gi * per_group;
-            let r1 = ((gi + 1) * per_group).min(total_rows);
+            let r0 = (gi * per_group).min(total);
+            let r1 = ((gi + 1) * per_group).min(total);
             match sparse {
                 Some(index) => {
-                    let mut rows = Vec::new();
-                    for r in r0..r1 {
-                        index.rows(g, cout, r / p, r % p, &mut rows);
-                        R::scatter_rows(&grad_out[r * cout..][..cout], &rows, &mut partial);
+                    let (mut pairs, mut scales) = (Vec::new(), Vec::new());
+                    for frame in r0..r1 {
+                        index.taps(g, cout, frame, &mut pairs, &mut scales);
+                        // From the output gradient row to the weight-gradient row.
+                        for pair in pairs.iter_mut() {
+                            *pair = (pair.1, pair.0);
+                        }
+                        let scales = index.valued.then_some(&scales[..]);
+                        let gout = &grad_out[frame * p * cout..][..p * cout];
+                        R::add_row_pairs(gout, &pairs, scales, cout, &mut partial);
                     }
                 }
                 None => {

@@ -95,7 +95,7 @@ pub struct Tape<R> {
     mode: Mode,
     values: Vec<Vec<R>>,
     saved: Vec<Saved<R>>,
-    index: Vec<Option<SpikeIndex>>,
+    index: Vec<Option<SpikeIndex<R>>>,
     /// Nonzero outputs of each neuron node (0 for other nodes).
     pub spikes: Vec<usize>,
 }
@@ -177,8 +177,9 @@ pub struct Net<R: Real> {
     pub stats: Vec<RunningStats<R>>,
     /// How neurons fire in the forward pass ([`Firing::Spike`] except in gradient checks).
     pub firing: Firing,
-    /// Whether layers fed by 0/1 spikes use the row-sum kernels when the input is sparse
-    /// enough (on by default; off measures what they save).
+    /// Whether convolutions fed by 0/1 spikes or by the (event-count) input, and linear layers
+    /// fed by spikes, use the row-sum kernels when their input is sparse enough (on by
+    /// default; off measures what they save).
     pub binary_kernels: bool,
     /// Activation and gradient buffers of the last step, reused by the next.
     buffers: Buffers<R>,
@@ -654,9 +655,16 @@ impl<R: Real> Net<R> {
                     },
                 ) => {
                     let j = node.inputs[0];
-                    if sparse_ok && self.graph.is_binary(j) && tape.index[j].is_none() {
+                    // Event-count inputs are mostly zero too: their index keeps the values.
+                    let input = matches!(self.graph.nodes()[j].op, TrainOp::Input { .. });
+                    if sparse_ok && (input || self.graph.is_binary(j)) && tape.index[j].is_none() {
                         let s = self.graph.shape(j);
-                        tape.index[j] = Some(SpikeIndex::build(
+                        let build = if input {
+                            SpikeIndex::build_valued
+                        } else {
+                            SpikeIndex::build
+                        };
+                        tape.index[j] = Some(build(
                             &tape.values[j],
                             frames,
                             s.height * s.width,
