@@ -10,7 +10,8 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{ConvGeometry, Transpose, col2im_add, im2col};
+use crate::kernels::im2col::col2im_add_tap_major;
+use crate::kernels::{ConvGeometry, Transpose, im2col};
 use crate::snn::neuron::{Firing, VTH};
 use crate::train::graph::SpikingConfig;
 use crate::train::real::Real;
@@ -216,24 +217,26 @@ pub fn conv_forward<R: Real>(
         }
         None => {
             let mb = block_rows(k);
-            out.par_chunks_mut(mb * cout)
-                .enumerate()
-                .for_each(|(block, out)| {
+            // One im2col block per worker rather than per block: im2col writes every value.
+            out.par_chunks_mut(mb * cout).enumerate().for_each_init(
+                || vec![R::ZERO; mb * k],
+                |cols, (block, out)| {
                     let rows = out.len() / cout;
-                    let mut cols = vec![R::ZERO; rows * k];
-                    im2col_rows(g, input, block * mb, rows, &mut cols);
+                    let cols = &mut cols[..rows * k];
+                    im2col_rows(g, input, block * mb, rows, cols);
                     R::gemm(
                         rows,
                         k,
                         cout,
-                        &cols,
+                        cols,
                         Transpose::No,
                         weight,
                         Transpose::No,
                         R::ZERO,
                         out,
                     );
-                });
+                },
+            );
         }
     }
     if let Some(bias) = bias {
@@ -328,31 +331,46 @@ pub fn conv_backward<R: Real>(
         }
     }
     if let Some(grad_input) = grad_input {
+        // The weight rows in tap-major order (ky, kx, c), so that the columns of
+        // grad_out·weightᵀ come out tap-major and col2im adds contiguous runs.
+        let (taps, cin) = (g.kernel_height * g.kernel_width, g.in_channels);
+        let mut weight_t = vec![R::ZERO; k * cout];
+        for c in 0..cin {
+            for t in 0..taps {
+                weight_t[(t * cin + c) * cout..][..cout]
+                    .copy_from_slice(&weight[(c * taps + t) * cout..][..cout]);
+            }
+        }
+        let weight = &weight_t[..];
         let mb = block_rows(k).min(p);
         grad_input[..frames * in_len]
             .par_chunks_mut(in_len)
             .zip(grad_out.par_chunks(p * cout))
-            .for_each(|(gin, gout)| {
-                gin.fill(R::ZERO);
-                let mut cols = vec![R::ZERO; mb * k];
-                let mut first = 0;
-                while first < p {
-                    let n = mb.min(p - first);
-                    R::gemm(
-                        n,
-                        cout,
-                        k,
-                        &gout[first * cout..][..n * cout],
-                        Transpose::No,
-                        weight,
-                        Transpose::Yes,
-                        R::ZERO,
-                        &mut cols[..n * k],
-                    );
-                    col2im_add(g, &cols[..n * k], first, n, gin);
-                    first += n;
-                }
-            });
+            // One column block per worker rather than per frame: the GEMM (β = 0) writes
+            // every value it reads back.
+            .for_each_init(
+                || vec![R::ZERO; mb * k],
+                |cols, (gin, gout)| {
+                    gin.fill(R::ZERO);
+                    let mut first = 0;
+                    while first < p {
+                        let n = mb.min(p - first);
+                        R::gemm(
+                            n,
+                            cout,
+                            k,
+                            &gout[first * cout..][..n * cout],
+                            Transpose::No,
+                            weight,
+                            Transpose::Yes,
+                            R::ZERO,
+                            &mut cols[..n * k],
+                        );
+                        col2im_add_tap_major(g, &cols[..n * k], first, n, gin);
+                        first += n;
+                    }
+                },
+            );
     }
 }
 
@@ -600,10 +618,24 @@ pub fn avg_pool_backward<R: Real>(
     grad_x: &mut [R],
 ) {
     let inv = R::of_f64(1.0 / (k * k) as f64);
+    // Windows that tile the input exactly (the usual 2×2, stride 2): each input gets the
+    // one gradient of its window, written without a fill and a read-modify-write.
+    let tiles = stride == k && oh * k == h && ow * k == w;
     grad_x[..frames * h * w * c]
         .par_chunks_mut(h * w * c)
         .zip(grad_y.par_chunks(oh * ow * c))
         .for_each(|(gx, gy)| {
+            if tiles {
+                for (y, gx_row) in gx.chunks_exact_mut(w * c).enumerate() {
+                    let gy_row = &gy[(y / k) * ow * c..][..ow * c];
+                    for (x, d) in gx_row.chunks_exact_mut(c).enumerate() {
+                        for (d, g) in d.iter_mut().zip(&gy_row[(x / k) * c..][..c]) {
+                            *d = *g * inv;
+                        }
+                    }
+                }
+                return;
+            }
             gx.fill(R::ZERO);
             for oy in 0..oh {
                 for ox in 0..ow {
