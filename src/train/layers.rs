@@ -22,8 +22,9 @@ const ELEMENTWISE_CHUNK: usize = 1 << 14;
 /// Largest im2col block per task, in values.
 const COLS_BUDGET: usize = 1 << 20;
 
-/// Inputs whose fraction of ones is at or below this take the sparse path. Measured on the
-/// train bench: at 30 % ones the row sums still beat im2col + GEMM (see BENCHMARKS.md).
+/// Inputs whose fraction of nonzeros is at or below this take the sparse path. Measured on
+/// the train bench with the output-stationary row sums: at 30 % ones they still beat
+/// im2col + GEMM (see BENCHMARKS.md).
 pub const SPARSE_MAX_DENSITY: f64 = 0.3;
 
 /// Number of pieces reductions are split into.

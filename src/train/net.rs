@@ -125,7 +125,7 @@ impl<R: Real> Tape<R> {
         }
     }
 
-    /// The fraction of ones in the input of each sparse-capable node that was indexed.
+    /// The fraction of nonzero values in each input that was indexed for the sparse kernels.
     pub fn densities(&self) -> Vec<(usize, f64)> {
         self.index
             .iter()
