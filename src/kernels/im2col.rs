@@ -160,6 +160,47 @@ pub fn col2im_add<T: Copy + std::ops::AddAssign>(
     }
 }
 
+/// [`col2im_add`] for columns in tap-major order `(ky, kx, c)`, c fastest (the product of a
+/// gradient with weights whose rows were permuted the same way): each tap adds one
+/// contiguous run of Cin values, which vectorises, where the `(c, ky, kx)` order gathers with
+/// a stride of Kh·Kw. Adds into each input value in the same order as [`col2im_add`].
+///
+/// # Panics
+///
+/// If a slice is too short, or the pixels run past the output (caller bugs).
+pub fn col2im_add_tap_major<T: Copy + std::ops::AddAssign>(
+    g: &ConvGeometry,
+    cols: &[T],
+    first: usize,
+    rows: usize,
+    grad_image: &mut [T],
+) {
+    let k = g.columns();
+    assert!(grad_image.len() >= g.in_len() && cols.len() >= rows * k);
+    assert!(first + rows <= g.out_pixels());
+    let (kw, cin) = (g.kernel_width, g.in_channels);
+    for r in 0..rows {
+        let pos = first + r;
+        let (oy, ox) = (pos / g.out_width, pos % g.out_width);
+        let col = &cols[r * k..][..k];
+        for ky in 0..g.kernel_height {
+            let Some(iy) = g.source(oy, ky, g.in_height) else {
+                continue;
+            };
+            for kx in 0..kw {
+                let Some(ix) = g.source(ox, kx, g.in_width) else {
+                    continue;
+                };
+                let dst = &mut grad_image[(iy * g.in_width + ix) * cin..][..cin];
+                let src = &col[(ky * kw + kx) * cin..][..cin];
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d += *s;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +280,29 @@ mod tests {
         col2im_add(&g, &y, 0, g.out_pixels(), &mut back);
         let rhs: f64 = x.iter().zip(&back).map(|(a, b)| f64::from(a * b)).sum();
         assert!((lhs - rhs).abs() < 1e-4, "{lhs} vs {rhs}");
+    }
+
+    #[test]
+    fn tap_major_col2im_equals_col2im_of_the_permuted_columns() {
+        let g = geometry();
+        let (k, taps, cin) = (g.columns(), g.kernel_height * g.kernel_width, g.in_channels);
+        let y: Vec<f32> = (0..g.out_pixels() * k)
+            .map(|i| (i as f32 * 0.4).cos())
+            .collect();
+        // The same values with each pixel's columns moved from (c, tap) to (tap, c).
+        let mut tap_major = vec![0.0f32; y.len()];
+        for (src, dst) in y.chunks_exact(k).zip(tap_major.chunks_exact_mut(k)) {
+            for c in 0..cin {
+                for t in 0..taps {
+                    dst[t * cin + c] = src[c * taps + t];
+                }
+            }
+        }
+        let mut want = vec![0.5f32; g.in_len()];
+        col2im_add(&g, &y, 0, g.out_pixels(), &mut want);
+        let mut got = vec![0.5f32; g.in_len()];
+        col2im_add_tap_major(&g, &tap_major, 0, g.out_pixels(), &mut got);
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -96,34 +96,58 @@ fn conv_backward_matches_finite_differences() {
 
 #[test]
 fn sparse_conv_equals_dense_conv_on_spikes() {
-    let g = ConvGeometry::new((6, 5, 8), (3, 3), 1, 1).unwrap();
-    let (frames, cout) = (3, 20);
-    let mut r = rng(2);
-    let x: Vec<f32> = (0..frames * g.in_len())
-        .map(|_| if r.random_bool(0.2) { 1.0 } else { 0.0 })
-        .collect();
-    let w: Vec<f32> = (0..g.columns() * cout)
-        .map(|_| r.random_range(-1.0..1.0))
-        .collect();
-    let gy: Vec<f32> = (0..frames * g.out_pixels() * cout)
-        .map(|_| r.random_range(-1.0..1.0))
-        .collect();
-    let index = SpikeIndex::build(&x, frames, 30, 8);
-    assert!(index.density() < layers::SPARSE_MAX_DENSITY);
-    let run = |spikes: Option<&SpikeIndex>| {
-        let mut y = vec![0.0f32; gy.len()];
-        layers::conv_forward(&g, cout, frames, &x, &w, None, spikes, &mut y);
-        let mut gw = vec![0.0f32; w.len()];
-        layers::conv_backward(&g, cout, frames, &x, &w, spikes, &gy, &mut gw, None, None);
-        (y, gw)
-    };
-    let (dense_y, dense_gw) = run(None);
-    let (sparse_y, sparse_gw) = run(Some(&index));
-    for (a, b) in dense_y.iter().zip(&sparse_y) {
-        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
-    }
-    for (a, b) in dense_gw.iter().zip(&sparse_gw) {
-        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    sparse_conv_equals_dense_conv(false);
+}
+
+#[test]
+fn sparse_conv_equals_dense_conv_on_event_counts() {
+    sparse_conv_equals_dense_conv(true);
+}
+
+/// The row-sum convolution and weight gradient against im2col + GEMM, on 0/1 spikes or (with
+/// `counts`) on sparse event counts of 1 to 3 through a valued index, with stride 2 and
+/// padding so that border pixels are covered.
+fn sparse_conv_equals_dense_conv(counts: bool) {
+    for (g, frames, cout) in [
+        (ConvGeometry::new((6, 5, 8), (3, 3), 1, 1).unwrap(), 3, 20),
+        (ConvGeometry::new((7, 6, 2), (3, 3), 2, 1).unwrap(), 2, 16),
+    ] {
+        let mut r = rng(2);
+        let x: Vec<f32> = (0..frames * g.in_len())
+            .map(|_| match (r.random_bool(0.2), counts) {
+                (false, _) => 0.0,
+                (true, false) => 1.0,
+                (true, true) => r.random_range(1..4) as f32,
+            })
+            .collect();
+        let w: Vec<f32> = (0..g.columns() * cout)
+            .map(|_| r.random_range(-1.0..1.0))
+            .collect();
+        let gy: Vec<f32> = (0..frames * g.out_pixels() * cout)
+            .map(|_| r.random_range(-1.0..1.0))
+            .collect();
+        let pixels = g.in_height * g.in_width;
+        let index = if counts {
+            SpikeIndex::build_valued(&x, frames, pixels, g.in_channels)
+        } else {
+            SpikeIndex::build(&x, frames, pixels, g.in_channels)
+        };
+        assert!(index.density() < layers::SPARSE_MAX_DENSITY);
+        let run = |spikes: Option<&SpikeIndex<f32>>| {
+            let mut y = vec![0.0f32; gy.len()];
+            layers::conv_forward(&g, cout, frames, &x, &w, None, spikes, &mut y);
+            let mut gw = vec![0.0f32; w.len()];
+            layers::conv_backward(&g, cout, frames, &x, &w, spikes, &gy, &mut gw, None, None);
+            (y, gw)
+        };
+        let (dense_y, dense_gw) = run(None);
+        let (sparse_y, sparse_gw) = run(Some(&index));
+        for (a, b) in dense_y.iter().zip(&sparse_y) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+        for (a, b) in dense_gw.iter().zip(&sparse_gw) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
     }
 }
 

@@ -10,7 +10,8 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{ConvGeometry, Transpose, col2im_add, im2col};
+use crate::kernels::im2col::col2im_add_tap_major;
+use crate::kernels::{ConvGeometry, Transpose, im2col};
 use crate::snn::neuron::{Firing, VTH};
 use crate::train::graph::SpikingConfig;
 use crate::train::real::Real;
@@ -21,8 +22,9 @@ const ELEMENTWISE_CHUNK: usize = 1 << 14;
 /// Largest im2col block per task, in values.
 const COLS_BUDGET: usize = 1 << 20;
 
-/// Inputs whose fraction of ones is at or below this take the sparse path. Measured on the
-/// train bench: at 30 % ones the row sums still beat im2col + GEMM (see BENCHMARKS.md).
+/// Inputs whose fraction of nonzeros is at or below this take the sparse path. Measured on
+/// the train bench with the output-stationary row sums: at 30 % ones they still beat
+/// im2col + GEMM (see BENCHMARKS.md).
 pub const SPARSE_MAX_DENSITY: f64 = 0.3;
 
 /// Number of pieces reductions are split into.
@@ -30,48 +32,77 @@ fn pieces(len: usize) -> usize {
     rayon::current_num_threads().clamp(1, len.max(1))
 }
 
-/// The active (nonzero) channels of every pixel of a 0/1 activation, frame by frame: what
-/// the sparse convolution and its weight gradient walk instead of every input.
+/// The active (nonzero) channels of every pixel of a mostly-zero activation, frame by
+/// frame: what the sparse convolution and its weight gradient walk instead of every input.
+/// An index of 0/1 spikes holds positions only; an index of other values (event counts)
+/// also holds the values, by which the weight rows are scaled.
 #[derive(Debug, Clone, Default)]
-pub struct SpikeIndex {
-    /// Per frame: `offsets[p]..offsets[p + 1]` indexes `channels` for pixel p.
-    frames: Vec<(Vec<u32>, Vec<u32>)>,
-    /// Number of ones.
+pub struct SpikeIndex<R> {
+    frames: Vec<IndexedFrame<R>>,
+    /// Whether the values are kept (the input is not 0/1).
+    valued: bool,
+    /// Number of nonzero values.
     pub ones: usize,
     /// Number of values.
     pub len: usize,
 }
 
-impl SpikeIndex {
-    /// Indexes `frames` frames of `pixels × channels` values each (nonzero means active).
-    pub fn build<R: Real>(input: &[R], frames: usize, pixels: usize, channels: usize) -> Self {
+/// One frame of a [`SpikeIndex`].
+#[derive(Debug, Clone, Default)]
+struct IndexedFrame<R> {
+    /// `offsets[p]..offsets[p + 1]` indexes `channels` (and `values`) for pixel p.
+    offsets: Vec<u32>,
+    channels: Vec<u32>,
+    /// The nonzero values, for a valued index; empty otherwise.
+    values: Vec<R>,
+}
+
+impl<R: Real> SpikeIndex<R> {
+    /// Indexes `frames` frames of `pixels × channels` 0/1 values each (nonzero means active).
+    pub fn build(input: &[R], frames: usize, pixels: usize, channels: usize) -> Self {
+        Self::index(input, frames, pixels, channels, false)
+    }
+
+    /// Indexes `frames` frames of `pixels × channels` values each, keeping the nonzero values.
+    pub fn build_valued(input: &[R], frames: usize, pixels: usize, channels: usize) -> Self {
+        Self::index(input, frames, pixels, channels, true)
+    }
+
+    fn index(input: &[R], frames: usize, pixels: usize, channels: usize, valued: bool) -> Self {
         let frame_len = pixels * channels;
-        let index: Vec<(Vec<u32>, Vec<u32>)> = input[..frames * frame_len]
+        let index: Vec<IndexedFrame<R>> = input[..frames * frame_len]
             .par_chunks(frame_len)
             .map(|frame| {
-                let mut offsets = Vec::with_capacity(pixels + 1);
-                let mut chans = Vec::new();
-                offsets.push(0u32);
+                let mut f = IndexedFrame {
+                    offsets: Vec::with_capacity(pixels + 1),
+                    channels: Vec::new(),
+                    values: Vec::new(),
+                };
+                f.offsets.push(0u32);
                 for px in frame.chunks_exact(channels) {
                     for (c, v) in px.iter().enumerate() {
                         if *v != R::ZERO {
-                            chans.push(c as u32);
+                            f.channels.push(c as u32);
+                            if valued {
+                                f.values.push(*v);
+                            }
                         }
                     }
-                    offsets.push(chans.len() as u32);
+                    f.offsets.push(f.channels.len() as u32);
                 }
-                (offsets, chans)
+                f
             })
             .collect();
-        let ones = index.iter().map(|(_, c)| c.len()).sum();
+        let ones = index.iter().map(|f| f.channels.len()).sum();
         Self {
             frames: index,
+            valued,
             ones,
             len: frames * frame_len,
         }
     }
 
-    /// Fraction of ones.
+    /// Fraction of nonzero values.
     pub fn density(&self) -> f64 {
         if self.len == 0 {
             0.0
@@ -80,30 +111,52 @@ impl SpikeIndex {
         }
     }
 
-    /// The weight-row offsets (`row · cout`) that output pixel `pos` of frame `frame` sums.
-    fn rows(&self, g: &ConvGeometry, cout: usize, frame: usize, pos: usize, rows: &mut Vec<u32>) {
-        rows.clear();
-        let (offsets, chans) = &self.frames[frame];
-        let (oy, ox) = (pos / g.out_width, pos % g.out_width);
-        let (kh, kw) = (g.kernel_height, g.kernel_width);
-        for ky in 0..kh {
-            let Some(iy) = (oy * g.stride + ky)
-                .checked_sub(g.padding)
-                .filter(|&y| y < g.in_height)
-            else {
+    /// For every nonzero input of frame `frame` and every kernel tap through which it
+    /// reaches an output pixel: the pair (weight-row offset `row · cout`, output offset
+    /// `pixel · cout`) in `pairs`, and for a valued index the input value in `scales`. The
+    /// walk is over the nonzero inputs only (input-stationary), so an empty pixel costs one
+    /// comparison rather than a visit per tap of each output pixel it reaches.
+    fn taps(
+        &self,
+        g: &ConvGeometry,
+        cout: usize,
+        frame: usize,
+        pairs: &mut Vec<(u32, u32)>,
+        scales: &mut Vec<R>,
+    ) {
+        pairs.clear();
+        scales.clear();
+        let f = &self.frames[frame];
+        let (kh, kw, s) = (g.kernel_height, g.kernel_width, g.stride);
+        for (p, span) in f.offsets.windows(2).enumerate() {
+            if span[0] == span[1] {
                 continue;
-            };
-            for kx in 0..kw {
-                let Some(ix) = (ox * g.stride + kx)
-                    .checked_sub(g.padding)
-                    .filter(|&x| x < g.in_width)
-                else {
+            }
+            let span = span[0] as usize..span[1] as usize;
+            let (iy, ix) = (p / g.in_width, p % g.in_width);
+            for ky in 0..kh {
+                // Output row oy reads input row oy·s + ky − padding.
+                let Some(ny) = (iy + g.padding).checked_sub(ky) else {
                     continue;
                 };
-                let p = iy * g.in_width + ix;
-                let tap = ky * kw + kx;
-                for &c in &chans[offsets[p] as usize..offsets[p + 1] as usize] {
-                    rows.push(((c as usize * kh * kw + tap) * cout) as u32);
+                if ny % s != 0 || ny / s >= g.out_height {
+                    continue;
+                }
+                for kx in 0..kw {
+                    let Some(nx) = (ix + g.padding).checked_sub(kx) else {
+                        continue;
+                    };
+                    if nx % s != 0 || nx / s >= g.out_width {
+                        continue;
+                    }
+                    let to = ((ny / s * g.out_width + nx / s) * cout) as u32;
+                    let tap = ky * kw + kx;
+                    for &c in &f.channels[span.clone()] {
+                        pairs.push((((c as usize * kh * kw + tap) * cout) as u32, to));
+                    }
+                    if self.valued {
+                        scales.extend_from_slice(&f.values[span.clone()]);
+                    }
                 }
             }
         }
@@ -135,8 +188,9 @@ fn im2col_rows<R: Real>(g: &ConvGeometry, input: &[R], r0: usize, rows: usize, c
 }
 
 /// Convolution forward: `out[n][p][co] = Σ_k im2col(input_n)[p][k]·weight[k][co] + bias[co]`,
-/// one GEMM over all frames (in row blocks), or, when `spikes` indexes a 0/1 input sparse
-/// enough, sums of the weight rows of the active inputs only.
+/// one GEMM over all frames (in row blocks), or, when `spikes` indexes an input sparse
+/// enough, sums of the weight rows of the nonzero inputs only (scaled by the values for a
+/// valued index).
 #[allow(clippy::too_many_arguments)]
 pub fn conv_forward<R: Real>(
     g: &ConvGeometry,
@@ -145,43 +199,45 @@ pub fn conv_forward<R: Real>(
     input: &[R],
     weight: &[R],
     bias: Option<&[R]>,
-    spikes: Option<&SpikeIndex>,
+    spikes: Option<&SpikeIndex<R>>,
     out: &mut [R],
 ) {
     let (p, k) = (g.out_pixels(), g.columns());
     let out = &mut out[..frames * p * cout];
     match spikes.filter(|s| s.density() <= SPARSE_MAX_DENSITY) {
         Some(index) => {
-            out.par_chunks_mut(p * cout)
-                .enumerate()
-                .for_each(|(frame, out)| {
-                    let mut rows = Vec::new();
-                    for (pos, o) in out.chunks_exact_mut(cout).enumerate() {
-                        index.rows(g, cout, frame, pos, &mut rows);
-                        R::sum_rows(weight, &rows, o);
-                    }
-                });
+            out.par_chunks_mut(p * cout).enumerate().for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(pairs, scales), (frame, out)| {
+                    index.taps(g, cout, frame, pairs, scales);
+                    out.fill(R::ZERO);
+                    let scales = index.valued.then_some(&scales[..]);
+                    R::add_row_pairs(weight, pairs, scales, cout, out);
+                },
+            );
         }
         None => {
             let mb = block_rows(k);
-            out.par_chunks_mut(mb * cout)
-                .enumerate()
-                .for_each(|(block, out)| {
+            // One im2col block per worker rather than per block: im2col writes every value.
+            out.par_chunks_mut(mb * cout).enumerate().for_each_init(
+                || vec![R::ZERO; mb * k],
+                |cols, (block, out)| {
                     let rows = out.len() / cout;
-                    let mut cols = vec![R::ZERO; rows * k];
-                    im2col_rows(g, input, block * mb, rows, &mut cols);
+                    let cols = &mut cols[..rows * k];
+                    im2col_rows(g, input, block * mb, rows, cols);
                     R::gemm(
                         rows,
                         k,
                         cout,
-                        &cols,
+                        cols,
                         Transpose::No,
                         weight,
                         Transpose::No,
                         R::ZERO,
                         out,
                     );
-                });
+                },
+            );
         }
     }
     if let Some(bias) = bias {
@@ -206,7 +262,7 @@ pub fn conv_backward<R: Real>(
     frames: usize,
     input: &[R],
     weight: &[R],
-    spikes: Option<&SpikeIndex>,
+    spikes: Option<&SpikeIndex<R>>,
     grad_out: &[R],
     grad_weight: &mut [R],
     grad_bias: Option<&mut [R]>,
@@ -214,22 +270,29 @@ pub fn conv_backward<R: Real>(
 ) {
     let (p, k, in_len) = (g.out_pixels(), g.columns(), g.in_len());
     let grad_out = &grad_out[..frames * p * cout];
-    let total_rows = frames * p;
-    let groups = pieces(total_rows);
-    let per_group = total_rows.div_ceil(groups);
     let sparse = spikes.filter(|s| s.density() <= SPARSE_MAX_DENSITY);
+    // Pieces of whole frames for the sparse walk, of output rows for the dense GEMM.
+    let total = if sparse.is_some() { frames } else { frames * p };
+    let groups = pieces(total);
+    let per_group = total.div_ceil(groups);
     let partials: Vec<Vec<R>> = (0..groups)
         .into_par_iter()
         .map(|gi| {
             let mut partial = vec![R::ZERO; k * cout];
-            let r0 = gi * per_group;
-            let r1 = ((gi + 1) * per_group).min(total_rows);
+            let r0 = (gi * per_group).min(total);
+            let r1 = ((gi + 1) * per_group).min(total);
             match sparse {
                 Some(index) => {
-                    let mut rows = Vec::new();
-                    for r in r0..r1 {
-                        index.rows(g, cout, r / p, r % p, &mut rows);
-                        R::scatter_rows(&grad_out[r * cout..][..cout], &rows, &mut partial);
+                    let (mut pairs, mut scales) = (Vec::new(), Vec::new());
+                    for frame in r0..r1 {
+                        index.taps(g, cout, frame, &mut pairs, &mut scales);
+                        // From the output gradient row to the weight-gradient row.
+                        for pair in pairs.iter_mut() {
+                            *pair = (pair.1, pair.0);
+                        }
+                        let scales = index.valued.then_some(&scales[..]);
+                        let gout = &grad_out[frame * p * cout..][..p * cout];
+                        R::add_row_pairs(gout, &pairs, scales, cout, &mut partial);
                     }
                 }
                 None => {
@@ -263,72 +326,91 @@ pub fn conv_backward<R: Real>(
         }
     }
     if let Some(grad_bias) = grad_bias {
-        let sums = channel_sums(grad_out, cout, |v, _| v.to_f64());
+        let sums = channel_sums(grad_out, cout);
         for (gb, s) in grad_bias.iter_mut().zip(sums) {
             *gb += R::of_f64(s);
         }
     }
     if let Some(grad_input) = grad_input {
+        // The weight rows in tap-major order (ky, kx, c), so that the columns of
+        // grad_out·weightᵀ come out tap-major and col2im adds contiguous runs.
+        let (taps, cin) = (g.kernel_height * g.kernel_width, g.in_channels);
+        let mut weight_t = vec![R::ZERO; k * cout];
+        for c in 0..cin {
+            for t in 0..taps {
+                weight_t[(t * cin + c) * cout..][..cout]
+                    .copy_from_slice(&weight[(c * taps + t) * cout..][..cout]);
+            }
+        }
+        let weight = &weight_t[..];
         let mb = block_rows(k).min(p);
         grad_input[..frames * in_len]
             .par_chunks_mut(in_len)
             .zip(grad_out.par_chunks(p * cout))
-            .for_each(|(gin, gout)| {
-                gin.fill(R::ZERO);
-                let mut cols = vec![R::ZERO; mb * k];
-                let mut first = 0;
-                while first < p {
-                    let n = mb.min(p - first);
-                    R::gemm(
-                        n,
-                        cout,
-                        k,
-                        &gout[first * cout..][..n * cout],
-                        Transpose::No,
-                        weight,
-                        Transpose::Yes,
-                        R::ZERO,
-                        &mut cols[..n * k],
-                    );
-                    col2im_add(g, &cols[..n * k], first, n, gin);
-                    first += n;
-                }
-            });
+            // One column block per worker rather than per frame: the GEMM (β = 0) writes
+            // every value it reads back.
+            .for_each_init(
+                || vec![R::ZERO; mb * k],
+                |cols, (gin, gout)| {
+                    gin.fill(R::ZERO);
+                    let mut first = 0;
+                    while first < p {
+                        let n = mb.min(p - first);
+                        R::gemm(
+                            n,
+                            cout,
+                            k,
+                            &gout[first * cout..][..n * cout],
+                            Transpose::No,
+                            weight,
+                            Transpose::Yes,
+                            R::ZERO,
+                            &mut cols[..n * k],
+                        );
+                        col2im_add_tap_major(g, &cols[..n * k], first, n, gin);
+                        first += n;
+                    }
+                },
+            );
     }
 }
 
-/// Per-channel sums of `f(value, index)` over a `[..][channels]` buffer, in f64, split into
-/// pieces that are combined in order.
-fn channel_sums<R: Real>(
-    values: &[R],
-    channels: usize,
-    f: impl Fn(R, usize) -> f64 + Sync,
+/// Per-channel f64 sums over the rows of `[rows][width]` data: `piece(rows, acc)` adds the
+/// rows of one piece into `acc` (`width` values), and the pieces, whose bounds depend only on
+/// `rows` and the thread count, are added in order, so the sums are deterministic.
+fn channel_reduce(
+    rows: usize,
+    width: usize,
+    piece: impl Fn(std::ops::Range<usize>, &mut [f64]) + Sync,
 ) -> Vec<f64> {
-    let rows = values.len() / channels;
     let groups = pieces(rows);
     let per = rows.div_ceil(groups).max(1);
-    let partials: Vec<Vec<f64>> = values
-        .par_chunks(per * channels)
-        .enumerate()
-        .map(|(gi, chunk)| {
-            let mut s = vec![0.0f64; channels];
-            let base = gi * per * channels;
-            for (r, row) in chunk.chunks_exact(channels).enumerate() {
-                let at = base + r * channels;
-                for (c, v) in row.iter().enumerate() {
-                    s[c] += f(*v, at + c);
-                }
-            }
-            s
+    let partials: Vec<Vec<f64>> = (0..rows.div_ceil(per))
+        .into_par_iter()
+        .map(|gi| {
+            let mut acc = vec![0.0f64; width];
+            piece(gi * per..((gi + 1) * per).min(rows), &mut acc);
+            acc
         })
         .collect();
-    let mut total = vec![0.0f64; channels];
+    let mut total = vec![0.0f64; width];
     for p in partials {
         for (t, v) in total.iter_mut().zip(p) {
             *t += v;
         }
     }
     total
+}
+
+/// Per-channel sums of a `[..][channels]` buffer, in f64.
+fn channel_sums<R: Real>(values: &[R], channels: usize) -> Vec<f64> {
+    channel_reduce(values.len() / channels, channels, |rows, acc| {
+        for row in values[rows.start * channels..rows.end * channels].chunks_exact(channels) {
+            for (a, v) in acc.iter_mut().zip(row) {
+                *a += v.to_f64();
+            }
+        }
+    })
 }
 
 /// What a training batch norm keeps for its backward pass.
@@ -354,12 +436,16 @@ pub fn bn_forward_train<R: Real>(
     y: &mut [R],
 ) -> BnSaved {
     let m = (x.len() / channels) as f64;
-    let sums = channel_sums(x, channels, |v, _| v.to_f64());
+    let sums = channel_sums(x, channels);
     let mean: Vec<f64> = sums.iter().map(|s| s / m).collect();
     // Two passes: the centred second moment does not cancel when |μ| ≫ σ.
-    let sq = channel_sums(x, channels, |v, i| {
-        let d = v.to_f64() - mean[i % channels];
-        d * d
+    let sq = channel_reduce(x.len() / channels, channels, |rows, acc| {
+        for row in x[rows.start * channels..rows.end * channels].chunks_exact(channels) {
+            for ((a, v), mu) in acc.iter_mut().zip(row).zip(&mean) {
+                let d = v.to_f64() - mu;
+                *a += d * d;
+            }
+        }
     });
     let var: Vec<f64> = sq.iter().map(|s| s / m).collect();
     let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
@@ -406,8 +492,8 @@ fn affine<R: Real>(x: &[R], channels: usize, a: &[R], b: &[R], y: &mut [R]) {
         .zip(x.par_chunks(chunk))
         .for_each(|(y, x)| {
             for (yr, xr) in y.chunks_exact_mut(channels).zip(x.chunks_exact(channels)) {
-                for c in 0..channels {
-                    yr[c] = a[c] * xr[c] + b[c];
+                for (((y, x), a), b) in yr.iter_mut().zip(xr).zip(a).zip(b) {
+                    *y = *a * *x + *b;
                 }
             }
         });
@@ -425,11 +511,29 @@ pub fn bn_backward<R: Real>(
     grad_x: &mut [R],
 ) -> (Vec<f64>, Vec<f64>) {
     let m = (x.len() / channels) as f64;
-    let sum_dy = channel_sums(grad_y, channels, |v, _| v.to_f64());
-    let sum_dy_xhat = channel_sums(grad_y, channels, |v, i| {
-        let c = i % channels;
-        v.to_f64() * (x[i].to_f64() - saved.mean[c]) * saved.inv_std[c]
+    // One pass for both sums: [Σdy | Σdy·x̂] side by side.
+    let both = channel_reduce(x.len() / channels, 2 * channels, |rows, acc| {
+        let (sum_dy, sum_dy_xhat) = acc.split_at_mut(channels);
+        let span = rows.start * channels..rows.end * channels;
+        for (dy, x) in grad_y[span.clone()]
+            .chunks_exact(channels)
+            .zip(x[span].chunks_exact(channels))
+        {
+            for ((((s, sx), dy), x), (mu, inv_std)) in sum_dy
+                .iter_mut()
+                .zip(sum_dy_xhat.iter_mut())
+                .zip(dy)
+                .zip(x)
+                .zip(saved.mean.iter().zip(&saved.inv_std))
+            {
+                let dy = dy.to_f64();
+                *s += dy;
+                *sx += dy * (x.to_f64() - mu) * inv_std;
+            }
+        }
     });
+    let (sum_dy, sum_dy_xhat) = both.split_at(channels);
+    let sum_dy = sum_dy.to_vec();
     // dx = γ·f·s/M·(M·dy − Σdy − x̂·Σ(dy·x̂)) = k1·dy + k2·x + k3, per channel.
     let mut k1 = Vec::with_capacity(channels);
     let mut k2 = Vec::with_capacity(channels);
@@ -452,8 +556,14 @@ pub fn bn_backward<R: Real>(
                 .zip(x.chunks_exact(channels))
                 .zip(gy.chunks_exact(channels))
             {
-                for c in 0..channels {
-                    gr[c] = k1[c] * yr[c] + k2[c] * xr[c] + k3[c];
+                for ((((g, dy), x), (k1, k2)), k3) in gr
+                    .iter_mut()
+                    .zip(yr)
+                    .zip(xr)
+                    .zip(k1.iter().zip(&k2))
+                    .zip(&k3)
+                {
+                    *g = *k1 * *dy + *k2 * *x + *k3;
                 }
             }
         });
@@ -509,10 +619,24 @@ pub fn avg_pool_backward<R: Real>(
     grad_x: &mut [R],
 ) {
     let inv = R::of_f64(1.0 / (k * k) as f64);
+    // Windows that tile the input exactly (the usual 2×2, stride 2): each input gets the
+    // one gradient of its window, written without a fill and a read-modify-write.
+    let tiles = stride == k && oh * k == h && ow * k == w;
     grad_x[..frames * h * w * c]
         .par_chunks_mut(h * w * c)
         .zip(grad_y.par_chunks(oh * ow * c))
         .for_each(|(gx, gy)| {
+            if tiles {
+                for (y, gx_row) in gx.chunks_exact_mut(w * c).enumerate() {
+                    let gy_row = &gy[(y / k) * ow * c..][..ow * c];
+                    for (x, d) in gx_row.chunks_exact_mut(c).enumerate() {
+                        for (d, g) in d.iter_mut().zip(&gy_row[(x / k) * c..][..c]) {
+                            *d = *g * inv;
+                        }
+                    }
+                }
+                return;
+            }
             gx.fill(R::ZERO);
             for oy in 0..oh {
                 for ox in 0..ow {
@@ -645,7 +769,7 @@ pub fn linear_backward<R: Real>(
         grad_weight,
     );
     if let Some(grad_bias) = grad_bias {
-        let sums = channel_sums(&grad_y[..frames * outputs], outputs, |v, _| v.to_f64());
+        let sums = channel_sums(&grad_y[..frames * outputs], outputs);
         for (gb, s) in grad_bias.iter_mut().zip(sums) {
             *gb += R::of_f64(s);
         }
@@ -667,6 +791,9 @@ pub fn linear_backward<R: Real>(
 
 /// Neuron forward over `[T][L]` currents: writes the potentials H and outputs O (spikes, or
 /// the surrogate value under [`Firing::Surrogate`]). Returns the number of nonzero outputs.
+///
+/// The membrane U[t−1] is not stored: it is `reset(H[t−1], O[t−1])`, recomputed from the
+/// previous timestep's H and O, which saves a buffer the size of one timestep and its writes.
 pub fn neuron_forward<R: Real>(
     cfg: &SpikingConfig,
     firing: Firing,
@@ -676,48 +803,70 @@ pub fn neuron_forward<R: Real>(
     o: &mut [R],
 ) -> usize {
     let l = x.len() / timesteps;
-    let kind = cfg.kind;
-    let mut u = vec![R::ZERO; l];
     let mut count = 0usize;
-    let vth = R::of_f32(VTH);
     for t in 0..timesteps {
-        let range = t * l..(t + 1) * l;
-        count += u
+        let (h_done, h_t) = h[..timesteps * l].split_at_mut(t * l);
+        let (o_done, o_t) = o[..timesteps * l].split_at_mut(t * l);
+        let previous = t
+            .checked_sub(1)
+            .map(|p| (&h_done[p * l..][..l], &o_done[p * l..][..l]));
+        let x_t = &x[t * l..][..l];
+        count += h_t[..l]
             .par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(x[range.clone()].par_chunks(ELEMENTWISE_CHUNK))
-            .zip(h[range.clone()].par_chunks_mut(ELEMENTWISE_CHUNK))
-            .zip(o[range].par_chunks_mut(ELEMENTWISE_CHUNK))
-            .map(|(((u, x), h), o)| {
-                let mut n = 0usize;
-                for (((u, &x), h), o) in u.iter_mut().zip(x).zip(h.iter_mut()).zip(o.iter_mut()) {
-                    let pot = kind.charge_as(*u, x);
-                    let out = match firing {
-                        Firing::Spike => {
-                            if pot >= vth {
-                                R::ONE
-                            } else {
-                                R::ZERO
-                            }
-                        }
-                        Firing::Surrogate => {
-                            R::of_f64(cfg.surrogate.soft_spike_f64(pot.to_f64(), cfg.mpr))
-                        }
-                    };
-                    *h = pot;
-                    *o = out;
-                    *u = kind.reset_as(pot, out);
-                    n += usize::from(out != R::ZERO);
-                }
-                n
+            .zip(o_t[..l].par_chunks_mut(ELEMENTWISE_CHUNK))
+            .enumerate()
+            .map(|(ci, (h, o))| {
+                let at = ci * ELEMENTWISE_CHUNK;
+                let x = &x_t[at..][..h.len()];
+                let previous =
+                    previous.map(|(ph, po)| (&ph[at..][..h.len()], &po[at..][..h.len()]));
+                fire(cfg, firing, x, previous, h, o)
             })
             .sum::<usize>();
     }
     count
 }
 
+/// One timestep of the neuron over a slice: `previous` holds H and O of the timestep before
+/// (None at t = 0, where the membrane is 0). Returns the number of nonzero outputs.
+fn fire<R: Real>(
+    cfg: &SpikingConfig,
+    firing: Firing,
+    x: &[R],
+    previous: Option<(&[R], &[R])>,
+    h: &mut [R],
+    o: &mut [R],
+) -> usize {
+    let kind = cfg.kind;
+    let vth = R::of_f32(VTH);
+    let mut n = 0usize;
+    for i in 0..h.len() {
+        let u = previous.map_or(R::ZERO, |(ph, po)| kind.reset_as(ph[i], po[i]));
+        let pot = kind.charge_as(u, x[i]);
+        let out = match firing {
+            Firing::Spike => {
+                if pot >= vth {
+                    R::ONE
+                } else {
+                    R::ZERO
+                }
+            }
+            Firing::Surrogate => R::of_f64(cfg.surrogate.soft_spike_f64(pot.to_f64(), cfg.mpr)),
+        };
+        h[i] = pot;
+        o[i] = out;
+        n += usize::from(out != R::ZERO);
+    }
+    n
+}
+
 /// Neuron backward (BPTT through the membrane, see
 /// [`crate::snn::neuron::NeuronKind::grad_potential`]): from dL/dO `[T][L]`, the saved H and O,
 /// writes dL/dX.
+///
+/// dL/dU[t] is `leak·dL/dH[t + 1]`, read back from the dL/dX already written for t + 1
+/// (dX = dH), so no membrane-gradient buffer is kept; the surrogate gradients of a slice are
+/// computed into its dL/dX, which the BPTT step then overwrites in place.
 pub fn neuron_backward<R: Real>(
     cfg: &SpikingConfig,
     timesteps: usize,
@@ -727,32 +876,34 @@ pub fn neuron_backward<R: Real>(
     grad_x: &mut [R],
 ) {
     let l = h.len() / timesteps;
-    let mut grad_u = vec![R::ZERO; l];
     for t in (0..timesteps).rev() {
+        let (head, later) = grad_x[..timesteps * l].split_at_mut((t + 1) * l);
+        let next = (t + 1 < timesteps).then(|| &later[..l]);
         let range = t * l..(t + 1) * l;
-        grad_u
+        let (h_t, o_t, go_t) = (&h[range.clone()], &o[range.clone()], &grad_o[range]);
+        head[t * l..]
             .par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(h[range.clone()].par_chunks(ELEMENTWISE_CHUNK))
-            .zip(o[range.clone()].par_chunks(ELEMENTWISE_CHUNK))
-            .zip(grad_o[range.clone()].par_chunks(ELEMENTWISE_CHUNK))
-            .zip(grad_x[range].par_chunks_mut(ELEMENTWISE_CHUNK))
-            .for_each(|((((gu, h), o), go), gx)| {
-                let mut g = vec![R::ZERO; h.len()];
-                R::spike_gradients(cfg.surrogate, cfg.mpr, h, &mut g);
-                bptt_step(cfg, h, o, &g, go, gu, gx);
+            .enumerate()
+            .for_each(|(ci, gx)| {
+                let at = ci * ELEMENTWISE_CHUNK;
+                let n = gx.len();
+                let h = &h_t[at..][..n];
+                R::spike_gradients(cfg.surrogate, cfg.mpr, h, gx);
+                let next = next.map(|g| &g[at..][..n]);
+                bptt_step(cfg, h, &o_t[at..][..n], &go_t[at..][..n], next, gx);
             });
     }
 }
 
 /// One timestep of BPTT over a slice, with the neuron kind and detach flag hoisted out of the
-/// loop so each arm is a straight loop.
+/// loop so each arm is a straight loop. `grad_x` holds dO/dH on entry and dL/dH on return;
+/// `next` is dL/dH of the following timestep (None at the last).
 fn bptt_step<R: Real>(
     cfg: &SpikingConfig,
     h: &[R],
     o: &[R],
-    g: &[R],
     grad_o: &[R],
-    grad_u: &mut [R],
+    next: Option<&[R]>,
     grad_x: &mut [R],
 ) {
     use crate::snn::neuron::NeuronKind;
@@ -760,10 +911,25 @@ fn bptt_step<R: Real>(
         ($kind:expr, $detach:expr) => {{
             let kind = $kind;
             let leak: R = kind.leak();
-            for i in 0..h.len() {
-                let gh = kind.grad_potential($detach, h[i], o[i], g[i], grad_o[i], grad_u[i]);
-                grad_x[i] = gh;
-                grad_u[i] = leak * gh;
+            match next {
+                Some(next) => {
+                    for i in 0..h.len() {
+                        grad_x[i] = kind.grad_potential(
+                            $detach,
+                            h[i],
+                            o[i],
+                            grad_x[i],
+                            grad_o[i],
+                            leak * next[i],
+                        );
+                    }
+                }
+                None => {
+                    for i in 0..h.len() {
+                        grad_x[i] =
+                            kind.grad_potential($detach, h[i], o[i], grad_x[i], grad_o[i], R::ZERO);
+                    }
+                }
             }
         }};
     }

@@ -6,8 +6,9 @@
 //!   global_avg_pool, neuron, add, flatten, linear, output) with shapes.
 //! - [`net`]: parameters in the trainer's layouts, import and export in PyTorch's, the
 //!   forward pass over all T·B frames at once and the backward pass.
-//! - [`layers`]: each op's forward and backward kernels; [`sparse`]: the binary-spike
-//!   kernels; [`real`]: f32 for training, f64 for the gradient checks.
+//! - [`layers`]: each op's forward and backward kernels; [`sparse`]: the kernels for
+//!   mostly-zero inputs (spikes, event counts); [`real`]: f32 for training, f64 for the
+//!   gradient checks.
 //! - [`data`]: recordings binned into the model's input frames as a session bins them, and
 //!   their disk cache.
 //! - [`loss`] (cross-entropy, TET), [`optim`] (SGD, Adam, schedules), [`augment`] (flip and

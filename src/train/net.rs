@@ -95,7 +95,7 @@ pub struct Tape<R> {
     mode: Mode,
     values: Vec<Vec<R>>,
     saved: Vec<Saved<R>>,
-    index: Vec<Option<SpikeIndex>>,
+    index: Vec<Option<SpikeIndex<R>>>,
     /// Nonzero outputs of each neuron node (0 for other nodes).
     pub spikes: Vec<usize>,
 }
@@ -125,7 +125,7 @@ impl<R: Real> Tape<R> {
         }
     }
 
-    /// The fraction of ones in the input of each sparse-capable node that was indexed.
+    /// The fraction of nonzero values in each input that was indexed for the sparse kernels.
     pub fn densities(&self) -> Vec<(usize, f64)> {
         self.index
             .iter()
@@ -177,8 +177,9 @@ pub struct Net<R: Real> {
     pub stats: Vec<RunningStats<R>>,
     /// How neurons fire in the forward pass ([`Firing::Spike`] except in gradient checks).
     pub firing: Firing,
-    /// Whether layers fed by 0/1 spikes use the row-sum kernels when the input is sparse
-    /// enough (on by default; off measures what they save).
+    /// Whether convolutions fed by 0/1 spikes or by the (event-count) input, and linear layers
+    /// fed by spikes, use the row-sum kernels when their input is sparse enough (on by
+    /// default; off measures what they save).
     pub binary_kernels: bool,
     /// Activation and gradient buffers of the last step, reused by the next.
     buffers: Buffers<R>,
@@ -190,7 +191,8 @@ pub struct Net<R: Real> {
 
 /// Buffers kept from one step to the next. Every step allocates the same sizes, tens of MiB
 /// each, and fresh ones come from the kernel as zeroed pages: page faults and page clearing
-/// cost about a tenth of a `tiny` step. Kept buffers cost only the fill.
+/// cost about a tenth of a `tiny` step. Kept buffers keep their length and their stale values,
+/// so a buffer that a kernel overwrites whole is not filled first.
 #[derive(Debug, Default)]
 struct Buffers<R> {
     free: Vec<Vec<R>>,
@@ -207,9 +209,9 @@ impl<R: Real> Buffers<R> {
     /// At most this many buffers are kept (a step of the deepest built-in graph uses fewer).
     const KEEP: usize = 512;
 
-    /// An empty buffer with room for `len` values: the smallest kept one that fits, or a new
+    /// The smallest kept buffer with room for `len` values (holding stale values), or a new
     /// one.
-    fn empty(&mut self, len: usize) -> Vec<R> {
+    fn take(&mut self, len: usize) -> Vec<R> {
         let fit = self
             .free
             .iter()
@@ -218,25 +220,32 @@ impl<R: Real> Buffers<R> {
             .min_by_key(|(_, b)| b.capacity())
             .map(|(i, _)| i);
         match fit {
-            Some(i) => {
-                let mut b = self.free.swap_remove(i);
-                b.clear();
-                b
-            }
+            Some(i) => self.free.swap_remove(i),
             None => Vec::with_capacity(len),
         }
     }
 
-    /// A buffer of `len` zeros.
-    fn zeroed(&mut self, len: usize) -> Vec<R> {
-        let mut b = self.empty(len);
-        b.resize(len, R::ZERO);
+    /// A buffer of `len` values for a kernel that writes every one of them. It holds what
+    /// its last user left (zeros where it had to grow), so nothing is written twice. Debug
+    /// builds fill it with NaN instead, so that a kernel leaving a value unwritten fails the
+    /// tests rather than reading another step's data.
+    fn overwritten(&mut self, len: usize) -> Vec<R> {
+        let mut b = self.take(len);
+        if cfg!(debug_assertions) {
+            b.clear();
+            b.resize(len, R::of_f64(f64::NAN));
+        } else if b.len() >= len {
+            b.truncate(len);
+        } else {
+            b.resize(len, R::ZERO);
+        }
         b
     }
 
     /// A buffer holding a copy of `values`.
     fn copied(&mut self, values: &[R]) -> Vec<R> {
-        let mut b = self.empty(values.len());
+        let mut b = self.take(values.len());
+        b.clear();
         b.extend_from_slice(values);
         b
     }
@@ -646,16 +655,23 @@ impl<R: Real> Net<R> {
                     },
                 ) => {
                     let j = node.inputs[0];
-                    if sparse_ok && self.graph.is_binary(j) && tape.index[j].is_none() {
+                    // Event-count inputs are mostly zero too: their index keeps the values.
+                    let input = matches!(self.graph.nodes()[j].op, TrainOp::Input { .. });
+                    if sparse_ok && (input || self.graph.is_binary(j)) && tape.index[j].is_none() {
                         let s = self.graph.shape(j);
-                        tape.index[j] = Some(SpikeIndex::build(
+                        let build = if input {
+                            SpikeIndex::build_valued
+                        } else {
+                            SpikeIndex::build
+                        };
+                        tape.index[j] = Some(build(
                             &tape.values[j],
                             frames,
                             s.height * s.width,
                             s.channels,
                         ));
                     }
-                    let mut out = self.buffers.zeroed(frames * shape.len());
+                    let mut out = self.buffers.overwritten(frames * shape.len());
                     layers::conv_forward(
                         geometry,
                         *out_channels,
@@ -673,7 +689,7 @@ impl<R: Real> Net<R> {
                 (TrainOp::BatchNorm { scale, eps }, Slots::Bn { gamma, beta, stats }) => {
                     let x = &tape.values[node.inputs[0]];
                     let c = shape.channels;
-                    let mut y = self.buffers.zeroed(x.len());
+                    let mut y = self.buffers.overwritten(x.len());
                     let (g, b) = (&self.params[*gamma].value, &self.params[*beta].value);
                     let eps = f64::from(*eps);
                     match mode {
@@ -714,7 +730,7 @@ impl<R: Real> Net<R> {
                 }
                 (TrainOp::AvgPool { k, stride }, _) => {
                     let s = self.graph.shape(node.inputs[0]);
-                    let mut y = self.buffers.zeroed(frames * shape.len());
+                    let mut y = self.buffers.overwritten(frames * shape.len());
                     layers::avg_pool_forward(
                         (s.height, s.width, s.channels),
                         *k,
@@ -728,7 +744,7 @@ impl<R: Real> Net<R> {
                 }
                 (TrainOp::GlobalAvgPool, _) => {
                     let s = self.graph.shape(node.inputs[0]);
-                    let mut y = self.buffers.zeroed(frames * shape.len());
+                    let mut y = self.buffers.overwritten(frames * shape.len());
                     layers::global_pool_forward(
                         s.height * s.width,
                         s.channels,
@@ -740,8 +756,8 @@ impl<R: Real> Net<R> {
                 }
                 (TrainOp::Neuron(cfg), _) => {
                     let x = &tape.values[node.inputs[0]];
-                    let mut h = self.buffers.zeroed(x.len());
-                    let mut o = self.buffers.zeroed(x.len());
+                    let mut h = self.buffers.overwritten(x.len());
+                    let mut o = self.buffers.overwritten(x.len());
                     tape.spikes[i] =
                         layers::neuron_forward(cfg, self.firing, timesteps, x, &mut h, &mut o);
                     saved = Saved::Neuron { potential: h };
@@ -767,7 +783,7 @@ impl<R: Real> Net<R> {
                     },
                 ) => {
                     let j = node.inputs[0];
-                    let mut y = self.buffers.zeroed(frames * out_features);
+                    let mut y = self.buffers.overwritten(frames * out_features);
                     layers::linear_forward(
                         *inputs,
                         *out_features,
@@ -834,7 +850,7 @@ impl<R: Real> Net<R> {
                         bias,
                     },
                 ) => {
-                    let mut gx = wants(j).then(|| self.buffers.zeroed(frames * inputs));
+                    let mut gx = wants(j).then(|| self.buffers.overwritten(frames * inputs));
                     let w = self.params_value(weight);
                     let mut gb = bias.map(|b| std::mem::take(&mut self.params[b].grad));
                     layers::linear_backward(
@@ -863,8 +879,8 @@ impl<R: Real> Net<R> {
                         bias,
                     },
                 ) => {
-                    let mut gx =
-                        wants(j).then(|| self.buffers.zeroed(frames * self.graph.shape(j).len()));
+                    let mut gx = wants(j)
+                        .then(|| self.buffers.overwritten(frames * self.graph.shape(j).len()));
                     let w = self.params_value(weight);
                     let mut gb = bias.map(|b| std::mem::take(&mut self.params[b].grad));
                     layers::conv_backward(
@@ -891,7 +907,7 @@ impl<R: Real> Net<R> {
                         unreachable!("a training tape saves every batch norm")
                     };
                     let x = &tape.values[j];
-                    let mut gx = self.buffers.zeroed(x.len());
+                    let mut gx = self.buffers.overwritten(x.len());
                     let (dgamma, dbeta) = layers::bn_backward(
                         x,
                         shape.channels,
@@ -914,7 +930,7 @@ impl<R: Real> Net<R> {
                 (TrainOp::AvgPool { k, stride }, _) => {
                     if wants(j) {
                         let s = self.graph.shape(j);
-                        let mut gx = self.buffers.zeroed(frames * s.len());
+                        let mut gx = self.buffers.overwritten(frames * s.len());
                         layers::avg_pool_backward(
                             (s.height, s.width, s.channels),
                             *k,
@@ -930,7 +946,7 @@ impl<R: Real> Net<R> {
                 (TrainOp::GlobalAvgPool, _) => {
                     if wants(j) {
                         let s = self.graph.shape(j);
-                        let mut gx = self.buffers.zeroed(frames * s.len());
+                        let mut gx = self.buffers.overwritten(frames * s.len());
                         layers::global_pool_backward(
                             s.height * s.width,
                             s.channels,
@@ -946,7 +962,7 @@ impl<R: Real> Net<R> {
                         let Saved::Neuron { potential } = &tape.saved[i] else {
                             unreachable!("every neuron saves its potentials")
                         };
-                        let mut gx = self.buffers.zeroed(g.len());
+                        let mut gx = self.buffers.overwritten(g.len());
                         layers::neuron_backward(
                             cfg,
                             tape.timesteps,

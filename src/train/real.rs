@@ -53,8 +53,15 @@ pub trait Real:
     /// `out[..] = Σ_k weight[rows[k]..][..out.len()]`, adding in the order of `rows`.
     fn sum_rows(weight: &[Self], rows: &[u32], out: &mut [Self]);
 
-    /// `grad[rows[k]..][..src.len()] += src` for every k.
-    fn scatter_rows(src: &[Self], rows: &[u32], grad: &mut [Self]);
+    /// For each pair `(from, to)`, in order: `dst[to..][..n] += scales[k]·src[from..][..n]`
+    /// (the scale is 1 without `scales`).
+    fn add_row_pairs(
+        src: &[Self],
+        pairs: &[(u32, u32)],
+        scales: Option<&[Self]>,
+        n: usize,
+        dst: &mut [Self],
+    );
 }
 
 impl Real for f32 {
@@ -93,8 +100,14 @@ impl Real for f32 {
     fn sum_rows(weight: &[Self], rows: &[u32], out: &mut [Self]) {
         sparse::sum_rows(weight, rows, out);
     }
-    fn scatter_rows(src: &[Self], rows: &[u32], grad: &mut [Self]) {
-        sparse::scatter_rows(src, rows, grad);
+    fn add_row_pairs(
+        src: &[Self],
+        pairs: &[(u32, u32)],
+        scales: Option<&[Self]>,
+        n: usize,
+        dst: &mut [Self],
+    ) {
+        sparse::add_row_pairs(src, pairs, scales, n, dst);
     }
 }
 
@@ -141,10 +154,20 @@ impl Real for f64 {
             }
         }
     }
-    fn scatter_rows(src: &[Self], rows: &[u32], grad: &mut [Self]) {
-        for &r in rows {
-            for (g, s) in grad[r as usize..].iter_mut().zip(src) {
-                *g += *s;
+    fn add_row_pairs(
+        src: &[Self],
+        pairs: &[(u32, u32)],
+        scales: Option<&[Self]>,
+        n: usize,
+        dst: &mut [Self],
+    ) {
+        for (k, &(from, to)) in pairs.iter().enumerate() {
+            let s = scales.map_or(1.0, |s| s[k]);
+            for (d, v) in dst[to as usize..][..n]
+                .iter_mut()
+                .zip(&src[from as usize..][..n])
+            {
+                *d += s * *v;
             }
         }
     }

@@ -1,6 +1,7 @@
-//! The f32 kernels that make binary spikes pay: summing selected weight rows (a convolution
-//! or linear layer whose input is 0/1 and mostly 0), scattering a gradient row into selected
-//! rows (its weight gradient), and the surrogate gradient over a slice.
+//! The f32 kernels that make sparse inputs pay: summing selected weight rows (a linear layer
+//! whose input is 0/1 and mostly 0), adding rows to rows by a list of pairs (a convolution
+//! whose input is mostly 0, 0/1 spikes or event counts, and its weight gradient), and the
+//! surrogate gradient over a slice.
 //!
 //! Each kernel is one generic body compiled three times, for AVX-512, for AVX2 + FMA and for
 //! the baseline target, and chosen at run time: the crate is built for baseline x86-64, where
@@ -81,12 +82,29 @@ fn sum_rows_body(weight: &[f32], rows: &[u32], out: &mut [f32]) {
 }
 
 #[inline(always)]
-fn scatter_rows_body(src: &[f32], rows: &[u32], grad: &mut [f32]) {
-    let n = src.len();
-    for &r in rows {
-        let dst = &mut grad[r as usize..][..n];
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d += *s;
+fn add_row_pairs_body(
+    src: &[f32],
+    pairs: &[(u32, u32)],
+    scales: Option<&[f32]>,
+    n: usize,
+    dst: &mut [f32],
+) {
+    match scales {
+        None => {
+            for &(from, to) in pairs {
+                let from = &src[from as usize..][..n];
+                for (d, s) in dst[to as usize..][..n].iter_mut().zip(from) {
+                    *d += *s;
+                }
+            }
+        }
+        Some(scales) => {
+            for (&(from, to), &k) in pairs.iter().zip(scales) {
+                let from = &src[from as usize..][..n];
+                for (d, s) in dst[to as usize..][..n].iter_mut().zip(from) {
+                    *d += k * *s;
+                }
+            }
         }
     }
 }
@@ -106,13 +124,25 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f")]
-    pub(super) fn scatter_rows_avx512(src: &[f32], rows: &[u32], grad: &mut [f32]) {
-        scatter_rows_body(src, rows, grad);
+    pub(super) fn add_row_pairs_avx512(
+        src: &[f32],
+        pairs: &[(u32, u32)],
+        scales: Option<&[f32]>,
+        n: usize,
+        dst: &mut [f32],
+    ) {
+        add_row_pairs_body(src, pairs, scales, n, dst);
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn scatter_rows_avx2(src: &[f32], rows: &[u32], grad: &mut [f32]) {
-        scatter_rows_body(src, rows, grad);
+    pub(super) fn add_row_pairs_avx2(
+        src: &[f32],
+        pairs: &[(u32, u32)],
+        scales: Option<&[f32]>,
+        n: usize,
+        dst: &mut [f32],
+    ) {
+        add_row_pairs_body(src, pairs, scales, n, dst);
     }
 
     #[target_feature(enable = "avx512f")]
@@ -143,20 +173,28 @@ pub fn sum_rows(weight: &[f32], rows: &[u32], out: &mut [f32]) {
     }
 }
 
-/// `grad[rows[k] + j] += src[j]` for every k and j < src.len().
+/// For each pair `(from, to)`, in order: `dst[to + j] += scales[k]·src[from + j]` for j < n
+/// (the scale is 1 without `scales`).
 ///
 /// # Panics
 ///
-/// If a row runs past `grad` (a caller bug).
-pub fn scatter_rows(src: &[f32], rows: &[u32], grad: &mut [f32]) {
+/// If a row runs past `src` or `dst` (a caller bug).
+pub fn add_row_pairs(
+    src: &[f32],
+    pairs: &[(u32, u32)],
+    scales: Option<&[f32]>,
+    n: usize,
+    dst: &mut [f32],
+) {
+    debug_assert!(scales.is_none_or(|s| s.len() == pairs.len()));
     match isa() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` checked the CPU for AVX-512F; the body is safe Rust.
-        Isa::Avx512 => unsafe { x86::scatter_rows_avx512(src, rows, grad) },
+        Isa::Avx512 => unsafe { x86::add_row_pairs_avx512(src, pairs, scales, n, dst) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for AVX2 and FMA.
-        Isa::Avx2 => unsafe { x86::scatter_rows_avx2(src, rows, grad) },
-        _ => scatter_rows_body(src, rows, grad),
+        Isa::Avx2 => unsafe { x86::add_row_pairs_avx2(src, pairs, scales, n, dst) },
+        _ => add_row_pairs_body(src, pairs, scales, n, dst),
     }
 }
 
@@ -178,7 +216,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn row_sums_and_scatters_match_plain_loops() {
+    fn row_sums_and_row_pairs_match_plain_loops() {
         for n in [1usize, 7, 16, 40, 64, 100, 128, 200, 512] {
             let k = 9;
             let weight: Vec<f32> = (0..k * n).map(|i| ((i * 37 % 101) as f32) * 0.01).collect();
@@ -192,13 +230,24 @@ mod tests {
                 let want: f32 = rows.iter().map(|&r| weight[r as usize + j]).sum();
                 assert!((out[j] - want).abs() < 1e-5, "n={n} j={j}");
             }
-            let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
-            let mut grad = vec![0.0f32; k * n];
-            scatter_rows(&src, &rows, &mut grad);
-            for r in 0..k {
-                let times = rows.iter().filter(|&&x| x as usize == r * n).count() as f32;
-                for j in 0..n {
-                    assert_eq!(grad[r * n + j], times * src[j]);
+            // Pairs from the weight rows to the rows of a 3-row destination, repeats included.
+            let pairs: Vec<(u32, u32)> = [(0usize, 2usize), (3, 0), (3, 2), (8, 1), (5, 2)]
+                .iter()
+                .map(|&(f, t)| ((f * n) as u32, (t * n) as u32))
+                .collect();
+            let scales = [2.0f32, -0.5, 3.0, 1.0, 0.25];
+            for scaled in [false, true] {
+                let mut dst: Vec<f32> = (0..3 * n).map(|i| i as f32).collect();
+                let mut want = dst.clone();
+                for (k, &(f, t)) in pairs.iter().enumerate() {
+                    let s = if scaled { scales[k] } else { 1.0 };
+                    for j in 0..n {
+                        want[t as usize + j] += s * weight[f as usize + j];
+                    }
+                }
+                add_row_pairs(&weight, &pairs, scaled.then_some(&scales[..]), n, &mut dst);
+                for (got, want) in dst.iter().zip(&want) {
+                    assert!((got - want).abs() < 1e-4, "n={n} scaled={scaled}");
                 }
             }
         }
