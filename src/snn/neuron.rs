@@ -532,10 +532,14 @@ impl Surrogate {
                     }
                     if r >= 0.5 {
                         // φ rounds to exactly 0 (or 1) for h within ~1e-16 outside [0, 1],
-                        // which the definition counts as inside: take those from it.
-                        for (gi, &hi_) in g.iter_mut().zip(h) {
-                            if (hi_ < 0.0 && hi_ > -1e-6) || (hi_ > 1.0 && hi_ < 1.0 + 1e-6) {
-                                *gi = self.spike_gradient(hi_, mpr);
+                        // which the definition counts as inside: take those from it. Such h are
+                        // rare, so a branch-free scan (which vectorises) looks for them first.
+                        let edge = |x: f32| (x < 0.0) & (x > -1e-6) | (x > 1.0) & (x < 1.0 + 1e-6);
+                        if h.iter().fold(false, |any, &x| any | edge(x)) {
+                            for (gi, &hi_) in g.iter_mut().zip(h) {
+                                if edge(hi_) {
+                                    *gi = self.spike_gradient(hi_, mpr);
+                                }
                             }
                         }
                     }
