@@ -712,43 +712,57 @@ fn crossover() {
                 plan(&network, ExecutorKind::Event, 1, EventOptions::default()),
                 plan(&network, ExecutorKind::Dense, 1, EventOptions::default()),
             ];
-            for density in [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0] {
-                let frames: Vec<SparseFrame> = (0..4)
-                    .map(|_| {
-                        let dense: Vec<f32> = (0..shape.len())
-                            .map(|_| match rng.random_bool(density) {
-                                false => 0.0,
-                                true if valued => rng.random_range(1..5) as f32 * 0.25,
-                                true => 1.0,
-                            })
-                            .collect();
-                        SparseFrame::from_dense(shape, &dense)
-                    })
-                    .collect();
-                let ms: Vec<String> = plans
-                    .iter()
-                    .map(|p| {
-                        let mut state = p.new_state();
-                        let mut scratch = p.new_scratch();
-                        let (_, cpu) = time(
-                            || {
-                                classify(p, &mut scratch, &mut state, &frames);
-                            },
-                            if p.kind() == ExecutorKind::Dense {
-                                3
-                            } else {
-                                5
-                            },
-                        );
-                        format!("{:.2}", cpu.as_secs_f64() * 1e3 / 4.0)
-                    })
-                    .collect();
-                line.push_str(&format!(" d={density}: {}", ms.join("/")));
-            }
+            line.push_str(&crossover_row(&plans, shape, valued, &mut rng));
             println!("{line}");
         }
     }
     crossover_int8(&mut rng);
+}
+
+/// One crossover line's figures: for each input density, 4 random frames (binary, or
+/// quarter-valued when `valued`) and the ms of CPU per timestep of each plan, `a/b/c/d`.
+fn crossover_row(
+    plans: &[Arc<Plan>],
+    shape: FrameShape,
+    valued: bool,
+    rng: &mut ChaCha8Rng,
+) -> String {
+    let mut row = String::new();
+    for density in [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0] {
+        let frames: Vec<SparseFrame> = (0..4)
+            .map(|_| {
+                let dense: Vec<f32> = (0..shape.len())
+                    .map(|_| match rng.random_bool(density) {
+                        false => 0.0,
+                        true if valued => rng.random_range(1..5) as f32 * 0.25,
+                        true => 1.0,
+                    })
+                    .collect();
+                SparseFrame::from_dense(shape, &dense)
+            })
+            .collect();
+        let ms: Vec<String> = plans
+            .iter()
+            .map(|p| {
+                let mut state = p.new_state();
+                let mut scratch = p.new_scratch();
+                let reps = if p.kind() == ExecutorKind::Dense {
+                    3
+                } else {
+                    5
+                };
+                let (_, cpu) = time(
+                    || {
+                        classify(p, &mut scratch, &mut state, &frames);
+                    },
+                    reps,
+                );
+                format!("{:.2}", cpu.as_secs_f64() * 1e3 / 4.0)
+            })
+            .collect();
+        row.push_str(&format!(" d={density}: {}", ms.join("/")));
+    }
+    row
 }
 
 /// The int8 twin of [`crossover`]'s binary case: a spiking layer (which passes the 0/1 input
@@ -814,35 +828,7 @@ fn crossover_int8(rng: &mut ChaCha8Rng) {
         let mut line = format!(
             "crossover int8 {side}x{side}x{c} (ms cpu per timestep, gather/GEMM/event as shipped/dense):"
         );
-        for density in [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0] {
-            let frames: Vec<SparseFrame> = (0..4)
-                .map(|_| {
-                    let dense: Vec<f32> = (0..shape.len())
-                        .map(|_| f32::from(u8::from(rng.random_bool(density))))
-                        .collect();
-                    SparseFrame::from_dense(shape, &dense)
-                })
-                .collect();
-            let ms: Vec<String> = plans
-                .iter()
-                .map(|p| {
-                    let mut state = p.new_state();
-                    let mut scratch = p.new_scratch();
-                    let (_, cpu) = time(
-                        || {
-                            classify(p, &mut scratch, &mut state, &frames);
-                        },
-                        if p.kind() == ExecutorKind::Dense {
-                            3
-                        } else {
-                            5
-                        },
-                    );
-                    format!("{:.2}", cpu.as_secs_f64() * 1e3 / 4.0)
-                })
-                .collect();
-            line.push_str(&format!(" d={density}: {}", ms.join("/")));
-        }
+        line.push_str(&crossover_row(&plans, shape, false, rng));
         println!("{line}");
     }
 }
