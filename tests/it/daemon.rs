@@ -149,11 +149,17 @@ impl Drop for Process {
     }
 }
 
+/// The whole lines of a file a daemon is writing: the last one may be part-way written.
+pub(crate) fn whole_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole.lines().map(str::to_owned).collect()
+}
+
 /// The JSON lines of a file sink, once it has at least `n` (or at the end, all of them).
 pub(crate) fn outputs(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
+    whole_lines(path)
+        .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }

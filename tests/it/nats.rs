@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::daemon::{PATIENCE, Process, dv_stream, http_get, stream_model, summary};
+use crate::daemon::{PATIENCE, Process, dv_stream, http_get, stream_model, summary, whole_lines};
 
 /// The `nats-server` binary, or None (the test is skipped) when it is not installed.
 fn nats_server_or_skip() -> Option<String> {
@@ -160,21 +160,12 @@ impl Subscriber {
     }
 }
 
-/// The file sink's JSON lines, as written.
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 /// The file sink's lines of one stream, once there are `n` of them.
 fn lines_of(path: &Path, stream: &str, n: usize) -> Vec<String> {
     let needle = format!("\"stream\":{}", serde_json::to_string(stream).unwrap());
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let found: Vec<String> = lines(path)
+        let found: Vec<String> = whole_lines(path)
             .into_iter()
             .filter(|l| l.contains(&needle))
             .collect();
@@ -260,7 +251,7 @@ subject = "fleet.{{stream}}.windows"
     .unwrap();
     let (code, stderr) = Process::start(&["run", config.to_str().unwrap()]).wait();
     assert_eq!(code, 0, "{stderr}");
-    let file = lines(&sink);
+    let file = whole_lines(&sink);
     assert!(file.len() > 10, "{} windows", file.len());
     let published = subscriber.take(file.len());
     for (i, ((subject, payload), line)) in published.iter().zip(&file).enumerate() {
@@ -403,7 +394,7 @@ url = "nats://127.0.0.1:{port}"
     let (code, stderr) = daemon.wait();
     assert_eq!(code, 0, "{stderr}");
     let s = summary(&stderr);
-    let windows = lines(&sink).len() as u64;
+    let windows = whole_lines(&sink).len() as u64;
     assert!(windows > 10, "{s:?}");
     assert_eq!(s["published"], windows, "{s:?}");
     assert_eq!(s["nats_published"], 0, "{s:?}");
