@@ -27,7 +27,7 @@ use crate::exec::pool::{Pool, within};
 use crate::exec::stats::{FanOut, InferenceStats, QuantizationError};
 use crate::exec::{ConvNode, LayerSpikes, RunOptions, RunOutput, State, frame_to_nhwc};
 use crate::kernels::{ConvGeometry, Transpose, dgemm, igemm, im2col};
-use crate::snn::network::{Int8Weights, Network, Op, Shape, int8_current};
+use crate::snn::network::{Int8Weights, Network, Op, Shape, int8_current, int8_currents};
 use crate::snn::neuron::fire;
 
 /// Target size of one im2col chunk, in f64 values (8 MiB).
@@ -491,9 +491,7 @@ fn conv_int8(
         }
         let dst = &mut out[start * cout..][..rows * cout];
         for (pixel, sum) in dst.chunks_exact_mut(cout).zip(sums.chunks_exact(cout)) {
-            for (((o, &s), &scale), &b) in pixel.iter_mut().zip(sum).zip(&q.scale).zip(bias) {
-                *o = int8_current(s, scale, b);
-            }
+            int8_currents(sum, &q.scale, bias, pixel);
         }
         start += rows;
     }

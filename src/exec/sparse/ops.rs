@@ -1,7 +1,7 @@
 //! The executor's per-node computations over a list of active output pixels. Each follows the
 //! arithmetic contract of [`crate::exec`]: f32 operands, f64 sums, one rounding per value; or,
 //! for a node with int8 weights, an i32 sum of the selected integer rows and
-//! [`int8_current`].
+//! [`int8_current`](crate::snn::network::int8_current).
 
 use std::cell::RefCell;
 
@@ -14,7 +14,7 @@ use crate::kernels::{
     ConvGeometry, Isa, TapSpan, Transpose, dgemm, igemm, im2col, sum_rows, sum_rows_i8,
     sum_rows_scaled, sum_taps_i8,
 };
-use crate::snn::network::{Int8Weights, Node, Op, Shape, int8_current, int8_currents};
+use crate::snn::network::{Int8Weights, Node, Op, Shape, int8_currents};
 use crate::snn::neuron::{NeuronKind, fire};
 
 /// Fewest active output pixels per band when a layer is split across threads.
@@ -393,8 +393,8 @@ pub fn conv_dense(
 
 /// [`conv_dense`] for an int8 conv (whose input is spikes): im2col of the 0/1 input as bytes,
 /// one integer GEMM per band of pixels ([`crate::kernels::igemm`], exact in i32), and
-/// [`int8_current`] per value, so the result is the gather's bit for bit. Returns false (and
-/// writes nothing) for a float conv.
+/// [`int8_current`](crate::snn::network::int8_current) per value, so the result is the
+/// gather's bit for bit. Returns false (and writes nothing) for a float conv.
 pub fn conv_dense_int8(
     ctx: Ctx,
     conv: &Conv<'_>,
@@ -443,9 +443,7 @@ pub fn conv_dense_int8(
                 .chunks_exact_mut(cout)
                 .zip(sums.data.chunks_exact(cout))
             {
-                for (((o, &sum), &s), &b) in o_px.iter_mut().zip(s_px).zip(q.scale).zip(conv.bias) {
-                    *o = int8_current(sum, s, b);
-                }
+                int8_currents(s_px, q.scale, conv.bias, o_px);
             }
             0
         },
@@ -704,9 +702,7 @@ pub fn linear(
         if let Some(q) = int8 {
             g.sums.resize(*out_features, 0);
             sum_rows_i8(&q.weight, &g.rows, &mut g.sums);
-            for (((o, &sum), &s), &b) in out.iter_mut().zip(&g.sums).zip(&q.scale).zip(bias) {
-                *o = int8_current(sum, s, b);
-            }
+            int8_currents(&g.sums, &q.scale, bias, out);
         } else if input.is_binary() {
             sum_rows(ctx.isa, weight, bias, &g.rows, out);
         } else {
